@@ -1,0 +1,405 @@
+"""The provider call layer: cache, concurrency, rate limits, retries, circuit breaker, ledger, budget.
+
+Every provider call of every step goes through `CallLayer.call_all`. The cache and the ledger
+live in one SQLite file outside the built database (``.cpo/cache.sqlite``), written as each call
+returns, so what a failed or killed build paid for is kept and never paid again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cpo.config import CallSettings, Price
+from cpo.errors import BudgetExceededError, CPOError, ProviderError
+from cpo.providers.base import GenerationResult, Hit, SafetyResult
+
+CACHE_SCHEMA = """
+create table if not exists cache (
+    key text primary key, provider text, model text, value text, created_at text
+);
+create table if not exists llm_calls (
+    run_id text, step text, provider text, model text, item_key text, cache_hit integer,
+    input_tokens integer, output_tokens integer, cost_usd real, latency_ms real,
+    status text, attempts integer, error text, called_at text
+);
+"""
+LEDGER_COLUMNS = (
+    "run_id",
+    "step",
+    "provider",
+    "model",
+    "item_key",
+    "cache_hit",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "status",
+    "attempts",
+    "error",
+    "called_at",
+)
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """What happened to one request: a result, or an error message (never both)."""
+
+    key: str
+    result: Any = None
+    error: str | None = None
+    cache_hit: bool = False
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class _Codec:
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+
+
+def _encode_dataclass(value: Any) -> Any:
+    return dataclasses.asdict(value)
+
+
+_CODECS = {
+    "generate": _Codec(
+        _encode_dataclass,
+        lambda d: GenerationResult(**{**d, "citations": tuple(d["citations"])}),
+    ),
+    "analyze": _Codec(
+        _encode_dataclass,
+        lambda d: SafetyResult(d["severities"], tuple(d["blocklist_matches"])),
+    ),
+    "search": _Codec(
+        lambda hits: [dataclasses.asdict(h) for h in hits],
+        lambda rows: [Hit(**r) for r in rows],
+    ),
+}
+
+
+class Cache:
+    """The persistent cache and call ledger (SQLite, safe to use from several threads)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._con.execute("pragma journal_mode=wal")
+        self._con.executescript(CACHE_SCHEMA)
+
+    def get(self, key: str) -> Any | None:
+        """The cached JSON value for a key, or None."""
+        with self._lock:
+            row = self._con.execute("select value from cache where key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, provider: str, model: str, value: Any) -> None:
+        """Store a value at once (so a killed build keeps what it paid for)."""
+        with self._lock:
+            self._con.execute(
+                "insert or replace into cache values (?, ?, ?, ?, ?)",
+                (key, provider, model, json.dumps(value), _now()),
+            )
+
+    def record(self, row: Mapping[str, Any]) -> None:
+        """Append one row to the call ledger."""
+        with self._lock:
+            self._con.execute(
+                f"insert into llm_calls values ({', '.join('?' * len(LEDGER_COLUMNS))})",
+                tuple(row.get(c) for c in LEDGER_COLUMNS),
+            )
+
+    def ledger(self) -> list[tuple]:
+        """Every ledger row, oldest first."""
+        with self._lock:
+            return self._con.execute(
+                f"select {', '.join(LEDGER_COLUMNS)} from llm_calls order by rowid"
+            ).fetchall()
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        with self._lock:
+            self._con.close()
+
+
+class RateLimiter:
+    """A token bucket refilled continuously at `per_minute`, with about one second of burst."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self, amount: float = 1.0) -> None:
+        """Block until `amount` can be spent (no-op when the limit is 0, meaning none)."""
+        if self.rate <= 0:
+            return
+        amount = min(amount, self.capacity)
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= amount:
+                    self.tokens -= amount
+                    return
+                wait = (amount - self.tokens) / self.rate
+            time.sleep(wait)
+
+
+def cache_key(provider_description: Mapping[str, Any], method: str, request: Any, salt: str) -> str:
+    """Hash of (provider, model, rendered prompt, parameters): equal keys give equal answers."""
+    payload = {
+        "provider": provider_description,
+        "method": method,
+        "request": _jsonable({k: v for k, v in dataclasses.asdict(request).items() if k != "key"}),
+        "salt": salt,
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def estimate_tokens(request: Any) -> tuple[int, int]:
+    """A rough (input, output) token estimate for a request: 4 characters per token."""
+    text = " ".join(
+        str(getattr(request, name, "")) for name in ("system", "prompt", "text", "query")
+    )
+    documents = getattr(request, "documents", ())
+    text += " ".join(d.body for d in documents)
+    params = getattr(request, "params", {}) or {}
+    return len(text) // 4 + 1, int(params.get("max_tokens", 0) or 0)
+
+
+class CallLayer:
+    """Wraps provider calls for one build.
+
+    Args:
+        cache: The persistent cache and ledger.
+        settings: Concurrency, rate limits, retries and breaker settings.
+        prices: Model name -> price per million tokens.
+        max_cost_usd: Stop before a call that would take this build's spend over this cap.
+        run_id: The build's invocation id, written on every ledger row.
+        logger: Where call events go (JSON lines; item keys only, never prompts or bodies).
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        settings: CallSettings,
+        prices: Mapping[str, Price],
+        max_cost_usd: float | None,
+        run_id: str,
+        logger: logging.Logger,
+    ) -> None:
+        self.cache = cache
+        self.settings = settings
+        self.prices = prices
+        self.max_cost_usd = max_cost_usd
+        self.run_id = run_id
+        self.log = logger
+        self.requests = RateLimiter(settings.requests_per_minute)
+        self.tokens = RateLimiter(settings.tokens_per_minute)
+        self.spent_usd = 0.0
+        self._spend_lock = threading.Lock()
+        self.sleep: Callable[[float], None] = time.sleep
+
+    def call_all(
+        self,
+        step: str,
+        provider: Any,
+        method: str,
+        requests: Sequence[Any],
+        *,
+        salt: str = "",
+        cacheable: bool = True,
+    ) -> list[CallOutcome]:
+        """Call `provider.<method>` for every request, concurrently, in request order.
+
+        A failed item becomes an outcome with an ``error``; it never stops the batch. The
+        batch stops only when the circuit breaker opens (repeated failures, or a credential
+        error), or when the budget would be exceeded.
+
+        Raises:
+            ProviderError: the breaker opened; the message names the step and the last error.
+            BudgetExceededError: the next call would exceed ``budget.max_cost_usd``.
+        """
+        codec = _CODECS[method]
+        description = provider.describe()
+        breaker = _Breaker(self.settings.breaker_failures)
+
+        def one(request: Any) -> CallOutcome:
+            key = cache_key(description, method, request, salt)
+            if cacheable:
+                cached = self.cache.get(key)
+                if cached is not None:
+                    self._record(step, provider, request.key, cache_hit=True, status="success")
+                    return CallOutcome(request.key, codec.decode(cached), cache_hit=True)
+            if breaker.open:
+                return CallOutcome(request.key, error=f"not called: {breaker.reason}")
+            return self._call(step, provider, method, request, key, codec, breaker, cacheable)
+
+        workers = max(1, min(self.settings.concurrency, len(requests) or 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"cpo-{step}") as pool:
+            outcomes = list(pool.map(one, requests))
+        if breaker.open:
+            raise ProviderError(
+                f"step {step!r} stopped: {breaker.reason}. Results obtained so far are cached; "
+                "fix the cause and rebuild to resume",
+                node=step,
+            )
+        return outcomes
+
+    def _call(
+        self,
+        step: str,
+        provider: Any,
+        method: str,
+        request: Any,
+        key: str,
+        codec: _Codec,
+        breaker: _Breaker,
+        cacheable: bool,
+    ) -> CallOutcome:
+        input_estimate, output_estimate = estimate_tokens(request)
+        self._reserve_budget(provider.model, input_estimate, output_estimate)
+        attempts = 0
+        delay = self.settings.backoff_initial_s
+        while True:
+            attempts += 1
+            self.requests.acquire()
+            self.tokens.acquire(input_estimate + output_estimate)
+            started = time.perf_counter()
+            try:
+                result = getattr(provider, method)(request)
+            except Exception as error:  # provider failures are isolated per item
+                latency = (time.perf_counter() - started) * 1000
+                retryable = bool(getattr(error, "retryable", False))
+                status = getattr(error, "status", None)
+                message = _safe_message(error)
+                if retryable and attempts < self.settings.max_attempts and not breaker.open:
+                    wait = getattr(error, "retry_after_s", None) or delay * (
+                        1 + random.random() * 0.25
+                    )
+                    self.log.info(
+                        "retrying call",
+                        extra={"step": step, "item": request.key, "attempt": attempts,
+                               "wait_s": round(wait, 3), "status": status},
+                    )
+                    self.sleep(min(wait, self.settings.backoff_max_s * 4))
+                    delay = min(delay * 2, self.settings.backoff_max_s)
+                    continue
+                breaker.failure(message, fatal=status in (401, 403))
+                self._record(step, provider, request.key, status="error", attempts=attempts,
+                             latency_ms=latency, error=message)
+                return CallOutcome(request.key, error=message, attempts=attempts)
+            latency = (time.perf_counter() - started) * 1000
+            breaker.success()
+            input_tokens = int(getattr(result, "input_tokens", 0) or 0)
+            output_tokens = int(getattr(result, "output_tokens", 0) or 0)
+            cost = self._cost(provider.model, input_tokens, output_tokens)
+            with self._spend_lock:
+                self.spent_usd += cost
+            if cacheable:
+                self.cache.put(key, provider.name, provider.model, codec.encode(result))
+            self._record(
+                step, provider, request.key, status="success", attempts=attempts,
+                latency_ms=latency, input_tokens=input_tokens, output_tokens=output_tokens,
+                cost_usd=cost,
+            )
+            return CallOutcome(request.key, result, attempts=attempts)
+
+    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        price = self.prices.get(model)
+        if price is None:
+            return 0.0
+        return (input_tokens * price.input_per_1m + output_tokens * price.output_per_1m) / 1e6
+
+    def _reserve_budget(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        if self.max_cost_usd is None:
+            return
+        estimate = self._cost(model, input_tokens, output_tokens)
+        with self._spend_lock:
+            if self.spent_usd + estimate > self.max_cost_usd:
+                raise BudgetExceededError(
+                    f"stopping before a call estimated at ${estimate:.4f}: this build has spent "
+                    f"${self.spent_usd:.4f} of its ${self.max_cost_usd:.2f} budget. Raise "
+                    "budget.max_cost_usd in cpo.yml or pass --max-cost",
+                    key="budget.max_cost_usd",
+                )
+
+    def _record(self, step: str, provider: Any, item_key: str, **values: Any) -> None:
+        row = {
+            "run_id": self.run_id,
+            "step": step,
+            "provider": provider.name,
+            "model": provider.model,
+            "item_key": item_key,
+            "cache_hit": int(values.pop("cache_hit", False)),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+            "latency_ms": 0.0,
+            "attempts": 0,
+            "error": None,
+            "called_at": _now(),
+            **values,
+        }
+        self.cache.record(row)
+
+
+class _Breaker:
+    """Opens after `limit` consecutive failures, or at once on a credential error."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.failures = 0
+        self.reason = ""
+        self.open = False
+        self._lock = threading.Lock()
+
+    def failure(self, message: str, *, fatal: bool) -> None:
+        with self._lock:
+            self.failures += 1
+            if fatal or self.failures >= self.limit:
+                if not self.open:
+                    why = "a credential error" if fatal else f"{self.failures} failures in a row"
+                    self.reason = f"circuit breaker opened after {why}; last error: {message}"
+                self.open = True
+
+    def success(self) -> None:
+        with self._lock:
+            self.failures = 0
+
+
+def _safe_message(error: Exception) -> str:
+    if isinstance(error, CPOError):
+        return error.message
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

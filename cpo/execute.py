@@ -1,0 +1,184 @@
+"""Run nodes in DAG order, each node's tests right after it; skip downstream of failures."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cpo.artifacts import NodeResult
+from cpo.compile import quote, resolve_refs
+from cpo.config import ProjectConfig
+from cpo.db import Database
+from cpo.errors import BudgetExceededError, CPOError
+from cpo.graph import Graph
+from cpo.nodes import MODEL, PYTHON, SEED, TEST, Node
+from cpo.steps import Context, load_module
+
+OnResult = Callable[[NodeResult], None]
+TEST_SAMPLE_ROWS = 3
+
+
+@dataclass
+class Runner:
+    """Executes selected nodes and tests against one open database.
+
+    Attributes:
+        compiled_paths: Node name -> path of its compiled SQL (for error messages).
+    """
+
+    config: ProjectConfig
+    graph: Graph
+    db: Database
+    run_id: str
+    log: logging.Logger
+    compiled_paths: dict[str, str]
+    services: Any = None
+    fail_fast: bool = False
+    on_result: OnResult | None = None
+
+    def run(self, node_names: Sequence[str], test_names: Sequence[str]) -> list[NodeResult]:
+        """Run the nodes in order, each followed by its tests; return every result.
+
+        A node is skipped when a parent failed, was skipped, or has a failing error-severity
+        test. With ``fail_fast`` everything after the first failure is skipped.
+        """
+        blocked: dict[str, str] = {}
+        results: list[NodeResult] = []
+        tests_by_model: dict[str, list[str]] = {}
+        for test_name in test_names:
+            test = self.graph.tests[test_name]
+            anchor = test.test.model if test.test and test.test.model in node_names else ""
+            tests_by_model.setdefault(anchor, []).append(test_name)
+        stop = False
+
+        def emit(result: NodeResult) -> None:
+            nonlocal stop
+            results.append(result)
+            if self.on_result:
+                self.on_result(result)
+            if result.failed and self.fail_fast:
+                stop = True
+
+        for name in node_names:
+            node = self.graph.nodes[name]
+            cause = next((blocked[p] for p in node.depends_on if p in blocked), None)
+            if stop or cause:
+                blocked[name] = cause or "an earlier failure (--fail-fast)"
+                emit(self._skipped(node, blocked[name]))
+                for test_name in tests_by_model.pop(name, []):
+                    emit(self._skipped(self.graph.tests[test_name], f"{name} did not run"))
+                continue
+            result = self._run_node(node)
+            emit(result)
+            if result.failed:
+                blocked[name] = f"{name} failed"
+            for test_name in tests_by_model.pop(name, []):
+                test = self.graph.tests[test_name]
+                test_result = (
+                    self._skipped(test, blocked[name]) if name in blocked else self._run_test(test)
+                )
+                emit(test_result)
+                if test_result.failed:
+                    blocked.setdefault(name, f"test {test_name} failed")
+        for leftover in tests_by_model.values():
+            for test_name in leftover:
+                test = self.graph.tests[test_name]
+                emit(self._skipped(test, "--fail-fast") if stop else self._run_test(test))
+        return results
+
+    def _skipped(self, node: Node, why: str) -> NodeResult:
+        return NodeResult(node.name, node.resource_type, "skipped", message=f"skipped: {why}",
+                          path=str(node.path))
+
+    def _run_node(self, node: Node) -> NodeResult:
+        started = time.perf_counter()
+        self.log.info("node started", extra={"node": node.name, "type": node.resource_type})
+        try:
+            rows = self._execute(node)
+        except BudgetExceededError:
+            raise
+        except CPOError as e:
+            return self._error(node, started, self._describe(node, e))
+        except Exception as e:  # a bug in a user's Python step is that node's failure
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            where = f" ({frame.filename}:{frame.lineno})" if frame else ""
+            return self._error(node, started, f"{type(e).__name__}: {e}{where}")
+        seconds = time.perf_counter() - started
+        self.log.info("node finished", extra={"node": node.name, "rows": rows,
+                                              "seconds": round(seconds, 3)})
+        return NodeResult(node.name, node.resource_type, "success", seconds, rows,
+                          _verb(node, rows), str(node.path))
+
+    def _error(self, node: Node, started: float, message: str) -> NodeResult:
+        self.log.error("node failed", extra={"node": node.name})
+        return NodeResult(node.name, node.resource_type, "error",
+                          time.perf_counter() - started, None, message, str(node.path))
+
+    def _describe(self, node: Node, error: CPOError) -> str:
+        where = error.path or str(node.path)
+        line = f":{error.line}" if error.line else ""
+        text = f"{where}{line}: {error.message}"
+        compiled = self.compiled_paths.get(node.name)
+        if node.resource_type == MODEL and compiled and not error.path:
+            text += f"\n  compiled SQL: {compiled}"
+        return text
+
+    def _execute(self, node: Node) -> int | None:
+        if node.resource_type == SEED:
+            return self.db.load_seed(
+                node.name,
+                self.config.root / node.path,
+                column_types=node.config.get("column_types", {}) or {},
+                required_columns=list(node.columns),
+                display_path=str(node.path),
+            )
+        if node.resource_type == MODEL:
+            if node.materialized == "ephemeral":
+                return None
+            key = node.config.get("unique_key")
+            keys = [key] if isinstance(key, str) else list(key or [])
+            sql = resolve_refs(node.sql, self.graph.nodes)
+            return self.db.materialize_sql(node.name, sql, node.materialized, keys)
+        if node.resource_type == PYTHON:
+            module = load_module(self.config.root, node.path)
+            ctx = Context(node=node, config=self.config, db=self.db, run_id=self.run_id,
+                          log=self.log, services=self.services)
+            return self.db.materialize_frame(node.name, module.model(ctx))
+        raise AssertionError(f"cannot execute {node.resource_type}")
+
+    def _run_test(self, test: Node) -> NodeResult:
+        started = time.perf_counter()
+        sql = resolve_refs(test.sql, self.graph.nodes)
+        try:
+            failures = self.db.execute(f"select count(*) from (\n{sql}\n)").fetchone()[0]
+            sample = (
+                self.db.execute(f"select * from (\n{sql}\n) limit {TEST_SAMPLE_ROWS}").fetchall()
+                if failures
+                else []
+            )
+        except CPOError as e:
+            return NodeResult(test.name, TEST, "error", time.perf_counter() - started, None,
+                              f"{test.path}: {e.message}", str(test.path))
+        seconds = time.perf_counter() - started
+        if not failures:
+            return NodeResult(test.name, TEST, "pass", seconds, 0, "", str(test.path))
+        status = "warn" if test.severity == "warn" else "fail"
+        examples = ", ".join(str(row[0] if len(row) == 1 else row) for row in sample)
+        message = (
+            f"{failures} failing row(s) in {quote(test.test.model) if test.test else ''}"
+            f" (e.g. {examples}); compiled SQL: {self.compiled_paths.get(test.name, '')}"
+        )
+        return NodeResult(test.name, TEST, status, seconds, int(failures), message,
+                          str(test.path))
+
+
+def _verb(node: Node, rows: int | None) -> str:
+    if node.resource_type == SEED:
+        return f"loaded seed {node.name} ({rows} rows)"
+    if node.materialized in ("view", "ephemeral"):
+        return f"created {node.materialized} {node.name}"
+    return f"created table {node.name} ({rows} rows)"

@@ -1,0 +1,323 @@
+"""`Project`: the Python API that the CLI mirrors one to one.
+
+    project = Project.load("path/to/project")
+    results = project.build(select=["+segments"])
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpo.artifacts import NodeResult, write_manifest, write_run_results
+from cpo.calls import LEDGER_COLUMNS, Cache, CallLayer
+from cpo.compile import Compiler, check_config, generic_test_sql
+from cpo.config import ProjectConfig, load_config
+from cpo.db import Database, atomic_database
+from cpo.errors import CPOError, ModelError, UsageError
+from cpo.execute import OnResult, Runner
+from cpo.graph import Graph
+from cpo.loader import load_project
+from cpo.logs import configure
+from cpo.nodes import MODEL, PYTHON, TEST, Node
+from cpo.services import Services
+from cpo.steps import sql_functions, step_config
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of a command that runs nodes."""
+
+    invocation_id: str
+    command: str
+    results: list[NodeResult]
+    seconds: float
+    database: Path
+    committed: bool = False
+
+    @property
+    def success(self) -> bool:
+        """True when no node errored and no error-severity test failed."""
+        return not any(r.failed for r in self.results)
+
+
+@dataclass
+class Project:
+    """A CPO project on disk: its configuration and the verbs that act on it."""
+
+    config: ProjectConfig
+    full_refresh: bool = False
+    log_format: str = "json"
+    env: Mapping[str, str] | None = None
+    on_result: OnResult | None = None
+    _graph: Graph | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path = ".",
+        *,
+        target: str | None = None,
+        vars: Mapping[str, Any] | None = None,
+        full_refresh: bool = False,
+        max_cost_usd: float | None = None,
+        log_format: str = "json",
+        env: Mapping[str, str] | None = None,
+    ) -> Project:
+        """Read ``cpo.yml`` from `path`.
+
+        Raises:
+            ConfigurationError: the configuration is missing or invalid.
+        """
+        config = load_config(
+            Path(path).resolve(), target=target, cli_vars=vars, max_cost_usd=max_cost_usd
+        )
+        return cls(config, full_refresh=full_refresh, log_format=log_format, env=env)
+
+    # -- graph -------------------------------------------------------------------------------
+
+    def graph(self, existing: set[str] | None = None) -> Graph:
+        """Load and compile every node, and build the DAG (cached per Project).
+
+        Raises:
+            ModelError: unknown ref, cycle, Jinja error.
+        """
+        if self._graph is None:
+            if existing is None:
+                existing = self._existing_relations()
+            self._graph = self._compile(existing)
+        return self._graph
+
+    def _existing_relations(self) -> set[str]:
+        if not self.config.database_path.exists():
+            return set()
+        try:
+            db = Database(self.config.database_path, read_only=True)
+        except CPOError:
+            return set()
+        try:
+            return set(db.relations())
+        finally:
+            db.close()
+
+    def _compile(self, existing: set[str]) -> Graph:
+        loaded = load_project(self.config)
+        compiler = Compiler(self.config, existing, self.full_refresh)
+        log = logging.getLogger("cpo")
+        nodes: list[Node] = []
+        for node in loaded.nodes:
+            if node.resource_type == MODEL:
+                rendered = compiler.render(node)
+                node = node.with_(sql=rendered.sql, depends_on=rendered.refs,
+                                  config=rendered.config)
+                check_config(node)
+            elif node.resource_type == PYTHON:
+                node = node.with_(config=step_config(node, self.config, log))
+            if node.config.get("enabled", True):
+                nodes.append(node)
+        enabled = {n.name for n in nodes}
+        tests = []
+        for test in loaded.tests:
+            if test.test and test.test.kind == "singular":
+                rendered = compiler.render(test)
+                test = test.with_(sql=rendered.sql, depends_on=rendered.refs)
+                severity = str(rendered.config.get("severity", "error")).lower()
+                test = test.with_(test=test.test.__class__("singular", test.test.model,
+                                                           severity=severity))
+            else:
+                test = test.with_(sql=generic_test_sql(test))
+            if test.test and test.test.model and test.test.model not in enabled:
+                continue  # tests of disabled nodes are disabled too
+            tests.append(test)
+        return Graph.build(nodes, tests)
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    def compile(self, select: Sequence[str] | None = None,
+                exclude: Sequence[str] | None = None) -> dict[str, Path]:
+        """Write compiled SQL and the manifest to ``target/``; return node -> compiled path."""
+        graph = self.graph()
+        paths = self._write_compiled(graph)
+        names, tests = graph.select(select, exclude)
+        return {n: paths[n] for n in [*names, *tests] if n in paths}
+
+    def ls(self, select: Sequence[str] | None = None,
+           exclude: Sequence[str] | None = None) -> list[Node]:
+        """The selected nodes and tests, in DAG order."""
+        graph = self.graph()
+        names, tests = graph.select(select, exclude)
+        return [graph.nodes[n] for n in names] + [graph.tests[t] for t in tests]
+
+    def build(self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+              *, fail_fast: bool = False) -> RunResult:
+        """Seed, run and test the selected nodes in DAG order, atomically."""
+        return self._execute("build", select, exclude, fail_fast=fail_fast)
+
+    def run(self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+            *, fail_fast: bool = False) -> RunResult:
+        """Run the selected models and steps (no seeds, no tests), atomically."""
+        return self._execute("run", select, exclude, fail_fast=fail_fast,
+                             keep=lambda n: n.resource_type in (MODEL, PYTHON), with_tests=False)
+
+    def seed(self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+             *, fail_fast: bool = False) -> RunResult:
+        """Load the selected seeds, atomically."""
+        return self._execute("seed", select, exclude, fail_fast=fail_fast,
+                             keep=lambda n: n.resource_type == "seed", with_tests=False)
+
+    def test(self, select: Sequence[str] | None = None,
+             exclude: Sequence[str] | None = None) -> RunResult:
+        """Run the selected data tests against the current database (read-only)."""
+        database = self.config.database_path
+        if not database.exists():
+            raise UsageError(f"{database.name} does not exist yet; run 'build' first")
+        graph = self.graph()
+        _, tests = graph.select(select, exclude)
+        run_id = str(uuid.uuid4())
+        log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
+        paths = self._write_compiled(graph)
+        started = time.perf_counter()
+        db = Database(database, read_only=True, functions=sql_functions(self.config))
+        try:
+            runner = Runner(self.config, graph, db, run_id, log, _as_str(paths),
+                            on_result=self.on_result)
+            results = runner.run([], tests)
+        finally:
+            db.close()
+        return self._finish("test", run_id, results, started, committed=False)
+
+    def show(self, select: str | None = None, inline: str | None = None,
+             limit: int = 10) -> tuple[list[str], list[tuple]]:
+        """Preview a model's rows or an inline query: (columns, rows)."""
+        if bool(select) == bool(inline):
+            raise UsageError("show needs exactly one of --select MODEL or --inline SQL")
+        database = self.config.database_path
+        if not database.exists():
+            raise UsageError(f"{database.name} does not exist yet; run 'build' first")
+        db = Database(database, read_only=True, functions=sql_functions(self.config))
+        try:
+            if select:
+                graph = self.graph()
+                if select not in graph.nodes:
+                    graph.select([select])  # raises the helpful "matches no node" error
+                    raise UsageError(f"show --select takes one model name, not {select!r}")
+                sql = f'select * from "{select}"'
+            else:
+                sql = str(inline)
+            try:
+                return db.fetch(f"select * from ({sql}) limit {int(limit)}")
+            except ModelError as e:
+                raise ModelError(f"query failed: {e.message}") from None
+        finally:
+            db.close()
+
+    def clean(self) -> list[Path]:
+        """Delete ``target/`` and ``logs/`` (never the database, the cache or the seeds)."""
+        removed = []
+        for kind in ("target", "logs"):
+            path = self.config.path(kind)
+            if path.exists():
+                shutil.rmtree(path)
+                removed.append(path)
+        return removed
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def _execute(
+        self,
+        command: str,
+        select: Sequence[str] | None,
+        exclude: Sequence[str] | None,
+        *,
+        fail_fast: bool,
+        keep: Callable[[Node], bool] | None = None,
+        with_tests: bool = True,
+    ) -> RunResult:
+        graph = self.graph()
+        names, tests = graph.select(select, exclude)
+        if keep:
+            names = [n for n in names if keep(graph.nodes[n])]
+        if not with_tests:
+            tests = []
+        run_id = str(uuid.uuid4())
+        log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
+        log.info("run started", extra={"command": command, "nodes": len(names),
+                                       "tests": len(tests), "target": self.config.target.name})
+        paths = self._write_compiled(graph)
+        started = time.perf_counter()
+        cache = Cache(self.config.root / self.config.cache_path)
+        calls = CallLayer(cache, self.config.calls, self.config.prices,
+                          self.config.max_cost_usd, run_id, log)
+        services = Services(self.config, calls, self.env)
+        database = self.config.database_path
+        committed = False
+        try:
+            with atomic_database(database) as (staging, commit):
+                db = Database(staging, functions=sql_functions(self.config))
+                try:
+                    runner = Runner(self.config, graph, db, run_id, log, _as_str(paths),
+                                    services=services, fail_fast=fail_fast,
+                                    on_result=self.on_result)
+                    results = runner.run(names, tests)
+                    if not any(r.failed for r in results):
+                        _write_call_tables(db, cache, services)
+                finally:
+                    db.close()
+                if not any(r.failed for r in results):
+                    commit()
+                    committed = True
+        finally:
+            cache.close()
+        return self._finish(command, run_id, results, started, committed=committed)
+
+    def _finish(self, command: str, run_id: str, results: list[NodeResult], started: float,
+                *, committed: bool) -> RunResult:
+        seconds = time.perf_counter() - started
+        write_run_results(self.config.path("target"), run_id, command, results, seconds)
+        log = logging.getLogger("cpo")
+        log.info("run finished", extra={"command": command, "seconds": round(seconds, 3),
+                                        "committed": committed,
+                                        "failed": sum(r.failed for r in results)})
+        return RunResult(run_id, command, results, seconds, self.config.database_path, committed)
+
+    def _write_compiled(self, graph: Graph) -> dict[str, Path]:
+        from cpo.compile import resolve_refs
+
+        target = self.config.path("target")
+        paths: dict[str, Path] = {}
+        for node in [*graph.nodes.values(), *graph.tests.values()]:
+            if node.resource_type not in (MODEL, TEST):
+                continue
+            sub = "tests" if node.resource_type == TEST else "models"
+            relative = node.path.with_suffix(".sql") if node.resource_type == MODEL else Path(
+                f"{node.name}.sql")
+            path = target / "compiled" / sub / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(resolve_refs(node.sql, graph.nodes), encoding="utf-8")
+            paths[node.name] = path.relative_to(self.config.root)
+        write_manifest(target, self.config.name, graph.nodes.values(), graph.tests.values(),
+                       _as_str(paths))
+        return paths
+
+
+def _as_str(paths: Mapping[str, Path]) -> dict[str, str]:
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _write_call_tables(db: Database, cache: Cache, services: Services) -> None:
+    """Write ``llm_calls`` (every build's history) and ``run_errors`` (this build's)."""
+    import pandas as pd
+
+    ledger = pd.DataFrame(cache.ledger(), columns=list(LEDGER_COLUMNS))
+    ledger["cache_hit"] = ledger["cache_hit"].astype(bool)
+    db.materialize_frame("llm_calls", ledger)
+    errors = pd.DataFrame(services.errors, columns=["step", "item_key", "error", "at"])
+    errors = errors.astype({"step": "string", "item_key": "string", "error": "string",
+                            "at": "string"})
+    db.materialize_frame("run_errors", errors)

@@ -1,0 +1,285 @@
+"""Offline retrieval: BM25 full-text search with DuckDB's FTS extension, fully offline.
+
+The FTS extension is loaded from the ``duckdb-extension-fts`` wheel (pinned to the same version
+as ``duckdb``), never downloaded: extension autoinstall and autoload are switched off on the
+provider's private in-memory connection. This module is a provider module, so it may import
+duckdb itself; it never touches the project database.
+
+Settings (``providers.retrieval`` in ``cpo.yml``, all optional besides ``type: bm25``):
+
+- ``audience_mode``: ``boost`` (default) multiplies the score of documents whose audience matches
+  the request's (or is ``all``/empty) by ``audience_boost``; ``filter`` keeps only those.
+- ``audience_boost``: the multiplier for ``boost`` mode, > 0 (default 1.5).
+- ``k1``, ``b``: BM25 parameters (default 1.2 and 0.75).
+- ``conjunctive``: require every query term in a document (default false).
+
+``min_score`` of a request applies to the final score (after any audience boost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cpo.errors import ConfigurationError, ProviderError
+from cpo.providers.base import Document, Hit, RetrievalRequest
+
+EXTENSION_PACKAGE = "duckdb_extension_fts"
+EXTENSION_DIST = "duckdb-extension-fts"
+AUDIENCE_MODES = ("boost", "filter")
+AUDIENCE_ALL = "all"
+_TABLE = "documents"
+_SETTINGS_KEY = "providers.retrieval"
+
+
+def _extension_package_dir() -> Path | None:
+    """Return the installed ``duckdb_extension_fts`` package directory, or None."""
+    spec = importlib.util.find_spec(EXTENSION_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def fts_extension_path() -> Path:
+    """Return the FTS extension file that matches the installed duckdb version.
+
+    Raises:
+        ConfigurationError: The wheel is missing or built for another duckdb version.
+    """
+    version = duckdb.__version__
+    package_dir = _extension_package_dir()
+    if package_dir is None:
+        raise ConfigurationError(
+            f"the offline retrieval provider needs the {EXTENSION_DIST} package; "
+            f"install it with: pip install '{EXTENSION_DIST}=={version}'"
+        )
+    path = package_dir / "extensions" / f"v{version}" / "fts.duckdb_extension"
+    if not path.is_file():
+        found = sorted(p.name for p in (package_dir / "extensions").glob("v*"))
+        raise ConfigurationError(
+            f"{EXTENSION_DIST} has no FTS extension for duckdb {version} "
+            f"(expected {path}; found: {', '.join(found) or 'none'}); "
+            f"install the matching version: pip install '{EXTENSION_DIST}=={version}'"
+        )
+    return path
+
+
+class Bm25Retrieval:
+    """BM25 search over title, body and keywords of the indexed documents.
+
+    Args:
+        audience_mode: ``boost`` or ``filter`` (see the module docstring).
+        audience_boost: The score multiplier in ``boost`` mode.
+        k1: BM25 term-frequency saturation.
+        b: BM25 length normalisation.
+        conjunctive: Require every query term.
+    """
+
+    kind = "retrieval"
+    name = "bm25"
+    model = "duckdb-fts"
+
+    def __init__(
+        self,
+        *,
+        audience_mode: str = "boost",
+        audience_boost: float = 1.5,
+        k1: float = 1.2,
+        b: float = 0.75,
+        conjunctive: bool = False,
+    ) -> None:
+        self.audience_mode = audience_mode
+        self.audience_boost = audience_boost
+        self.k1 = k1
+        self.b = b
+        self.conjunctive = conjunctive
+        # One private connection; the lock serialises index() and search() across the call
+        # layer's threads (a DuckDB connection object is not safe to share between threads).
+        self._lock = threading.Lock()
+        self._conn = _connect()
+        self._audiences: dict[str, frozenset[str]] = {}
+        self._fingerprint: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Identify this provider's answers: settings, duckdb version and the corpus indexed."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "model": self.model,
+            "version": duckdb.__version__,
+            "audience_mode": self.audience_mode,
+            "audience_boost": self.audience_boost,
+            "k1": self.k1,
+            "b": self.b,
+            "conjunctive": self.conjunctive,
+            # Results depend on the corpus, so a cache keyed on describe() must see it change.
+            "corpus": self._fingerprint,
+        }
+
+    def index(self, documents: list[Document]) -> None:
+        """Replace the index with ``documents``.
+
+        Raises:
+            ProviderError: Two documents share a ``document_id``.
+        """
+        counts = Counter(d.document_id for d in documents)
+        duplicates = sorted(i for i, n in counts.items() if n > 1)
+        if duplicates:
+            raise ProviderError(
+                f"cannot index content: duplicate document_id {', '.join(duplicates[:5])}; "
+                "make document_id unique in the content seed"
+            )
+        rows = [(d.document_id, d.title, d.body, d.keywords, d.audience) for d in documents]
+        with self._lock:
+            self._conn.execute(
+                f"CREATE OR REPLACE TABLE {_TABLE} (document_id VARCHAR PRIMARY KEY, "
+                "title VARCHAR, body VARCHAR, keywords VARCHAR, audience VARCHAR)"
+            )
+            if rows:
+                self._conn.executemany(f"INSERT INTO {_TABLE} VALUES (?, ?, ?, ?, ?)", rows)
+            self._conn.execute(
+                f"PRAGMA create_fts_index('{_TABLE}', 'document_id', 'title', 'body', 'keywords', "
+                "stemmer='english', stopwords='english', strip_accents=1, lower=1, overwrite=1)"
+            )
+            self._audiences = {d.document_id: _audiences(d.audience) for d in documents}
+            self._fingerprint = _fingerprint(rows)
+
+    def search(self, request: RetrievalRequest) -> list[Hit]:
+        """Return up to ``top_k`` hits scoring at least ``min_score``, best first.
+
+        Ties are broken by ``document_id`` so results are deterministic.
+
+        Raises:
+            ProviderError: `index` has not been called.
+        """
+        if request.top_k <= 0 or not request.query.strip():
+            return []
+        with self._lock:
+            if self._fingerprint is None:
+                raise ProviderError(
+                    f"bm25: search for {request.key!r} before index(); index the content first"
+                )
+            rows = self._conn.execute(
+                f"SELECT document_id, fts_main_{_TABLE}.match_bm25(document_id, ?, k := ?, "
+                f"b := ?, conjunctive := ?) AS score FROM {_TABLE} WHERE score IS NOT NULL",
+                [request.query, self.k1, self.b, self.conjunctive],
+            ).fetchall()
+            audiences = self._audiences
+        hits = []
+        for document_id, score in rows:
+            score = self._adjust(float(score), audiences[document_id], request.audience)
+            if score is not None and score >= request.min_score:
+                hits.append(Hit(document_id=document_id, score=score))
+        hits.sort(key=lambda h: (-h.score, h.document_id))
+        return hits[: request.top_k]
+
+    def _adjust(self, score: float, audiences: frozenset[str], wanted: str | None) -> float | None:
+        if not wanted:
+            return score
+        matches = not audiences or AUDIENCE_ALL in audiences or wanted.strip().lower() in audiences
+        if self.audience_mode == "filter":
+            return score if matches else None
+        return score * self.audience_boost if matches else score
+
+
+def make_bm25(settings: Mapping[str, Any], env: Mapping[str, str]) -> Bm25Retrieval:
+    """Build the BM25 provider from its ``cpo.yml`` settings (the environment is not used).
+
+    Raises:
+        ConfigurationError: A setting is invalid, or the FTS extension is not installed.
+    """
+    mode = str(settings.get("audience_mode", "boost"))
+    if mode not in AUDIENCE_MODES:
+        raise ConfigurationError(
+            f"audience_mode must be one of {', '.join(AUDIENCE_MODES)}, got {mode!r}",
+            path="cpo.yml",
+            key=f"{_SETTINGS_KEY}.audience_mode",
+        )
+    return Bm25Retrieval(
+        audience_mode=mode,
+        audience_boost=_positive(settings, "audience_boost", 1.5),
+        k1=_positive(settings, "k1", 1.2),
+        b=_fraction(settings, "b", 0.75),
+        conjunctive=_boolean(settings, "conjunctive", False),
+    )
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    path = fts_extension_path()
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    conn = duckdb.connect(":memory:", config=config)
+    try:
+        conn.execute(f"LOAD '{_sql_string(str(path))}'")
+    except duckdb.Error as e:
+        conn.close()
+        raise ConfigurationError(
+            f"could not load the DuckDB FTS extension from {path}: {e}; reinstall it with "
+            f"pip install --force-reinstall '{EXTENSION_DIST}=={duckdb.__version__}'"
+        ) from e
+    return conn
+
+
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _audiences(audience: str) -> frozenset[str]:
+    # An audience may list several values ("new, vip"); empty means everyone.
+    return frozenset(a.strip().lower() for a in (audience or "").split(",") if a.strip())
+
+
+def _fingerprint(rows: list[tuple[str, ...]]) -> str:
+    digest = hashlib.sha256()
+    for row in sorted(rows):
+        for value in row:
+            digest.update((value or "").encode("utf-8"))
+            digest.update(b"\x1f")
+        digest.update(b"\x1e")
+    return digest.hexdigest()[:16]
+
+
+def _number(settings: Mapping[str, Any], name: str, default: float) -> float:
+    value = settings.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(
+            f"{name} must be a number, got {value!r}", path="cpo.yml", key=f"{_SETTINGS_KEY}.{name}"
+        )
+    return float(value)
+
+
+def _positive(settings: Mapping[str, Any], name: str, default: float) -> float:
+    value = _number(settings, name, default)
+    if value <= 0:
+        raise ConfigurationError(
+            f"{name} must be > 0, got {value}", path="cpo.yml", key=f"{_SETTINGS_KEY}.{name}"
+        )
+    return value
+
+
+def _fraction(settings: Mapping[str, Any], name: str, default: float) -> float:
+    value = _number(settings, name, default)
+    if not 0 <= value <= 1:
+        raise ConfigurationError(
+            f"{name} must be between 0 and 1, got {value}",
+            path="cpo.yml",
+            key=f"{_SETTINGS_KEY}.{name}",
+        )
+    return value
+
+
+def _boolean(settings: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = settings.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"{name} must be true or false, got {value!r}",
+            path="cpo.yml",
+            key=f"{_SETTINGS_KEY}.{name}",
+        )
+    return value

@@ -1,0 +1,337 @@
+"""Offline generation: compose a message from document sentences, with no language model.
+
+The composer is deterministic: the same request always gives the same message. Every factual
+sentence of the body is a sentence copied from one of ``request.documents`` and is followed by
+its citation `` [DOC_ID]``; all other text comes from the tone's composition template
+(``prompts/tones/<tone>/compose.txt``), which the pipeline passes in ``request.params``.
+
+``request.params`` (what the pipeline passes):
+
+- ``template`` (required): the composition template text. Variables: ``sentences`` (the cited
+  sentences as one paragraph), ``sentence_list`` (the same, one string per sentence), ``title``
+  (the top document's title), ``tone``, the merge tags (printed verbatim, see `cpo.prompting`)
+  and anything in ``variables``.
+- ``template_name``: the template's file, named in errors (default ``<template>``).
+- ``subject_template``: the subject pattern text, same variables (default ``{{ title }}``);
+  ``subject_template_name`` names it in errors.
+- ``min_words``, ``max_words``: the body's word range (default 40 and 120). A word is a
+  whitespace-separated token of the final body, citations and merge tags included, so anyone can
+  recount it with ``len(body.split())``.
+- ``max_subject_chars``: the subject's length cap (default 60), trimmed at a word boundary.
+- ``focus_terms``: a string or list of strings; sentences sharing more of these words rank first.
+- ``tone``: the tone name, available to templates.
+- ``variables``: a mapping of extra template variables (e.g. ``segment_name``).
+
+Failures the pipeline records per item are `ProviderError` whose message starts with a reason:
+``no_documents``, ``no_usable_sentences`` or ``insufficient_content``. A broken template raises
+`ModelError` naming the template file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cpo.errors import ConfigurationError, ProviderError
+from cpo.prompting import render_template_text
+from cpo.providers.base import Document, GenerationRequest, GenerationResult
+
+VERSION = "1"
+DEFAULT_SUBJECT_TEMPLATE = "{{ title }}"
+_TERMINAL = ".!?"
+_MIN_SENTENCE_WORDS = 4
+_NEAR_DUPLICATE = 0.8
+
+# Sentences that talk to a model rather than to a customer (prompt injection planted in
+# content) are never copied into a message.
+_INJECTION = re.compile(
+    r"""
+    \b(ignore|disregard|forget|override|bypass)\b[^.!?]{0,60}
+        \b(instructions?|prompts?|rules?|guidelines?|above|previous|prior)\b
+    | \b(system|developer|hidden)\s+(prompt|message|instructions?)\b
+    | \b(language\s+model|llms?|chatgpt|gpt-?\d\w*|ai\s+(assistant|model)|as\s+an\s+ai)\b
+    | \b(you\s+are\s+now|pretend\s+(to\s+be|you\s+are)|jailbreak|do\s+anything\s+now)\b
+    | \b(assistant|model|ai|bot)\b[^.!?]{0,40}\b(must|should|shall|will)\b[^.!?]{0,40}
+        \b(say|write|output|respond|reply|include|mention|print)\b
+    | <\|[a-z_]+\|> | \[/?INST\]
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+# Template syntax inside content would reach the merge-tag stage; such sentences are skipped.
+_TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9$£€])")
+_WORD = re.compile(r"[a-z0-9]+")
+_WORD_KEEPING_MERGE_TAGS = re.compile(r"(?:\{\{.*?\}\}|\S)+")
+_STOPWORDS = frozenset(
+    {
+        *("a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have"),
+        *("in", "is", "it", "its", "of", "on", "or", "our", "so", "that", "the", "their"),
+        *("this", "to", "was", "we", "were", "will", "with", "you", "your"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A candidate sentence: its text, source document and position, and focus overlap."""
+
+    document_id: str
+    text: str
+    doc_index: int
+    index: int
+    overlap: int
+
+    @property
+    def cited(self) -> str:
+        """The sentence followed by its citation."""
+        return f"{self.text} [{self.document_id}]"
+
+
+@dataclass(frozen=True)
+class ComposeParams:
+    """The composer's parameters, read and validated from ``request.params``."""
+
+    template: str
+    template_name: str
+    subject_template: str
+    subject_template_name: str
+    min_words: int
+    max_words: int
+    max_subject_chars: int
+    focus_terms: tuple[str, ...]
+    tone: str
+    variables: Mapping[str, Any]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ComposeParams:
+        """Validate ``params``; raises ConfigurationError naming the bad parameter."""
+        template = params.get("template")
+        if not isinstance(template, str) or not template.strip():
+            raise ConfigurationError(
+                "offline composer: params['template'] must be the composition template text "
+                "(e.g. the source of prompts/tones/<tone>/compose.txt)"
+            )
+        min_words = _int_param(params, "min_words", 40)
+        max_words = _int_param(params, "max_words", 120)
+        if min_words > max_words:
+            raise ConfigurationError(
+                f"offline composer: min_words ({min_words}) is greater than max_words ({max_words})"
+            )
+        focus = params.get("focus_terms") or ()
+        variables = params.get("variables") or {}
+        if not isinstance(variables, Mapping):
+            raise ConfigurationError("offline composer: params['variables'] must be a mapping")
+        return cls(
+            template=template,
+            template_name=str(params.get("template_name", "<template>")),
+            subject_template=str(params.get("subject_template") or DEFAULT_SUBJECT_TEMPLATE),
+            subject_template_name=str(params.get("subject_template_name", "<subject template>")),
+            min_words=min_words,
+            max_words=max_words,
+            max_subject_chars=_int_param(params, "max_subject_chars", 60),
+            focus_terms=(focus,) if isinstance(focus, str) else tuple(str(t) for t in focus),
+            tone=str(params.get("tone", "")),
+            variables=dict(variables),
+        )
+
+
+class OfflineComposer:
+    """The deterministic, model-free generation provider."""
+
+    kind = "generation"
+    name = "offline"
+    model = "composer-v1"
+
+    def describe(self) -> dict[str, Any]:
+        """Identify this provider's answers for cache keys."""
+        return {"kind": self.kind, "name": self.name, "model": self.model, "version": VERSION}
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Compose a subject and a cited body from ``request.documents``.
+
+        Raises:
+            ProviderError: ``no_documents``, ``no_usable_sentences`` or ``insufficient_content``.
+            ConfigurationError: ``request.params`` is invalid.
+            ModelError: A template is broken (names the file and line).
+        """
+        if not request.documents:
+            raise ProviderError(
+                f"no_documents: nothing was retrieved for {request.key!r}; the offline composer "
+                "only uses sentences of retrieved documents: add approved content for this "
+                "segment or lower the retrieval min_score"
+            )
+        params = ComposeParams.from_params(request.params)
+        candidates = rank_sentences(request.documents, params.focus_terms)
+        if not candidates:
+            raise ProviderError(
+                f"no_usable_sentences: the documents retrieved for {request.key!r} "
+                f"({', '.join(d.document_id for d in request.documents)}) have no sentence the "
+                "composer may use (too short, or addressed to a model)"
+            )
+        chosen, body = _fill_body(candidates, params, request.documents[0].title)
+        words = count_words(body)
+        if words < params.min_words:
+            raise ProviderError(
+                f"insufficient_content: the documents retrieved for {request.key!r} give a "
+                f"{words}-word body, below min_words={params.min_words}; add content, retrieve "
+                "more documents (top_k) or lower min_words"
+            )
+        return GenerationResult(
+            subject=self._subject(params, request.documents[0].title),
+            body=body,
+            citations=tuple(dict.fromkeys(s.document_id for s in chosen)),
+        )
+
+    def _subject(self, params: ComposeParams, title: str) -> str:
+        text = _render(params, params.subject_template, params.subject_template_name, title, [])
+        subject = trim_at_word(" ".join(text.split()), params.max_subject_chars)
+        return subject or trim_at_word(" ".join(title.split()), params.max_subject_chars)
+
+
+def make_offline_composer(settings: Mapping[str, Any], env: Mapping[str, str]) -> OfflineComposer:
+    """Build the offline composer; it takes no settings and reads no environment."""
+    return OfflineComposer()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences at terminal punctuation followed by a capital, and at lines."""
+    sentences = []
+    for line in text.splitlines():
+        sentences.extend(s.strip() for s in _SENTENCE_END.split(line.strip()) if s.strip())
+    return sentences
+
+
+def is_usable(sentence: str) -> bool:
+    """Whether a sentence may go into a message: long enough, no template syntax, no injection."""
+    return (
+        len(sentence.split()) >= _MIN_SENTENCE_WORDS
+        and not _TEMPLATE_SYNTAX.search(sentence)
+        and not _INJECTION.search(sentence)
+    )
+
+
+def rank_sentences(documents: Sequence[Document], focus_terms: Sequence[str]) -> list[Sentence]:
+    """Return the usable, de-duplicated sentences of ``documents``, best first.
+
+    Sentences sharing more distinct focus words rank first; ties keep document order, then
+    sentence order within the document.
+    """
+    focus = set().union(*(_terms(t) for t in focus_terms)) if focus_terms else set()
+    found = []
+    for doc_index, doc in enumerate(documents):
+        for index, text in enumerate(split_sentences(doc.body)):
+            if not is_usable(text):
+                continue
+            if text[-1] not in _TERMINAL:
+                text += "."
+            overlap = len(focus & _terms(text))
+            found.append(Sentence(doc.document_id, text, doc_index, index, overlap))
+    found.sort(key=lambda s: (-s.overlap, s.doc_index, s.index))
+    return _dedupe(found)
+
+
+def count_words(text: str) -> int:
+    """Count words as whitespace-separated tokens (citations and merge-tag parts included)."""
+    return len(text.split())
+
+
+def trim_at_word(text: str, limit: int) -> str:
+    """Trim ``text`` to at most ``limit`` characters at a word boundary, keeping merge tags whole.
+
+    Trailing separators (``,:;-``) and connector words left by the cut are removed; a single
+    word longer than ``limit`` is cut hard.
+    """
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    for token in _WORD_KEEPING_MERGE_TAGS.findall(text):
+        if len(" ".join([*kept, token])) > limit:
+            break
+        kept.append(token)
+    # A subject should not end on a dangling connector ("... shoes are").
+    while len(kept) > 1 and kept[-1].lower() in _STOPWORDS:
+        kept.pop()
+    trimmed = " ".join(kept).rstrip(" ,:;-–—")
+    return trimmed or text[:limit].rstrip()
+
+
+def _fill_body(
+    candidates: list[Sentence], params: ComposeParams, title: str
+) -> tuple[list[Sentence], str]:
+    # Greedy in rank order, measuring the rendered body itself so that any template layout
+    # (paragraph, bullets, extra lines) is counted exactly; a sentence that does not fit is
+    # skipped and shorter ones further down may still fill the budget.
+    chosen: list[Sentence] = []
+    body = _render(params, params.template, params.template_name, title, chosen)
+    if count_words(body) > params.max_words:
+        raise ConfigurationError(
+            f"offline composer: the template alone has {count_words(body)} words, more than "
+            f"max_words={params.max_words}; shorten it or raise max_words",
+            path=params.template_name,
+        )
+    for sentence in candidates:
+        trial = _render(params, params.template, params.template_name, title, [*chosen, sentence])
+        if count_words(trial) <= params.max_words:
+            chosen.append(sentence)
+            body = trial
+    return chosen, body
+
+
+def _render(
+    params: ComposeParams, source: str, name: str, title: str, chosen: list[Sentence]
+) -> str:
+    cited = [s.cited for s in chosen]
+    variables = {
+        **params.variables,
+        "sentences": " ".join(cited),
+        "sentence_list": cited,
+        "title": title,
+        "tone": params.tone,
+    }
+    return _tidy(render_template_text(source, name=name, **variables))
+
+
+def _tidy(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+
+
+def _terms(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 2}
+
+
+def _stem(word: str) -> str:
+    # A crude suffix strip is enough to match "shoes"/"shoe" and "running"/"run" for ranking.
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _dedupe(sentences: list[Sentence]) -> list[Sentence]:
+    kept: list[Sentence] = []
+    kept_terms: list[set[str]] = []
+    for sentence in sentences:
+        terms = _terms(sentence.text)
+        if any(_jaccard(terms, other) >= _NEAR_DUPLICATE for other in kept_terms):
+            continue
+        kept.append(sentence)
+        kept_terms.append(terms)
+    return kept
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def _int_param(params: Mapping[str, Any], name: str, default: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"offline composer: params[{name!r}] must be a positive integer, got {value!r}"
+        )
+    return value

@@ -1,0 +1,225 @@
+"""KMeans customer segments: the alternative to `segments_rules`, on when
+``vars.segmentation.method`` is ``kmeans``.
+
+Clusters customers on log recency, log frequency, log monetary value and engagement score
+(standardised), choosing k in ``[k_min, k_max]`` by silhouette score. To stay fast on 1,000,000
+customers, k is chosen and the centroids are fitted on a fixed-seed sample of at most
+``sample_size`` rows; every customer is then assigned to the nearest centroid. Each cluster is
+named from its centroid ("High-value frequent buyers", "Lapsed low spenders") and gets a stable
+id ``kmeans_01``... ordered by average monetary value, highest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from sklearn.preprocessing import StandardScaler
+
+from cpo.errors import ConfigurationError
+
+FEATURES = ("recency_days", "frequency", "monetary", "engagement_score")
+OUTPUT_COLUMNS = ["customer_id", "segment_id", "segment_name", "segment_description"]
+_N_INIT = 4
+_SILHOUETTE_ROWS = 5000
+# A centroid this many standard deviations from the mean counts as distinctive.
+_DISTINCT = 0.5
+
+
+@dataclass(frozen=True)
+class KMeansSettings:
+    """The validated ``vars.segmentation`` settings this step uses."""
+
+    k_min: int
+    k_max: int
+    seed: int
+    sample_size: int
+
+
+def config(ctx: Any) -> dict[str, Any]:
+    """Build this step only when ``vars.segmentation.method`` is ``kmeans``."""
+    return {"enabled": ctx.var("segmentation.method", "rules") == "kmeans", "tags": ["segments"]}
+
+
+def model(ctx: Any) -> pd.DataFrame:
+    """Assign every customer in `customer_features` to a named KMeans segment.
+
+    Args:
+        ctx: The step context (``ref``, ``var``, ``log``).
+
+    Returns:
+        One row per customer: customer_id, segment_id, segment_name, segment_description.
+    """
+    settings = read_settings(ctx)
+    columns = ", ".join(("customer_id", *FEATURES))
+    frame = ctx.ref("customer_features").project(columns).order("customer_id").df()
+    if frame.empty:
+        return pd.DataFrame(columns=OUTPUT_COLUMNS)
+    return segment(frame, settings, log=ctx.log)
+
+
+def read_settings(ctx: Any) -> KMeansSettings:
+    """Read and check ``vars.segmentation.{k_min,k_max,seed,sample_size}``."""
+    values = {
+        "k_min": ctx.var("segmentation.k_min", 3),
+        "k_max": ctx.var("segmentation.k_max", 8),
+        "seed": ctx.var("segmentation.seed", 42),
+        "sample_size": ctx.var("segmentation.sample_size", 20000),
+    }
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(
+                f"must be an integer, got {value!r}", path="cpo.yml", key=f"vars.segmentation.{key}"
+            )
+    settings = KMeansSettings(**values)
+    if settings.k_min < 2 or settings.k_max < settings.k_min:
+        raise ConfigurationError(
+            f"need 2 <= k_min <= k_max, got k_min={settings.k_min}, k_max={settings.k_max}",
+            path="cpo.yml",
+            key="vars.segmentation.k_min",
+        )
+    if settings.sample_size < 100:
+        raise ConfigurationError(
+            f"must be at least 100, got {settings.sample_size}",
+            path="cpo.yml",
+            key="vars.segmentation.sample_size",
+        )
+    return settings
+
+
+def segment(frame: pd.DataFrame, settings: KMeansSettings, log: Any = None) -> pd.DataFrame:
+    """Cluster `frame` (customer_id and `FEATURES`) and return one named segment per customer."""
+    matrix = _feature_matrix(frame)
+    if len(matrix) <= settings.k_min:
+        raise ConfigurationError(
+            f"{len(matrix)} customers cannot form {settings.k_min} clusters; "
+            "lower k_min or use method: rules",
+            path="cpo.yml",
+            key="vars.segmentation.k_min",
+        )
+    rng = np.random.default_rng(settings.seed)
+    size = min(settings.sample_size, len(matrix))
+    sample_rows = np.sort(rng.choice(len(matrix), size=size, replace=False))
+    scaler = StandardScaler().fit(matrix[sample_rows])
+    scaled = scaler.transform(matrix)
+    fitted, scores = _choose_k(scaled[sample_rows], settings)
+    if log is not None:
+        log.info("kmeans chose k=%d (silhouette by k: %s)", fitted.n_clusters, scores)
+    labels = fitted.predict(scaled)
+    return _named(frame, labels, fitted.cluster_centers_)
+
+
+def _feature_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """Log-transform the skewed features so a few big spenders do not own a cluster each."""
+    values = frame[list(FEATURES)].astype("float64").fillna(0.0).to_numpy()
+    values[:, :3] = np.log1p(np.clip(values[:, :3], 0.0, None))
+    return values
+
+
+def _choose_k(sample: np.ndarray, settings: KMeansSettings) -> tuple[KMeans, dict[int, float]]:
+    """Fit each k in range on the sample; keep the best silhouette (the smaller k on ties)."""
+    best: KMeans | None = None
+    scores: dict[int, float] = {}
+    k_max = min(settings.k_max, len(sample) - 1)
+    for k in range(settings.k_min, k_max + 1):
+        fitted = KMeans(n_clusters=k, n_init=_N_INIT, random_state=settings.seed).fit(sample)
+        if len(set(fitted.labels_)) < 2:
+            continue
+        rows = min(_SILHOUETTE_ROWS, len(sample))
+        score = silhouette_score(sample, fitted.labels_, sample_size=rows, random_state=settings.seed)
+        scores[k] = round(float(score), 4)
+        if best is None or scores[k] > scores[best.n_clusters]:
+            best = fitted
+    if best is None:
+        raise ConfigurationError(
+            "the customers' features are identical, so KMeans finds no clusters; use method: rules",
+            path="cpo.yml",
+            key="vars.segmentation.method",
+        )
+    return best, scores
+
+
+def _named(frame: pd.DataFrame, labels: np.ndarray, centers: np.ndarray) -> pd.DataFrame:
+    """Give clusters ids ordered by average monetary value, names and descriptions."""
+    stats = frame[list(FEATURES)].astype("float64").assign(cluster=labels)
+    means = stats.groupby("cluster").mean()
+    counts = stats.groupby("cluster").size()
+    overall = stats[list(FEATURES)].mean()
+    order = means.sort_values("monetary", ascending=False).index
+    catalogue: dict[int, tuple[str, str, str]] = {}
+    used: set[str] = set()
+    for position, cluster in enumerate(order, start=1):
+        z = dict(zip(FEATURES, centers[cluster], strict=True))
+        name = _unique(_name(z), used)
+        share = counts[cluster] / len(frame)
+        description = _describe(means.loc[cluster], overall, z, int(counts[cluster]), share)
+        catalogue[cluster] = (f"kmeans_{position:02d}", name, description)
+    ids, names, descriptions = zip(*(catalogue[c] for c in range(len(centers))), strict=True)
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].to_numpy(),
+            "segment_id": np.asarray(ids, dtype=object)[labels],
+            "segment_name": np.asarray(names, dtype=object)[labels],
+            "segment_description": np.asarray(descriptions, dtype=object)[labels],
+        }
+    )
+
+
+def _name(z: dict[str, float]) -> str:
+    """A human name from a centroid in standard units (recency: high = long ago)."""
+    spend = z["monetary"]
+    if z["recency_days"] > _DISTINCT:
+        noun = "high spenders" if spend > _DISTINCT else "low spenders" if spend < -_DISTINCT else "customers"
+        name = f"Lapsed {noun}"
+    else:
+        value = "High-value" if spend > _DISTINCT else "Low-spend" if spend < -_DISTINCT else "Mid-value"
+        habit = (
+            "frequent buyers"
+            if z["frequency"] > _DISTINCT
+            else "occasional buyers"
+            if z["frequency"] < -_DISTINCT
+            else "regular buyers"
+        )
+        name = f"{value} {habit}"
+    if z["engagement_score"] > _DISTINCT:
+        return f"{name}, highly engaged"
+    if z["engagement_score"] < -_DISTINCT:
+        return f"{name}, rarely engaged"
+    return name
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """Number repeated names ("... (2)") so every segment name is distinct."""
+    candidate, n = name, 2
+    while candidate in used:
+        candidate, n = f"{name} ({n})", n + 1
+    used.add(candidate)
+    return candidate
+
+
+_PHRASES = {
+    "recency_days": ("bought long ago", "bought recently"),
+    "frequency": ("buys often", "buys rarely"),
+    "monetary": ("spends much more", "spends much less"),
+    "engagement_score": ("opens and clicks emails a lot", "rarely opens or clicks emails"),
+}
+
+
+def _describe(
+    mean: pd.Series, overall: pd.Series, z: dict[str, float], customers: int, share: float
+) -> str:
+    """Sizes, averages against all customers, and the two most distinctive traits."""
+    distinctive = sorted(FEATURES, key=lambda f: -abs(z[f]))[:2]
+    traits = [_PHRASES[f][0 if z[f] > 0 else 1] for f in distinctive if abs(z[f]) > _DISTINCT]
+    lead = "Most distinctive: " + "; ".join(traits) + ". " if traits else ""
+    return (
+        f"{lead}{customers:,} customers ({share:.0%}). Average spend ${mean['monetary']:,.0f} a year "
+        f"(all customers ${overall['monetary']:,.0f}), {mean['frequency']:.1f} orders a year "
+        f"({overall['frequency']:.1f}), last purchase {mean['recency_days']:.0f} days ago "
+        f"({overall['recency_days']:.0f}), engagement {mean['engagement_score']:.0f}/100 "
+        f"({overall['engagement_score']:.0f})."
+    )
