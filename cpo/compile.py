@@ -21,6 +21,9 @@ from cpo.nodes import MATERIALIZATIONS, MODEL, TEST, Node
 
 _PLACEHOLDER = re.compile(r"__cpo_ref__\(([^)]+)\)__")
 _MISSING = object()
+_LEADING_WITH = re.compile(
+    r"\A(?:\s|--[^\n]*\n|/\*.*?\*/)*with(?:\s+recursive)?\s+", re.IGNORECASE | re.DOTALL
+)
 
 
 def quote(name: str) -> str:
@@ -163,13 +166,34 @@ def check_config(node: Node) -> None:
 
 
 def resolve_refs(sql: str, nodes: Mapping[str, Node]) -> str:
-    """Replace ref placeholders with relation names, inlining ephemeral models as subqueries."""
+    """Replace ref placeholders with relation names; ephemeral models become leading CTEs.
+
+    A CTE (rather than an inline subquery) keeps ``from {{ ref('e') }} as alias`` and
+    ``e.column`` valid, exactly as for a table or view.
+    """
+    ctes: dict[str, str] = {}
+    body = _substitute(sql, nodes, ctes)
+    if not ctes:
+        return body
+    defs = ",\n".join(f"{quote(name)} as (\n{text}\n)" for name, text in ctes.items())
+    match = _LEADING_WITH.match(body)
+    if match:  # merge into the model's own WITH clause
+        return f"{match.group(0)}{defs},\n{body[match.end():]}"
+    return f"with {defs}\n{body}"
+
+
+def _substitute(sql: str, nodes: Mapping[str, Node], ctes: dict[str, str]) -> str:
+    """Quote ref'd names, collecting ephemeral models' SQL into `ctes` (dependencies first)."""
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         target = nodes[name]
-        if target.resource_type == MODEL and target.materialized == "ephemeral":
-            return f"(\n{resolve_refs(target.sql, nodes)}\n) AS {quote(name)}"
+        if (
+            target.resource_type == MODEL
+            and target.materialized == "ephemeral"
+            and name not in ctes
+        ):
+            ctes[name] = _substitute(target.sql, nodes, ctes).strip()
         return quote(name)
 
     return _PLACEHOLDER.sub(replace, sql)

@@ -239,7 +239,11 @@ def _calls(doc: YamlDocument, raw: Mapping[str, Any]) -> CallSettings:
     for name in CallSettings.__dataclass_fields__:
         if name in raw:
             number = _number(doc, raw[name], f"calls.{name}")
-            values[name] = int(number) if isinstance(getattr(defaults, name), int) else number
+            if isinstance(getattr(defaults, name), int):
+                if not isinstance(raw[name], int):  # 2.5 workers is a typo, not a wish for 2
+                    raise doc.error(f"calls.{name}", f"expected an integer, got {_kind(raw[name])}")
+                number = int(number)
+            values[name] = number
     unknown = sorted(set(raw) - set(CallSettings.__dataclass_fields__))
     if unknown:
         raise doc.error(

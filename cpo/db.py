@@ -9,6 +9,7 @@ holding the old file open keep reading the old inode undisturbed.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import shutil
@@ -206,7 +207,7 @@ class Database:
         Raises:
             ModelError: a malformed row (with its line), a missing required column, a bad cast.
         """
-        reader = _seed_reader(path)
+        reader = _seed_reader(path, display_path, name)
         try:
             columns = [r[0] for r in self.con.sql(f"describe select * from {reader}").fetchall()]
         except duckdb.Error as e:
@@ -237,26 +238,76 @@ class Database:
             self.drop(name)
             self.con.execute(f"create table {quote(name)} as select {select} from {reader}")
         except duckdb.Error as e:
-            raise _seed_error(e, display_path, name) from e
+            error = _seed_error(e, display_path, name)
+            if error.line is None and path.suffix == ".csv":
+                error.line = self._bad_cast_line(reader, column_types)
+            raise error from e
         return self.count(name)
 
+    def _bad_cast_line(self, reader: str, column_types: Mapping[str, str]) -> int | None:
+        """The file line of the first value that a ``column_types`` cast rejects."""
+        for column, kind in column_types.items():
+            c = quote(column)
+            try:
+                row = self.con.execute(
+                    f"select n from (select row_number() over () as n, {c} from {reader}) "
+                    f"where {c} is not null and try_cast({c} as {kind}) is null order by n limit 1"
+                ).fetchone()
+            except duckdb.Error:
+                return None
+            if row:
+                return int(row[0]) + 1  # the header is line 1
+        return None
 
-def _seed_reader(path: Path) -> str:
-    literal = "'" + str(path).replace("'", "''") + "'"
+
+def _seed_reader(path: Path, display_path: str, name: str) -> str:
+    literal = _literal(str(path))
     if path.suffix == ".csv":
-        return f"read_csv({literal}, header = true, all_varchar = true, strict_mode = true)"
+        # Columns come from the header, so DuckDB does not sniff the dialect: sniffing fails on
+        # a malformed row without saying which, while a fixed dialect reports the line.
+        columns = ", ".join(
+            f"{_literal(c)}: 'VARCHAR'" for c in _csv_header(path, display_path, name)
+        )
+        return (
+            f"read_csv({literal}, header = true, auto_detect = false, delim = ',', "
+            f"quote = '\"', escape = '\"', strict_mode = true, columns = {{{columns}}})"
+        )
     if path.suffix == ".json":
         return f"read_json_auto({literal})"
     return f"read_json_auto({literal}, format = 'newline_delimited')"
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _csv_header(path: Path, display_path: str, name: str) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ModelError(
+            f"cannot read seed {name!r}: {e}", path=display_path, line=1, node=name
+        ) from e
+    if not header or any(not c.strip() for c in header) or len(set(header)) != len(header):
+        raise ModelError(
+            f"seed {name!r} needs a header row of distinct, non-empty column names; "
+            f"found {header}",
+            path=display_path,
+            line=1,
+            node=name,
+        )
+    return header
+
+
 def _seed_error(error: Exception, display_path: str, name: str) -> ModelError:
-    text = str(error)
+    text = str(error).strip()
     match = re.search(r"[Ll]ine:?\s*(\d+)", text)
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    detail = re.sub(r"\s+", " ", text)[:400]
+    # DuckDB's message, without its generic list of reader options and "possible fixes".
+    kept = [line.strip() for line in text.split("Possible fixes")[0].splitlines() if line.strip()]
+    detail = "; ".join(kept)[:400].rstrip(".") or type(error).__name__
     return ModelError(
-        f"cannot load seed {name!r}: {first}. Fix the file and rebuild. ({detail})",
+        f"cannot load seed {name!r}: {detail}. Fix the file and rebuild.",
         path=display_path,
         line=int(match.group(1)) if match else None,
         node=name,

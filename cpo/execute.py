@@ -7,6 +7,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cpo.artifacts import NodeResult
@@ -49,9 +50,12 @@ class Runner:
         blocked: dict[str, str] = {}
         results: list[NodeResult] = []
         tests_by_model: dict[str, list[str]] = {}
+        position = {name: index for index, name in enumerate(node_names)}
         for test_name in test_names:
+            # A test runs right after the last of its dependencies that this run builds.
             test = self.graph.tests[test_name]
-            anchor = test.test.model if test.test and test.test.model in node_names else ""
+            built = [p for p in test.depends_on if p in position]
+            anchor = max(built, key=position.__getitem__) if built else ""
             tests_by_model.setdefault(anchor, []).append(test_name)
         stop = False
 
@@ -91,8 +95,9 @@ class Runner:
         return results
 
     def _skipped(self, node: Node, why: str) -> NodeResult:
-        return NodeResult(node.name, node.resource_type, "skipped", message=f"skipped: {why}",
-                          path=str(node.path))
+        return NodeResult(
+            node.name, node.resource_type, "skipped", message=f"skipped: {why}", path=str(node.path)
+        )
 
     def _run_node(self, node: Node) -> NodeResult:
         started = time.perf_counter()
@@ -104,19 +109,44 @@ class Runner:
         except CPOError as e:
             return self._error(node, started, self._describe(node, e))
         except Exception as e:  # a bug in a user's Python step is that node's failure
-            frame = traceback.extract_tb(e.__traceback__)[-1]
-            where = f" ({frame.filename}:{frame.lineno})" if frame else ""
-            return self._error(node, started, f"{type(e).__name__}: {e}{where}")
+            return self._error(
+                node, started, f"{self._step_line(node, e)}: {type(e).__name__}: {e}"
+            )
         seconds = time.perf_counter() - started
-        self.log.info("node finished", extra={"node": node.name, "rows": rows,
-                                              "seconds": round(seconds, 3)})
-        return NodeResult(node.name, node.resource_type, "success", seconds, rows,
-                          _verb(node, rows), str(node.path))
+        self.log.info(
+            "node finished", extra={"node": node.name, "rows": rows, "seconds": round(seconds, 3)}
+        )
+        return NodeResult(
+            node.name,
+            node.resource_type,
+            "success",
+            seconds,
+            rows,
+            _verb(node, rows),
+            str(node.path),
+        )
+
+    def _step_line(self, node: Node, error: Exception) -> str:
+        """``udfs/step.py:LINE``: the step's own deepest frame, not the library's that raised."""
+        source = str((self.config.root / node.path).resolve())
+        lines = [
+            frame.lineno
+            for frame in traceback.extract_tb(error.__traceback__)
+            if str(Path(frame.filename).resolve()) == source
+        ]
+        return f"{node.path}:{lines[-1]}" if lines else str(node.path)
 
     def _error(self, node: Node, started: float, message: str) -> NodeResult:
         self.log.error("node failed", extra={"node": node.name})
-        return NodeResult(node.name, node.resource_type, "error",
-                          time.perf_counter() - started, None, message, str(node.path))
+        return NodeResult(
+            node.name,
+            node.resource_type,
+            "error",
+            time.perf_counter() - started,
+            None,
+            message,
+            str(node.path),
+        )
 
     def _describe(self, node: Node, error: CPOError) -> str:
         where = error.path or str(node.path)
@@ -145,8 +175,14 @@ class Runner:
             return self.db.materialize_sql(node.name, sql, node.materialized, keys)
         if node.resource_type == PYTHON:
             module = load_module(self.config.root, node.path)
-            ctx = Context(node=node, config=self.config, db=self.db, run_id=self.run_id,
-                          log=self.log, services=self.services)
+            ctx = Context(
+                node=node,
+                config=self.config,
+                db=self.db,
+                run_id=self.run_id,
+                log=self.log,
+                services=self.services,
+            )
             return self.db.materialize_frame(node.name, module.model(ctx))
         raise AssertionError(f"cannot execute {node.resource_type}")
 
@@ -161,8 +197,15 @@ class Runner:
                 else []
             )
         except CPOError as e:
-            return NodeResult(test.name, TEST, "error", time.perf_counter() - started, None,
-                              f"{test.path}: {e.message}", str(test.path))
+            return NodeResult(
+                test.name,
+                TEST,
+                "error",
+                time.perf_counter() - started,
+                None,
+                f"{test.path}: {e.message}",
+                str(test.path),
+            )
         seconds = time.perf_counter() - started
         if not failures:
             return NodeResult(test.name, TEST, "pass", seconds, 0, "", str(test.path))
@@ -172,8 +215,7 @@ class Runner:
             f"{failures} failing row(s) in {quote(test.test.model) if test.test else ''}"
             f" (e.g. {examples}); compiled SQL: {self.compiled_paths.get(test.name, '')}"
         )
-        return NodeResult(test.name, TEST, status, seconds, int(failures), message,
-                          str(test.path))
+        return NodeResult(test.name, TEST, status, seconds, int(failures), message, str(test.path))
 
 
 def _verb(node: Node, rows: int | None) -> str:

@@ -69,6 +69,10 @@ INJECTION_PATTERNS: tuple[str, ...] = (
     r"(previous|prior|above|earlier|preceding|former|original|system)\s+"
     r"(instructions?|prompts?|directions?|rules|messages?|guidelines|context)",
     r"\bdisregard\s+(all\s+|everything\s+)?(the\s+|that\s+)?(above|before|previous)",
+    r"\bforget\s+(everything|all|anything)\s+(you\s+(were|have\s+been)\s+told|above|before|"
+    r"previously|so\s+far)",
+    r"\bpretend\s+(that\s+)?(you\s+are|you're|to\s+be)\b.{0,40}\b(no|without|zero)\s+"
+    r"(rules|restrictions|limits|filters|guidelines)",
     r"\b(system|developer|hidden)\s+prompt\b",
     r"\byou\s+are\s+now\s+(an?\s+)?(ai|assistant|chat\s?bot|language\s+model|dan|jailbroken|"
     r"unrestricted|unfiltered|in\s+developer\s+mode|free\s+from|no\s+longer)",
@@ -117,11 +121,14 @@ _MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
 _NAMED_DATE = rf"(?:{_MONTH_RE})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
 _SLASH_DATE = r"\d{1,2}/\d{1,2}/\d{2,4}"
+_NAMED_DATE_PARTS = re.compile(
+    rf"({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?", re.IGNORECASE
+)
 DATE = re.compile(rf"\b(?:{_ISO_DATE}|{_NAMED_DATE}|{_SLASH_DATE})\b", re.IGNORECASE)
 
 CLAIM = re.compile(
     rf"(?P<date>\b(?:{_ISO_DATE}|{_NAMED_DATE}|{_SLASH_DATE})\b)"
-    r"|(?P<price>[$€£]\s?\d[\d,]*(?:\.\d+)?)"
+    r"|(?P<price>[$€£]\s?\d(?:[\d,]*\d)?(?:\.\d+)?)"
     r"|(?P<pct>\b\d+(?:\.\d+)?\s?(?:%|percent\b))"
     r"|(?P<num>\b\d[\d,]*\d(?:\.\d+)?\b)",
     re.IGNORECASE,
@@ -130,7 +137,7 @@ NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 PHONE = re.compile(
-    r"(?<![\w/-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{3}[\s.-])\d{3}[\s.-]?\d{4}(?![\w/-])"
+    r"(?<![\w/-])(?:\+\d{1,3}[\s.-]?|1[\s.-])?(?:\(\d{2,4}\)\s?|\d{3}[\s.-])\d{3}[\s.-]?\d{4}(?![\w/-])"
     r"|(?<![\w/-])\+\d{1,3}(?:[\s.-]\d{2,4}){2,4}(?![\w/-])"
 )
 CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
@@ -212,9 +219,7 @@ def harm_checks(result: SafetyResult, thresholds: Mapping[str, int]) -> list[Che
             checks.append(
                 Check(name, severity, True, f"severity {severity} < threshold {threshold}")
             )
-    checks.append(
-        _findings("blocklist", [f"blocklisted: {m}" for m in result.blocklist_matches])
-    )
+    checks.append(_findings("blocklist", [f"blocklisted: {m}" for m in result.blocklist_matches]))
     return checks
 
 
@@ -383,7 +388,7 @@ def _date_key(text: str) -> tuple[int | None, int, int] | None:
     text = text.strip().lower()
     if m := re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", text):
         return int(m[1]), int(m[2]), int(m[3])
-    if m := re.fullmatch(rf"({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?", text):
+    if m := _NAMED_DATE_PARTS.fullmatch(text):
         return (int(m[3]) if m[3] else None), _MONTHS[m[1]], int(m[2])
     if m := re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{2,4})", text):
         year = int(m[3]) + (2000 if len(m[3]) == 2 else 0)
@@ -513,7 +518,7 @@ def screen(
     gets a failed ``harm:unscreened`` check (fail-closed) instead of the harm checks.
     """
     if safety_result is None:
-        checks = [Check("harm:unscreened", 0, False, "not_screened: safety provider gave no result")]
+        checks = [Check("harm:unscreened", 0, False, "not_screened: no safety result")]
     else:
         checks = harm_checks(safety_result, thresholds)
     retrieved = set(retrieved_ids)

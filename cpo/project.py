@@ -294,10 +294,9 @@ class Project:
         for node in [*graph.nodes.values(), *graph.tests.values()]:
             if node.resource_type not in (MODEL, TEST):
                 continue
-            sub = "tests" if node.resource_type == TEST else "models"
-            relative = node.path.with_suffix(".sql") if node.resource_type == MODEL else Path(
-                f"{node.name}.sql")
-            path = target / "compiled" / sub / relative
+            relative = node.path if node.resource_type == MODEL else Path(
+                "tests", f"{node.name}.sql")
+            path = target / "compiled" / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(resolve_refs(node.sql, graph.nodes), encoding="utf-8")
             paths[node.name] = path.relative_to(self.config.root)

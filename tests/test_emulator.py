@@ -115,7 +115,9 @@ def test_bearer_token_over_tls(tls_emu: Emulator) -> None:
         tls_emu,
         api_key=None,
         azure_ad_token_provider=lambda: tls_emu.keys.token,
-        http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=tls_emu.ca_pem)),
+        http_client=openai.DefaultHttpxClient(
+            verify=ssl.create_default_context(cafile=tls_emu.ca_pem)
+        ),
     )
     resp = client.chat.completions.create(model="d", messages=[{"role": "user", "content": "hi"}])
     assert json.loads(resp.choices[0].message.content or "")["citations"] == []
@@ -138,7 +140,9 @@ def test_429_carries_retry_after_headers(emu: Emulator) -> None:
     assert info.value.response.headers["retry-after"] == "7"
     assert info.value.response.headers["retry-after-ms"] == "1500"
     # `times=1`: the next call succeeds.
-    azure_openai(emu).chat.completions.create(model="d", messages=[{"role": "user", "content": "x"}])
+    azure_openai(emu).chat.completions.create(
+        model="d", messages=[{"role": "user", "content": "x"}]
+    )
 
 
 def test_content_filter_prompt_and_completion(emu: Emulator) -> None:
@@ -208,7 +212,9 @@ def test_control_route_sets_faults_and_lists_requests(emu: Emulator) -> None:
 
     call("POST", "/_emulator/faults", {"status": 503, "service": "search"})
     assert emu.faults.status == 503 and emu.faults.service == "search"
-    azure_openai(emu).chat.completions.create(model="d", messages=[{"role": "user", "content": "x"}])
+    azure_openai(emu).chat.completions.create(
+        model="d", messages=[{"role": "user", "content": "x"}]
+    )
     recorded = call("GET", "/_emulator/requests")
     assert isinstance(recorded, list) and recorded[0]["service"] == "openai"
 
@@ -275,7 +281,7 @@ def test_search_index_lifecycle_upload_and_query(emu: Emulator) -> None:
     assert filtered.get_count() == 1
     assert [r["document_id"] for r in rows] == ["D1"]
     assert rows[0]["@search.reranker_score"] == 4.0
-    search_req = [r for r in emu.requests if r.path.endswith("search.post.search")][0]
+    search_req = next(r for r in emu.requests if r.path.endswith("search.post.search"))
     assert search_req.path == "/indexes('content')/docs/search.post.search"
     assert search_req.headers["api-key"] == emu.keys.search_admin
     assert search_req.api_version
@@ -298,9 +304,7 @@ def test_search_query_key_cannot_write_and_bearer_over_tls(
         query_only.upload_documents(DOCS)
     assert list(query_only.search("*")) == []
     cred = FakeTokenCredential()
-    indexes = SearchIndexClient(
-        tls_emu.url, cred, connection_verify=tls_emu.ca_pem, retry_total=0
-    )
+    indexes = SearchIndexClient(tls_emu.url, cred, connection_verify=tls_emu.ca_pem, retry_total=0)
     indexes.create_or_update_index(make_index("y"))
     assert tls_emu.requests[0].headers["authorization"] == "Bearer test-bearer-token"
     assert cred.scopes == ["https://search.azure.com/.default"]

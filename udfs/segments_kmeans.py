@@ -9,8 +9,8 @@ named from its centroid ("High-value frequent buyers", "Lapsed low spenders") an
 id ``kmeans_01``... ordered by average monetary value, highest first.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the engine imports steps without registering them in
+# sys.modules, and dataclasses cannot resolve string annotations in such a module.
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +130,9 @@ def _choose_k(sample: np.ndarray, settings: KMeansSettings) -> tuple[KMeans, dic
         if len(set(fitted.labels_)) < 2:
             continue
         rows = min(_SILHOUETTE_ROWS, len(sample))
-        score = silhouette_score(sample, fitted.labels_, sample_size=rows, random_state=settings.seed)
+        score = silhouette_score(
+            sample, fitted.labels_, sample_size=rows, random_state=settings.seed
+        )
         scores[k] = round(float(score), 4)
         if best is None or scores[k] > scores[best.n_clusters]:
             best = fitted
@@ -171,25 +173,21 @@ def _named(frame: pd.DataFrame, labels: np.ndarray, centers: np.ndarray) -> pd.D
 
 def _name(z: dict[str, float]) -> str:
     """A human name from a centroid in standard units (recency: high = long ago)."""
-    spend = z["monetary"]
     if z["recency_days"] > _DISTINCT:
-        noun = "high spenders" if spend > _DISTINCT else "low spenders" if spend < -_DISTINCT else "customers"
-        name = f"Lapsed {noun}"
+        name = "Lapsed " + _level(z["monetary"], "high spenders", "customers", "low spenders")
     else:
-        value = "High-value" if spend > _DISTINCT else "Low-spend" if spend < -_DISTINCT else "Mid-value"
-        habit = (
-            "frequent buyers"
-            if z["frequency"] > _DISTINCT
-            else "occasional buyers"
-            if z["frequency"] < -_DISTINCT
-            else "regular buyers"
-        )
-        name = f"{value} {habit}"
-    if z["engagement_score"] > _DISTINCT:
-        return f"{name}, highly engaged"
-    if z["engagement_score"] < -_DISTINCT:
-        return f"{name}, rarely engaged"
-    return name
+        value = _level(z["monetary"], "High-value", "Mid-value", "Low-spend")
+        habit = _level(z["frequency"], "frequent", "regular", "occasional")
+        name = f"{value} {habit} buyers"
+    engaged = _level(z["engagement_score"], ", highly engaged", "", ", rarely engaged")
+    return name + engaged
+
+
+def _level(z: float, high: str, middle: str, low: str) -> str:
+    """`high`, `middle` or `low` depending on how far `z` is from the mean."""
+    if z > _DISTINCT:
+        return high
+    return low if z < -_DISTINCT else middle
 
 
 def _unique(name: str, used: set[str]) -> str:
@@ -216,10 +214,11 @@ def _describe(
     distinctive = sorted(FEATURES, key=lambda f: -abs(z[f]))[:2]
     traits = [_PHRASES[f][0 if z[f] > 0 else 1] for f in distinctive if abs(z[f]) > _DISTINCT]
     lead = "Most distinctive: " + "; ".join(traits) + ". " if traits else ""
+    m, o = mean, overall
     return (
-        f"{lead}{customers:,} customers ({share:.0%}). Average spend ${mean['monetary']:,.0f} a year "
-        f"(all customers ${overall['monetary']:,.0f}), {mean['frequency']:.1f} orders a year "
-        f"({overall['frequency']:.1f}), last purchase {mean['recency_days']:.0f} days ago "
-        f"({overall['recency_days']:.0f}), engagement {mean['engagement_score']:.0f}/100 "
-        f"({overall['engagement_score']:.0f})."
+        f"{lead}{customers:,} customers ({share:.0%}). "
+        f"Average spend ${m['monetary']:,.0f} a year (all customers ${o['monetary']:,.0f}), "
+        f"{m['frequency']:.1f} orders a year ({o['frequency']:.1f}), "
+        f"last purchase {m['recency_days']:.0f} days ago ({o['recency_days']:.0f}), "
+        f"engagement {m['engagement_score']:.0f}/100 ({o['engagement_score']:.0f})."
     )

@@ -22,6 +22,10 @@ its citation `` [DOC_ID]``; all other text comes from the tone's composition tem
 - ``tone``: the tone name, available to templates.
 - ``variables``: a mapping of extra template variables (e.g. ``segment_name``).
 
+A sentence stating a condition of its document (an end date, "while stocks last") is never left
+out when another sentence of that document is used, so an offer is not quoted without its
+deadline.
+
 Failures the pipeline records per item are `ProviderError` whose message starts with a reason:
 ``no_documents``, ``no_usable_sentences`` or ``insufficient_content``. A broken template raises
 `ModelError` naming the template file and line.
@@ -41,7 +45,7 @@ from cpo.providers.base import Document, GenerationRequest, GenerationResult
 VERSION = "1"
 DEFAULT_SUBJECT_TEMPLATE = "{{ title }}"
 _TERMINAL = ".!?"
-_MIN_SENTENCE_WORDS = 4
+_MIN_SENTENCE_WORDS = 3
 _NEAR_DUPLICATE = 0.8
 
 # Sentences that talk to a model rather than to a customer (prompt injection planted in
@@ -61,6 +65,24 @@ _INJECTION = re.compile(
 )
 # Template syntax inside content would reach the merge-tag stage; such sentences are skipped.
 _TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
+# A sentence stating when or under which condition an offer holds ("Offer ends 2026-12-31.")
+# travels with the other sentences of its document, so an offer is never quoted without it.
+_CONDITION = re.compile(
+    r"""
+    \b(ends?|expires?|until|valid\s+(until|through|thru)|while\s+(stocks|supplies)\s+last
+        |deadline|last\s+day|terms\s+apply)\b
+    | \b\d{4}-\d{2}-\d{2}\b
+    | \b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}\b
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+# A sentence opening with a pronoun ("It weighs 340 g.") only makes sense after the sentence
+# before it in its document; it is used only together with that sentence.
+_REFERS_BACK = re.compile(
+    r"(it|its|it's|they|their|them|these|those|this|that|he|she|his|her|both|each|such)\b"
+    r"|the\s+(code|offer|discount|reward|deal)\b",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9$£€])")
 _WORD = re.compile(r"[a-z0-9]+")
 _WORD_KEEPING_MERGE_TAGS = re.compile(r"(?:\{\{.*?\}\}|\S)+")
@@ -75,13 +97,18 @@ _STOPWORDS = frozenset(
 
 @dataclass(frozen=True)
 class Sentence:
-    """A candidate sentence: its text, source document and position, and focus overlap."""
+    """A candidate sentence: its text, source document and position, and focus overlap.
+
+    ``condition`` marks a sentence stating when or under which condition an offer holds (an end
+    date, "while stocks last"): it is always used together with its document's other sentences.
+    """
 
     document_id: str
     text: str
     doc_index: int
     index: int
     overlap: int
+    condition: bool = False
 
     @property
     def cited(self) -> str:
@@ -227,7 +254,8 @@ def rank_sentences(documents: Sequence[Document], focus_terms: Sequence[str]) ->
             if text[-1] not in _TERMINAL:
                 text += "."
             overlap = len(focus & _terms(text))
-            found.append(Sentence(doc.document_id, text, doc_index, index, overlap))
+            condition = bool(_CONDITION.search(text))
+            found.append(Sentence(doc.document_id, text, doc_index, index, overlap, condition))
     found.sort(key=lambda s: (-s.overlap, s.doc_index, s.index))
     return _dedupe(found)
 
@@ -261,8 +289,9 @@ def _fill_body(
     candidates: list[Sentence], params: ComposeParams, title: str
 ) -> tuple[list[Sentence], str]:
     # Greedy in rank order, measuring the rendered body itself so that any template layout
-    # (paragraph, bullets, extra lines) is counted exactly; a sentence that does not fit is
-    # skipped and shorter ones further down may still fill the budget.
+    # (paragraph, bullets, extra lines) is counted exactly; a unit that does not fit is skipped
+    # and shorter ones further down may still fill the budget.
+    units = _Units(candidates)
     chosen: list[Sentence] = []
     body = _render(params, params.template, params.template_name, title, chosen)
     if count_words(body) > params.max_words:
@@ -272,11 +301,47 @@ def _fill_body(
             path=params.template_name,
         )
     for sentence in candidates:
-        trial = _render(params, params.template, params.template_name, title, [*chosen, sentence])
+        if sentence.condition or sentence in chosen:
+            continue  # a condition only ever comes along with its document's other sentences
+        unit = units.unit(sentence, chosen)
+        if not unit:
+            continue
+        trial_chosen = _in_reading_order([*chosen, *unit])
+        trial = _render(params, params.template, params.template_name, title, trial_chosen)
         if count_words(trial) <= params.max_words:
-            chosen.append(sentence)
-            body = trial
+            chosen, body = trial_chosen, trial
     return chosen, body
+
+
+class _Units:
+    """What must accompany a sentence: the sentences it refers back to, and its conditions."""
+
+    def __init__(self, candidates: list[Sentence]) -> None:
+        self._at = {(s.document_id, s.index): s for s in candidates}
+        self._conditions: dict[str, list[Sentence]] = {}
+        for s in sorted(candidates, key=lambda s: (s.doc_index, s.index)):
+            if s.condition:
+                self._conditions.setdefault(s.document_id, []).append(s)
+
+    def unit(self, sentence: Sentence, chosen: list[Sentence]) -> list[Sentence]:
+        """The sentences to add with ``sentence``, or [] when it cannot stand (lost referent)."""
+        chain = [sentence]
+        while _REFERS_BACK.match(chain[0].text):
+            previous = self._at.get((chain[0].document_id, chain[0].index - 1))
+            if previous is None:
+                return []
+            chain.insert(0, previous)
+        extra = self._conditions.get(sentence.document_id, [])
+        return [s for s in dict.fromkeys([*chain, *extra]) if s not in chosen]
+
+
+def _in_reading_order(sentences: list[Sentence]) -> list[Sentence]:
+    # Documents appear in the order they were first chosen (best first); within a document,
+    # sentences keep their original order so that the text reads as written.
+    first: dict[str, int] = {}
+    for s in sentences:
+        first.setdefault(s.document_id, len(first))
+    return sorted(sentences, key=lambda s: (first[s.document_id], s.index))
 
 
 def _render(
@@ -303,17 +368,30 @@ def _terms(text: str) -> set[str]:
 
 
 def _stem(word: str) -> str:
-    # A crude suffix strip is enough to match "shoes"/"shoe" and "running"/"run" for ranking.
-    for suffix in ("ing", "ed", "es", "s"):
+    # A crude suffix strip is enough to match "shoes"/"shoe" or "jackets"/"jacket" for ranking.
+    for suffix in ("ing", "ed"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             return word[: -len(suffix)]
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
     return word
 
 
 def _dedupe(sentences: list[Sentence]) -> list[Sentence]:
     kept: list[Sentence] = []
     kept_terms: list[set[str]] = []
+    conditions_seen: set[tuple[str, str]] = set()
     for sentence in sentences:
+        if sentence.condition:
+            # "Offer ends 2026-12-31." in two documents states two offers' deadlines: keep both.
+            if (sentence.document_id, sentence.text) not in conditions_seen:
+                conditions_seen.add((sentence.document_id, sentence.text))
+                kept.append(sentence)
+            continue
         terms = _terms(sentence.text)
         if any(_jaccard(terms, other) >= _NEAR_DUPLICATE for other in kept_terms):
             continue

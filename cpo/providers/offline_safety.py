@@ -165,16 +165,19 @@ def lexicon_severity(text: str, terms: Sequence[Term]) -> int:
     Hits are taken strongest first and must not overlap one already taken, so a threat phrase
     and the verb inside it count once.
     """
-    hits = [(t.weight, m.span()) for t in terms for m in t.pattern.finditer(text)]
+    hits = [(t.weight, i, m.span()) for i, t in enumerate(terms) for m in t.pattern.finditer(text)]
     hits.sort(key=lambda h: -h[0])
-    taken: list[tuple[int, tuple[int, int]]] = []
-    for weight, (start, end) in hits:
-        if all(end <= s or start >= e for _, (s, e) in taken):
-            taken.append((weight, (start, end)))
+    taken: list[tuple[int, int, tuple[int, int]]] = []
+    for weight, index, (start, end) in hits:
+        if all(end <= s or start >= e for _, _, (s, e) in taken):
+            taken.append((weight, index, (start, end)))
     if not taken:
         return 0
-    extra = sum(1 for weight, _ in taken[1:] if weight >= ESCALATION_MIN_WEIGHT)
-    return min(MAX_SEVERITY, taken[0][0] + min(ESCALATION_MAX, extra))
+    strongest = taken[0]
+    # Repeats of one term do not escalate: only further distinct terms do.
+    others = {index for weight, index, _ in taken[1:] if weight >= ESCALATION_MIN_WEIGHT}
+    others.discard(strongest[1])
+    return min(MAX_SEVERITY, strongest[0] + min(ESCALATION_MAX, len(others)))
 
 
 def profanity_severity(probability: float) -> int:

@@ -1,0 +1,188 @@
+"""Safety screening through Azure AI Content Safety (``azure-ai-contentsafety``), with blocklists.
+
+``analyze()`` returns severities for Hate, SelfHarm, Sexual and Violence on the 0-7 scale
+(``FourSeverityLevels`` answers 0/2/4/6) and blocklist hits as ``name:item``. Blocklists named
+in the request are created and filled once per provider instance. Text over the service's
+10,000-character limit is split and the worst severity of the parts is kept.
+SDK retries are off: `cpo.calls` retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cpo.errors import ConfigurationError
+from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult
+from cpo.providers.credentials import (
+    Auth,
+    azure_credential,
+    azure_tls_options,
+    check_token_transport,
+    endpoint_from_env,
+    resolve_auth,
+)
+from cpo.providers.failures import azure_failure
+
+API_VERSION = "2023-10-01"
+MAX_TEXT = 10_000
+MAX_ITEMS_PER_CALL = 100  # the service's limit for addOrUpdateBlocklistItems
+OUTPUT_TYPES = ("FourSeverityLevels", "EightSeverityLevels")
+ENDPOINT_VAR = "AZURE_CONTENT_SAFETY_ENDPOINT"
+KEY_VAR = "AZURE_CONTENT_SAFETY_API_KEY"
+
+
+class AzureContentSafetyProvider:
+    """A safety provider over ``ContentSafetyClient`` and ``BlocklistClient``.
+
+    Args:
+        endpoint: The Content Safety resource URL.
+        auth: The API key or token credential.
+        client_options: azure-core options (TLS, timeouts, ``retry_total=0``).
+        halt_on_blocklist_hit: Skip category analysis when a blocklist matches.
+    """
+
+    kind = "safety"
+    name = "azure_content_safety"
+    model = f"content-safety-{API_VERSION}"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        auth: Auth,
+        client_options: Mapping[str, Any],
+        halt_on_blocklist_hit: bool = False,
+    ) -> None:
+        from azure.ai.contentsafety import BlocklistClient, ContentSafetyClient
+
+        self.endpoint = endpoint
+        self.halt_on_blocklist_hit = halt_on_blocklist_hit
+        self._auth = auth
+        self._service = f"Azure AI Content Safety at {endpoint}"
+        credential = azure_credential(auth)
+        self.client = ContentSafetyClient(endpoint, credential, **client_options)
+        self.blocklist_client = BlocklistClient(endpoint, credential, **client_options)
+        self._synced: dict[str, frozenset[str]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this provider's answers."""
+        return {
+            "provider": self.name,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "halt_on_blocklist_hit": self.halt_on_blocklist_hit,
+        }
+
+    def analyze(self, request: SafetyRequest) -> SafetyResult:
+        """Screen the text (in parts if long); blocklists are synced first."""
+        from azure.core.exceptions import AzureError
+
+        if request.output_type not in OUTPUT_TYPES:
+            raise ConfigurationError(
+                f"output_type must be one of {', '.join(OUTPUT_TYPES)}, "
+                f"got {request.output_type!r}",
+                key="safety.output_type",
+            )
+        try:
+            self._sync_blocklists(request.blocklists)
+            results = [self._analyze_part(p, request) for p in split_text(request.text)]
+        except AzureError as e:
+            raise azure_failure(e, self._service, auth_fix=self._auth_fix()) from e
+        severities = dict.fromkeys(HARM_CATEGORIES, 0)
+        matches: dict[str, None] = {}
+        for result in results:
+            for item in result.categories_analysis or []:
+                category = str(item.category)
+                severities[category] = max(severities.get(category, 0), item.severity or 0)
+            for match in result.blocklists_match or []:
+                matches[f"{match.blocklist_name}:{match.blocklist_item_text}"] = None
+        return SafetyResult(severities=severities, blocklist_matches=tuple(matches))
+
+    def _analyze_part(self, text: str, request: SafetyRequest) -> Any:
+        from azure.ai.contentsafety.models import AnalyzeTextOptions
+
+        options = AnalyzeTextOptions(
+            text=text,
+            categories=list(HARM_CATEGORIES),
+            blocklist_names=sorted(request.blocklists) or None,
+            halt_on_blocklist_hit=self.halt_on_blocklist_hit,
+            output_type=request.output_type,
+        )
+        return self.client.analyze_text(options)
+
+    def _sync_blocklists(self, blocklists: Mapping[str, tuple[str, ...]]) -> None:
+        """Create each blocklist and add its items, once per provider and item set."""
+        from azure.ai.contentsafety.models import (
+            AddOrUpdateTextBlocklistItemsOptions,
+            TextBlocklist,
+            TextBlocklistItem,
+        )
+
+        for name, items in sorted(blocklists.items()):
+            wanted = frozenset(i.strip() for i in items if i.strip())
+            if self._synced.get(name) == wanted:
+                continue
+            self.blocklist_client.create_or_update_text_blocklist(
+                name, TextBlocklist(blocklist_name=name, description="managed by cpo")
+            )
+            new = sorted(wanted - self._synced.get(name, frozenset()))
+            for start in range(0, len(new), MAX_ITEMS_PER_CALL):
+                chunk = new[start : start + MAX_ITEMS_PER_CALL]
+                self.blocklist_client.add_or_update_blocklist_items(
+                    name,
+                    AddOrUpdateTextBlocklistItemsOptions(
+                        blocklist_items=[TextBlocklistItem(text=t) for t in chunk]
+                    ),
+                )
+            self._synced[name] = wanted
+
+    def _auth_fix(self) -> str:
+        if self._auth.key is not None:
+            source = self._auth.source
+            return f"check {source} (the key or its Key Vault reference) and {ENDPOINT_VAR}."
+        return (
+            "no key is set, so DefaultAzureCredential was used; give that identity the "
+            f"'Cognitive Services User' role on the resource, or set {KEY_VAR}."
+        )
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Split `text` into parts of at most `limit` characters, at whitespace where possible."""
+    if not text.strip():
+        return [text or " "]  # the service rejects empty text; a blank screens as clean
+    parts = []
+    while len(text) > limit:
+        cut = text.rfind(" ", limit // 2, limit)
+        cut = cut if cut > 0 else limit
+        parts.append(text[:cut])
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return parts
+
+
+def azure_content_safety_factory(
+    settings: Mapping[str, Any], env: Mapping[str, str]
+) -> AzureContentSafetyProvider:
+    """Azure AI Content Safety from ``AZURE_CONTENT_SAFETY_*`` variables.
+
+    Settings: ``timeout_s``, ``halt_on_blocklist_hit``, ``ca_bundle`` / ``verify`` (TLS),
+    ``_credential`` (a token credential, for tests).
+    """
+    endpoint = endpoint_from_env(env, ENDPOINT_VAR, "azure_content_safety")
+    auth = resolve_auth(settings, env, (KEY_VAR,))
+    check_token_transport(endpoint, auth, ENDPOINT_VAR, KEY_VAR)
+    timeout = float(settings.get("timeout_s", 30.0))
+    options = {
+        "retry_total": 0,
+        "connection_timeout": min(10.0, timeout),
+        "read_timeout": timeout,
+        **azure_tls_options(settings),
+    }
+    return AzureContentSafetyProvider(
+        endpoint=endpoint,
+        auth=auth,
+        client_options=options,
+        halt_on_blocklist_hit=bool(settings.get("halt_on_blocklist_hit", False)),
+    )

@@ -1,0 +1,303 @@
+"""Retrieval through Azure AI Search (``azure-search-documents``): index build and queries.
+
+``index()`` creates or updates the index (fields ``document_id`` (key), ``title``, ``body``,
+``category``, ``audience``, ``keywords``, ``expires_at``) and uploads documents in batches;
+``search()`` runs full-text, semantic or hybrid queries, filtered by audience. The admin key
+writes, the query key (when set) reads. SDK retries are off: `cpo.calls` retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cpo.errors import ConfigurationError
+from cpo.providers.base import Document, Hit, RetrievalRequest
+from cpo.providers.credentials import (
+    Auth,
+    azure_credential,
+    azure_tls_options,
+    check_token_transport,
+    endpoint_from_env,
+    resolve_auth,
+)
+from cpo.providers.failures import azure_failure, provider_error
+
+MODES = ("fulltext", "semantic", "hybrid")
+SEARCH_SCOPE_NOTE = "Search Index Data Reader/Contributor"
+ENDPOINT_VAR = "AZURE_SEARCH_ENDPOINT"
+INDEX_VAR = "AZURE_SEARCH_INDEX_NAME"
+ADMIN_KEY_VAR = "AZURE_SEARCH_ADMIN_KEY"
+QUERY_KEY_VAR = "AZURE_SEARCH_QUERY_KEY"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The retrieval settings from ``cpo.yml``."""
+
+    mode: str = "fulltext"
+    semantic_configuration: str = "cpo-semantic"
+    batch_size: int = 500
+    timeout_s: float = 30.0
+    audience_any: tuple[str, ...] = ("all", "")
+    vector_field: str | None = None
+    as_of: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SearchSettings:
+        """Read and check the settings, naming the key that is wrong."""
+        mode = str(settings.get("mode", "fulltext")).replace("_", "").replace("-", "")
+        if mode not in MODES:
+            raise ConfigurationError(
+                f"mode must be one of {', '.join(MODES)}, got {settings.get('mode')!r}",
+                path="cpo.yml",
+                key="providers.retrieval.mode",
+            )
+        batch = int(settings.get("batch_size", 500))
+        if not 1 <= batch <= 1000:
+            raise ConfigurationError(
+                f"batch_size must be 1 to 1000 (Azure's limit per request), got {batch}",
+                path="cpo.yml",
+                key="providers.retrieval.batch_size",
+            )
+        return cls(
+            mode=mode,
+            semantic_configuration=str(settings.get("semantic_configuration", "cpo-semantic")),
+            batch_size=batch,
+            timeout_s=float(settings.get("timeout_s", 30.0)),
+            audience_any=tuple(str(a) for a in settings.get("audience_any", ("all", ""))),
+            vector_field=settings.get("vector_field"),
+            as_of=None if settings.get("as_of") is None else str(settings["as_of"]),
+        )
+
+
+class AzureSearchProvider:
+    """A retrieval provider over one Azure AI Search index.
+
+    Args:
+        endpoint: The service URL.
+        index_name: The index to build and query.
+        settings: The checked settings.
+        write_auth: Credentials that may create indexes and upload (admin key or token).
+        read_auth: Credentials for queries (query key, else the same as `write_auth`).
+        client_options: azure-core options (TLS, timeouts, ``retry_total=0``).
+    """
+
+    kind = "retrieval"
+    name = "azure_search"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        index_name: str,
+        settings: SearchSettings,
+        write_auth: Auth,
+        read_auth: Auth,
+        client_options: Mapping[str, Any],
+    ) -> None:
+        from azure.search.documents import SearchClient
+        from azure.search.documents.indexes import SearchIndexClient
+
+        self.endpoint = endpoint
+        self.index_name = index_name
+        self.settings = settings
+        self.model = f"azure-ai-search:{settings.mode}"
+        self._write_auth, self._read_auth = write_auth, read_auth
+        self._service = f"Azure AI Search at {endpoint}"
+        opts = dict(client_options)
+        self.index_client = SearchIndexClient(endpoint, azure_credential(write_auth), **opts)
+        self.writer = SearchClient(endpoint, index_name, azure_credential(write_auth), **opts)
+        self.reader = SearchClient(endpoint, index_name, azure_credential(read_auth), **opts)
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this provider's answers: endpoint, index and query settings."""
+        s = self.settings
+        return {
+            "provider": self.name,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "index": self.index_name,
+            "mode": s.mode,
+            "semantic_configuration": s.semantic_configuration,
+            "audience_any": list(s.audience_any),
+            "vector_field": s.vector_field,
+            "as_of": s.as_of,
+        }
+
+    def index(self, documents: list[Document]) -> None:
+        """Create or update the index, then upload the documents in batches."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            self.index_client.create_or_update_index(self._definition())
+            for start in range(0, len(documents), self.settings.batch_size):
+                batch = documents[start : start + self.settings.batch_size]
+                results = self.writer.merge_or_upload_documents([_as_row(d) for d in batch])
+                failed = [r.key for r in results if not r.succeeded]
+                if failed:
+                    raise provider_error(
+                        f"{self._service} did not index {len(failed)} document(s) into "
+                        f"{self.index_name!r}: {', '.join(failed[:10])}",
+                        retryable=True,
+                    )
+        except AzureError as e:
+            raise self._failure(e, self._write_auth, ADMIN_KEY_VAR) from e
+
+    def search(self, request: RetrievalRequest) -> list[Hit]:
+        """Run the query in the configured mode; hits below ``min_score`` are dropped."""
+        from azure.core.exceptions import AzureError
+
+        kwargs = self._query_options(request)
+        try:
+            rows = list(self.reader.search(search_text=request.query or "*", **kwargs))
+        except AzureError as e:
+            raise self._failure(e, self._read_auth, QUERY_KEY_VAR) from e
+        hits = []
+        for row in rows:
+            score = row.get("@search.reranker_score") or row.get("@search.score") or 0.0
+            if score >= request.min_score:
+                hits.append(Hit(document_id=str(row["document_id"]), score=float(score)))
+        return hits[: request.top_k]
+
+    def _query_options(self, request: RetrievalRequest) -> dict[str, Any]:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "top": request.top_k,
+            "select": ["document_id"],
+            "filter": self._filter(request.audience),
+        }
+        if s.mode in ("semantic", "hybrid"):
+            kwargs["query_type"] = "semantic"
+            kwargs["semantic_configuration_name"] = s.semantic_configuration
+        if s.mode == "hybrid" and s.vector_field:
+            from azure.search.documents.models import VectorizableTextQuery
+
+            kwargs["vector_queries"] = [
+                VectorizableTextQuery(
+                    text=request.query, k_nearest_neighbors=request.top_k, fields=s.vector_field
+                )
+            ]
+        return kwargs
+
+    def _filter(self, audience: str | None) -> str | None:
+        clauses = []
+        if audience:
+            options = [audience, *self.settings.audience_any]
+            either = " or ".join(f"audience eq {_quote(a)}" for a in dict.fromkeys(options))
+            clauses.append(f"({either} or audience eq null)")
+        if self.settings.as_of:
+            clauses.append(f"(expires_at eq null or expires_at ge {_quote(self.settings.as_of)})")
+        return " and ".join(clauses) or None
+
+    def _definition(self) -> Any:
+        from azure.search.documents.indexes.models import (
+            SearchableField,
+            SearchFieldDataType,
+            SearchIndex,
+            SemanticConfiguration,
+            SemanticField,
+            SemanticPrioritizedFields,
+            SemanticSearch,
+            SimpleField,
+        )
+
+        text = SearchFieldDataType.String
+        fields = [
+            SimpleField(name="document_id", type=text, key=True, filterable=True),
+            SearchableField(name="title"),
+            SearchableField(name="body"),
+            SearchableField(name="category", filterable=True, facetable=True),
+            SimpleField(name="audience", type=text, filterable=True, facetable=True),
+            SearchableField(name="keywords"),
+            # ISO-8601 text: sorts and compares correctly and accepts date-only values.
+            SimpleField(name="expires_at", type=text, filterable=True, sortable=True),
+        ]
+        semantic = None
+        if self.settings.mode in ("semantic", "hybrid"):
+            config = SemanticConfiguration(
+                name=self.settings.semantic_configuration,
+                prioritized_fields=SemanticPrioritizedFields(
+                    title_field=SemanticField(field_name="title"),
+                    content_fields=[SemanticField(field_name="body")],
+                    keywords_fields=[SemanticField(field_name="keywords")],
+                ),
+            )
+            semantic = SemanticSearch(configurations=[config])
+        return SearchIndex(name=self.index_name, fields=fields, semantic_search=semantic)
+
+    def _failure(self, error: Exception, auth: Auth, key_var: str) -> Exception:
+        if auth.key is not None:
+            fix = f"check {auth.source} (the key or its Key Vault reference) and {ENDPOINT_VAR}."
+        else:
+            fix = (
+                f"no key is set, so DefaultAzureCredential was used; give that identity the "
+                f"{SEARCH_SCOPE_NOTE} role, or set {key_var}."
+            )
+        return azure_failure(
+            error,
+            f"{self._service} (index {self.index_name!r})",
+            auth_fix=fix,
+            secrets=(*self._write_auth.secrets, *self._read_auth.secrets),
+        )
+
+
+def _quote(value: str) -> str:
+    """An OData string literal (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _as_row(doc: Document) -> dict[str, Any]:
+    return {
+        "document_id": doc.document_id,
+        "title": doc.title,
+        "body": doc.body,
+        "category": doc.category,
+        "audience": doc.audience,
+        "keywords": doc.keywords,
+        "expires_at": doc.expires_at,
+    }
+
+
+def azure_search_factory(
+    settings: Mapping[str, Any], env: Mapping[str, str]
+) -> AzureSearchProvider:
+    """Azure AI Search from ``AZURE_SEARCH_*`` variables.
+
+    Settings: ``mode`` (fulltext|semantic|hybrid), ``semantic_configuration``, ``batch_size``,
+    ``timeout_s``, ``audience_any`` (audiences every segment may see), ``vector_field`` (hybrid),
+    ``as_of`` (drop documents expired before this ISO date), ``index_name`` and ``api_version``
+    (override), ``ca_bundle`` / ``verify`` (TLS), ``_credential`` (a token credential, tests).
+    """
+    search = SearchSettings.from_settings(settings)
+    endpoint = endpoint_from_env(env, ENDPOINT_VAR, "azure_search")
+    index_name = str(settings.get("index_name") or env.get(INDEX_VAR) or "").strip()
+    if not index_name:
+        raise ConfigurationError(
+            f"{INDEX_VAR} is not set: the azure_search provider needs an index name. Set it "
+            "in the environment (see .env.example) or index_name under providers.retrieval.",
+            key=INDEX_VAR,
+        )
+    write_auth = resolve_auth(settings, env, (ADMIN_KEY_VAR,))
+    # Queries use the query key when there is one, else whatever writes.
+    read_auth = (
+        resolve_auth(settings, env, (QUERY_KEY_VAR,)) if env.get(QUERY_KEY_VAR) else write_auth
+    )
+    check_token_transport(endpoint, write_auth, ENDPOINT_VAR, ADMIN_KEY_VAR)
+    options: dict[str, Any] = {
+        "retry_total": 0,
+        "connection_timeout": min(10.0, search.timeout_s),
+        "read_timeout": search.timeout_s,
+        **azure_tls_options(settings),
+    }
+    if settings.get("api_version"):
+        options["api_version"] = str(settings["api_version"])
+    return AzureSearchProvider(
+        endpoint=endpoint,
+        index_name=index_name,
+        settings=search,
+        write_auth=write_auth,
+        read_auth=read_auth,
+        client_options=options,
+    )

@@ -1,0 +1,30 @@
+"""The built-in providers, registered exactly as an outside provider would register itself.
+
+Each entry imports its module only when a target uses it, so the Azure SDKs never load for an
+offline build.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from cpo.providers.base import Provider, register_provider
+
+BUILTINS = {
+    ("retrieval", "bm25"): ("cpo.providers.bm25", "make_bm25"),
+    ("generation", "offline"): ("cpo.providers.offline_composer", "make_offline_composer"),
+    ("safety", "offline"): ("cpo.providers.offline_safety", "make_offline_safety"),
+}
+
+
+def _lazy(module: str, function: str):
+    def factory(settings: Mapping[str, Any], env: Mapping[str, str]) -> Provider:
+        return getattr(importlib.import_module(module), function)(settings, env)
+
+    return factory
+
+
+for (kind, name), (module_name, function_name) in BUILTINS.items():
+    register_provider(kind, name, _lazy(module_name, function_name))

@@ -1,0 +1,464 @@
+"""Generation through the ``openai`` SDK: Azure OpenAI and any OpenAI-compatible endpoint.
+
+Both speak chat completions or the Responses API and answer a JSON object
+``{"subject", "body", "citations"}``, asked for with a JSON schema when ``structured_output`` is
+on, parsed leniently otherwise. An answer that is not valid JSON gets one repair attempt.
+SDK retries are off: `cpo.calls` retries, using the classification on the `ProviderError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cpo.errors import ConfigurationError
+from cpo.providers.base import Document, GenerationRequest, GenerationResult
+from cpo.providers.credentials import (
+    Auth,
+    check_token_transport,
+    endpoint_from_env,
+    httpx_verify,
+    require_env,
+    resolve_auth,
+    resolve_secret,
+)
+from cpo.providers.failures import http_failure, provider_error
+
+COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+DEFAULT_API_VERSIONS = {"chat": "2024-10-21", "responses": "2025-04-01-preview"}
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "subject": {"type": "string"},
+        "body": {"type": "string"},
+        "citations": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["subject", "body", "citations"],
+    "additionalProperties": False,
+}
+REPAIR_PROMPT = (
+    "Your previous answer was not a valid JSON object. Reply again with only a JSON object "
+    'with exactly these keys: "subject" (string), "body" (string) and "citations" (list of '
+    "document ids), and no other text."
+)
+FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+BLOCKED = "content_filter"
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """The generation settings from ``cpo.yml`` that change answers or calls."""
+
+    api: str = "chat"
+    temperature: float | None = 0.7
+    max_tokens: int | None = 400
+    timeout_s: float = 30.0
+    structured_output: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ChatSettings:
+        """Read and check the settings, naming the key that is wrong."""
+        api = str(settings.get("api", "chat"))
+        if api not in DEFAULT_API_VERSIONS:
+            raise ConfigurationError(
+                f"api must be 'chat' or 'responses', got {api!r}",
+                path="cpo.yml",
+                key="providers.generation.api",
+            )
+        try:
+            temperature = settings.get("temperature", 0.7)
+            max_tokens = settings.get("max_tokens", 400)
+            return cls(
+                api=api,
+                temperature=None if temperature is None else float(temperature),
+                max_tokens=None if max_tokens is None else int(max_tokens),
+                timeout_s=float(settings.get("timeout_s", 30.0)),
+                structured_output=bool(settings.get("structured_output", True)),
+            )
+        except (TypeError, ValueError) as e:
+            raise ConfigurationError(
+                f"temperature, max_tokens and timeout_s must be numbers: {e}",
+                path="cpo.yml",
+                key="providers.generation",
+            ) from None
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str
+
+
+class OpenAIChatProvider:
+    """A generation provider over an ``openai`` client (``AzureOpenAI`` or ``OpenAI``).
+
+    Args:
+        name: The provider name in ``cpo.yml`` (``azure_openai`` or ``openai``).
+        client: The SDK client, with ``max_retries=0``.
+        model: The deployment (Azure) or model name sent as ``model``.
+        settings: The checked settings.
+        service: Where the service is, for messages (``Azure OpenAI at https://...``).
+        auth_fix: What to fix when the credentials are refused.
+        identity: Extra values that identify answers (endpoint, api version).
+        secrets: Values that must never appear in messages.
+    """
+
+    kind = "generation"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        client: Any,
+        model: str,
+        settings: ChatSettings,
+        service: str,
+        auth_fix: str,
+        identity: Mapping[str, Any],
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.client = client
+        self.settings = settings
+        self._service = service
+        self._auth_fix = auth_fix
+        self._identity = dict(identity)
+        self._secrets = secrets
+
+    def describe(self) -> dict[str, Any]:
+        """Name, model, api and the settings that change answers (no secrets)."""
+        s = self.settings
+        return {
+            "provider": self.name,
+            "model": self.model,
+            "api": s.api,
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "structured_output": s.structured_output,
+            **self._identity,
+        }
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Ask for the JSON answer; repair once if it is not valid; report refusals as blocked."""
+        messages = build_messages(request)
+        first = self._complete(messages, request)
+        if first.finish_reason == BLOCKED:
+            return _blocked(first)
+        answer = parse_answer(first.text)
+        if answer is not None:
+            return _result(answer, first, first)
+        repair = [
+            *messages,
+            {"role": "assistant", "content": first.text},
+            {"role": "user", "content": REPAIR_PROMPT},
+        ]
+        second = self._complete(repair, request)
+        if second.finish_reason == BLOCKED:
+            return _blocked(second, first)
+        answer = parse_answer(second.text)
+        if answer is None:
+            snippet = second.text[:200].replace("\n", " ")
+            raise provider_error(
+                f"{self._service} ({self.model}) gave no valid JSON answer for {request.key} even "
+                f"after a repair request; last answer began: {snippet!r}. Try structured_output: "
+                "true or a model that follows JSON instructions.",
+                retryable=False,
+                secrets=self._secrets,
+            )
+        return _result(answer, first, second)
+
+    def _complete(self, messages: list[dict[str, str]], request: GenerationRequest) -> _Reply:
+        import openai
+
+        params = {**_defaults(self.settings), **dict(request.params)}
+        try:
+            if self.settings.api == "responses":
+                return self._responses(messages, params)
+            return self._chat(messages, params)
+        except openai.APIStatusError as e:
+            if _is_content_filter(e):
+                return _Reply("", 0, 0, BLOCKED)
+            raise http_failure(
+                self._service,
+                e.status_code,
+                e.response.headers,
+                _error_detail(e),
+                auth_fix=self._auth_fix,
+                secrets=self._secrets,
+            ) from e
+        except openai.APITimeoutError as e:
+            raise provider_error(
+                f"{self._service} did not answer within {self.settings.timeout_s:g} s "
+                f"(timeout_s) for {request.key}",
+                retryable=True,
+                secrets=self._secrets,
+            ) from e
+        except openai.APIConnectionError as e:
+            raise provider_error(
+                f"{self._service} could not be reached: {e}", retryable=True, secrets=self._secrets
+            ) from e
+        except (openai.OpenAIError, ValueError) as e:
+            # openai lets a truncated or non-JSON HTTP body through as a bare JSONDecodeError.
+            raise provider_error(
+                f"{self._service} sent an unreadable response: {e}",
+                retryable=True,
+                secrets=self._secrets,
+            ) from e
+
+    def _chat(self, messages: list[dict[str, str]], params: Mapping[str, Any]) -> _Reply:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        if params.get("temperature") is not None:
+            kwargs["temperature"] = params["temperature"]
+        if params.get("max_tokens") is not None:
+            kwargs["max_tokens"] = params["max_tokens"]
+        if self.settings.structured_output:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "message", "strict": True, "schema": ANSWER_SCHEMA},
+            }
+        response = self.client.chat.completions.create(**kwargs)
+        choice = response.choices[0]
+        usage = response.usage
+        return _Reply(
+            choice.message.content or "",
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            choice.finish_reason or "stop",
+        )
+
+    def _responses(self, messages: list[dict[str, str]], params: Mapping[str, Any]) -> _Reply:
+        kwargs: dict[str, Any] = {"model": self.model, "input": messages}
+        if params.get("temperature") is not None:
+            kwargs["temperature"] = params["temperature"]
+        if params.get("max_tokens") is not None:
+            kwargs["max_output_tokens"] = params["max_tokens"]
+        if self.settings.structured_output:
+            kwargs["text"] = {
+                "format": {
+                    "type": "json_schema",
+                    "name": "message",
+                    "strict": True,
+                    "schema": ANSWER_SCHEMA,
+                }
+            }
+        response = self.client.responses.create(**kwargs)
+        usage = response.usage
+        finish = "stop"
+        if response.status == "incomplete":
+            reason = getattr(response.incomplete_details, "reason", None)
+            finish = BLOCKED if reason == BLOCKED else "length"
+        return _Reply(
+            response.output_text or "",
+            usage.input_tokens if usage else 0,
+            usage.output_tokens if usage else 0,
+            finish,
+        )
+
+
+def _defaults(settings: ChatSettings) -> dict[str, Any]:
+    return {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
+
+
+def _blocked(*replies: _Reply) -> GenerationResult:
+    return GenerationResult(
+        subject="",
+        body="",
+        citations=(),
+        input_tokens=sum(r.input_tokens for r in replies),
+        output_tokens=sum(r.output_tokens for r in replies),
+        finish_reason=BLOCKED,
+    )
+
+
+def _result(answer: dict[str, Any], first: _Reply, last: _Reply) -> GenerationResult:
+    spent = (first,) if first is last else (first, last)
+    return GenerationResult(
+        subject=answer["subject"].strip(),
+        body=answer["body"].strip(),
+        citations=tuple(answer["citations"]),
+        input_tokens=sum(r.input_tokens for r in spent),
+        output_tokens=sum(r.output_tokens for r in spent),
+        finish_reason=last.finish_reason,
+    )
+
+
+def _is_content_filter(error: Any) -> bool:
+    body = error.body if isinstance(error.body, dict) else {}
+    inner = body.get("innererror") or {}
+    return error.status_code == 400 and (
+        error.code == BLOCKED or inner.get("code") == "ResponsibleAIPolicyViolation"
+    )
+
+
+def _error_detail(error: Any) -> str:
+    body = error.body if isinstance(error.body, dict) else {}
+    return str(body.get("message") or error.message)
+
+
+def document_line(doc: Document) -> str:
+    """The one-line form of a document in prompts: ``[DOC_ID] title: body``."""
+    body = " ".join(doc.body.split())
+    return f"[{doc.document_id}] {doc.title}: {body}"
+
+
+def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
+    """System and user messages; documents the prompt does not show are appended to it."""
+    prompt = request.prompt
+    missing = [d for d in request.documents if f"[{d.document_id}]" not in prompt]
+    if missing:
+        lines = "\n".join(document_line(d) for d in request.documents)
+        prompt = f"{prompt.rstrip()}\n\nDocuments:\n{lines}\n"
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def parse_answer(text: str) -> dict[str, Any] | None:
+    """The first JSON object in `text` with a string subject and body and a list of citations.
+
+    Code fences and chatter around the object are ignored; None when there is no valid answer.
+    """
+    candidates = [m.group(1) for m in FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        for start in (i for i, ch in enumerate(candidate) if ch == "{"):
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except ValueError:
+                continue
+            if _valid(value):
+                return value
+    return None
+
+
+def _valid(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("subject"), str)
+        and bool(value["subject"].strip())
+        and isinstance(value.get("body"), str)
+        and bool(value["body"].strip())
+        and isinstance(value.get("citations"), list)
+        and all(isinstance(c, str) for c in value["citations"])
+    )
+
+
+def _http_client(settings: Mapping[str, Any]) -> Any:
+    verify = httpx_verify(settings)
+    if verify is None:
+        return None
+    import openai
+
+    return openai.DefaultHttpxClient(verify=verify)
+
+
+def azure_openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) -> OpenAIChatProvider:
+    """Azure OpenAI from ``AZURE_OPENAI_*`` variables: API key, Key Vault reference or token.
+
+    Settings: ``api`` (chat|responses), ``temperature``, ``max_tokens``, ``timeout_s``,
+    ``structured_output``, ``deployment`` and ``api_version`` (override the env), ``ca_bundle``
+    or ``verify`` (TLS), ``_credential`` (a token credential, for tests).
+    """
+    chat = ChatSettings.from_settings(settings)
+    endpoint = endpoint_from_env(env, "AZURE_OPENAI_ENDPOINT", "azure_openai")
+    deployment = str(
+        settings.get("deployment")
+        or require_env(env, "AZURE_OPENAI_DEPLOYMENT_NAME", "azure_openai")
+    )
+    version = str(
+        settings.get("api_version")
+        or env.get("AZURE_OPENAI_API_VERSION")
+        or DEFAULT_API_VERSIONS[chat.api]
+    )
+    auth = resolve_auth(settings, env, ("AZURE_OPENAI_API_KEY",))
+    check_token_transport(endpoint, auth, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
+    import openai
+
+    common: dict[str, Any] = {
+        "max_retries": 0,
+        "timeout": chat.timeout_s,
+        "http_client": _http_client(settings),
+    }
+    common.update(_azure_auth_kwargs(auth))
+    if version == "v1":
+        # The v1 surface: a plain OpenAI client on {endpoint}/openai/v1/ (key as bearer).
+        key = common.pop("api_key", None) or common.pop("azure_ad_token_provider")
+        client = openai.OpenAI(base_url=f"{endpoint}/openai/v1/", api_key=key, **common)
+    else:
+        client = openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
+    return OpenAIChatProvider(
+        name="azure_openai",
+        client=client,
+        model=deployment,
+        settings=chat,
+        service=f"Azure OpenAI at {endpoint}",
+        auth_fix=_auth_fix(auth, "AZURE_OPENAI_API_KEY", "Cognitive Services OpenAI User"),
+        identity={"endpoint": endpoint, "api_version": version},
+        secrets=auth.secrets,
+    )
+
+
+def _azure_auth_kwargs(auth: Auth) -> dict[str, Any]:
+    if auth.key is not None:
+        return {"api_key": auth.key}
+    from azure.identity import get_bearer_token_provider
+
+    return {"azure_ad_token_provider": get_bearer_token_provider(auth.credential, COGNITIVE_SCOPE)}
+
+
+def _auth_fix(auth: Auth, key_var: str, role: str) -> str:
+    if auth.key is not None:
+        return f"check {auth.source} (the key or its Key Vault reference) and the endpoint."
+    return (
+        f"no {key_var} is set, so DefaultAzureCredential was used; give that identity the "
+        f"'{role}' role on the resource, or set {key_var}."
+    )
+
+
+def openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) -> OpenAIChatProvider:
+    """OpenAI or any OpenAI-compatible server (``base_url`` setting or ``OPENAI_BASE_URL``).
+
+    Settings: as for Azure, plus ``model`` (default ``gpt-4o-mini``) and ``base_url``.
+    ``OPENAI_API_KEY`` is required (may be a Key Vault reference).
+    """
+    chat = ChatSettings.from_settings(settings)
+    key = resolve_secret(
+        require_env(env, "OPENAI_API_KEY", "openai"), "OPENAI_API_KEY", settings, env
+    )
+    base_url = str(settings.get("base_url") or env.get("OPENAI_BASE_URL") or "").rstrip("/")
+    model = str(settings.get("model") or "gpt-4o-mini")
+    import openai
+
+    client = openai.OpenAI(
+        api_key=key,
+        base_url=base_url or None,
+        max_retries=0,
+        timeout=chat.timeout_s,
+        http_client=_http_client(settings),
+    )
+    where = base_url or "https://api.openai.com/v1"
+    return OpenAIChatProvider(
+        name="openai",
+        client=client,
+        model=model,
+        settings=chat,
+        service=f"OpenAI-compatible API at {where}",
+        auth_fix="check OPENAI_API_KEY (the key or its Key Vault reference) and the base URL.",
+        identity={"base_url": where},
+        secrets=(key,),
+    )
+
+
+__all__ = [
+    "ChatSettings",
+    "OpenAIChatProvider",
+    "azure_openai_factory",
+    "build_messages",
+    "openai_factory",
+    "parse_answer",
+]

@@ -1,0 +1,61 @@
+{{ config(materialized='table', tags=['experiment']) }}
+{#
+  Salted-hash assignment: a customer's arm depends only on (experiment id, salt, customer id),
+  so it is deterministic and stable when customers are added. Every customer gets exactly one
+  arm (no rounding: the hash is a number in [0, 1) cut at the cumulative weights). Analysis is
+  intention-to-treat: when the arm's variant for the customer's segment was not approved, the
+  customer gets the fallback arm's message, and is_fallback / fallback_reason say so.
+#}
+{%- set exp = var('experiment') -%}
+{%- set arms = exp['arms'] -%}
+{%- set total = arms | sum(attribute='weight') -%}
+{%- set fallback = exp.get('fallback', 'control') -%}
+{%- set ns = namespace(cumulative=0) -%}
+with bucketed as (
+    select
+        s.customer_id,
+        s.segment_id,
+        ('0x' || substr(md5('{{ exp.id }}:{{ exp.salt }}:' || s.customer_id), 1, 13))::bigint
+            / 4503599627370496.0 as bucket
+    from {{ ref('segments') }} as s
+),
+
+armed as (
+    select
+        *,
+        case
+        {%- for arm in arms[:-1] %}
+            {%- set ns.cumulative = ns.cumulative + arm.weight %}
+            when bucket < {{ ns.cumulative / total }} then '{{ arm.name }}'
+        {%- endfor %}
+            else '{{ arms[-1].name }}'
+        end as arm
+    from bucketed
+),
+
+approved as (
+    select variant_id, segment_id, tone from {{ ref('approved_variants') }}
+)
+
+select
+    '{{ exp.id }}' as experiment_id,
+    a.customer_id,
+    a.arm,
+    coalesce(own.variant_id, fb.variant_id) as variant_id,
+    a.segment_id,
+    own.variant_id is null as is_fallback,
+    case
+        when own.variant_id is not null then null
+        when fb.variant_id is not null then 'no approved ' || a.arm || ' variant for segment; '
+            || '{{ fallback }} message sent'
+        else 'no approved variant for this arm nor for the fallback arm {{ fallback }}'
+    end as fallback_reason,
+    round(a.bucket, 6) as bucket,
+    timestamp '{{ exp.get("start_at", "2026-11-24 09:00:00") }}' as assigned_at
+from armed as a
+left join approved as own
+    on own.tone = a.arm
+    and (own.segment_id = a.segment_id or (a.arm = 'control' and own.segment_id is null))
+left join approved as fb
+    on fb.tone = '{{ fallback }}'
+    and (fb.segment_id = a.segment_id or ('{{ fallback }}' = 'control' and fb.segment_id is null))

@@ -1,0 +1,233 @@
+"""The offline safety screen: lexicon severities, profanity, rounding, blocklists, the corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cpo.errors import ConfigurationError, ProviderError
+from cpo.providers.base import HARM_CATEGORIES, SafetyRequest
+from cpo.providers.offline_safety import (
+    OfflineSafety,
+    _ProfanityModel,
+    blocklist_matches,
+    lexicon_severity,
+    make_offline_safety,
+    parse_lexicon,
+    profanity_severity,
+    to_four_levels,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "fixtures" / "safety_corpus.jsonl"
+
+
+@pytest.fixture(scope="module")
+def screen() -> OfflineSafety:
+    return make_offline_safety({"type": "offline"}, {})
+
+
+def analyze(screen: OfflineSafety, text: str, **kwargs) -> dict[str, int]:
+    return dict(screen.analyze(SafetyRequest(key="t", text=text, **kwargs)).severities)
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "minimum"),
+    [
+        ("If you cancel again, I will kill you.", "Violence", 6),
+        ("We know where you live, so watch your back.", "Violence", 5),
+        ("Just go kill yourself, nobody would miss you.", "SelfHarm", 6),
+        ("Here is how to overdose quietly.", "SelfHarm", 4),
+        ("Unlock our XXX hardcore porn collection.", "Sexual", 6),
+        ("All immigrants are vermin and should be deported.", "Hate", 6),
+        ("You are a fucking idiot.", "Hate", 4),
+    ],
+)
+def test_clear_cases_reach_blocking_severity(screen, text, category, minimum):
+    assert analyze(screen, text)[category] >= minimum
+
+
+def test_every_category_is_reported_and_clean_text_scores_zero(screen):
+    severities = analyze(screen, "Our spring catalogue is here: linen shirts, sandals and hats.")
+    assert severities == dict.fromkeys(HARM_CATEGORIES, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Our killer deals on running shoes are back.",
+        "Questions? Shoot us an email and we'll reply today.",
+        "We're dying to see you at the new store.",
+        "This chocolate cake is to die for.",
+        "Cut yourself a slice of our lemon drizzle cake.",
+        "Bath bombs in lavender and eucalyptus.",
+        "Prices slashed across the outdoor range.",
+        "Our new blender will blow you away.",
+        "Take a stab at our weekly trivia quiz.",
+        "Join our murder mystery dinner on Friday.",
+        "Soft, sexy lace lingerie made to last.",
+        "We'll find you the perfect gift.",
+        "These boots are killer.",
+    ],
+)
+def test_marketing_idioms_score_low(screen, text):
+    assert max(analyze(screen, text).values()) <= 2
+
+
+def test_idioms_are_masked_but_the_same_words_still_count_elsewhere(screen):
+    assert analyze(screen, "Shoot us an email.")["Violence"] == 0
+    assert analyze(screen, "I will shoot you.")["Violence"] >= 6
+
+
+def test_escalation_adds_one_per_further_distinct_hit_up_to_two():
+    lexicon = parse_lexicon(
+        "categories:\n  Violence:\n"
+        "    - {term: alpha, weight: 4}\n    - {term: beta, weight: 3}\n"
+        "    - {term: gamma, weight: 3}\n    - {term: delta, weight: 3}\n"
+        "    - {term: mild, weight: 2}\n"
+    )
+    terms = lexicon.categories["Violence"]
+    assert lexicon_severity("alpha", terms) == 4
+    assert lexicon_severity("alpha alpha alpha", terms) == 4  # repeats do not escalate
+    assert lexicon_severity("alpha mild", terms) == 4  # weak hits do not escalate
+    assert lexicon_severity("alpha beta", terms) == 5
+    assert lexicon_severity("alpha beta gamma delta", terms) == 6
+    assert lexicon_severity("alphabet", terms) == 0  # whole words only
+
+
+def test_overlapping_hits_count_once(screen):
+    # "kill you" (6) and "kill" (3) overlap: the threat must not escalate itself to 7.
+    assert analyze(screen, "I'll kill you")["Violence"] == 6
+
+
+def test_profanity_bands():
+    assert [profanity_severity(p) for p in (0.2, 0.5, 0.69, 0.7, 0.89, 0.9, 1.0)] == [
+        0,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+    ]
+
+
+def test_four_severity_levels_round_down_like_azure(screen):
+    assert [to_four_levels(s) for s in range(8)] == [0, 0, 2, 2, 4, 4, 6, 6]
+    text = "Go kill yourself, nobody would miss you."
+    eight = analyze(screen, text)
+    four = analyze(screen, text, output_type="FourSeverityLevels")
+    assert eight["SelfHarm"] == 7
+    assert four["SelfHarm"] == 6
+    assert all(v % 2 == 0 for v in four.values())
+    assert four == {c: to_four_levels(s) for c, s in eight.items()}
+
+
+def test_unknown_output_type_is_a_provider_error(screen):
+    with pytest.raises(ProviderError, match="unknown safety output type 'Ten'"):
+        analyze(screen, "hello", output_type="Ten")
+
+
+def test_blocklists_match_whole_words_and_phrases_case_insensitively(screen):
+    lists = {"competitors": ("RivalCo", "mega mart"), "banned": ("cheap",)}
+    result = screen.analyze(
+        SafetyRequest(
+            key="t", text="Better than rivalco and MEGA   MART, never cheap.", blocklists=lists
+        )
+    )
+    assert result.blocklist_matches == (
+        "competitors:RivalCo",
+        "competitors:mega mart",
+        "banned:cheap",
+    )
+    assert blocklist_matches("rivalcoin and cheaper megamart", lists) == ()
+
+
+def test_describe_identifies_lexicon_and_model(screen):
+    described = screen.describe()
+    assert described["name"] == "offline"
+    assert described["model"] == "lexicon-v1"
+    assert len(described["lexicon_digest"]) == 16
+    assert described["profanity_model"].startswith("alt-profanity-check==")
+
+
+def test_custom_lexicon_file_and_profanity_switch(tmp_path):
+    path = tmp_path / "lexicon.yml"
+    path.write_text("version: 3\ncategories:\n  Hate:\n    - {term: grumpy, weight: 5}\n")
+    provider = make_offline_safety({"lexicon": str(path), "profanity_model": False}, {})
+    assert provider.describe()["lexicon_version"] == 3
+    assert provider.describe()["profanity_model"] == "off"
+    assert analyze(provider, "A grumpy shit.")["Hate"] == 5  # no profanity model: lexicon only
+    assert analyze(provider, "I will kill you")["Violence"] == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"profanity_model": "yes"}, "profanity_model must be true or false"),
+        ({"lexicon": "/nonexistent/lexicon.yml"}, "cannot read lexicon file"),
+    ],
+)
+def test_bad_settings_are_configuration_errors(settings, message):
+    with pytest.raises(ConfigurationError, match=message) as info:
+        make_offline_safety(settings, {})
+    assert info.value.key.startswith("providers.safety.")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("categories:\n  Spam:\n    - {term: x, weight: 2}\n", "unknown harm category 'Spam'"),
+        ("categories:\n  Hate:\n    - {term: x, weight: 9}\n", "weight must be an integer"),
+        ("categories:\n  Hate:\n    - {term: '(x', weight: 2}\n", "invalid regular expression"),
+        ("categories:\n  Hate:\n    - just a string\n", "each lexicon entry must be a mapping"),
+    ],
+)
+def test_invalid_lexicons_name_the_entry(text, message):
+    with pytest.raises(ConfigurationError, match=message) as info:
+        parse_lexicon(text, "my_lexicon.yml")
+    assert info.value.path == "my_lexicon.yml"
+    assert info.value.key.startswith("categories.")
+
+
+def test_concurrent_screening_loads_the_model_once_and_agrees(screen):
+    texts = ["You are a fucking idiot.", "Killer deals this week.", "I will kill you."] * 8
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda t: analyze(screen, t), texts))
+    assert results == [analyze(screen, t) for t in texts]
+    assert _ProfanityModel._predict is not None
+
+
+def test_corpus_is_well_formed():
+    entries = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    kinds = {"harmful", "profane", "pii", "forbidden_claim", "false_urgency", "injection", "clean"}
+    assert len(entries) >= 48
+    assert len({e["id"] for e in entries}) == len(entries)
+    assert {e["kind"] for e in entries} == kinds
+    assert sum(e["kind"] == "clean" for e in entries) >= 16
+    for e in entries:
+        assert e["expected"] == ("allow" if e["kind"] == "clean" else "block"), e["id"]
+        assert e["text"].strip() and e["note"].strip()
+
+
+def test_corpus_precision_and_recall_via_the_benchmark():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "safety_eval.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
+    ).stdout.strip()
+    report = json.loads(out.splitlines()[-1])
+    assert report["n"] >= 48
+    assert report["precision"] >= 0.9, report["false_positives"]
+    assert report["recall"] >= 0.9, report["false_negatives"]
+    assert report["per_kind_recall"]["clean"] >= 0.9

@@ -1,0 +1,37 @@
+"""Helpers shared by the content steps (not a node: the leading underscore says so)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from cpo.providers.base import Document
+
+
+def active_documents(ctx: Any, *, exclude_flagged: bool = True) -> list[Document]:
+    """Approved, unexpired documents of ``stg_content`` (flagged injections left out)."""
+    where = "is_active" + (" and not injection_flag" if exclude_flagged else "")
+    rows = ctx.sql(
+        "select document_id, title, body, category, audience, keywords, "
+        f"cast(expires_at as varchar) from stg_content where {where} order by document_id"
+    ).fetchall()
+    return [Document(*(value if value is not None else "" for value in row)) for row in rows]
+
+
+def fingerprint(documents: list[Document]) -> str:
+    """A hash of the indexed corpus: cached searches are reused only for the same corpus."""
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(repr(doc).encode())
+    return digest.hexdigest()[:16]
+
+
+def segment_query(profile: dict[str, Any], keywords: str) -> str:
+    """A search query from a segment's name, description and dominant features."""
+    parts = [
+        str(profile.get("segment_name") or ""),
+        str(profile.get("description") or ""),
+        str(profile.get("dominant_tier") or ""),
+        keywords,
+    ]
+    return " ".join(p for p in parts if p).strip()

@@ -1,0 +1,56 @@
+"""Retrieve approved content per segment (offline BM25 or Azure AI Search, per the target).
+
+Grain: segment x rank, plus the control message's documents (``segment_id`` NULL). Only approved, unexpired documents are indexed; documents flagged as
+prompt injection are left out unless ``vars.retrieval.exclude_flagged`` is false. A segment
+with no hit is recorded in ``run_errors`` and gets no personalised variant (control is used).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from _content import active_documents, fingerprint, segment_query
+
+from cpo.providers.base import RetrievalRequest
+
+COLUMNS = ["segment_id", "rank", "document_id", "score", "query"]
+CONTROL_KEY = "__control__"
+
+
+def model(ctx):
+    provider = ctx.provider("retrieval")
+    exclude_flagged = ctx.var("retrieval.exclude_flagged", True, expect=bool)
+    documents = active_documents(ctx, exclude_flagged=exclude_flagged)
+    provider.index(documents)
+    top_k = ctx.var("retrieval.top_k", 4, expect=int)
+    min_score = ctx.var("retrieval.min_score", 0.0, expect=(int, float))
+    keywords = ctx.var("retrieval.keywords", "", expect=str)
+    profiles = ctx.ref("segment_profiles").df().to_dict("records")
+    # The control message is grounded too: its documents come from a generic query (key "").
+    control = {"segment_id": CONTROL_KEY, "segment_name": "", "dominant_tier": "all"}
+    requests = [
+        RetrievalRequest(
+            key=str(p["segment_id"]),
+            query=segment_query(p, keywords),
+            top_k=top_k,
+            audience=p.get("dominant_tier") or None,
+            min_score=float(min_score),
+        )
+        for p in [*profiles, control]
+    ]
+    outcomes = provider.call_all("search", requests, salt=fingerprint(documents))
+    rows = []
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if outcome.error:
+            ctx.record_error(request.key, f"retrieval failed: {outcome.error}")
+            continue
+        if not outcome.result:
+            ctx.record_error(request.key, "no_documents: retrieval found nothing for this segment")
+            continue
+        for rank, hit in enumerate(outcome.result, start=1):
+            segment = None if request.key == CONTROL_KEY else request.key
+            rows.append([segment, rank, hit.document_id, float(hit.score), request.query])
+    ctx.log.info("retrieval done", extra={"segments": len(requests), "rows": len(rows)})
+    return pd.DataFrame(rows, columns=COLUMNS).astype(
+        {"segment_id": "string", "rank": "int32", "document_id": "string", "score": "float64",
+         "query": "string"}
+    )

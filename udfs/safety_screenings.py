@@ -1,0 +1,79 @@
+"""Screen every variant: harm categories (offline screen or Azure AI Content Safety), brand
+policy, grounding and injection checks. One row per variant x check.
+
+Fail-closed: a variant that could not be screened gets a failed ``harm:unscreened`` row, and a
+variant that failed to generate gets a failed ``generation`` row, so neither is ever approved.
+Whether unscreened variants fail the build is ``vars.safety.on_unscreened`` (fail | warn),
+enforced by the data test ``data_tests/every_variant_screened.sql``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cpo import policy
+from cpo.providers.base import SafetyRequest
+
+COLUMNS = ["variant_id", "check", "severity", "passed", "reason"]
+
+
+def model(ctx):
+    variants = ctx.ref("variants").df()
+    retrieved = ctx.ref("retrieved_content").df()
+    content = ctx.ref("stg_content").df()
+    thresholds = policy.validate_thresholds(ctx.var("safety.thresholds", {}, expect=dict))
+    rules = ctx.var("safety.policy", {}, expect=dict)
+    policy.resolve_policy(rules)  # validate once, up front, so a bad rule fails the step
+    blocklists = {
+        name: tuple(str(term) for term in terms)
+        for name, terms in ctx.var("safety.blocklists", {}, expect=dict).items()
+    }
+    output_type = ctx.var("safety.output_type", "EightSeverityLevels", expect=str)
+    texts = dict(zip(content["document_id"], content["title"] + ". " + content["body"],
+                     strict=True))
+    retrieved_ids = _retrieved_by_segment(retrieved)
+
+    generated = variants[variants["status"] == "generated"]
+    requests = [
+        SafetyRequest(key=row.variant_id, text=f"{row.subject}\n{row.body}",
+                      blocklists=blocklists, output_type=output_type)
+        for row in generated.itertuples()
+    ]
+    outcomes = ctx.provider("safety").call_all("analyze", requests)
+    results = {o.key: o for o in outcomes}
+
+    rows = []
+    for row in variants.itertuples():
+        if row.status != "generated":
+            rows.append([row.variant_id, "generation", None, False,
+                         f"not_generated: {row.status}: {row.error}"])
+            continue
+        outcome = results[row.variant_id]
+        if outcome.error:
+            ctx.record_error(row.variant_id, f"safety screening failed: {outcome.error}")
+        segment = None if pd.isna(row.segment_id) else row.segment_id
+        citations = [str(c) for c in row.citations]
+        checks = policy.screen(
+            row.subject,
+            row.body,
+            citations=citations,
+            retrieved_ids=retrieved_ids.get(segment, []),
+            cited_texts={c: texts.get(c, "") for c in citations},
+            safety_result=outcome.result,
+            thresholds=thresholds,
+            policy=rules,
+        )
+        rows.extend([row.variant_id, c.check, c.severity, c.passed, c.reason] for c in checks)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    blocked = frame.loc[~frame["passed"], "variant_id"].nunique()
+    ctx.log.info("screening done", extra={"variants": len(variants), "blocked": int(blocked)})
+    return frame.astype({"variant_id": "string", "check": "string", "severity": "Int32",
+                         "passed": "bool", "reason": "string"})
+
+
+def _retrieved_by_segment(retrieved: pd.DataFrame) -> dict:
+    grouped: dict = {}
+    for segment, document_id in zip(retrieved["segment_id"], retrieved["document_id"],
+                                    strict=True):
+        grouped.setdefault(None if pd.isna(segment) else segment, []).append(document_id)
+    return grouped
