@@ -117,14 +117,15 @@ class Graph:
             UsageError: a selector names nothing in the project.
         """
         names = self._resolve(select) if select else set(self.nodes) | set(self.tests)
-        if exclude:
-            names -= self._resolve(exclude)
-        chosen_nodes = {n for n in names if n in self.nodes}
         excluded = self._resolve(exclude) if exclude else set()
+        names -= excluded
+        chosen_nodes = {n for n in names if n in self.nodes}
+        # A test goes with what it tests: excluding a node excludes the tests that read it.
         tests = sorted(
             t.name
             for t in self.tests.values()
             if t.name not in excluded
+            and not excluded.intersection(t.depends_on)
             and (t.name in names or (t.test and t.test.model in chosen_nodes))
         )
         return self.order(chosen_nodes), tests

@@ -396,6 +396,15 @@ def _date_key(text: str) -> tuple[int | None, int, int] | None:
     return None
 
 
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+          "fifteen sixteen seventeen eighteen nineteen twenty")  # fmt: skip
+_NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS.split())} | {
+    "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+    "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12,
+}  # fmt: skip
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class _Evidence:
     numbers: frozenset[Decimal]
@@ -412,6 +421,8 @@ def _evidence(texts: Iterable[str]) -> _Evidence:
             elif m["pct"]:
                 percents.add(_decimal(NUMBER.search(m["pct"]).group(0)))
         numbers.update(d for n in NUMBER.findall(text) if (d := _decimal(n)) is not None)
+        # A document saying "ten" grounds copy saying "10".
+        numbers.update(Decimal(_NUMBER_WORDS[w.lower()]) for w in _NUMBER_WORD.findall(text))
     return _Evidence(frozenset(numbers), frozenset(percents), frozenset(dates))
 
 

@@ -26,7 +26,7 @@ from cpo.graph import Graph
 from cpo.loader import load_project
 from cpo.logs import configure
 from cpo.nodes import MODEL, PYTHON, TEST, Node
-from cpo.services import Services
+from cpo.services import PlannedCall, Services
 from cpo.steps import sql_functions, step_config
 
 
@@ -45,6 +45,34 @@ class RunResult:
     def success(self) -> bool:
         """True when no node errored and no error-severity test failed."""
         return not any(r.failed for r in self.results)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `Project.plan` found: the calls a build would make, and their estimated cost."""
+
+    run: RunResult
+    calls: list[PlannedCall]
+    max_cost_usd: float | None
+    target: str
+
+    @property
+    def cost_usd(self) -> float:
+        """Estimated cost of all planned calls."""
+        return sum(c.cost_usd for c in self.calls)
+
+    def by_step(self) -> list[dict[str, Any]]:
+        """Calls, tokens and cost per step and provider."""
+        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for call in self.calls:
+            row = rows.setdefault((call.step, call.provider, call.model), {
+                "step": call.step, "provider": call.provider, "model": call.model,
+                "calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})
+            row["calls"] += 1
+            row["input_tokens"] += call.input_tokens
+            row["output_tokens"] += call.output_tokens
+            row["cost_usd"] += call.cost_usd
+        return list(rows.values())
 
 
 @dataclass
@@ -171,6 +199,21 @@ class Project:
         return self._execute("seed", select, exclude, fail_fast=fail_fast,
                              keep=lambda n: n.resource_type == "seed", with_tests=False)
 
+    def plan(self, select: Sequence[str] | None = None,
+             exclude: Sequence[str] | None = None) -> Plan:
+        """What a build would call and cost, without calling any service.
+
+        The build runs in a throw-away copy of the database: cached answers are used as in a
+        real build, each cache miss is counted with estimated tokens and cost, and an offline
+        stand-in answers it so later steps can be planned too. Nothing is written or paid.
+        """
+        holder: list[Services] = []
+        run = self._execute("plan", select, exclude, fail_fast=False, with_tests=False,
+                            services_out=holder)
+        planned = holder[0].planned if holder else []
+        return Plan(run=run, calls=list(planned), max_cost_usd=self.config.max_cost_usd,
+                    target=self.config.target.name)
+
     def test(self, select: Sequence[str] | None = None,
              exclude: Sequence[str] | None = None) -> RunResult:
         """Run the selected data tests against the current database (read-only)."""
@@ -238,6 +281,7 @@ class Project:
         fail_fast: bool,
         keep: Callable[[Node], bool] | None = None,
         with_tests: bool = True,
+        services_out: list[Services] | None = None,
     ) -> RunResult:
         graph = self.graph()
         names, tests = graph.select(select, exclude)
@@ -254,7 +298,10 @@ class Project:
         cache = Cache(self.config.root / self.config.cache_path)
         calls = CallLayer(cache, self.config.calls, self.config.prices,
                           self.config.max_cost_usd, run_id, log)
-        services = Services(self.config, calls, self.env)
+        dry_run = services_out is not None
+        services = Services(self.config, calls, self.env, dry_run=dry_run)
+        if services_out is not None:
+            services_out.append(services)
         database = self.config.database_path
         committed = False
         try:
@@ -265,11 +312,11 @@ class Project:
                                     services=services, fail_fast=fail_fast,
                                     on_result=self.on_result)
                     results = runner.run(names, tests)
-                    if not any(r.failed for r in results):
+                    if not dry_run and not any(r.failed for r in results):
                         _write_call_tables(db, cache, services)
                 finally:
                     db.close()
-                if not any(r.failed for r in results):
+                if not dry_run and not any(r.failed for r in results):
                     commit()
                     committed = True
         finally:

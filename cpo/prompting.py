@@ -77,7 +77,7 @@ class PromptRenderer:
         loader = jinja2.FileSystemLoader(str(self.prompts_dir), encoding="utf-8")
         self._env = _environment(loader, self.merge_tags)
 
-    def render(self, name: str, **variables: Any) -> str:
+    def render(self, name: str, /, **variables: Any) -> str:
         """Render the template ``name`` (relative to the prompts dir) with ``variables``.
 
         Raises:
@@ -124,8 +124,9 @@ class PromptRenderer:
 
 def render_template_text(
     source: str,
+    /,
     *,
-    name: str = _STRING_TEMPLATE,
+    template_name: str = _STRING_TEMPLATE,
     merge_tags: Iterable[str] = MERGE_TAGS,
     **variables: Any,
 ) -> str:
@@ -133,20 +134,20 @@ def render_template_text(
 
     Args:
         source: The template text.
-        name: What to call the template in errors (its file, when it came from one).
+        template_name: What to call the template in errors (its file, when it came from one).
         merge_tags: The merge tags that render as themselves.
         **variables: Template variables.
 
     Raises:
-        ModelError: As `PromptRenderer.render`, naming ``name``.
+        ModelError: As `PromptRenderer.render`, naming ``template_name``.
     """
     tags = tuple(merge_tags)
-    _check_no_merge_tag_override(variables, tags, name)
+    _check_no_merge_tag_override(variables, tags, template_name)
     env = _environment(None, tags)
     try:
         return env.from_string(source).render(**variables)
     except jinja2.TemplateError as e:
-        raise _model_error(e, name, None) from e
+        raise _model_error(e, template_name, None) from e
 
 
 def _environment(loader: jinja2.BaseLoader | None, merge_tags: tuple[str, ...]) -> Any:

@@ -9,20 +9,39 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cpo.calls import CallLayer, CallOutcome
+from cpo.calls import CallLayer, CallOutcome, cache_key, estimate_tokens
 from cpo.config import ProjectConfig
 from cpo.errors import ConfigurationError
 from cpo.providers.base import get_provider_factory
 
 
+@dataclass(frozen=True)
+class PlannedCall:
+    """A call `plan` found the build would make (a cache miss), with its estimates."""
+
+    step: str
+    provider: str
+    model: str
+    item_key: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
 @dataclass
 class StepProvider:
-    """A provider as one step sees it: each call goes through the call layer."""
+    """A provider as one step sees it: each call goes through the call layer.
+
+    In a dry run (`plan`), cache hits are served as usual, and each miss is recorded as a
+    `PlannedCall` and answered by the offline `stand_in` instead of the real service.
+    """
 
     step: str
     kind: str
     provider: Any
     calls: CallLayer
+    stand_in: Any = None
+    planned: list[PlannedCall] | None = None
 
     @property
     def name(self) -> str:
@@ -36,11 +55,30 @@ class StepProvider:
 
     def index(self, documents: Sequence[Any]) -> None:
         """Build the retrieval index (not cached: indexes are cheap or idempotent)."""
-        self.provider.index(list(documents))
+        (self.stand_in or self.provider).index(list(documents))
 
     def call_all(self, method: str, requests: Sequence[Any], *, salt: str = "") -> list[CallOutcome]:
         """Call the provider for every request through cache, limits, retries and ledger."""
-        return self.calls.call_all(self.step, self.provider, method, requests, salt=salt)
+        if self.stand_in is None:
+            return self.calls.call_all(self.step, self.provider, method, requests, salt=salt)
+        return [self._plan_one(method, request, salt) for request in requests]
+
+    def _plan_one(self, method: str, request: Any, salt: str) -> CallOutcome:
+        from cpo.calls import _CODECS
+
+        key = cache_key(self.provider.describe(), method, request, salt)
+        cached = self.calls.cache.get(key)
+        if cached is not None:
+            return CallOutcome(request.key, _CODECS[method].decode(cached), cache_hit=True)
+        input_tokens, output_tokens = estimate_tokens(request)
+        cost = self.calls._cost(self.provider.model, input_tokens, output_tokens)
+        assert self.planned is not None
+        self.planned.append(PlannedCall(self.step, self.provider.name, self.provider.model,
+                                        request.key, input_tokens, output_tokens, cost))
+        try:
+            return CallOutcome(request.key, getattr(self.stand_in, method)(request))
+        except Exception as e:  # the stand-in failing only means later steps see fewer items
+            return CallOutcome(request.key, error=f"plan stand-in: {e}")
 
 
 class Services:
@@ -51,10 +89,15 @@ class Services:
         config: ProjectConfig,
         calls: CallLayer,
         env: Mapping[str, str] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> None:
         self.config = config
         self.calls = calls
         self.env = env if env is not None else os.environ
+        self.dry_run = dry_run
+        self.planned: list[PlannedCall] = []
+        self._stand_ins: dict[str, Any] = {}
         self._providers: dict[str, Any] = {}
         self._prompts: Any = None
         self._lock = threading.Lock()
@@ -78,7 +121,18 @@ class Services:
                     )
                 factory = get_provider_factory(kind, str(settings["type"]))
                 self._providers[kind] = factory(settings, self.env)
-        return StepProvider(step, kind, self._providers[kind], self.calls)
+                if self.dry_run:
+                    self._stand_ins[kind] = self._stand_in(kind, settings)
+        return StepProvider(step, kind, self._providers[kind], self.calls,
+                            self._stand_ins.get(kind), self.planned if self.dry_run else None)
+
+    def _stand_in(self, kind: str, settings: Mapping[str, Any]) -> Any:
+        from cpo.providers.builtin import STAND_INS
+
+        name = STAND_INS[kind]
+        if settings["type"] == name:
+            return get_provider_factory(kind, name)(settings, self.env)
+        return get_provider_factory(kind, name)({"type": name}, self.env)
 
     @property
     def prompts(self) -> Any:

@@ -35,9 +35,11 @@ def load_module(root: Path, relative: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
     try:
         spec.loader.exec_module(module)
     except Exception as e:
+        sys.modules.pop(name, None)
         raise ModelError(
             f"cannot import Python step: {type(e).__name__}: {e}", path=str(relative)
         ) from e

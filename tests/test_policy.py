@@ -289,7 +289,10 @@ def test_injection_patterns_are_reusable_from_duckdb_sql():
 # --- screen -----------------------------------------------------------------------------------
 
 
-def run_screen(body, safety=SafetyResult(CLEAN), citations=("DOC001",), **kwargs):
+CLEAN_RESULT = SafetyResult(CLEAN)
+
+
+def run_screen(body, safety=CLEAN_RESULT, citations=("DOC001",), **kwargs):
     return screen(
         "Linen shirts",
         body,

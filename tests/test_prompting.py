@@ -42,6 +42,11 @@ def test_render_keeps_merge_tags_and_raw_blocks(renderer):
     )
 
 
+def test_a_variable_may_be_called_name(renderer, tmp_path):
+    (tmp_path / "named.txt").write_text("{{ name }}", encoding="utf-8")
+    assert renderer.render("named.txt", name="Ada") == "Ada"
+
+
 def test_source_returns_unrendered_text(renderer):
     assert renderer.source("ok.txt").startswith("Hi {{ first_name }}, {{ greeting }}")
 
@@ -96,11 +101,11 @@ def test_passing_a_merge_tag_as_variable_is_refused(renderer):
 
 def test_render_template_text_names_the_given_file():
     with pytest.raises(ModelError) as info:
-        render_template_text("a\nb\n{{ nope }}", name="prompts/tones/x/compose.txt")
+        render_template_text("a\nb\n{{ nope }}", template_name="prompts/tones/x/compose.txt")
     assert (info.value.path, info.value.line) == ("prompts/tones/x/compose.txt", 3)
     with pytest.raises(ModelError, match="sandbox forbids"):
-        render_template_text("{{ x.__globals__ }}", name="t.txt", x=render_template_text)
-    assert render_template_text("{{ city }} {{ n }}", n=2) == "{{ city }} 2"
+        render_template_text("{{ x.__globals__ }}", template_name="t.txt", x=render_template_text)
+    assert render_template_text("{{ city }} {{ name }}", name=2) == "{{ city }} 2"
 
 
 def test_variant_template_layout():

@@ -256,7 +256,8 @@ def _as_row(doc: Document) -> dict[str, Any]:
         "category": doc.category,
         "audience": doc.audience,
         "keywords": doc.keywords,
-        "expires_at": doc.expires_at,
+        # Empty means "never expires": stored as null so `expires_at eq null` finds it.
+        "expires_at": str(doc.expires_at) if doc.expires_at else None,
     }
 
 
@@ -277,7 +278,6 @@ def azure_search_factory(
         raise ConfigurationError(
             f"{INDEX_VAR} is not set: the azure_search provider needs an index name. Set it "
             "in the environment (see .env.example) or index_name under providers.retrieval.",
-            key=INDEX_VAR,
         )
     write_auth = resolve_auth(settings, env, (ADMIN_KEY_VAR,))
     # Queries use the query key when there is one, else whatever writes.

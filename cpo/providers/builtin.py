@@ -16,7 +16,16 @@ BUILTINS = {
     ("retrieval", "bm25"): ("cpo.providers.bm25", "make_bm25"),
     ("generation", "offline"): ("cpo.providers.offline_composer", "make_offline_composer"),
     ("safety", "offline"): ("cpo.providers.offline_safety", "make_offline_safety"),
+    ("retrieval", "azure_search"): ("cpo.providers.azure_search", "azure_search_factory"),
+    ("generation", "azure_openai"): ("cpo.providers.openai_chat", "azure_openai_factory"),
+    ("generation", "openai"): ("cpo.providers.openai_chat", "openai_factory"),
+    ("safety", "azure_content_safety"): (
+        "cpo.providers.azure_content_safety",
+        "azure_content_safety_factory",
+    ),
 }
+# The offline provider that stands in for each kind when `plan` must not call a service.
+STAND_INS = {"retrieval": "bm25", "generation": "offline", "safety": "offline"}
 
 
 def _lazy(module: str, function: str):

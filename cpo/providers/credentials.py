@@ -48,7 +48,6 @@ def require_env(env: Mapping[str, str], name: str, service: str) -> str:
         raise ConfigurationError(
             f"{name} is not set: the {service} provider needs it. Set it in the environment "
             f"(see .env.example), or choose an offline provider in cpo.yml.",
-            key=name,
         )
     return value
 
@@ -59,7 +58,6 @@ def endpoint_from_env(env: Mapping[str, str], name: str, service: str) -> str:
     if urlsplit(value).scheme not in ("http", "https"):
         raise ConfigurationError(
             f"{name} must be an http(s) URL such as https://NAME.example.azure.com, got {value!r}",
-            key=name,
         )
     return value
 
@@ -110,7 +108,6 @@ def resolve_secret(
         raise ConfigurationError(
             f"{var} refers to Key Vault secret {name!r}, which {vault} does not have; "
             f"create the secret or fix {var}",
-            key=var,
         ) from None
     except AzureError as e:
         raise azure_failure(
@@ -148,7 +145,6 @@ def check_token_transport(endpoint: str, auth: Auth, endpoint_var: str, key_var:
         raise ConfigurationError(
             f"{endpoint_var} is {endpoint!r}: token authentication needs https. Use an https "
             f"endpoint or set {key_var}.",
-            key=endpoint_var,
         )
 
 

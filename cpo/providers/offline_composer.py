@@ -355,7 +355,7 @@ def _render(
         "title": title,
         "tone": params.tone,
     }
-    return _tidy(render_template_text(source, name=name, **variables))
+    return _tidy(render_template_text(source, template_name=name, **variables))
 
 
 def _tidy(text: str) -> str:

@@ -1,0 +1,96 @@
+"""Benchmark the full offline build on N synthetic customers; print one JSON line.
+
+    python benchmarks/run.py --customers 1000000
+
+Generates N customers (benchmarks/synth.py) into a scratch copy of the sample project, runs
+`build` with the offline providers, and reports total and per-node seconds, peak memory and
+provider calls. The scratch folder is deleted afterwards unless --keep is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from synth import write_customers  # noqa: E402
+
+from cpo.project import Project  # noqa: E402
+from tests.sample import copy_sample_project  # noqa: E402
+
+
+def run(customers: int, *, keep: bool = False, threads: int | None = None) -> dict:
+    """Build the sample project with `customers` synthetic customers; return the figures."""
+    scratch = Path(tempfile.mkdtemp(prefix="cpo-bench-"))
+    try:
+        project_dir = copy_sample_project(scratch / "project")
+        started = time.perf_counter()
+        write_customers(project_dir / "seeds" / "customers.csv", customers)
+        generate_s = time.perf_counter() - started
+        project = Project.load(project_dir)
+        result = project.build()
+        calls = project_calls(project_dir, result.invocation_id)
+        failed = [r.name for r in result.results if r.failed]
+        return {
+            "customers": customers,
+            "success": result.success,
+            "failed": failed,
+            "seconds_total": round(result.seconds, 3),
+            "seconds_generate_seed": round(generate_s, 3),
+            "seconds_by_node": {
+                r.name: round(r.seconds, 3)
+                for r in result.results
+                if r.resource_type != "test" and r.seconds >= 0.005
+            },
+            "seconds_tests": round(
+                sum(r.seconds for r in result.results if r.resource_type == "test"), 3
+            ),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "provider_calls": calls,
+        }
+    finally:
+        if keep:
+            print(f"kept {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def project_calls(project_dir: Path, run_id: str) -> dict:
+    """Provider calls of one build, from its ledger: total, uncached, by step."""
+    from cpo.db import Database
+
+    db = Database(project_dir / "cpo.duckdb", read_only=True)
+    try:
+        _, rows = db.fetch(
+            "select step, count(*), count(*) filter (where not cache_hit) from llm_calls "
+            "where run_id = ? group by step order by step",
+            [run_id],
+        )
+    finally:
+        db.close()
+    return {
+        "total": sum(r[1] for r in rows),
+        "uncached": sum(r[2] for r in rows),
+        "by_step": {r[0]: r[1] for r in rows},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch project")
+    args = parser.parse_args()
+    print(json.dumps(run(args.customers, keep=args.keep)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The emulator's values and state, shared by its route modules."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# Words mapped to (category, severity on the 0-7 scale) for `text:analyze`.
+DEFAULT_SAFETY_TERMS: dict[str, tuple[str, int]] = {
+    "despise": ("Hate", 3),
+    "vermin": ("Hate", 6),
+    "stupid": ("Hate", 2),
+    "suicide": ("SelfHarm", 6),
+    "self-harm": ("SelfHarm", 4),
+    "starve": ("SelfHarm", 3),
+    "explicit": ("Sexual", 3),
+    "nude": ("Sexual", 5),
+    "fight": ("Violence", 2),
+    "kill": ("Violence", 4),
+    "murder": ("Violence", 6),
+}
+CATEGORIES = ("Hate", "SelfHarm", "Sexual", "Violence")
+
+
+@dataclass(frozen=True)
+class EmulatorKeys:
+    """The credentials the emulator accepts; anything else gets a 401."""
+
+    openai: str = "test-openai-key"
+    search_admin: str = "test-search-admin-key"
+    search_query: str = "test-search-query-key"
+    safety: str = "test-safety-key"
+    token: str = "test-bearer-token"
+
+
+@dataclass
+class Faults:
+    """What to break, settable from Python (``emu.faults.status = 429``) or over HTTP.
+
+    Attributes:
+        service: Restrict faults to ``openai``, ``search``, ``safety`` or ``keyvault`` (None: all).
+        path_contains: Restrict faults to paths containing this text.
+        times: How many requests the fault applies to before it clears itself (None: forever).
+        latency_s: Added delay before answering.
+        timeout_s: Sleep this long before answering (longer than the client's timeout).
+        status: Answer with this HTTP status (429, 500, 503, 401, ...) and a service error body.
+        retry_after: ``Retry-After`` header value sent with `status`.
+        retry_after_ms: ``retry-after-ms`` header value sent with `status`.
+        failure_rate: Fraction of requests that fail with `status` (default 500), seeded.
+        every: Every k-th request fails with `status` (default 500).
+        seed: Seed of the RNG used by `failure_rate`.
+        down: Every request gets a 503, for good.
+        content_filter: ``prompt`` (HTTP 400 ``content_filter``) or ``completion`` (200 with
+            ``finish_reason: content_filter``), for generation routes.
+        malformed_json: The model's answer text is not JSON (the HTTP body is still valid).
+        malformed_body: The HTTP response body itself is truncated JSON.
+        fenced_json: The model's answer is wrapped in a Markdown code fence with chatter.
+    """
+
+    service: str | None = None
+    path_contains: str | None = None
+    times: int | None = None
+    latency_s: float = 0.0
+    timeout_s: float = 0.0
+    status: int | None = None
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    failure_rate: float = 0.0
+    every: int = 0
+    seed: int = 0
+    down: bool = False
+    content_filter: str | None = None
+    malformed_json: bool = False
+    malformed_body: bool = False
+    fenced_json: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Faults:
+        """Build faults from a JSON object, rejecting unknown names."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown fault(s): {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the emulator saw it (headers lower-cased)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    service: str
+
+    @property
+    def api_version(self) -> str | None:
+        return self.query.get("api-version")
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class EmulatorState:
+    """Everything the emulator knows: indexes, blocklists, secrets, faults and recorded requests."""
+
+    def __init__(self, keys: EmulatorKeys) -> None:
+        self.keys = keys
+        self.faults = Faults()
+        self.requests: list[RecordedRequest] = []
+        self.indexes: dict[str, dict[str, Any]] = {}
+        self.documents: dict[str, dict[str, dict[str, Any]]] = {}
+        self.blocklists: dict[str, dict[str, Any]] = {}
+        self.blocklist_items: dict[str, dict[str, dict[str, str]]] = {}
+        self.secrets: dict[str, str] = {}
+        self.safety_terms = dict(DEFAULT_SAFETY_TERMS)
+        self.base_url = ""
+        self.lock = threading.RLock()
+        self.stop = threading.Event()
+        self._calls = 0
+        self._rng = random.Random(0)
+
+    def set_faults(self, faults: Faults) -> None:
+        with self.lock:
+            self.faults = faults
+            self._calls = 0
+            self._rng = random.Random(faults.seed)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.set_faults(Faults())
+            self.requests.clear()
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def fault_for(self, service: str, path: str) -> Faults | None:
+        """Return the active faults if they apply to this request, counting it."""
+        with self.lock:
+            f = self.faults
+            if f.service and f.service != service:
+                return None
+            if f.path_contains and f.path_contains not in path:
+                return None
+            if f.times is not None:
+                if f.times <= 0:
+                    return None
+                f.times -= 1
+            self._calls += 1
+            return f
+
+    def fails_now(self, f: Faults) -> bool:
+        """Decide (deterministically) whether this request hits a failure-rate or every-k fault."""
+        with self.lock:
+            if f.every and self._calls % f.every == 0:
+                return True
+            return bool(f.failure_rate) and self._rng.random() < f.failure_rate
+
+
+def error_reply(service: str, status: int, code: str, message: str) -> Reply:
+    if service == "openai":
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        error = {"message": message, "type": kind, "param": None, "code": code}
+    else:
+        error = {"code": code, "message": message, "details": []}
+    return Reply(status, {"error": error})

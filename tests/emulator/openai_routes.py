@@ -1,0 +1,197 @@
+"""Azure OpenAI routes: chat completions and Responses (classic and v1), deterministic."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from typing import Any
+
+from tests.emulator.core import (
+    EmulatorState,
+    Faults,
+    HTTPError,
+    Reply,
+)
+
+DOC_LINE = re.compile(r"^\s*\[([A-Za-z0-9_.:\-]+)\]\s*([^:\n]*):\s*(.+?)\s*$", re.MULTILINE)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+CHAT_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
+
+
+def route(
+    state: EmulatorState,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    body: Any,
+    fault: Faults | None,
+) -> Reply:
+    if method != "POST" or not isinstance(body, dict):
+        raise HTTPError(404, "NotFound", f"no route for {method} {path}")
+    m = CHAT_PATH.match(path)
+    if m or path == "/openai/v1/chat/completions":
+        if m and "api-version" not in query:
+            raise HTTPError(404, "404", "Resource not found (api-version missing).")
+        return _chat(body, m.group(1) if m else body.get("model", ""), fault or Faults())
+    if path in ("/openai/responses", "/openai/v1/responses"):
+        if path == "/openai/responses" and "api-version" not in query:
+            raise HTTPError(404, "404", "Resource not found (api-version missing).")
+        return _responses(body, fault or Faults())
+    raise HTTPError(404, "404", f"Resource not found: {path}")
+
+
+def _prompt_filter_error(message: str = "The prompt was filtered.") -> Reply:
+    verdict = {"filtered": True, "severity": "high"}
+    return Reply(
+        400,
+        {
+            "error": {
+                "message": message,
+                "type": None,
+                "param": "prompt",
+                "code": "content_filter",
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": {
+                        "hate": {"filtered": False, "severity": "safe"},
+                        "self_harm": {"filtered": False, "severity": "safe"},
+                        "sexual": {"filtered": False, "severity": "safe"},
+                        "violence": verdict,
+                    },
+                },
+            }
+        },
+    )
+
+
+def _texts_of(value: Any) -> list[str]:
+    """All text in a chat message list or a Responses `input`, in order."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for item in value for t in _texts_of(item)]
+    if isinstance(value, dict):
+        out: list[str] = []
+        for key in ("content", "text"):
+            if key in value:
+                out += _texts_of(value[key])
+        return out
+    return []
+
+
+def compose_answer(prompt_text: str) -> dict[str, Any]:
+    """The deterministic answer: sentences copied verbatim from the documents in the prompt."""
+    docs: dict[str, tuple[str, str]] = {}
+    for doc_id, title, text in DOC_LINE.findall(prompt_text):
+        docs.setdefault(doc_id, (title.strip(), text.strip()))
+    if not docs:
+        return {"subject": "Hello", "body": "No documents were provided.", "citations": []}
+    chosen = list(docs.items())[:2]
+    sentences = []
+    for doc_id, (_, text) in chosen:
+        first = SENTENCE_END.split(text)[0].strip()
+        sentences.append(f"{first} [{doc_id}]")
+    title = chosen[0][1][0] or chosen[0][0]
+    subject = title if len(title) <= 60 else title[:57].rstrip() + "..."
+    return {"subject": subject, "body": " ".join(sentences), "citations": [d for d, _ in chosen]}
+
+
+def _answer_text(prompt_text: str, f: Faults) -> str:
+    if f.malformed_json:
+        return "Sure! Here is your message: subject: Hello, body: no JSON today"
+    text = json.dumps(compose_answer(prompt_text))
+    if f.fenced_json:
+        return f"Here you go:\n```json\n{text}\n```\nAnything else?"
+    return text
+
+
+def _tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _chat(body: dict[str, Any], model: str, f: Faults) -> Reply:
+    prompt_text = "\n".join(_texts_of(body.get("messages", [])))
+    if f.content_filter == "prompt":
+        return _prompt_filter_error()
+    content: str | None = _answer_text(prompt_text, f)
+    finish = "stop"
+    if f.content_filter == "completion":
+        finish, content = "content_filter", None
+    safe = {"filtered": False, "severity": "safe"}
+    filters = {k: safe for k in ("hate", "self_harm", "sexual", "violence")}
+    if finish == "content_filter":
+        filters["violence"] = {"filtered": True, "severity": "high"}
+    completion = _tokens(content or "")
+    prompt = _tokens(prompt_text)
+    return Reply(
+        200,
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "message": {"role": "assistant", "content": content},
+                    "content_filter_results": filters,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": filters}],
+        },
+        headers={"x-ratelimit-remaining-requests": "999", "x-ratelimit-remaining-tokens": "99999"},
+    )
+
+
+def _responses(body: dict[str, Any], f: Faults) -> Reply:
+    prompt_text = "\n".join(_texts_of(body.get("instructions")) + _texts_of(body.get("input")))
+    if f.content_filter == "prompt":
+        return _prompt_filter_error()
+    content = _answer_text(prompt_text, f)
+    status, incomplete = "completed", None
+    output: list[dict[str, Any]] = [
+        {
+            "type": "message",
+            "id": f"msg_{uuid.uuid4().hex[:12]}",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": content, "annotations": []}],
+        }
+    ]
+    if f.content_filter == "completion":
+        status, incomplete, output, content = "incomplete", {"reason": "content_filter"}, [], ""
+    inp, out = _tokens(prompt_text), _tokens(content)
+    return Reply(
+        200,
+        {
+            "id": f"resp_{uuid.uuid4().hex[:12]}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "incomplete_details": incomplete,
+            "model": body.get("model", ""),
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": inp,
+                "output_tokens": out,
+                "total_tokens": inp + out,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        },
+    )
