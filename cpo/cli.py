@@ -42,16 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--target", help="target from cpo.yml (default: its 'target:')")
     common.add_argument("--vars", help="JSON/YAML mapping merged over cpo.yml vars")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
-    common.add_argument("--log-format", choices=["json", "text"], default="json",
-                        help="format of logs/cpo.log (default: json)")
+    common.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default="json",
+        help="format of logs/cpo.log (default: json)",
+    )
     selecting = argparse.ArgumentParser(add_help=False)
     selecting.add_argument("-s", "--select", nargs="+", help="nodes to include (dbt syntax)")
     selecting.add_argument("--exclude", nargs="+", help="nodes to leave out")
     running = argparse.ArgumentParser(add_help=False)
-    running.add_argument("--full-refresh", action="store_true",
-                         help="rebuild incremental models from scratch")
-    running.add_argument("--fail-fast", action="store_true",
-                         help="stop at the first failure")
+    running.add_argument(
+        "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
+    )
+    running.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     running.add_argument("--max-cost", type=float, help="budget cap in USD for paid calls")
 
     parser = argparse.ArgumentParser(
@@ -71,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-s", "--select", help="model to preview")
     show.add_argument("--inline", help="SQL query to preview")
     show.add_argument("--limit", type=int, default=10)
-    add("plan", parents=[common, selecting, running],
-        help="what a build would call and cost (no service is called)")
+    add(
+        "plan",
+        parents=[common, selecting, running],
+        help="what a build would call and cost (no service is called)",
+    )
     add("clean", parents=[common], help="delete target/ and logs/")
     return parser
 
@@ -166,8 +173,9 @@ def _summary(console: Console, run: RunResult) -> int:
         counts[result.status] = counts.get(result.status, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing selected"
     if run.success:
-        console.print(f"[green]Done[/green] in {run.seconds:.1f}s: {parts}. "
-                      f"Database: {run.database.name}")
+        console.print(
+            f"[green]Done[/green] in {run.seconds:.1f}s: {parts}. Database: {run.database.name}"
+        )
         return EXIT_OK
     failed = [r for r in run.results if r.failed]
     console.print(f"[red]Failed[/red] in {run.seconds:.1f}s: {parts}.")
@@ -200,9 +208,18 @@ def _ls(args: argparse.Namespace, console: Console) -> int:
     nodes = _project(args, console).ls(args.select, args.exclude)
     if args.output == "json":
         for node in nodes:
-            print(json.dumps({"name": node.name, "resource_type": node.resource_type,
-                              "path": str(node.path), "depends_on": list(node.depends_on),
-                              "materialized": node.materialized, "tags": list(node.tags)}))
+            print(
+                json.dumps(
+                    {
+                        "name": node.name,
+                        "resource_type": node.resource_type,
+                        "path": str(node.path),
+                        "depends_on": list(node.depends_on),
+                        "materialized": node.materialized,
+                        "tags": list(node.tags),
+                    }
+                )
+            )
     else:
         for node in nodes:
             print(node.path if args.output == "path" else node.name)
@@ -228,21 +245,38 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
     plan = project.plan(args.select, args.exclude)
     if not plan.run.success:
         return _summary(console, plan.run)
-    table = Table("step", "provider", "model", "calls", "input tokens", "output tokens",
-                  "cost (USD)", title=f"Planned provider calls, target {plan.target!r} "
-                  "(cache hits excluded)")
+    table = Table(
+        "step",
+        "provider",
+        "model",
+        "calls",
+        "input tokens",
+        "output tokens",
+        "cost (USD)",
+        title=f"Planned provider calls, target {plan.target!r} (cache hits excluded)",
+    )
     for row in plan.by_step():
-        table.add_row(row["step"], row["provider"], row["model"], str(row["calls"]),
-                      f"{row['input_tokens']:,}", f"{row['output_tokens']:,}",
-                      f"{row['cost_usd']:.4f}")
+        table.add_row(
+            row["step"],
+            row["provider"],
+            row["model"],
+            str(row["calls"]),
+            f"{row['input_tokens']:,}",
+            f"{row['output_tokens']:,}",
+            f"{row['cost_usd']:.4f}",
+        )
     console.print(table)
     cap = plan.max_cost_usd
     budget = f" of the ${cap:.2f} budget" if cap is not None else ""
-    console.print(f"{len(plan.calls)} call(s), estimated ${plan.cost_usd:.4f}{budget}. "
-                  "Nothing was called and nothing was written.")
+    console.print(
+        f"{len(plan.calls)} call(s), estimated ${plan.cost_usd:.4f}{budget}. "
+        "Nothing was called and nothing was written."
+    )
     if cap is not None and plan.cost_usd > cap:
-        console.print("[red]The estimate exceeds the budget:[/red] the build would stop before "
-                      "the call that crosses it. Raise budget.max_cost_usd or pass --max-cost.")
+        console.print(
+            "[red]The estimate exceeds the budget:[/red] the build would stop before "
+            "the call that crosses it. Raise budget.max_cost_usd or pass --max-cost."
+        )
         return EXIT_FAILED
     return EXIT_OK
 

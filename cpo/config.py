@@ -152,7 +152,8 @@ def load_config(
         max_cost_usd=None if cap is None else _number(doc, cap, "budget.max_cost_usd"),
         prices=_prices(doc, _mapping(doc, data.get("prices", {}), "prices")),
         cache_path=_string(
-            doc, _mapping(doc, data.get("cache", {}), "cache").get("path", ".cpo/cache.sqlite"),
+            doc,
+            _mapping(doc, data.get("cache", {}), "cache").get("path", ".cpo/cache.sqlite"),
             "cache.path",
         ),
         log_salt_env=_string(
@@ -179,7 +180,7 @@ def parse_cli_vars(text: str | None) -> dict[str, Any]:
         except yaml.YAMLError as e:
             raise ConfigurationError(f"--vars is not valid JSON or YAML: {e}") from e
     if not isinstance(value, dict):
-        raise ConfigurationError('--vars must be a mapping, e.g. --vars \'{"a": 1}\'')
+        raise ConfigurationError("--vars must be a mapping, e.g. --vars '{\"a\": 1}'")
     return value
 
 

@@ -176,7 +176,7 @@ class Database:
             ModelError: the value is not a table-like object, or DuckDB cannot store it.
         """
         if isinstance(frame, duckdb.DuckDBPyRelation):
-            frame = frame.arrow()
+            frame = frame.to_arrow_table()  # .arrow() is a one-shot reader in 1.5
         if not (hasattr(frame, "columns") or hasattr(frame, "schema")):
             raise ModelError(
                 "a Python step must return a pandas DataFrame, an Arrow table or a DuckDB "

@@ -1,7 +1,7 @@
 """`Project`: the Python API that the CLI mirrors one to one.
 
-    project = Project.load("path/to/project")
-    results = project.build(select=["+segments"])
+project = Project.load("path/to/project")
+results = project.build(select=["+segments"])
 """
 
 from __future__ import annotations
@@ -65,9 +65,18 @@ class Plan:
         """Calls, tokens and cost per step and provider."""
         rows: dict[tuple[str, str, str], dict[str, Any]] = {}
         for call in self.calls:
-            row = rows.setdefault((call.step, call.provider, call.model), {
-                "step": call.step, "provider": call.provider, "model": call.model,
-                "calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})
+            row = rows.setdefault(
+                (call.step, call.provider, call.model),
+                {
+                    "step": call.step,
+                    "provider": call.provider,
+                    "model": call.model,
+                    "calls": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost_usd": 0.0,
+                },
+            )
             row["calls"] += 1
             row["input_tokens"] += call.input_tokens
             row["output_tokens"] += call.output_tokens
@@ -142,8 +151,9 @@ class Project:
         for node in loaded.nodes:
             if node.resource_type == MODEL:
                 rendered = compiler.render(node)
-                node = node.with_(sql=rendered.sql, depends_on=rendered.refs,
-                                  config=rendered.config)
+                node = node.with_(
+                    sql=rendered.sql, depends_on=rendered.refs, config=rendered.config
+                )
                 check_config(node)
             elif node.resource_type == PYTHON:
                 node = node.with_(config=step_config(node, self.config, log))
@@ -156,8 +166,9 @@ class Project:
                 rendered = compiler.render(test)
                 test = test.with_(sql=rendered.sql, depends_on=rendered.refs)
                 severity = str(rendered.config.get("severity", "error")).lower()
-                test = test.with_(test=test.test.__class__("singular", test.test.model,
-                                                           severity=severity))
+                test = test.with_(
+                    test=test.test.__class__("singular", test.test.model, severity=severity)
+                )
             else:
                 test = test.with_(sql=generic_test_sql(test))
             if test.test and test.test.model and test.test.model not in enabled:
@@ -167,40 +178,70 @@ class Project:
 
     # -- verbs -------------------------------------------------------------------------------
 
-    def compile(self, select: Sequence[str] | None = None,
-                exclude: Sequence[str] | None = None) -> dict[str, Path]:
+    def compile(
+        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+    ) -> dict[str, Path]:
         """Write compiled SQL and the manifest to ``target/``; return node -> compiled path."""
         graph = self.graph()
         paths = self._write_compiled(graph)
         names, tests = graph.select(select, exclude)
         return {n: paths[n] for n in [*names, *tests] if n in paths}
 
-    def ls(self, select: Sequence[str] | None = None,
-           exclude: Sequence[str] | None = None) -> list[Node]:
+    def ls(
+        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+    ) -> list[Node]:
         """The selected nodes and tests, in DAG order."""
         graph = self.graph()
         names, tests = graph.select(select, exclude)
         return [graph.nodes[n] for n in names] + [graph.tests[t] for t in tests]
 
-    def build(self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-              *, fail_fast: bool = False) -> RunResult:
+    def build(
+        self,
+        select: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        *,
+        fail_fast: bool = False,
+    ) -> RunResult:
         """Seed, run and test the selected nodes in DAG order, atomically."""
         return self._execute("build", select, exclude, fail_fast=fail_fast)
 
-    def run(self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-            *, fail_fast: bool = False) -> RunResult:
+    def run(
+        self,
+        select: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        *,
+        fail_fast: bool = False,
+    ) -> RunResult:
         """Run the selected models and steps (no seeds, no tests), atomically."""
-        return self._execute("run", select, exclude, fail_fast=fail_fast,
-                             keep=lambda n: n.resource_type in (MODEL, PYTHON), with_tests=False)
+        return self._execute(
+            "run",
+            select,
+            exclude,
+            fail_fast=fail_fast,
+            keep=lambda n: n.resource_type in (MODEL, PYTHON),
+            with_tests=False,
+        )
 
-    def seed(self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-             *, fail_fast: bool = False) -> RunResult:
+    def seed(
+        self,
+        select: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        *,
+        fail_fast: bool = False,
+    ) -> RunResult:
         """Load the selected seeds, atomically."""
-        return self._execute("seed", select, exclude, fail_fast=fail_fast,
-                             keep=lambda n: n.resource_type == "seed", with_tests=False)
+        return self._execute(
+            "seed",
+            select,
+            exclude,
+            fail_fast=fail_fast,
+            keep=lambda n: n.resource_type == "seed",
+            with_tests=False,
+        )
 
-    def plan(self, select: Sequence[str] | None = None,
-             exclude: Sequence[str] | None = None) -> Plan:
+    def plan(
+        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+    ) -> Plan:
         """What a build would call and cost, without calling any service.
 
         The build runs in a throw-away copy of the database: cached answers are used as in a
@@ -208,14 +249,20 @@ class Project:
         stand-in answers it so later steps can be planned too. Nothing is written or paid.
         """
         holder: list[Services] = []
-        run = self._execute("plan", select, exclude, fail_fast=False, with_tests=False,
-                            services_out=holder)
+        run = self._execute(
+            "plan", select, exclude, fail_fast=False, with_tests=False, services_out=holder
+        )
         planned = holder[0].planned if holder else []
-        return Plan(run=run, calls=list(planned), max_cost_usd=self.config.max_cost_usd,
-                    target=self.config.target.name)
+        return Plan(
+            run=run,
+            calls=list(planned),
+            max_cost_usd=self.config.max_cost_usd,
+            target=self.config.target.name,
+        )
 
-    def test(self, select: Sequence[str] | None = None,
-             exclude: Sequence[str] | None = None) -> RunResult:
+    def test(
+        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+    ) -> RunResult:
         """Run the selected data tests against the current database (read-only)."""
         database = self.config.database_path
         if not database.exists():
@@ -228,15 +275,17 @@ class Project:
         started = time.perf_counter()
         db = Database(database, read_only=True, functions=sql_functions(self.config))
         try:
-            runner = Runner(self.config, graph, db, run_id, log, _as_str(paths),
-                            on_result=self.on_result)
+            runner = Runner(
+                self.config, graph, db, run_id, log, _as_str(paths), on_result=self.on_result
+            )
             results = runner.run([], tests)
         finally:
             db.close()
         return self._finish("test", run_id, results, started, committed=False)
 
-    def show(self, select: str | None = None, inline: str | None = None,
-             limit: int = 10) -> tuple[list[str], list[tuple]]:
+    def show(
+        self, select: str | None = None, inline: str | None = None, limit: int = 10
+    ) -> tuple[list[str], list[tuple]]:
         """Preview a model's rows or an inline query: (columns, rows)."""
         if bool(select) == bool(inline):
             raise UsageError("show needs exactly one of --select MODEL or --inline SQL")
@@ -291,13 +340,21 @@ class Project:
             tests = []
         run_id = str(uuid.uuid4())
         log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
-        log.info("run started", extra={"command": command, "nodes": len(names),
-                                       "tests": len(tests), "target": self.config.target.name})
+        log.info(
+            "run started",
+            extra={
+                "command": command,
+                "nodes": len(names),
+                "tests": len(tests),
+                "target": self.config.target.name,
+            },
+        )
         paths = self._write_compiled(graph)
         started = time.perf_counter()
         cache = Cache(self.config.root / self.config.cache_path)
-        calls = CallLayer(cache, self.config.calls, self.config.prices,
-                          self.config.max_cost_usd, run_id, log)
+        calls = CallLayer(
+            cache, self.config.calls, self.config.prices, self.config.max_cost_usd, run_id, log
+        )
         dry_run = services_out is not None
         services = Services(self.config, calls, self.env, dry_run=dry_run)
         if services_out is not None:
@@ -308,9 +365,17 @@ class Project:
             with atomic_database(database) as (staging, commit):
                 db = Database(staging, functions=sql_functions(self.config))
                 try:
-                    runner = Runner(self.config, graph, db, run_id, log, _as_str(paths),
-                                    services=services, fail_fast=fail_fast,
-                                    on_result=self.on_result)
+                    runner = Runner(
+                        self.config,
+                        graph,
+                        db,
+                        run_id,
+                        log,
+                        _as_str(paths),
+                        services=services,
+                        fail_fast=fail_fast,
+                        on_result=self.on_result,
+                    )
                     results = runner.run(names, tests)
                     if not dry_run and not any(r.failed for r in results):
                         _write_call_tables(db, cache, services)
@@ -323,14 +388,27 @@ class Project:
             cache.close()
         return self._finish(command, run_id, results, started, committed=committed)
 
-    def _finish(self, command: str, run_id: str, results: list[NodeResult], started: float,
-                *, committed: bool) -> RunResult:
+    def _finish(
+        self,
+        command: str,
+        run_id: str,
+        results: list[NodeResult],
+        started: float,
+        *,
+        committed: bool,
+    ) -> RunResult:
         seconds = time.perf_counter() - started
         write_run_results(self.config.path("target"), run_id, command, results, seconds)
         log = logging.getLogger("cpo")
-        log.info("run finished", extra={"command": command, "seconds": round(seconds, 3),
-                                        "committed": committed,
-                                        "failed": sum(r.failed for r in results)})
+        log.info(
+            "run finished",
+            extra={
+                "command": command,
+                "seconds": round(seconds, 3),
+                "committed": committed,
+                "failed": sum(r.failed for r in results),
+            },
+        )
         return RunResult(run_id, command, results, seconds, self.config.database_path, committed)
 
     def _write_compiled(self, graph: Graph) -> dict[str, Path]:
@@ -341,14 +419,16 @@ class Project:
         for node in [*graph.nodes.values(), *graph.tests.values()]:
             if node.resource_type not in (MODEL, TEST):
                 continue
-            relative = node.path if node.resource_type == MODEL else Path(
-                "tests", f"{node.name}.sql")
+            relative = (
+                node.path if node.resource_type == MODEL else Path("tests", f"{node.name}.sql")
+            )
             path = target / "compiled" / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(resolve_refs(node.sql, graph.nodes), encoding="utf-8")
             paths[node.name] = path.relative_to(self.config.root)
-        write_manifest(target, self.config.name, graph.nodes.values(), graph.tests.values(),
-                       _as_str(paths))
+        write_manifest(
+            target, self.config.name, graph.nodes.values(), graph.tests.values(), _as_str(paths)
+        )
         return paths
 
 
@@ -364,6 +444,7 @@ def _write_call_tables(db: Database, cache: Cache, services: Services) -> None:
     ledger["cache_hit"] = ledger["cache_hit"].astype(bool)
     db.materialize_frame("llm_calls", ledger)
     errors = pd.DataFrame(services.errors, columns=["step", "item_key", "error", "at"])
-    errors = errors.astype({"step": "string", "item_key": "string", "error": "string",
-                            "at": "string"})
+    errors = errors.astype(
+        {"step": "string", "item_key": "string", "error": "string", "at": "string"}
+    )
     db.materialize_frame("run_errors", errors)

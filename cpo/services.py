@@ -57,7 +57,9 @@ class StepProvider:
         """Build the retrieval index (not cached: indexes are cheap or idempotent)."""
         (self.stand_in or self.provider).index(list(documents))
 
-    def call_all(self, method: str, requests: Sequence[Any], *, salt: str = "") -> list[CallOutcome]:
+    def call_all(
+        self, method: str, requests: Sequence[Any], *, salt: str = ""
+    ) -> list[CallOutcome]:
         """Call the provider for every request through cache, limits, retries and ledger."""
         if self.stand_in is None:
             return self.calls.call_all(self.step, self.provider, method, requests, salt=salt)
@@ -73,8 +75,17 @@ class StepProvider:
         input_tokens, output_tokens = estimate_tokens(request)
         cost = self.calls._cost(self.provider.model, input_tokens, output_tokens)
         assert self.planned is not None
-        self.planned.append(PlannedCall(self.step, self.provider.name, self.provider.model,
-                                        request.key, input_tokens, output_tokens, cost))
+        self.planned.append(
+            PlannedCall(
+                self.step,
+                self.provider.name,
+                self.provider.model,
+                request.key,
+                input_tokens,
+                output_tokens,
+                cost,
+            )
+        )
         try:
             return CallOutcome(request.key, getattr(self.stand_in, method)(request))
         except Exception as e:  # the stand-in failing only means later steps see fewer items
@@ -123,15 +134,21 @@ class Services:
                 self._providers[kind] = factory(settings, self.env)
                 if self.dry_run:
                     self._stand_ins[kind] = self._stand_in(kind, settings)
-        return StepProvider(step, kind, self._providers[kind], self.calls,
-                            self._stand_ins.get(kind), self.planned if self.dry_run else None)
+        return StepProvider(
+            step,
+            kind,
+            self._providers[kind],
+            self.calls,
+            self._stand_ins.get(kind),
+            self.planned if self.dry_run else None,
+        )
 
     def _stand_in(self, kind: str, settings: Mapping[str, Any]) -> Any:
         from cpo.providers.builtin import STAND_INS
 
         name = STAND_INS[kind]
         if settings["type"] == name:
-            return get_provider_factory(kind, name)(settings, self.env)
+            return self._providers[kind]  # already offline: it is its own stand-in
         return get_provider_factory(kind, name)({"type": name}, self.env)
 
     @property

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The sample-project fixtures (sample_build, ...) live in tests/sample.py.
+pytest_plugins = ["tests.sample"]
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # What a build leaves in a project folder; never part of a fixture's sources.
 BUILD_OUTPUTS = ("target", "logs", ".cpo", "*.duckdb", "*.duckdb.wal", ".*.building-*")

@@ -38,9 +38,6 @@ def test_readme_has_at_least_five_query_examples():
     assert len(readme_sql_examples()) >= 5
 
 
-from tests.sample import sample_build  # noqa: E402, F401  (fixture)
-
-
 def test_readme_queries_run_against_the_sample_build(sample_build):
     from cpo.db import Database
 

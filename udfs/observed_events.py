@@ -53,8 +53,15 @@ def _reader(paths: list[Path]) -> str:
 
 def model(ctx: Any) -> pa.Table:
     """Read every matching events file into one text table."""
+    from _experiment_design import experiment_config
+
     from cpo.errors import ConfigurationError
 
+    # The root of the experiment chain checks the settings, so a bad metric fails here with its
+    # key path instead of as a SQL error in experiment_metrics.
+    tones = ctx.var("generation.tones", [], expect=list)
+    experiment_config(ctx.var("experiment", expect=dict), ["control", *tones],
+                      error=ctx.config.document.error)
     setting = ctx.var("experiment.events.path", DEFAULT_PATH, expect=(str, list))
     patterns = [setting] if isinstance(setting, str) else [str(p) for p in setting]
     paths = _matches(ctx.project_dir, patterns)

@@ -1,8 +1,8 @@
 """Retrieve approved content per segment (offline BM25 or Azure AI Search, per the target).
 
-Grain: segment x rank, plus the control message's documents (``segment_id`` NULL). Only approved, unexpired documents are indexed; documents flagged as
-prompt injection are left out unless ``vars.retrieval.exclude_flagged`` is false. A segment
-with no hit is recorded in ``run_errors`` and gets no personalised variant (control is used).
+Grain: segment x rank, plus the control message's documents (``segment_id`` NULL). Only
+approved, unexpired documents are indexed; documents flagged as prompt injection are left
+out unless ``vars.retrieval.exclude_flagged`` is false. A segment with no hit is recorded in ``run_errors`` and gets no personalised variant (control is used).
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def model(ctx):
             rows.append([segment, rank, hit.document_id, float(hit.score), request.query])
     ctx.log.info("retrieval done", extra={"segments": len(requests), "rows": len(rows)})
     return pd.DataFrame(rows, columns=COLUMNS).astype(
-        {"segment_id": "string", "rank": "int32", "document_id": "string", "score": "float64",
-         "query": "string"}
+        {
+            "segment_id": "string",
+            "rank": "int32",
+            "document_id": "string",
+            "score": "float64",
+            "query": "string",
+        }
     )

@@ -29,14 +29,19 @@ def model(ctx):
         for name, terms in ctx.var("safety.blocklists", {}, expect=dict).items()
     }
     output_type = ctx.var("safety.output_type", "EightSeverityLevels", expect=str)
-    texts = dict(zip(content["document_id"], content["title"] + ". " + content["body"],
-                     strict=True))
+    texts = dict(
+        zip(content["document_id"], content["title"] + ". " + content["body"], strict=True)
+    )
     retrieved_ids = _retrieved_by_segment(retrieved)
 
     generated = variants[variants["status"] == "generated"]
     requests = [
-        SafetyRequest(key=row.variant_id, text=f"{row.subject}\n{row.body}",
-                      blocklists=blocklists, output_type=output_type)
+        SafetyRequest(
+            key=row.variant_id,
+            text=f"{row.subject}\n{row.body}",
+            blocklists=blocklists,
+            output_type=output_type,
+        )
         for row in generated.itertuples()
     ]
     outcomes = ctx.provider("safety").call_all("analyze", requests)
@@ -45,8 +50,15 @@ def model(ctx):
     rows = []
     for row in variants.itertuples():
         if row.status != "generated":
-            rows.append([row.variant_id, "generation", None, False,
-                         f"not_generated: {row.status}: {row.error}"])
+            rows.append(
+                [
+                    row.variant_id,
+                    "generation",
+                    None,
+                    False,
+                    f"not_generated: {row.status}: {row.error}",
+                ]
+            )
             continue
         outcome = results[row.variant_id]
         if outcome.error:
@@ -67,13 +79,19 @@ def model(ctx):
     frame = pd.DataFrame(rows, columns=COLUMNS)
     blocked = frame.loc[~frame["passed"], "variant_id"].nunique()
     ctx.log.info("screening done", extra={"variants": len(variants), "blocked": int(blocked)})
-    return frame.astype({"variant_id": "string", "check": "string", "severity": "Int32",
-                         "passed": "bool", "reason": "string"})
+    return frame.astype(
+        {
+            "variant_id": "string",
+            "check": "string",
+            "severity": "Int32",
+            "passed": "bool",
+            "reason": "string",
+        }
+    )
 
 
 def _retrieved_by_segment(retrieved: pd.DataFrame) -> dict:
     grouped: dict = {}
-    for segment, document_id in zip(retrieved["segment_id"], retrieved["document_id"],
-                                    strict=True):
+    for segment, document_id in zip(retrieved["segment_id"], retrieved["document_id"], strict=True):
         grouped.setdefault(None if pd.isna(segment) else segment, []).append(document_id)
     return grouped

@@ -17,8 +17,19 @@ import pandas as pd
 from cpo.prompting import CONTROL, variant_template
 from cpo.providers.base import Document, GenerationRequest
 
-COLUMNS = ["variant_id", "segment_id", "tone", "subject", "body", "citations", "provider",
-           "model", "status", "error", "prompt_hash"]
+COLUMNS = [
+    "variant_id",
+    "segment_id",
+    "tone",
+    "subject",
+    "body",
+    "citations",
+    "provider",
+    "model",
+    "status",
+    "error",
+    "prompt_hash",
+]
 
 
 def variant_id(segment_id: str | None, tone: str) -> str:
@@ -38,9 +49,10 @@ def model(ctx):
         segment_id = None if profile is None else str(profile["segment_id"])
         docs = documents.get(segment_id, [])
         if not docs:
-            ctx.record_error(variant_id(segment_id, tone),
-                             "no_documents: nothing retrieved, so no grounded variant; "
-                             "the fallback arm is used")
+            ctx.record_error(
+                variant_id(segment_id, tone),
+                "no_documents: nothing retrieved, so no grounded variant; the fallback arm is used",
+            )
             continue
         requests.append(_request(ctx, settings, profile, tone, docs))
         keys.append((segment_id, tone))
@@ -48,8 +60,10 @@ def model(ctx):
     rows = []
     for (segment_id, tone), request, outcome in zip(keys, requests, outcomes, strict=True):
         rows.append(_row(ctx, provider, segment_id, tone, request, outcome))
-    ctx.log.info("generation done", extra={"variants": len(rows),
-                                           "failed": sum(r[8] != "generated" for r in rows)})
+    ctx.log.info(
+        "generation done",
+        extra={"variants": len(rows), "failed": sum(r[8] != "generated" for r in rows)},
+    )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({c: "string" for c in COLUMNS if c != "citations"})
 
@@ -92,15 +106,23 @@ def _request(ctx, settings: dict, profile: dict | None, tone: str, docs: list[Do
             "segment_id": segment_id,
             "segment_name": profile["segment_name"],
             "description": profile.get("description") or "",
-            "profile": {k: v for k, v in profile.items()
-                        if k not in ("segment_id", "segment_name", "description")},
+            "profile": {
+                k: v
+                for k, v in profile.items()
+                if k not in ("segment_id", "segment_name", "description")
+            },
         }
-    common = {"min_words": settings["min_words"], "max_words": settings["max_words"],
-              "subject_max_chars": settings["subject_max_chars"]}
-    system = ctx.prompt("system.txt", brand=settings["brand"],
-                        subject_max_chars=settings["subject_max_chars"])
-    prompt = ctx.prompt("generation.txt", segment=segment, tone=tone,
-                        documents=[d.__dict__ for d in docs], **common)
+    common = {
+        "min_words": settings["min_words"],
+        "max_words": settings["max_words"],
+        "subject_max_chars": settings["subject_max_chars"],
+    }
+    system = ctx.prompt(
+        "system.txt", brand=settings["brand"], subject_max_chars=settings["subject_max_chars"]
+    )
+    prompt = ctx.prompt(
+        "generation.txt", segment=segment, tone=tone, documents=[d.__dict__ for d in docs], **common
+    )
     compose, subject = variant_template(tone, "compose"), variant_template(tone, "subject")
     focus = [] if profile is None else str(profile["segment_name"]).lower().split()
     params = {
@@ -116,15 +138,21 @@ def _request(ctx, settings: dict, profile: dict | None, tone: str, docs: list[Do
         "temperature": settings["temperature"],
         "max_tokens": settings["max_tokens"],
     }
-    return GenerationRequest(key=variant_id(segment_id, tone), system=system, prompt=prompt,
-                             documents=tuple(docs), params=params)
+    return GenerationRequest(
+        key=variant_id(segment_id, tone),
+        system=system,
+        prompt=prompt,
+        documents=tuple(docs),
+        params=params,
+    )
 
 
 def _row(ctx, provider, segment_id, tone, request, outcome) -> list:
     vid = variant_id(segment_id, tone)
     prompt_hash = hashlib.sha256(
-        json.dumps([request.system, request.prompt, dict(request.params)], sort_keys=True,
-                   default=str).encode()
+        json.dumps(
+            [request.system, request.prompt, dict(request.params)], sort_keys=True, default=str
+        ).encode()
     ).hexdigest()[:16]
     base = [vid, segment_id, tone]
     tail = [provider.name, provider.model]
@@ -135,5 +163,13 @@ def _row(ctx, provider, segment_id, tone, request, outcome) -> list:
     if result.finish_reason == "content_filter":
         ctx.record_error(vid, "content_filter: the service refused to generate this variant")
         return [*base, None, None, [], *tail, "content_filtered", "content_filter", prompt_hash]
-    return [*base, result.subject, result.body, list(result.citations), *tail, "generated",
-            None, prompt_hash]
+    return [
+        *base,
+        result.subject,
+        result.body,
+        list(result.citations),
+        *tail,
+        "generated",
+        None,
+        prompt_hash,
+    ]

@@ -9,6 +9,7 @@ SDK retries are off: `cpo.calls` retries.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +65,8 @@ class AzureContentSafetyProvider:
         self.client = ContentSafetyClient(endpoint, credential, **client_options)
         self.blocklist_client = BlocklistClient(endpoint, credential, **client_options)
         self._synced: dict[str, frozenset[str]] = {}
+        # The call layer screens from many threads: sync each blocklist once, not once per thread.
+        self._sync_lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         """What identifies this provider's answers."""
@@ -85,7 +88,8 @@ class AzureContentSafetyProvider:
                 key="safety.output_type",
             )
         try:
-            self._sync_blocklists(request.blocklists)
+            with self._sync_lock:
+                self._sync_blocklists(request.blocklists)
             results = [self._analyze_part(p, request) for p in split_text(request.text)]
         except AzureError as e:
             raise azure_failure(e, self._service, auth_fix=self._auth_fix()) from e

@@ -43,6 +43,8 @@ class Faults:
     Attributes:
         service: Restrict faults to ``openai``, ``search``, ``safety`` or ``keyvault`` (None: all).
         path_contains: Restrict faults to paths containing this text.
+        body_contains: Restrict faults to requests whose JSON body contains every one of these
+            texts (a string or a list), e.g. one segment's name and one tone, to hit one item.
         times: How many requests the fault applies to before it clears itself (None: forever).
         latency_s: Added delay before answering.
         timeout_s: Sleep this long before answering (longer than the client's timeout).
@@ -58,10 +60,13 @@ class Faults:
         malformed_json: The model's answer text is not JSON (the HTTP body is still valid).
         malformed_body: The HTTP response body itself is truncated JSON.
         fenced_json: The model's answer is wrapped in a Markdown code fence with chatter.
+        uncited_claim: A sentence the model adds to the body with no citation (e.g.
+            ``"Only $9.99!"``), to exercise the grounding check.
     """
 
     service: str | None = None
     path_contains: str | None = None
+    body_contains: str | list[str] | None = None
     times: int | None = None
     latency_s: float = 0.0
     timeout_s: float = 0.0
@@ -76,6 +81,7 @@ class Faults:
     malformed_json: bool = False
     malformed_body: bool = False
     fenced_json: bool = False
+    uncited_claim: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Faults:
@@ -149,13 +155,16 @@ class EmulatorState:
 
     # -- faults -------------------------------------------------------------------------------
 
-    def fault_for(self, service: str, path: str) -> Faults | None:
+    def fault_for(self, service: str, path: str, body_text: str = "") -> Faults | None:
         """Return the active faults if they apply to this request, counting it."""
         with self.lock:
             f = self.faults
             if f.service and f.service != service:
                 return None
             if f.path_contains and f.path_contains not in path:
+                return None
+            wanted = [f.body_contains] if isinstance(f.body_contains, str) else f.body_contains
+            if wanted and not all(w in body_text for w in wanted):
                 return None
             if f.times is not None:
                 if f.times <= 0:

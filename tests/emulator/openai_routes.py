@@ -18,6 +18,7 @@ from tests.emulator.core import (
 
 DOC_LINE = re.compile(r"^\s*\[([A-Za-z0-9_.:\-]+)\]\s*([^:\n]*):\s*(.+?)\s*$", re.MULTILINE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+CLOSING_LINE = re.compile(r"End the body with the line:\s*(.+?)\s*$", re.MULTILINE)
 
 
 CHAT_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
@@ -85,8 +86,13 @@ def _texts_of(value: Any) -> list[str]:
     return []
 
 
-def compose_answer(prompt_text: str) -> dict[str, Any]:
-    """The deterministic answer: sentences copied verbatim from the documents in the prompt."""
+def compose_answer(prompt_text: str, uncited_claim: str | None = None) -> dict[str, Any]:
+    """The deterministic answer: sentences copied verbatim from the documents in the prompt.
+
+    Like a model that follows its instructions, it ends the body with the closing line the
+    prompt asks for (``End the body with the line: ...``), if any. `uncited_claim` is a
+    sentence added without a citation, as a model that makes things up would.
+    """
     docs: dict[str, tuple[str, str]] = {}
     for doc_id, title, text in DOC_LINE.findall(prompt_text):
         docs.setdefault(doc_id, (title.strip(), text.strip()))
@@ -97,15 +103,20 @@ def compose_answer(prompt_text: str) -> dict[str, Any]:
     for doc_id, (_, text) in chosen:
         first = SENTENCE_END.split(text)[0].strip()
         sentences.append(f"{first} [{doc_id}]")
+    if uncited_claim:
+        sentences.append(uncited_claim)
+    body = " ".join(sentences)
+    if closing := CLOSING_LINE.search(prompt_text):
+        body = f"{body}\n\n{closing.group(1).strip()}"
     title = chosen[0][1][0] or chosen[0][0]
     subject = title if len(title) <= 60 else title[:57].rstrip() + "..."
-    return {"subject": subject, "body": " ".join(sentences), "citations": [d for d, _ in chosen]}
+    return {"subject": subject, "body": body, "citations": [d for d, _ in chosen]}
 
 
 def _answer_text(prompt_text: str, f: Faults) -> str:
     if f.malformed_json:
         return "Sure! Here is your message: subject: Hello, body: no JSON today"
-    text = json.dumps(compose_answer(prompt_text))
+    text = json.dumps(compose_answer(prompt_text, f.uncited_claim))
     if f.fenced_json:
         return f"Here you go:\n```json\n{text}\n```\nAnything else?"
     return text

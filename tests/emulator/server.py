@@ -167,7 +167,8 @@ def _dispatch(
     headers: dict[str, str],
     body: Any,
 ) -> Reply:
-    fault = state.fault_for(service, path)
+    body_text = json.dumps(body, ensure_ascii=False) if body is not None else ""
+    fault = state.fault_for(service, path, body_text)
     if fault is not None:
         reply = _apply_faults(state, fault, service)
         if reply is not None:

@@ -1,0 +1,40 @@
+"""`plan`: what a build would call and cost, with nothing called, written or paid."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from cpo.cli import main
+from cpo.project import Project
+from tests.sample import copy_sample_project
+
+
+def cached_entries(project_dir) -> int:
+    path = project_dir / ".cpo" / "cache.sqlite"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as con:
+        return con.execute("select count(*) from cache").fetchone()[0]
+
+
+def test_plan_counts_every_uncached_call_and_writes_nothing(tmp_path):
+    project_dir = copy_sample_project(tmp_path / "p")
+    plan = Project.load(project_dir).plan()
+    assert plan.run.success
+    steps = {row["step"]: row["calls"] for row in plan.by_step()}
+    segments = len({c.item_key for c in plan.calls if c.step == "retrieved_content"}) - 1
+    assert segments >= 3
+    assert steps["variants"] == segments * 3 + 1  # three tones per segment, plus the control
+    assert steps["safety_screenings"] == steps["variants"]
+    assert not (project_dir / "cpo.duckdb").exists()
+    assert cached_entries(project_dir) == 0
+
+
+def test_plan_after_a_build_finds_nothing_to_call(tmp_path, capsys):
+    project_dir = copy_sample_project(tmp_path / "p")
+    assert Project.load(project_dir).build().success
+    before = (project_dir / "cpo.duckdb").read_bytes()
+    assert main(["plan", "--project-dir", str(project_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "0 call(s), estimated $0.0000" in out
+    assert (project_dir / "cpo.duckdb").read_bytes() == before
