@@ -1,4 +1,4 @@
-"""The provider call layer: cache, concurrency, rate limits, retries, circuit breaker, ledger, budget.
+"""The provider call layer: cache, concurrency, rate limits, retries, breaker, ledger, budget.
 
 Every provider call of every step goes through `CallLayer.call_all`. The cache and the ledger
 live in one SQLite file outside the built database (``.cpo/cache.sqlite``), written as each call
@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from cpo.config import CallSettings, Price
-from cpo.errors import BudgetExceededError, CPOError, ProviderError
+from cpo.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    CPOError,
+    ModelError,
+    ProviderError,
+)
 from cpo.providers.base import GenerationResult, Hit, SafetyResult
 
 CACHE_SCHEMA = """
@@ -137,30 +143,49 @@ class Cache:
 
 
 class RateLimiter:
-    """A token bucket refilled continuously at `per_minute`, with about one second of burst."""
+    """A token bucket refilled continuously at `per_minute`, with about one second of burst.
 
-    def __init__(self, per_minute: float) -> None:
+    A request larger than the bucket is let through when the bucket is full and leaves it in
+    debt, so later requests wait until the debt is repaid: the long-run rate never exceeds
+    `per_minute`, however large single requests are.
+
+    Args:
+        per_minute: Units (requests or tokens) per minute; 0 or less means no limit.
+        clock: Monotonic clock in seconds (injectable for tests).
+        sleep: How to wait (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate)
         self.tokens = self.capacity
-        self.updated = time.monotonic()
+        self.clock = clock
+        self.sleep = sleep
+        self.updated = clock()
         self._lock = threading.Lock()
 
     def acquire(self, amount: float = 1.0) -> None:
         """Block until `amount` can be spent (no-op when the limit is 0, meaning none)."""
         if self.rate <= 0:
             return
-        amount = min(amount, self.capacity)
+        # A request bigger than the bucket only needs a full bucket, then goes into debt.
+        needed = min(amount, self.capacity)
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self.clock()
                 self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
                 self.updated = now
-                if self.tokens >= amount:
+                if self.tokens >= needed:
                     self.tokens -= amount
                     return
-                wait = (amount - self.tokens) / self.rate
-            time.sleep(wait)
+                wait = (needed - self.tokens) / self.rate
+            self.sleep(wait)
 
 
 def cache_key(provider_description: Mapping[str, Any], method: str, request: Any, salt: str) -> str:
@@ -224,6 +249,7 @@ class CallLayer:
         self.requests = RateLimiter(settings.requests_per_minute)
         self.tokens = RateLimiter(settings.tokens_per_minute)
         self.spent_usd = 0.0
+        self.reserved_usd = 0.0
         self._spend_lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
 
@@ -250,6 +276,12 @@ class CallLayer:
         codec = _CODECS[method]
         description = provider.describe()
         breaker = _Breaker(self.settings.breaker_failures)
+        probe, proven = threading.Lock(), threading.Event()
+
+        def call(request: Any, key: str) -> CallOutcome:
+            if breaker.open:
+                return CallOutcome(request.key, error=f"not called: {breaker.reason}")
+            return self._call(step, provider, method, request, key, codec, breaker, cacheable)
 
         def one(request: Any) -> CallOutcome:
             key = cache_key(description, method, request, salt)
@@ -258,9 +290,16 @@ class CallLayer:
                 if cached is not None:
                     self._record(step, provider, request.key, cache_hit=True, status="success")
                     return CallOutcome(request.key, codec.decode(cached), cache_hit=True)
-            if breaker.open:
-                return CallOutcome(request.key, error=f"not called: {breaker.reason}")
-            return self._call(step, provider, method, request, key, codec, breaker, cacheable)
+            if not proven.is_set():
+                # Until one call has succeeded, calls go one at a time: a wrong key or a dead
+                # endpoint then costs one request (and its retries), not one per worker.
+                with probe:
+                    if not proven.is_set():
+                        outcome = call(request, key)
+                        if outcome.error is None:
+                            proven.set()
+                        return outcome
+            return call(request, key)
 
         workers = max(1, min(self.settings.concurrency, len(requests) or 1))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"cpo-{step}") as pool:
@@ -285,13 +324,45 @@ class CallLayer:
         cacheable: bool,
     ) -> CallOutcome:
         input_estimate, output_estimate = estimate_tokens(request)
-        self._reserve_budget(provider.model, input_estimate, output_estimate)
+        try:
+            reserved = self._reserve_budget(provider.model, input_estimate, output_estimate)
+        except BudgetExceededError as error:
+            breaker.stop(error.message)  # queued items are not called either
+            raise
+        try:
+            return self._attempts(
+                step,
+                provider,
+                method,
+                request,
+                key,
+                codec,
+                breaker,
+                cacheable,
+                input_estimate + output_estimate,
+            )
+        finally:
+            with self._spend_lock:
+                self.reserved_usd -= reserved
+
+    def _attempts(
+        self,
+        step: str,
+        provider: Any,
+        method: str,
+        request: Any,
+        key: str,
+        codec: _Codec,
+        breaker: _Breaker,
+        cacheable: bool,
+        token_estimate: int,
+    ) -> CallOutcome:
         attempts = 0
         delay = self.settings.backoff_initial_s
         while True:
             attempts += 1
             self.requests.acquire()
-            self.tokens.acquire(input_estimate + output_estimate)
+            self.tokens.acquire(token_estimate)
             started = time.perf_counter()
             try:
                 result = getattr(provider, method)(request)
@@ -306,15 +377,33 @@ class CallLayer:
                     )
                     self.log.info(
                         "retrying call",
-                        extra={"step": step, "item": request.key, "attempt": attempts,
-                               "wait_s": round(wait, 3), "status": status},
+                        extra={
+                            "step": step,
+                            "item": request.key,
+                            "attempt": attempts,
+                            "wait_s": round(wait, 3),
+                            "status": status,
+                        },
                     )
                     self.sleep(min(wait, self.settings.backoff_max_s * 4))
                     delay = min(delay * 2, self.settings.backoff_max_s)
                     continue
-                breaker.failure(message, fatal=status in (401, 403))
-                self._record(step, provider, request.key, status="error", attempts=attempts,
-                             latency_ms=latency, error=message)
+                self._record(
+                    step,
+                    provider,
+                    request.key,
+                    status="error",
+                    attempts=attempts,
+                    latency_ms=latency,
+                    error=message,
+                )
+                if isinstance(error, ModelError | ConfigurationError):
+                    # A broken template or setting fails every item the same way: it is the
+                    # project's error, not this item's, so the step fails and names it.
+                    breaker.stop(message)
+                    raise
+                if _counts_for_breaker(error, retryable, status):
+                    breaker.failure(message, fatal=status in (401, 403))
                 return CallOutcome(request.key, error=message, attempts=attempts)
             latency = (time.perf_counter() - started) * 1000
             breaker.success()
@@ -326,8 +415,14 @@ class CallLayer:
             if cacheable:
                 self.cache.put(key, provider.name, provider.model, codec.encode(result))
             self._record(
-                step, provider, request.key, status="success", attempts=attempts,
-                latency_ms=latency, input_tokens=input_tokens, output_tokens=output_tokens,
+                step,
+                provider,
+                request.key,
+                status="success",
+                attempts=attempts,
+                latency_ms=latency,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
                 cost_usd=cost,
             )
             return CallOutcome(request.key, result, attempts=attempts)
@@ -338,18 +433,24 @@ class CallLayer:
             return 0.0
         return (input_tokens * price.input_per_1m + output_tokens * price.output_per_1m) / 1e6
 
-    def _reserve_budget(self, model: str, input_tokens: int, output_tokens: int) -> None:
+    def _reserve_budget(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """Reserve a call's estimated cost (released when it returns); concurrent calls see
+        each other's reservations, so together they cannot overshoot the cap."""
         if self.max_cost_usd is None:
-            return
+            return 0.0
         estimate = self._cost(model, input_tokens, output_tokens)
         with self._spend_lock:
-            if self.spent_usd + estimate > self.max_cost_usd:
+            committed = self.spent_usd + self.reserved_usd
+            if committed + estimate > self.max_cost_usd:
                 raise BudgetExceededError(
                     f"stopping before a call estimated at ${estimate:.4f}: this build has spent "
-                    f"${self.spent_usd:.4f} of its ${self.max_cost_usd:.2f} budget. Raise "
-                    "budget.max_cost_usd in cpo.yml or pass --max-cost",
+                    f"${self.spent_usd:.4f} (plus ${self.reserved_usd:.4f} in flight) of its "
+                    f"${self.max_cost_usd:.2f} budget. Raise budget.max_cost_usd in cpo.yml or "
+                    "pass --max-cost",
                     key="budget.max_cost_usd",
                 )
+            self.reserved_usd += estimate
+        return estimate
 
     def _record(self, step: str, provider: Any, item_key: str, **values: Any) -> None:
         row = {
@@ -390,9 +491,31 @@ class _Breaker:
                     self.reason = f"circuit breaker opened after {why}; last error: {message}"
                 self.open = True
 
+    def stop(self, reason: str) -> None:
+        """Open at once for a reason that is not a provider failure (budget, broken template)."""
+        with self._lock:
+            if not self.open:
+                self.reason = reason
+            self.open = True
+
     def success(self) -> None:
         with self._lock:
             self.failures = 0
+
+
+# Statuses that say "this request", not "this service": they never open the breaker.
+_ITEM_STATUSES = frozenset({None, 400, 413, 422})
+
+
+def _counts_for_breaker(error: Exception, retryable: bool, status: int | None) -> bool:
+    """Whether a failure says the service is unusable (so N in a row open the breaker).
+
+    A provider's own non-retryable verdict on one item (``no_documents``, a 400 on one prompt,
+    a content-filter refusal) says nothing about the next item, so it never counts; exhausted
+    retries, credential errors, other HTTP errors and unexpected exceptions do.
+    """
+    item_level = isinstance(error, CPOError) and not retryable and status in _ITEM_STATUSES
+    return not item_level
 
 
 def _safe_message(error: Exception) -> str:

@@ -82,7 +82,7 @@ class Compiler:
             return (
                 config.get("materialized") == "incremental"
                 and node.name in self.existing
-                and not self.full_refresh
+                and not self._full_refresh(config)
             )
 
         functions: dict[str, Callable[..., Any]] = {
@@ -109,7 +109,15 @@ class Compiler:
             ) from e
         except jinja2.exceptions.SecurityError as e:
             raise ModelError(f"unsafe template: {e}", path=where, node=node.name) from e
+        if config.get("materialized") == "incremental":
+            # The runner rebuilds instead of merging when this is set (dbt's full_refresh config;
+            # a model's own ``full_refresh: false`` wins over --full-refresh).
+            config["full_refresh"] = self._full_refresh(config)
         return RenderResult(sql=sql, refs=tuple(dict.fromkeys(refs)), config=config)
+
+    def _full_refresh(self, config: Mapping[str, Any]) -> bool:
+        value = config.get("full_refresh")
+        return value if isinstance(value, bool) else self.full_refresh
 
     def _var_function(self, where: str) -> Callable[..., Any]:
         def var(name: str, default: Any = _MISSING) -> Any:
@@ -159,7 +167,17 @@ def check_config(node: Node) -> None:
     materialized = node.config.get("materialized", "table")
     if materialized not in MATERIALIZATIONS:
         raise ModelError(
-            f"unknown materialized={materialized!r}; expected one of: {', '.join(MATERIALIZATIONS)}",
+            f"unknown materialized={materialized!r}; "
+            f"expected one of: {', '.join(MATERIALIZATIONS)}",
+            path=str(node.path),
+            node=node.name,
+        )
+    key = node.config.get("unique_key")
+    if key is not None and not (
+        isinstance(key, str) or (isinstance(key, list) and all(isinstance(k, str) for k in key))
+    ):
+        raise ModelError(
+            f"unique_key must be a column name or a list of column names, not {key!r}",
             path=str(node.path),
             node=node.name,
         )
@@ -178,7 +196,7 @@ def resolve_refs(sql: str, nodes: Mapping[str, Node]) -> str:
     defs = ",\n".join(f"{quote(name)} as (\n{text}\n)" for name, text in ctes.items())
     match = _LEADING_WITH.match(body)
     if match:  # merge into the model's own WITH clause
-        return f"{match.group(0)}{defs},\n{body[match.end():]}"
+        return f"{match.group(0)}{defs},\n{body[match.end() :]}"
     return f"with {defs}\n{body}"
 
 

@@ -291,8 +291,7 @@ def _csv_header(path: Path, display_path: str, name: str) -> list[str]:
         ) from e
     if not header or any(not c.strip() for c in header) or len(set(header)) != len(header):
         raise ModelError(
-            f"seed {name!r} needs a header row of distinct, non-empty column names; "
-            f"found {header}",
+            f"seed {name!r} needs a header row of distinct, non-empty column names; found {header}",
             path=display_path,
             line=1,
             node=name,

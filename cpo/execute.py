@@ -172,7 +172,10 @@ class Runner:
             key = node.config.get("unique_key")
             keys = [key] if isinstance(key, str) else list(key or [])
             sql = resolve_refs(node.sql, self.graph.nodes)
-            return self.db.materialize_sql(node.name, sql, node.materialized, keys)
+            materialized = node.materialized
+            if materialized == "incremental" and node.config.get("full_refresh"):
+                materialized = "table"  # --full-refresh: rebuild, do not merge
+            return self.db.materialize_sql(node.name, sql, materialized, keys)
         if node.resource_type == PYTHON:
             module = load_module(self.config.root, node.path)
             ctx = Context(

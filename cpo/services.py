@@ -11,7 +11,7 @@ from typing import Any
 
 from cpo.calls import CallLayer, CallOutcome, cache_key, estimate_tokens
 from cpo.config import ProjectConfig
-from cpo.errors import ConfigurationError
+from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.base import get_provider_factory
 
 
@@ -54,8 +54,24 @@ class StepProvider:
         return self.provider.model
 
     def index(self, documents: Sequence[Any]) -> None:
-        """Build the retrieval index (not cached: indexes are cheap or idempotent)."""
-        (self.stand_in or self.provider).index(list(documents))
+        """Build the retrieval index (not cached: indexes are cheap or idempotent).
+
+        Throttling, 5xx and timeouts are retried with the call layer's backoff settings, as for
+        calls: the providers turn their SDKs' own retries off.
+        """
+        target = self.stand_in or self.provider
+        settings = self.calls.settings
+        delay = settings.backoff_initial_s
+        for attempt in range(1, max(1, settings.max_attempts) + 1):
+            try:
+                target.index(list(documents))
+                return
+            except ProviderError as error:
+                if not getattr(error, "retryable", False) or attempt >= settings.max_attempts:
+                    raise
+                wait = getattr(error, "retry_after_s", None) or delay
+                self.calls.sleep(min(wait, settings.backoff_max_s * 4))
+                delay = min(delay * 2, settings.backoff_max_s)
 
     def call_all(
         self, method: str, requests: Sequence[Any], *, salt: str = ""
@@ -121,19 +137,21 @@ class Services:
             ConfigurationError: the target names no provider for `kind`, or an unknown one.
         """
         with self._lock:
-            if kind not in self._providers:
-                settings = self.config.target.providers.get(kind)
-                if settings is None:
-                    raise ConfigurationError(
-                        f"target {self.config.target.name!r} has no {kind} provider; add "
-                        f"providers.{kind}.type",
-                        path="cpo.yml",
-                        key=f"targets.{self.config.target.name}.providers",
-                    )
-                factory = get_provider_factory(kind, str(settings["type"]))
-                self._providers[kind] = factory(settings, self.env)
-                if self.dry_run:
-                    self._stand_ins[kind] = self._stand_in(kind, settings)
+            if kind not in self.config.target.providers:
+                raise ConfigurationError(
+                    f"target {self.config.target.name!r} has no {kind} provider; add "
+                    f"providers.{kind}.type",
+                    path="cpo.yml",
+                    key=f"targets.{self.config.target.name}.providers",
+                )
+            # Every provider of the target is made on the first request, so a missing endpoint
+            # or key of a later step fails the build before an earlier step calls (and pays).
+            for name, settings in self.config.target.providers.items():
+                if name not in self._providers:
+                    factory = get_provider_factory(name, str(settings["type"]))
+                    self._providers[name] = factory(settings, self.env)
+                    if self.dry_run:
+                        self._stand_ins[name] = self._stand_in(name, settings)
         return StepProvider(
             step,
             kind,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -40,8 +41,11 @@ def load_module(root: Path, relative: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as e:
         sys.modules.pop(name, None)
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
         raise ModelError(
-            f"cannot import Python step: {type(e).__name__}: {e}", path=str(relative)
+            f"cannot import Python step: {type(e).__name__}: {e}",
+            path=str(relative),
+            line=lines[-1] if lines else None,
         ) from e
     _MODULES[path] = (mtime, module)
     return module

@@ -71,8 +71,11 @@ class ScriptedGeneration:
         body = result.body
         if "insert" in action:
             head, sep, tail = body.rpartition(UNSUBSCRIBE)
-            body = f"{head.rstrip()}\n\n{action['insert']}\n\n{sep}{tail}" if sep else (
-                f"{body}\n\n{action['insert']}")
+            body = (
+                f"{head.rstrip()}\n\n{action['insert']}\n\n{sep}{tail}"
+                if sep
+                else (f"{body}\n\n{action['insert']}")
+            )
         return dataclasses.replace(
             result,
             subject=str(action.get("subject", result.subject)),
@@ -94,14 +97,16 @@ class FailingSafety:
 
     def describe(self) -> dict[str, Any]:
         """Cache identity."""
-        return {"name": self.name, "fail_for": sorted(self.fail_for),
-                "inner": self.inner.describe()}
+        return {
+            "name": self.name,
+            "fail_for": sorted(self.fail_for),
+            "inner": self.inner.describe(),
+        }
 
     def analyze(self, request: SafetyRequest) -> SafetyResult:
         """Screen offline, or raise a non-retryable error for a chosen key."""
         if request.key in self.fail_for:
-            raise provider_error(f"fake safety service is down for {request.key}",
-                                 retryable=False)
+            raise provider_error(f"fake safety service is down for {request.key}", retryable=False)
         return self.inner.analyze(request)
 
 
@@ -118,8 +123,11 @@ class EmptyRetrieval:
 
     def describe(self) -> dict[str, Any]:
         """Cache identity."""
-        return {"name": self.name, "empty_for": sorted(self.empty_for),
-                "inner": self.inner.describe()}
+        return {
+            "name": self.name,
+            "empty_for": sorted(self.empty_for),
+            "inner": self.inner.describe(),
+        }
 
     def index(self, documents: list[Document]) -> None:
         """Index as BM25 does."""

@@ -17,8 +17,9 @@ from cpo.project import Project
 
 
 def _model(name: str, raw: str, **config) -> Node:
-    return Node(name=name, resource_type=MODEL, path=Path(f"models/{name}.sql"), raw=raw,
-                config=config)
+    return Node(
+        name=name, resource_type=MODEL, path=Path(f"models/{name}.sql"), raw=raw, config=config
+    )
 
 
 @pytest.fixture
@@ -27,9 +28,12 @@ def compiler(mini_project: Path) -> Compiler:
 
 
 def test_render_collects_refs_config_and_vars(compiler):
-    node = _model("m", "{{ config(materialized='view', tags=['x']) }}"
-                       "select {{ var('min_age') }} as a, '{{ var('greeting.word') }}' as g "
-                       "from {{ ref('people') }} join {{ source('raw', 'visits') }} using (id)")
+    node = _model(
+        "m",
+        "{{ config(materialized='view', tags=['x']) }}"
+        "select {{ var('min_age') }} as a, '{{ var('greeting.word') }}' as g "
+        "from {{ ref('people') }} join {{ source('raw', 'visits') }} using (id)",
+    )
     result = compiler.render(node)
     assert result.refs == ("people", "visits")
     assert result.config["materialized"] == "view"
@@ -39,8 +43,11 @@ def test_render_collects_refs_config_and_vars(compiler):
 
 def test_var_default_and_env_var(compiler, monkeypatch):
     monkeypatch.setenv("CPO_TEST_SCHEMA", "abc")
-    node = _model("m", "{{ var('nope', 7) }} {{ env_var('CPO_TEST_SCHEMA') }} "
-                       "{{ env_var('CPO_TEST_UNSET', 'dflt') }}")
+    node = _model(
+        "m",
+        "{{ var('nope', 7) }} {{ env_var('CPO_TEST_SCHEMA') }} "
+        "{{ env_var('CPO_TEST_UNSET', 'dflt') }}",
+    )
     assert compiler.render(node).sql == "7 abc dflt"
 
 
@@ -97,7 +104,8 @@ def _resolved(compiler, nodes_raw: dict[str, tuple[str, str]], name: str) -> str
     for node_name, (raw, materialized) in nodes_raw.items():
         rendered = compiler.render(_model(node_name, raw, materialized=materialized))
         nodes[node_name] = _model(node_name, raw, materialized=materialized).with_(
-            sql=rendered.sql, depends_on=rendered.refs)
+            sql=rendered.sql, depends_on=rendered.refs
+        )
     return resolve_refs(nodes[name].sql, nodes)
 
 
@@ -107,8 +115,10 @@ def test_ephemeral_models_become_ctes_that_accept_aliases(compiler):
         {
             "e1": ("select 1 as id", "ephemeral"),
             "e2": ("select id from {{ ref('e1') }}", "ephemeral"),
-            "m": ("select x.id, e2.id as id2 from {{ ref('e2') }} as x "
-                  "join {{ ref('e2') }} on true", "table"),
+            "m": (
+                "select x.id, e2.id as id2 from {{ ref('e2') }} as x join {{ ref('e2') }} on true",
+                "table",
+            ),
         },
         "m",
     )
@@ -122,8 +132,11 @@ def test_ephemeral_merges_into_a_leading_with(compiler):
         compiler,
         {
             "e": ("select 2 as v", "ephemeral"),
-            "m": ("-- a comment\nWITH base AS (select v from {{ ref('e') }})\n"
-                  "select v * 10 as w from base", "table"),
+            "m": (
+                "-- a comment\nWITH base AS (select v from {{ ref('e') }})\n"
+                "select v * 10 as w from base",
+                "table",
+            ),
         },
         "m",
     )
@@ -160,6 +173,29 @@ def test_compile_does_not_touch_the_database(cli, built_mini):
 
 def test_unknown_materialization(mini_project):
     (mini_project / "models" / "marts" / "adults.sql").write_text(
-        "{{ config(materialized='tabel') }} select 1")
+        "{{ config(materialized='tabel') }} select 1"
+    )
     with pytest.raises(ModelError, match="unknown materialized='tabel'; expected one of"):
+        Project.load(mini_project).ls()
+
+
+@pytest.mark.parametrize(
+    ("model_setting", "flag", "expected"),
+    [(None, True, True), (None, False, False), (False, True, False), (True, False, True)],
+)
+def test_full_refresh_config(mini_project, model_setting, flag, expected):
+    config = {"materialized": "incremental"}
+    if model_setting is not None:
+        config["full_refresh"] = model_setting  # a model's own setting beats --full-refresh
+    compiler = Compiler(load_config(mini_project), {"inc"}, flag)
+    result = compiler.render(_model("inc", "{{ is_incremental() }}", **config))
+    assert result.config["full_refresh"] is expected
+    assert result.sql == str(not expected)
+
+
+def test_bad_unique_key(mini_project):
+    (mini_project / "models" / "marts" / "adults.sql").write_text(
+        "{{ config(materialized='incremental', unique_key=3) }} select 1 as id"
+    )
+    with pytest.raises(ModelError, match="unique_key must be a column name or a list"):
         Project.load(mini_project).ls()

@@ -19,8 +19,11 @@ def _load(root: Path, text: str, **kwargs):
 
 
 def test_valid_config(tmp_path):
-    config = _load(tmp_path, BASE + "calls: {concurrency: 3}\nbudget: {max_cost_usd: 2.5}\n"
-                              "vars: {a: {b: 1}, c: 2}\n", cli_vars={"a": {"d": 3}})
+    config = _load(
+        tmp_path,
+        BASE + "calls: {concurrency: 3}\nbudget: {max_cost_usd: 2.5}\nvars: {a: {b: 1}, c: 2}\n",
+        cli_vars={"a": {"d": 3}},
+    )
     assert config.database_path == tmp_path / "mini.duckdb"
     assert config.calls == CallSettings(concurrency=3)
     assert config.max_cost_usd == 2.5
@@ -31,17 +34,25 @@ def test_valid_config(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("calls: {concurrency: -1}\n",
-         "cpo.yml:6: calls.concurrency: expected a non-negative number, got int -1"),
-        ("calls:\n  concurrency: 0\n",
-         "cpo.yml:7: calls.concurrency: expected an integer of at least 1"),
-        ("calls:\n  concurrency: 2.5\n",
-         "cpo.yml:7: calls.concurrency: expected an integer, got float 2.5"),
+        (
+            "calls: {concurrency: -1}\n",
+            "cpo.yml:6: calls.concurrency: expected a non-negative number, got int -1",
+        ),
+        (
+            "calls:\n  concurrency: 0\n",
+            "cpo.yml:7: calls.concurrency: expected an integer of at least 1",
+        ),
+        (
+            "calls:\n  concurrency: 2.5\n",
+            "cpo.yml:7: calls.concurrency: expected an integer, got float 2.5",
+        ),
         ("calls:\n  retries: 3\n", "cpo.yml:7: calls.retries: unknown key; expected one of:"),
         ("bogus: 1\n", "cpo.yml:6: bogus: unknown key 'bogus'; expected one of: budget,"),
         ("vars: [\n", "cpo.yml:7: invalid YAML: expected the node content"),
-        ("budget: {max_cost_usd: lots}\n",
-         "cpo.yml:6: budget.max_cost_usd: expected a non-negative number, got the string"),
+        (
+            "budget: {max_cost_usd: lots}\n",
+            "cpo.yml:6: budget.max_cost_usd: expected a non-negative number, got the string",
+        ),
         ("paths: [models]\n", "cpo.yml:6: paths: expected a mapping, got list"),
     ],
 )
@@ -70,7 +81,7 @@ def test_provider_settings_are_checked(tmp_path):
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(ConfigurationError, match="no cpo.yml in .*pass --project-dir"):
+    with pytest.raises(ConfigurationError, match=r"no cpo.yml in .*pass --project-dir"):
         load_config(tmp_path)
 
 
@@ -85,8 +96,10 @@ def test_parse_cli_vars():
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("calls: {concurrency: -1}\n",
-         "Error: cpo.yml:9: calls.concurrency: expected a non-negative number, got int -1"),
+        (
+            "calls: {concurrency: -1}\n",
+            "Error: cpo.yml:9: calls.concurrency: expected a non-negative number, got int -1",
+        ),
         ("bogus: 1\n", "Error: cpo.yml:9: bogus: unknown key 'bogus'; expected one of:"),
         ("vars: [\n", "Error: cpo.yml:10: invalid YAML: expected the node content"),
     ],

@@ -30,13 +30,19 @@ def _seed(db: Database, tmp_path: Path, name: str, text: str, **kwargs) -> int:
 
 
 def test_csv_seed_is_varchar_unless_typed(db, tmp_path):
-    rows = _seed(db, tmp_path, "p.csv", "id,amount,note\n1,2.50,\"a, b\"\n2,,x\n",
-                 column_types={"id": "INTEGER", "amount": "DECIMAL(6,2)"})
+    rows = _seed(
+        db,
+        tmp_path,
+        "p.csv",
+        'id,amount,note\n1,2.50,"a, b"\n2,,x\n',
+        column_types={"id": "INTEGER", "amount": "DECIMAL(6,2)"},
+    )
     assert rows == 2
-    assert db.columns("p") == [("id", "INTEGER"), ("amount", "DECIMAL(6,2)"),
-                               ("note", "VARCHAR")]
-    assert db.fetch("select * from p order by id")[1] == [(1, pytest.approx(2.5), "a, b"),
-                                                          (2, None, "x")]
+    assert db.columns("p") == [("id", "INTEGER"), ("amount", "DECIMAL(6,2)"), ("note", "VARCHAR")]
+    assert db.fetch("select * from p order by id")[1] == [
+        (1, pytest.approx(2.5), "a, b"),
+        (2, None, "x"),
+    ]
 
 
 def test_malformed_csv_row_names_file_and_line(db, tmp_path):
@@ -85,8 +91,7 @@ def test_column_types_must_name_columns(db, tmp_path):
 
 def test_json_and_jsonl_seeds(db, tmp_path):
     assert _seed(db, tmp_path, "j.json", '[{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]') == 2
-    assert _seed(db, tmp_path, "l.jsonl", '{"a": 1}\n{"a": 3}\n',
-                 column_types={"a": "DOUBLE"}) == 2
+    assert _seed(db, tmp_path, "l.jsonl", '{"a": 1}\n{"a": 3}\n', column_types={"a": "DOUBLE"}) == 2
     assert db.columns("l") == [("a", "DOUBLE")]
     with pytest.raises(ModelError) as error:
         _seed(db, tmp_path, "bad.jsonl", '{"a": 1}\n{"a": \n')
@@ -104,10 +109,12 @@ def test_view_table_and_switching_kinds(db):
 
 
 def test_incremental_merges_on_unique_key(db):
-    db.materialize_sql("inc", "select 1 as id, 'a' as v union all select 2, 'b'", "incremental",
-                       ["id"])
-    rows = db.materialize_sql("inc", "select 2 as id, 'B' as v union all select 3, 'c'",
-                              "incremental", ["id"])
+    db.materialize_sql(
+        "inc", "select 1 as id, 'a' as v union all select 2, 'b'", "incremental", ["id"]
+    )
+    rows = db.materialize_sql(
+        "inc", "select 2 as id, 'B' as v union all select 3, 'c'", "incremental", ["id"]
+    )
     assert rows == 3
     assert db.fetch("select * from inc order by id")[1] == [(1, "a"), (2, "B"), (3, "c")]
     db.materialize_sql("inc", "select 3 as id, 'c' as v", "incremental", [])  # append only
@@ -122,7 +129,7 @@ def test_sql_error_carries_duckdb_message(db):
 def test_materialize_frame(db):
     assert db.materialize_frame("f", pd.DataFrame({"a": [1, 2]})) == 2
     assert db.materialize_frame("g", db.relation("select 42 as b")) == 1
-    with pytest.raises(ModelError, match="must return a pandas DataFrame.*not dict"):
+    with pytest.raises(ModelError, match=r"must return a pandas DataFrame.*not dict"):
         db.materialize_frame("h", {"a": 1})
 
 
@@ -171,8 +178,12 @@ def test_atomic_database_keeps_old_file_on_exception(tmp_path):
 
 def test_stale_staging_of_dead_process_is_removed(tmp_path):
     target = tmp_path / "cpo.duckdb"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stale = tmp_path / f".cpo.duckdb.building-{dead.stdout.strip()}"
     stale.write_bytes(b"half a database")
     live = tmp_path / f".cpo.duckdb.building-{os.getppid()}"

@@ -24,8 +24,12 @@ from cpo.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "experiment"
-STEPS = ("_experiment_design.py", "observed_events.py", "simulated_events.py",
-         "experiment_results.py")
+STEPS = (
+    "_experiment_design.py",
+    "observed_events.py",
+    "simulated_events.py",
+    "experiment_results.py",
+)
 ARMS = ("control", "urgent", "informational", "friendly")
 
 
@@ -64,16 +68,19 @@ def write_csv(path: Path, table: list[list[Any]]) -> None:
 
 def write_assignments(root: Path, n: int, arms: tuple[str, ...] = ARMS) -> None:
     """`n` customers spread evenly over `arms` and three segments, with covariates."""
-    assignments = [["experiment_id", "customer_id", "arm", "variant_id", "segment_id",
-                    "assigned_at"]]
-    customers = [["customer_id", "open_rate", "click_rate", "purchase_frequency",
-                  "avg_order_value"]]
+    assignments = [
+        ["experiment_id", "customer_id", "arm", "variant_id", "segment_id", "assigned_at"]
+    ]
+    customers = [
+        ["customer_id", "open_rate", "click_rate", "purchase_frequency", "avg_order_value"]
+    ]
     # A balanced random allocation, independent of the covariate (as a salted hash would be).
     allocation = [arms[i % len(arms)] for i in range(n)]
     random.Random(n).shuffle(allocation)
     for i, arm in enumerate(allocation):
-        assignments.append(["exp1", f"C{i:06d}", arm, f"v_{arm}", ("a", "b", "c")[i % 3],
-                            "2026-11-20 09:00:00"])
+        assignments.append(
+            ["exp1", f"C{i:06d}", arm, f"v_{arm}", ("a", "b", "c")[i % 3], "2026-11-20 09:00:00"]
+        )
         history = ((i * 7927) % 1000) / 2000
         customers.append([f"C{i:06d}", history, history / 5, 1, 50])
     write_csv(root / "seeds" / "assignments.csv", assignments)
@@ -92,8 +99,11 @@ def fixture_db(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConne
 
 
 def overall(con: duckdb.DuckDBPyConnection, metric: str, arm: str) -> dict[str, Any]:
-    (row,) = rows(con, f"select * from experiment_results where metric = '{metric}' "
-                       f"and arm = '{arm}' and segment_id is null")
+    (row,) = rows(
+        con,
+        f"select * from experiment_results where metric = '{metric}' "
+        f"and arm = '{arm}' and segment_id is null",
+    )
     return row
 
 
@@ -101,8 +111,9 @@ def overall(con: duckdb.DuckDBPyConnection, metric: str, arm: str) -> dict[str, 
 
 
 def test_rejected_rows_are_counted_by_reason(fixture_db: duckdb.DuckDBPyConnection) -> None:
-    by_reason = dict(fixture_db.sql(
-        "select reason, sum(n) from event_rejections group by 1").fetchall())
+    by_reason = dict(
+        fixture_db.sql("select reason, sum(n) from event_rejections group by 1").fetchall()
+    )
     assert by_reason == {
         "unknown_event_type": 1,
         "unparseable_timestamp": 1,
@@ -111,8 +122,9 @@ def test_rejected_rows_are_counted_by_reason(fixture_db: duckdb.DuckDBPyConnecti
         "unknown_experiment": 1,
         "outside_attribution_window": 2,
     }
-    summary = dict(fixture_db.sql(
-        "select status, n from event_summary where source = 'observed'").fetchall())
+    summary = dict(
+        fixture_db.sql("select status, n from event_summary where source = 'observed'").fetchall()
+    )
     raw_rows = fixture_db.sql("select count(*) from observed_events").fetchone()[0]
     assert sum(summary.values()) == raw_rows  # every raw row is accounted for
     assert summary["unknown_customer"] == 2
@@ -123,7 +135,8 @@ def test_duplicates_collapse_and_stg_events_is_clean(
 ) -> None:
     total, distinct = fixture_db.sql(
         "select count(*), count(distinct (customer_id, experiment_id, event, event_at, revenue))"
-        " from stg_events").fetchone()
+        " from stg_events"
+    ).fetchone()
     assert total == distinct
     # events.csv repeats 3 rows; events_2.csv re-exports 10 rows with ISO 'Z' timestamps.
     summary = dict(fixture_db.sql("select status, n from event_summary").fetchall())
@@ -136,29 +149,41 @@ def test_duplicates_collapse_and_stg_events_is_clean(
            or e.event not in ('delivered', 'open', 'click', 'conversion', 'unsubscribe')
     """).fetchone()[0]
     assert outside == 0
-    assert fixture_db.sql("select count(*) from stg_events where customer_id not in "
-                          "(select customer_id from assignments)").fetchone()[0] == 0
+    assert (
+        fixture_db.sql(
+            "select count(*) from stg_events where customer_id not in "
+            "(select customer_id from assignments)"
+        ).fetchone()[0]
+        == 0
+    )
     # Observed events exist, so the simulation (enabled: auto) stays off.
     assert fixture_db.sql("select count(*) from simulated_events").fetchone()[0] == 0
     assert set(fixture_db.sql("select distinct source from stg_events").fetchall()) == {
-        ("observed",)}
+        ("observed",)
+    }
 
 
 def test_attribution_window_is_configurable(tmp_path: Path) -> None:
     root = make_project(tmp_path)
     con = build(root, {"experiment": {"attribution_days": 20}})
-    late = con.sql("select count(*) from stg_events where event_at = "
-                   "timestamp '2026-12-05 12:00:00'").fetchone()[0]
+    late = con.sql(
+        "select count(*) from stg_events where event_at = timestamp '2026-12-05 12:00:00'"
+    ).fetchone()[0]
     assert late == 1  # the 15-day-late open is inside a 20-day window
-    assert con.sql("select sum(n) from event_rejections where reason = "
-                   "'outside_attribution_window'").fetchone()[0] == 1
+    assert (
+        con.sql(
+            "select sum(n) from event_rejections where reason = 'outside_attribution_window'"
+        ).fetchone()[0]
+        == 1
+    )
 
 
 # --------------------------------------------------------------------------- metrics and results
 
 
-def per_customer(con: duckdb.DuckDBPyConnection, arm: str, expression: str,
-                 covariate: str = "0") -> tuple[np.ndarray, np.ndarray]:
+def per_customer(
+    con: duckdb.DuckDBPyConnection, arm: str, expression: str, covariate: str = "0"
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-customer metric values recomputed from stg_events and assignments, independently."""
     data = con.sql(f"""
         select
@@ -206,7 +231,10 @@ def test_cuped_ratio_and_corrections_recomputed(fixture_db: duckdb.DuckDBPyConne
     assert row["estimate"] == pytest.approx(expected.estimate)
     assert row["p_value"] == pytest.approx(expected.p_value)
 
-    clicks, opens = "count(*) filter (where event = 'click')", "count(*) filter (where event = 'open')"
+    clicks, opens = (
+        "count(*) filter (where event = 'click')",
+        "count(*) filter (where event = 'open')",
+    )
     num_c, _ = per_customer(fixture_db, "control", clicks)
     den_c, _ = per_customer(fixture_db, "control", opens)
     num_t, _ = per_customer(fixture_db, "informational", clicks)
@@ -217,23 +245,32 @@ def test_cuped_ratio_and_corrections_recomputed(fixture_db: duckdb.DuckDBPyConne
     assert row["ci_low"] == pytest.approx(ratio.ci_low)
     assert row["p_value"] == pytest.approx(ratio.p_value)
 
-    results = rows(fixture_db, "select * from experiment_results where segment_id is null "
-                               "order by arm, metric")
+    results = rows(
+        fixture_db, "select * from experiment_results where segment_id is null order by arm, metric"
+    )
     assert len(results) == 3 * 5
     holm = stats.adjust_pvalues([r["p_value"] for r in results], "holm")
     assert [r["p_value_adjusted"] for r in results] == pytest.approx(holm)
     srm = sps.chisquare([100, 100, 100, 100]).pvalue
     assert [r["srm_p_value"] for r in results] == pytest.approx([srm] * len(results))
-    segments = {r[0] for r in fixture_db.sql(
-        "select distinct segment_id from experiment_results where segment_id is not null"
-    ).fetchall()}
+    segments = {
+        r[0]
+        for r in fixture_db.sql(
+            "select distinct segment_id from experiment_results where segment_id is not null"
+        ).fetchall()
+    }
     assert segments == {"loyal", "new"}
 
 
 def test_absolute_mean_matches_scipy_welch(tmp_path: Path) -> None:
     root = make_project(tmp_path)
-    metric = {"name": "revenue", "type": "mean", "role": "primary", "event": "conversion",
-              "value": "revenue"}
+    metric = {
+        "name": "revenue",
+        "type": "mean",
+        "role": "primary",
+        "event": "conversion",
+        "value": "revenue",
+    }
     con = build(root, {"experiment": {"effect": "absolute", "metrics": [metric]}})
     revenue = "sum(case when event = 'conversion' then revenue else 0 end)"
     yc, _ = per_customer(con, "control", revenue)
@@ -245,8 +282,7 @@ def test_absolute_mean_matches_scipy_welch(tmp_path: Path) -> None:
     assert row["effect_scale"] == "absolute"
     # The sums in experiment_metrics are the plain per-customer sums.
     (m,) = rows(con, "select * from experiment_metrics where arm = 'urgent' and level = 'overall'")
-    assert (m["n"], m["sum"], m["sum_squares"]) == pytest.approx(
-        (yt.size, yt.sum(), (yt**2).sum()))
+    assert (m["n"], m["sum"], m["sum_squares"]) == pytest.approx((yt.size, yt.sum(), (yt**2).sum()))
 
 
 # --------------------------------------------------------------------------- bad input
@@ -256,7 +292,7 @@ def test_no_events_zero_arm_single_segment_are_inconclusive(tmp_path: Path) -> N
     root = make_project(tmp_path)
     no_events(root)
     table = read_csv(root / "seeds" / "assignments.csv")
-    kept = [table[0]] + [r[:4] + ["only"] + r[5:] for r in table[1:] if r[2] != "friendly"]
+    kept = [table[0]] + [[*r[:4], "only", *r[5:]] for r in table[1:] if r[2] != "friendly"]
     write_csv(root / "seeds" / "assignments.csv", kept)
     con = build(root, {"experiment": {"simulation": {"enabled": False}}})
     assert con.sql("select count(*) from stg_events").fetchone()[0] == 0
@@ -265,8 +301,9 @@ def test_no_events_zero_arm_single_segment_are_inconclusive(tmp_path: Path) -> N
     assert {r["decision"] for r in results} == {"inconclusive"}
     assert {r["segment_id"] for r in results} == {None, "only"}
     friendly = [r for r in results if r["arm"] == "friendly"]
-    assert friendly and all("no customers assigned to arm 'friendly'" in r["decision_reason"]
-                            for r in friendly)
+    assert friendly and all(
+        "no customers assigned to arm 'friendly'" in r["decision_reason"] for r in friendly
+    )
     open_rate = overall(con, "open_rate", "urgent")
     assert "control mean is zero" in open_rate["decision_reason"]
     assert open_rate["estimate"] is None and open_rate["absolute_effect"] == 0
@@ -309,7 +346,8 @@ def test_bad_metric_setting_names_the_key(tmp_path: Path) -> None:
     result = Project.load(root, vars={"experiment": {"metrics": bad}}).build()
     (failed,) = [r for r in result.results if r.status == "error"]
     assert failed.name == "observed_events"  # the first experiment node checks the settings
-    assert "vars.experiment.metrics[0].event" in failed.message
+    assert failed.message.startswith("cpo.yml")
+    assert "got 'opened'" in failed.message
     assert "must be one of delivered, open, click, conversion, unsubscribe" in failed.message
 
 
@@ -322,8 +360,14 @@ SIMULATION = {
     "covariate": "open_rate",
     "covariate_strength": 0.8,
     "rates": {
-        "default": {"delivered": 0.98, "open": 0.22, "click": 0.25, "conversion": 0.12,
-                    "unsubscribe": 0.004, "revenue_mean": 65.0},
+        "default": {
+            "delivered": 0.98,
+            "open": 0.22,
+            "click": 0.25,
+            "conversion": 0.12,
+            "unsubscribe": 0.004,
+            "revenue_mean": 65.0,
+        },
         "urgent": {"open": 0.264, "unsubscribe": 0.02},
         "informational": {},
         "friendly": {"open": 0.286},
@@ -336,12 +380,29 @@ def test_simulation_recovers_the_truth_and_decides(tmp_path: Path) -> None:
     no_events(root)
     write_assignments(root, 40_000)
     metrics = [
-        {"name": "open_rate", "type": "proportion", "role": "primary", "event": "open",
-         "mde": 0.15},
-        {"name": "open_rate_cuped", "type": "proportion", "role": "secondary", "event": "open",
-         "covariate": "open_rate", "mde": 0.15},
-        {"name": "unsubscribe_rate", "type": "proportion", "role": "guardrail",
-         "event": "unsubscribe", "direction": "decrease", "mde": 0.5},
+        {
+            "name": "open_rate",
+            "type": "proportion",
+            "role": "primary",
+            "event": "open",
+            "mde": 0.15,
+        },
+        {
+            "name": "open_rate_cuped",
+            "type": "proportion",
+            "role": "secondary",
+            "event": "open",
+            "covariate": "open_rate",
+            "mde": 0.15,
+        },
+        {
+            "name": "unsubscribe_rate",
+            "type": "proportion",
+            "role": "guardrail",
+            "event": "unsubscribe",
+            "direction": "decrease",
+            "mde": 0.5,
+        },
     ]
     con = build(root, {"experiment": {"simulation": SIMULATION, "metrics": metrics}})
     assert set(con.sql("select distinct source from stg_events").fetchall()) == {("simulated",)}
@@ -384,20 +445,35 @@ def test_design_table_matches_the_planning_formula() -> None:
         from _experiment_design import design_table, experiment_config
     finally:
         sys.path.remove(str(REPO / "udfs"))
-    config = experiment_config({
-        "arms": [{"name": "control", "weight": 2}, {"name": "urgent", "weight": 1},
-                 {"name": "friendly", "weight": 1}],
-        "metrics": [{"name": "open_rate", "type": "proportion", "event": "open",
-                     "baseline": 0.2, "mde": 0.1},
-                    {"name": "revenue", "type": "mean", "event": "conversion"}],
-    })
+    config = experiment_config(
+        {
+            "arms": [
+                {"name": "control", "weight": 2},
+                {"name": "urgent", "weight": 1},
+                {"name": "friendly", "weight": 1},
+            ],
+            "metrics": [
+                {
+                    "name": "open_rate",
+                    "type": "proportion",
+                    "event": "open",
+                    "baseline": 0.2,
+                    "mde": 0.1,
+                },
+                {"name": "revenue", "type": "mean", "event": "conversion"},
+            ],
+        }
+    )
     table = design_table(config, n_customers=40_000)
-    assert [(r.arm, r.metric) for r in table] == [("urgent", "open_rate"),
-                                                  ("friendly", "open_rate")]
+    assert [(r.arm, r.metric) for r in table] == [
+        ("urgent", "open_rate"),
+        ("friendly", "open_rate"),
+    ]
     row = table[0]
     assert row.alpha_per_test == pytest.approx(0.05 / 4)  # 2 treatment arms x 2 metrics
     assert row.n_required_per_arm == pytest.approx(
-        stats.sample_size_per_arm(0.2, 0.02, 0.0125, 0.8))
+        stats.sample_size_per_arm(0.2, 0.02, 0.0125, 0.8)
+    )
     assert (row.n_control, row.n_treatment) == (20_000, 10_000)
     n_eff = 2 / (1 / 20_000 + 1 / 10_000)
     assert row.mde_reachable_relative == pytest.approx(stats.mde(0.2, n_eff, 0.0125) / 0.2)

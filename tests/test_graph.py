@@ -69,8 +69,11 @@ def test_selection_grammar(project, select, expected):
 
 def test_exclude_removes_nodes_and_their_tests(project):
     assert selected(project, ["tag:marts"], ["person_totals"]) == {"adults"}
-    assert selected(project, None, ["adults+"]) == ALL_NODES - {"adults", "adult_stats",
-                                                                 "city_counts"}
+    assert selected(project, None, ["adults+"]) == ALL_NODES - {
+        "adults",
+        "adult_stats",
+        "city_counts",
+    }
     tests = selected_tests(project, None, ["adults"])
     assert not tests & ADULTS_TESTS  # a test of an excluded node must not run on stale data
     assert "unique_people_id" in tests
@@ -85,9 +88,13 @@ def test_tests_follow_their_model(project):
 def test_ls_orders_parents_first(project):
     order = [n.name for n in project.ls() if n.resource_type != "test"]
     assert set(order) == ALL_NODES
-    for child, parent in [("stg_people", "people"), ("adults", "stg_people"),
-                          ("city_counts", "adults"), ("adult_stats", "adults"),
-                          ("person_totals", "stg_visits")]:
+    for child, parent in [
+        ("stg_people", "people"),
+        ("adults", "stg_people"),
+        ("city_counts", "adults"),
+        ("adult_stats", "adults"),
+        ("person_totals", "stg_visits"),
+    ]:
         assert order.index(parent) < order.index(child)
 
 
@@ -106,8 +113,11 @@ def test_cli_ls_select_ancestors(cli, mini_project):
     assert result.code == 0
     lines = result.out.splitlines()
     assert lines[:3] == ["people", "stg_people", "adults"]
-    assert set(lines[3:]) == ADULTS_TESTS | {"not_null_people_age", "not_null_people_id",
-                                             "unique_people_id"}
+    assert set(lines[3:]) == ADULTS_TESTS | {
+        "not_null_people_age",
+        "not_null_people_id",
+        "unique_people_id",
+    }
 
 
 def test_cli_ls_json_is_one_object_per_line(cli, mini_project):
@@ -119,8 +129,7 @@ def test_cli_ls_json_is_one_object_per_line(cli, mini_project):
     assert node["materialized"] == "incremental"
     assert node["tags"] == ["marts", "inc"]
     assert sorted(node["depends_on"]) == ["stg_people", "stg_visits"]
-    assert {r["name"] for r in rows[1:]} == {"not_null_person_totals_id",
-                                             "unique_person_totals_id"}
+    assert {r["name"] for r in rows[1:]} == {"not_null_person_totals_id", "unique_person_totals_id"}
 
 
 def test_cli_ls_path_output(cli, mini_project):
@@ -142,10 +151,13 @@ def test_cli_unknown_select_exits_1_with_suggestion(cli, built_mini):
 
 
 def _node(name: str, *parents: str) -> Node:
-    return Node(name=name, resource_type=MODEL if parents else SEED,
-                path=Path(f"models/{name}.sql"), raw="".join(f"{{{{ ref('{p}') }}}}\n"
-                                                             for p in parents),
-                depends_on=parents)
+    return Node(
+        name=name,
+        resource_type=MODEL if parents else SEED,
+        path=Path(f"models/{name}.sql"),
+        raw="".join(f"{{{{ ref('{p}') }}}}\n" for p in parents),
+        depends_on=parents,
+    )
 
 
 def test_cycle_is_named():

@@ -4,7 +4,7 @@ Shared by the ``simulated_events`` and ``experiment_results`` steps, and by ``pl
 `design_table`: for each treatment arm and proportion metric with a ``baseline``, the sample size
 needed per arm to detect the metric's ``mde`` and the MDE reachable with the current customers.
 
-Settings (all optional except ``metrics``)::
+Settings (all optional; without ``metrics`` the analysis is empty)::
 
     experiment:
       id: tone_test_2026_11          # experiment_id of the assignments
@@ -110,16 +110,23 @@ class ExperimentConfig:
         return next((a.weight for a in self.arms if a.name == arm), 0.0)
 
 
-def _choice(raw: Mapping[str, Any], key: str, allowed: Sequence[str], default: str | None,
-            where: str, error: ErrorFactory) -> str:
+def _choice(
+    raw: Mapping[str, Any],
+    key: str,
+    allowed: Sequence[str],
+    default: str | None,
+    where: str,
+    error: ErrorFactory,
+) -> str:
     value = raw.get(key, default)
     if value not in allowed:
         raise error(f"{where}.{key}", f"must be one of {', '.join(allowed)}, got {value!r}")
     return str(value)
 
 
-def _fraction(raw: Mapping[str, Any], key: str, default: float | None, where: str,
-              error: ErrorFactory) -> float | None:
+def _fraction(
+    raw: Mapping[str, Any], key: str, default: float | None, where: str, error: ErrorFactory
+) -> float | None:
     value = raw.get(key, default)
     if value is None:
         return None
@@ -135,13 +142,17 @@ def _event(raw: Mapping[str, Any], key: str, where: str, error: ErrorFactory) ->
     return str(value)
 
 
-def parse_metric(raw: Any, index: int, default_mde: float,
-                 error: ErrorFactory = _default_error) -> Metric:
+def parse_metric(
+    raw: Any, index: int, default_mde: float, error: ErrorFactory = _default_error
+) -> Metric:
     """Validate one entry of ``experiment.metrics``."""
     where = f"vars.experiment.metrics[{index}]"
     if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not raw["name"]:
-        raise error(where, "each metric needs at least a name, a type and an event, e.g. "
-                           "{name: open_rate, type: proportion, role: primary, event: open}")
+        raise error(
+            where,
+            "each metric needs at least a name, a type and an event, e.g. "
+            "{name: open_rate, type: proportion, role: primary, event: open}",
+        )
     kind = _choice(raw, "type", METRIC_TYPES, None, where, error)
     fields: dict[str, Any] = {
         "name": raw["name"],
@@ -155,8 +166,11 @@ def parse_metric(raw: Any, index: int, default_mde: float,
         fields["numerator"] = _event(raw, "numerator", where, error)
         fields["denominator"] = _event(raw, "denominator", where, error)
         if raw.get("covariate"):
-            raise error(f"{where}.covariate", "CUPED is supported for proportion and mean "
-                                              "metrics only; remove the covariate of a ratio")
+            raise error(
+                f"{where}.covariate",
+                "CUPED is supported for proportion and mean "
+                "metrics only; remove the covariate of a ratio",
+            )
     else:
         fields["event"] = _event(raw, "event", where, error)
         fields["value"] = _choice(raw, "value", VALUES, "count", where, error)
@@ -167,8 +181,9 @@ def parse_metric(raw: Any, index: int, default_mde: float,
     return Metric(**fields)
 
 
-def experiment_config(raw: Any, default_arms: Sequence[str] = ("control",),
-                      error: ErrorFactory = _default_error) -> ExperimentConfig:
+def experiment_config(
+    raw: Any, default_arms: Sequence[str] = ("control",), error: ErrorFactory = _default_error
+) -> ExperimentConfig:
     """Validate the ``vars.experiment`` mapping.
 
     Args:
@@ -188,17 +203,31 @@ def experiment_config(raw: Any, default_arms: Sequence[str] = ("control",),
     for i, arm in enumerate(arms_raw):
         name = arm.get("name") if isinstance(arm, Mapping) else None
         weight = arm.get("weight", 1) if isinstance(arm, Mapping) else None
-        if not name or isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-            raise error(f"{where}.arms[{i}]", f"each arm needs a name and a weight >= 0, got {arm!r}")
+        if (
+            not name
+            or isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or weight < 0
+        ):
+            raise error(
+                f"{where}.arms[{i}]", f"each arm needs a name and a weight >= 0, got {arm!r}"
+            )
         arms.append(Arm(str(name), float(weight)))
     if control not in {a.name for a in arms}:
-        raise error(f"{where}.control", f"control arm {control!r} is not among the arms "
-                                         f"{[a.name for a in arms]}")
+        raise error(
+            f"{where}.control",
+            f"control arm {control!r} is not among the arms {[a.name for a in arms]}",
+        )
     default_mde = _fraction(raw, "mde", 0.1, where, error)
-    metrics_raw = raw.get("metrics")
-    if not isinstance(metrics_raw, list) or not metrics_raw:
-        raise error(f"{where}.metrics", "declare at least one metric, e.g. [{name: open_rate, "
-                                        "type: proportion, role: primary, event: open}]")
+    # No metrics declared yet is allowed (the analysis is then empty); a declared list must
+    # be a non-empty list of valid metrics.
+    metrics_raw = raw.get("metrics", [])
+    if not isinstance(metrics_raw, list) or ("metrics" in raw and not metrics_raw):
+        raise error(
+            f"{where}.metrics",
+            "declare at least one metric, e.g. [{name: open_rate, "
+            "type: proportion, role: primary, event: open}]",
+        )
     metrics = tuple(parse_metric(m, i, default_mde, error) for i, m in enumerate(metrics_raw))
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
@@ -254,7 +283,8 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
 
     Only proportion metrics with a ``baseline`` can be planned (means and ratios need a variance
     that is only known after the experiment). Unequal arms use the harmonic mean of the two arm
-    sizes as the equivalent per-arm size.
+    sizes as the equivalent per-arm size. The reachable MDE is the smallest detectable increase
+    (`cpo.stats.mde`), also for metrics where a decrease is better.
 
     Args:
         config: The validated experiment settings.
@@ -281,6 +311,19 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
                 note = "no customers in this arm or the control"
             if math.isnan(reach) and note is None:
                 note = "no lift is detectable with this many customers"
-            rows.append(DesignRow(arm.name, m.name, m.baseline, m.mde, alpha, needed,
-                                  n_control, n_treat, reach, achieved, note))
+            rows.append(
+                DesignRow(
+                    arm.name,
+                    m.name,
+                    m.baseline,
+                    m.mde,
+                    alpha,
+                    needed,
+                    n_control,
+                    n_treat,
+                    reach,
+                    achieved,
+                    note,
+                )
+            )
     return rows

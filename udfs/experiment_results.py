@@ -92,16 +92,24 @@ class Comparison:
 def _stats(metric: Metric, row: Mapping[str, Any]) -> stats.Stats:
     n = int(row["n"])
     if metric.type == "proportion":
-        return stats.ProportionStats(n, int(round(row["sum"])))
+        return stats.ProportionStats(n, round(row["sum"]))
     if metric.type == "mean":
         return stats.MeanStats(n, float(row["sum"]), float(row["sum_squares"]))
-    return stats.RatioStats(n, *(float(row[k]) for k in
-                                 ("sum_num", "sum_num_sq", "sum_den", "sum_den_sq", "sum_num_den")))
+    return stats.RatioStats(
+        n,
+        *(float(row[k]) for k in ("sum_num", "sum_num_sq", "sum_den", "sum_den_sq", "sum_num_den")),
+    )
 
 
 def _cuped_stats(row: Mapping[str, Any]) -> stats.CupedStats:
-    return stats.CupedStats(int(row["n"]), float(row["sum"]), float(row["sum_squares"]),
-                            float(row["sum_x"]), float(row["sum_x2"]), float(row["sum_xy"]))
+    return stats.CupedStats(
+        int(row["n"]),
+        float(row["sum"]),
+        float(row["sum_squares"]),
+        float(row["sum_x"]),
+        float(row["sum_x2"]),
+        float(row["sum_xy"]),
+    )
 
 
 def _power(metric: Metric, control: stats.Stats, n_t: int, alpha: float, exact: bool) -> float:
@@ -121,9 +129,16 @@ def _power(metric: Metric, control: stats.Stats, n_t: int, alpha: float, exact: 
     return float(sps.norm.cdf(abs(delta) / se - sps.norm.isf(alpha / 2)))
 
 
-def compare(metric: Metric, control: Mapping[str, Any] | None, treatment: Mapping[str, Any] | None,
-            *, arm: str, segment_id: str | None, config: ExperimentConfig,
-            power_alpha: float) -> Comparison:
+def compare(
+    metric: Metric,
+    control: Mapping[str, Any] | None,
+    treatment: Mapping[str, Any] | None,
+    *,
+    arm: str,
+    segment_id: str | None,
+    config: ExperimentConfig,
+    power_alpha: float,
+) -> Comparison:
     """Test one arm against control on one metric from their `experiment_metrics` rows."""
     n_c = int(control["n"]) if control else 0
     n_t = int(treatment["n"]) if treatment else 0
@@ -161,18 +176,30 @@ def _finite(value: float | None) -> bool:
 def _worse(comp: Comparison, alpha: float) -> bool:
     """Significantly worse in the metric's direction at unadjusted p < alpha."""
     f = comp.freq
-    return (comp.reason is None and f is not None and _finite(f.p_value) and f.p_value < alpha
-            and f.absolute_effect * comp.metric.sign < 0)
+    return (
+        comp.reason is None
+        and f is not None
+        and _finite(f.p_value)
+        and f.p_value < alpha
+        and f.absolute_effect * comp.metric.sign < 0
+    )
 
 
-def decide(comp: Comparison, p_adjusted: float | None, srm_p: float, guardrails_worse: list[str],
-           config: ExperimentConfig) -> tuple[str, str]:
+def decide(
+    comp: Comparison,
+    p_adjusted: float | None,
+    srm_p: float,
+    guardrails_worse: list[str],
+    config: ExperimentConfig,
+) -> tuple[str, str]:
     """The decision and its reason for one comparison."""
     alpha, m = config.alpha, comp.metric
     if _finite(srm_p) and srm_p < stats.SRM_ALPHA:
-        return "invalid", (f"sample ratio mismatch (SRM p = {srm_p:.2g} < {stats.SRM_ALPHA}): "
-                           "arm sizes do not match the configured weights; fix the assignment "
-                           "before reading any result")
+        return "invalid", (
+            f"sample ratio mismatch (SRM p = {srm_p:.2g} < {stats.SRM_ALPHA}): "
+            "arm sizes do not match the configured weights; fix the assignment "
+            "before reading any result"
+        )
     if comp.reason is not None:
         return "inconclusive", comp.reason
     if comp.freq is None or not _finite(comp.freq.estimate):
@@ -183,20 +210,29 @@ def decide(comp: Comparison, p_adjusted: float | None, srm_p: float, guardrails_
     better = comp.freq.absolute_effect * m.sign > 0
     significant = p_adjusted < alpha
     if significant and not better:
-        return "no_ship", f"{m.name} is significantly worse (adjusted p = {p_adjusted:.3g} < {alpha})"
+        return (
+            "no_ship",
+            f"{m.name} is significantly worse (adjusted p = {p_adjusted:.3g} < {alpha})",
+        )
     others = [g for g in guardrails_worse if g != m.name]
     if others:
         return "no_ship", f"guardrail {', '.join(others)} significantly worse (p < {alpha})"
     powered = _finite(comp.power) and comp.power >= config.min_power
     if not powered:
         shown = f"{comp.power:.2f}" if _finite(comp.power) else "undefined"
-        return "inconclusive", (f"under-powered: power {shown} < {config.min_power} to detect a "
-                                f"{m.mde:.0%} change; more customers are needed")
+        return "inconclusive", (
+            f"under-powered: power {shown} < {config.min_power} to detect a "
+            f"{m.mde:.0%} change; more customers are needed"
+        )
     if not significant:
-        return "no_ship", (f"no significant effect (adjusted p = {p_adjusted:.3g} >= {alpha}) "
-                           f"although the test had power {comp.power:.2f} for a {m.mde:.0%} change")
-    return "ship", (f"{m.name} significantly better (adjusted p = {p_adjusted:.3g} < {alpha}), "
-                    f"power {comp.power:.2f}, no guardrail worse")
+        return "no_ship", (
+            f"no significant effect (adjusted p = {p_adjusted:.3g} >= {alpha}) "
+            f"although the test had power {comp.power:.2f} for a {m.mde:.0%} change"
+        )
+    return "ship", (
+        f"{m.name} significantly better (adjusted p = {p_adjusted:.3g} < {alpha}), "
+        f"power {comp.power:.2f}, no guardrail worse"
+    )
 
 
 # --------------------------------------------------------------------------- assembly
@@ -208,8 +244,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _row(experiment_id: str, comp: Comparison, p_adj: float | None, srm_p: float,
-         decision: tuple[str, str], config: ExperimentConfig) -> dict[str, Any]:
+def _row(
+    experiment_id: str,
+    comp: Comparison,
+    p_adj: float | None,
+    srm_p: float,
+    decision: tuple[str, str],
+    config: ExperimentConfig,
+) -> dict[str, Any]:
     f, b, m = comp.freq, comp.bayes, comp.metric
     ctw = risk_c = risk_t = math.nan
     if b is not None:
@@ -254,8 +296,12 @@ def _srm(sizes: Mapping[str, int], config: ExperimentConfig) -> float:
     return stats.srm_pvalue([sizes[a] for a in arms], [config.weight(a) for a in arms])
 
 
-def _family(comps: list[Comparison], srm: Mapping[str | None, float], experiment_id: str,
-            config: ExperimentConfig) -> list[dict[str, Any]]:
+def _family(
+    comps: list[Comparison],
+    srm: Mapping[str | None, float],
+    experiment_id: str,
+    config: ExperimentConfig,
+) -> list[dict[str, Any]]:
     """Adjust one family's p-values, then decide each comparison."""
     raw = [c.freq.p_value if c.freq and c.reason is None else None for c in comps]
     adjusted = stats.adjust_pvalues(raw, config.correction)
@@ -271,8 +317,11 @@ def _family(comps: list[Comparison], srm: Mapping[str | None, float], experiment
     return rows
 
 
-def analyse(metrics_rows: list[dict[str, Any]], sizes: list[tuple[str, str, str, int]],
-            config: ExperimentConfig) -> list[dict[str, Any]]:
+def analyse(
+    metrics_rows: list[dict[str, Any]],
+    sizes: list[tuple[str, str, str, int]],
+    config: ExperimentConfig,
+) -> list[dict[str, Any]]:
     """All result rows from `experiment_metrics` rows and (experiment, arm, segment, n) sizes."""
     index = {(r["experiment_id"], r["metric"], r["segment_id"], r["arm"]): r for r in metrics_rows}
     experiments = sorted({s[0] for s in sizes}) or [config.id]
@@ -291,10 +340,18 @@ def analyse(metrics_rows: list[dict[str, Any]], sizes: list[tuple[str, str, str,
         for level in ([OVERALL], segments):
             alpha = base_alpha / (1 if level == [OVERALL] else max(len(segments), 1))
             comps = [
-                compare(m, index.get((experiment_id, m.name, s, config.control)),
-                        index.get((experiment_id, m.name, s, arm)), arm=arm, segment_id=s,
-                        config=config, power_alpha=alpha)
-                for s in level for arm in arms for m in config.metrics
+                compare(
+                    m,
+                    index.get((experiment_id, m.name, s, config.control)),
+                    index.get((experiment_id, m.name, s, arm)),
+                    arm=arm,
+                    segment_id=s,
+                    config=config,
+                    power_alpha=alpha,
+                )
+                for s in level
+                for arm in arms
+                for m in config.metrics
             ]
             rows.extend(_family(comps, srm, experiment_id, config))
     return rows
@@ -303,8 +360,12 @@ def analyse(metrics_rows: list[dict[str, Any]], sizes: list[tuple[str, str, str,
 def model(ctx: Any) -> pa.Table:
     """experiment_results from experiment_metrics and assignments."""
     tones = ctx.var("generation.tones", [], expect=list)
-    config = experiment_config(ctx.var("experiment", expect=dict), ["control", *tones],
-                               error=ctx.config.document.error)
+    config = experiment_config(
+        ctx.var("experiment", expect=dict), ["control", *tones], error=ctx.config.document.error
+    )
+    if not config.metrics:
+        ctx.log.warning("no metrics under vars.experiment.metrics: experiment_results is empty")
+        return SCHEMA.empty_table()
     metrics = ctx.ref("experiment_metrics").to_arrow_table().to_pylist()
     ctx.ref("assignments")
     sizes = ctx.sql("""

@@ -43,11 +43,15 @@ def _reader(paths: list[Path]) -> str:
     parquet = [p for p in paths if p.suffix.lower() == ".parquet"]
     parts = []
     if csv:
-        parts.append(f"select * from read_csv({_sql_list(csv)}, all_varchar = true, "
-                     "union_by_name = true, filename = true, header = true)")
+        parts.append(
+            f"select * from read_csv({_sql_list(csv)}, all_varchar = true, "
+            "union_by_name = true, filename = true, header = true)"
+        )
     if parquet:
-        parts.append(f"select * from read_parquet({_sql_list(parquet)}, union_by_name = true, "
-                     "filename = true)")
+        parts.append(
+            f"select * from read_parquet({_sql_list(parquet)}, union_by_name = true, "
+            "filename = true)"
+        )
     return "\nunion all by name\n".join(parts)
 
 
@@ -60,8 +64,9 @@ def model(ctx: Any) -> pa.Table:
     # The root of the experiment chain checks the settings, so a bad metric fails here with its
     # key path instead of as a SQL error in experiment_metrics.
     tones = ctx.var("generation.tones", [], expect=list)
-    experiment_config(ctx.var("experiment", expect=dict), ["control", *tones],
-                      error=ctx.config.document.error)
+    experiment_config(
+        ctx.var("experiment", expect=dict), ["control", *tones], error=ctx.config.document.error
+    )
     setting = ctx.var("experiment.events.path", DEFAULT_PATH, expect=(str, list))
     patterns = [setting] if isinstance(setting, str) else [str(p) for p in setting]
     paths = _matches(ctx.project_dir, patterns)

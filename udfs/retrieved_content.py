@@ -2,7 +2,8 @@
 
 Grain: segment x rank, plus the control message's documents (``segment_id`` NULL). Only
 approved, unexpired documents are indexed; documents flagged as prompt injection are left
-out unless ``vars.retrieval.exclude_flagged`` is false. A segment with no hit is recorded in ``run_errors`` and gets no personalised variant (control is used).
+out unless ``vars.retrieval.exclude_flagged`` is false. A segment with no hit is recorded in
+``run_errors`` and gets no personalised variant (control is used).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ CONTROL_KEY = "__control__"
 
 def model(ctx):
     provider = ctx.provider("retrieval")
+    ctx.ref("stg_content")  # read by active_documents: declared here so the DAG orders it first
     exclude_flagged = ctx.var("retrieval.exclude_flagged", True, expect=bool)
     documents = active_documents(ctx, exclude_flagged=exclude_flagged)
     provider.index(documents)

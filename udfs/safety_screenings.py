@@ -75,6 +75,9 @@ def model(ctx):
             thresholds=thresholds,
             policy=rules,
         )
+        if outcome.error:
+            # Say why it was not screened, next to the fail-closed verdict.
+            checks = [_unscreened(c, outcome.error) for c in checks]
         rows.extend([row.variant_id, c.check, c.severity, c.passed, c.reason] for c in checks)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     blocked = frame.loc[~frame["passed"], "variant_id"].nunique()
@@ -88,6 +91,12 @@ def model(ctx):
             "reason": "string",
         }
     )
+
+
+def _unscreened(check: policy.Check, error: str) -> policy.Check:
+    if check.check != "harm:unscreened":
+        return check
+    return policy.Check(check.check, check.severity, False, f"not_screened: {error}")
 
 
 def _retrieved_by_segment(retrieved: pd.DataFrame) -> dict:

@@ -51,8 +51,12 @@ SCHEMA = pa.schema(
 )
 HOUR_US = 3_600_000_000
 # Mean delays after the previous funnel step (microseconds).
-DELAYS = {"open": 8 * HOUR_US, "click": HOUR_US // 6, "conversion": 2 * HOUR_US,
-          "unsubscribe": 12 * HOUR_US}
+DELAYS = {
+    "open": 8 * HOUR_US,
+    "click": HOUR_US // 6,
+    "conversion": 2 * HOUR_US,
+    "unsubscribe": 12 * HOUR_US,
+}
 
 
 def _error(ctx: Any, key: str, message: str) -> Exception:
@@ -70,8 +74,11 @@ def _rates(ctx: Any, settings: Mapping[str, Any], arms: list[str]) -> np.ndarray
             value = merged[key]
             limit_ok = value >= 0 if key == "revenue_mean" else 0 <= value <= 1
             if isinstance(value, bool) or not isinstance(value, int | float) or not limit_ok:
-                raise _error(ctx, f"rates.{arm}.{key}",
-                             f"must be a probability in [0, 1] (revenue_mean: >= 0), got {value!r}")
+                raise _error(
+                    ctx,
+                    f"rates.{arm}.{key}",
+                    f"must be a probability in [0, 1] (revenue_mean: >= 0), got {value!r}",
+                )
             matrix[i, j] = value
     return matrix
 
@@ -83,8 +90,11 @@ def _multipliers(ctx: Any, settings: Mapping[str, Any], segments: list[str | Non
     for i, segment in enumerate(segments):
         for key, value in (configured.get(segment) or {}).items():
             if key not in RATE_KEYS or not isinstance(value, int | float) or value < 0:
-                raise _error(ctx, f"segment_multipliers.{segment}.{key}",
-                             f"must be a non-negative multiplier of one of {RATE_KEYS}")
+                raise _error(
+                    ctx,
+                    f"segment_multipliers.{segment}.{key}",
+                    f"must be a non-negative multiplier of one of {RATE_KEYS}",
+                )
             matrix[i, RATE_KEYS.index(key)] = value
     return matrix
 
@@ -92,7 +102,7 @@ def _multipliers(ctx: Any, settings: Mapping[str, Any], segments: list[str | Non
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
     encoded = column.combine_chunks().dictionary_encode()
     indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    values = encoded.dictionary.to_pylist() + [None]  # index -1 → the last entry, None
+    values = [*encoded.dictionary.to_pylist(), None]  # index -1 → the last entry, None
     return indices.astype(np.int64), values
 
 
@@ -114,8 +124,15 @@ def _constant(value: str, n: int) -> pa.Array:
     ).cast(pa.string())
 
 
-def simulate(table: pa.Table, rates: np.ndarray, multipliers: np.ndarray, *, seed: int,
-             strength: float, window_us: int) -> pa.Table:
+def simulate(
+    table: pa.Table,
+    rates: np.ndarray,
+    multipliers: np.ndarray,
+    *,
+    seed: int,
+    strength: float,
+    window_us: int,
+) -> pa.Table:
     """Events for customers (experiment_id, customer_id, t0 µs, x) with arm/segment codes.
 
     Args:
@@ -161,8 +178,7 @@ def simulate(table: pa.Table, rates: np.ndarray, multipliers: np.ndarray, *, see
                 pa.string()
             ),
             "event_at": pa.array(t0[index] + offset, type=pa.int64()).cast(pa.timestamp("us")),
-            "revenue": pa.array(np.where(is_conversion, revenue[index], 0.0),
-                                mask=~is_conversion),
+            "revenue": pa.array(np.where(is_conversion, revenue[index], 0.0), mask=~is_conversion),
             "source": _constant("simulated", index.size),
         },
         schema=SCHEMA,
@@ -187,8 +203,11 @@ def model(ctx: Any) -> pa.Table:
     ctx.ref("assignments")
     covariate = settings.get("covariate")
     if covariate and covariate not in customers.columns:
-        raise _error(ctx, "covariate", f"{covariate!r} is not a column of stg_customers "
-                                       f"({', '.join(customers.columns)})")
+        raise _error(
+            ctx,
+            "covariate",
+            f"{covariate!r} is not a column of stg_customers ({', '.join(customers.columns)})",
+        )
     x_sql = f'cast("{covariate}" as double)' if covariate else "null::double"
     # Ordered, so the seeded draws always meet the same customers.
     table = ctx.sql(f"""

@@ -128,9 +128,10 @@ def _request(ctx, settings: dict, profile: dict | None, tone: str, docs: list[Do
     params = {
         "tone": tone,
         "template": ctx.prompt_source(compose),
-        "template_name": compose,
+        # Named from the project root in errors ("prompts/tones/urgent/compose.txt:3: ...").
+        "template_name": f"prompts/{compose}",
         "subject_template": ctx.prompt_source(subject),
-        "subject_template_name": subject,
+        "subject_template_name": f"prompts/{subject}",
         "min_words": settings["min_words"],
         "max_words": settings["max_words"],
         "max_subject_chars": settings["subject_max_chars"],

@@ -9,7 +9,7 @@
       covariate:  x = the stg_customers column (averaged over duplicated ids; NULL counts as 0)
     Columns: n, sum = Σy, sum_squares = Σy², sum_num/sum_num_sq/sum_den/sum_den_sq/sum_num_den
     for ratios, sum_x/sum_x2/sum_xy for CUPED. -#}
-{%- set metrics = var('experiment.metrics') %}
+{%- set metrics = var('experiment.metrics', []) %}
 {%- set events = ['delivered', 'open', 'click', 'conversion', 'unsubscribe'] %}
 {%- set ns = namespace(covariates=[]) %}
 {%- for m in metrics %}{% if m.get('covariate') and m.get('type') != 'ratio' %}
@@ -96,6 +96,19 @@ sums as (
     group by grouping sets ((experiment_id, arm, segment_id), (experiment_id, arm))
 )
 
+{%- if not metrics %}
+-- No metrics declared (vars.experiment.metrics): an empty table with the usual columns.
+select
+    null::varchar as experiment_id, null::varchar as arm, null::varchar as segment_id,
+    null::varchar as level, null::varchar as metric, null::varchar as metric_type,
+    null::varchar as metric_role, null::bigint as n, null::double as sum,
+    null::double as sum_squares, null::double as sum_num, null::double as sum_num_sq,
+    null::double as sum_den, null::double as sum_den_sq, null::double as sum_num_den,
+    null::varchar as covariate, null::double as sum_x, null::double as sum_x2,
+    null::double as sum_xy
+from sums
+where false
+{%- endif %}
 {% for m in metrics %}
 {%- set i = loop.index0 %}
 {%- set ratio = m['type'] == 'ratio' %}

@@ -49,6 +49,8 @@ class Faults:
         latency_s: Added delay before answering.
         timeout_s: Sleep this long before answering (longer than the client's timeout).
         status: Answer with this HTTP status (429, 500, 503, 401, ...) and a service error body.
+        statuses: Failing requests cycle through these statuses (e.g. ``[429, 503]``) instead of
+            answering `status`.
         retry_after: ``Retry-After`` header value sent with `status`.
         retry_after_ms: ``retry-after-ms`` header value sent with `status`.
         failure_rate: Fraction of requests that fail with `status` (default 500), seeded.
@@ -71,6 +73,7 @@ class Faults:
     latency_s: float = 0.0
     timeout_s: float = 0.0
     status: int | None = None
+    statuses: list[int] | None = None
     retry_after: str | None = None
     retry_after_ms: str | None = None
     failure_rate: float = 0.0
@@ -172,6 +175,13 @@ class EmulatorState:
                 f.times -= 1
             self._calls += 1
             return f
+
+    def status_now(self, f: Faults) -> int | None:
+        """The status of this failing request: the next of `statuses`, else `status`."""
+        with self.lock:
+            if f.statuses:
+                return f.statuses[self._calls % len(f.statuses)]
+            return f.status
 
     def fails_now(self, f: Faults) -> bool:
         """Decide (deterministically) whether this request hits a failure-rate or every-k fault."""

@@ -200,7 +200,7 @@ def _apply_faults(state: EmulatorState, f: Faults, service: str) -> Reply | None
     failing = f.every or f.failure_rate
     if failing and not state.fails_now(f):
         return None
-    status = f.status or (500 if failing else None)
+    status = state.status_now(f) or (500 if failing else None)
     if status is None:
         return None
     reply = error_reply(service, status, _code_for(status), f"Injected HTTP {status}.")

@@ -1,0 +1,945 @@
+"""The experiment report: one self-contained HTML file, from the database and artifacts only.
+
+    path = write_report(project.config)            # target/report.html
+
+Everything comes from the built database (read-only) and ``target/run_results.json``: the
+decision and why, a forest plot of each arm's lift per metric, a per-segment heatmap, the funnel
+per arm, the SRM check, power achieved versus needed, safety outcomes, the approved variants with
+their cited documents, provider calls and costs, and data freshness. Plots are matplotlib SVGs
+embedded as data URIs, so the file opens offline with no script and no network fetch. All text
+goes through Jinja's autoescaping. No customer-level data is read: no names, emails or rendered
+messages, only aggregates and the variant templates (merge tags unrendered).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from cpo.config import ProjectConfig
+from cpo.db import Database
+from cpo.errors import CPOError
+
+EVENTS = ("delivered", "open", "click", "conversion")
+FUNNEL_LABELS = {"delivered": "Delivered", "open": "Opened", "click": "Clicked",
+                 "conversion": "Converted"}
+DECISION_COLORS = {"ship": "#1a7f37", "no_ship": "#cf222e", "inconclusive": "#9a6700",
+                   "invalid": "#8250df"}
+ARM_PALETTE = ("#0969da", "#e36209", "#1a7f37", "#8250df", "#bf3989", "#0a7e8c", "#953800")
+CONTROL_COLOR = "#6e7781"
+PLOT_IDS = ("plot-forest", "plot-heatmap", "plot-funnel", "plot-srm", "plot-power",
+            "plot-safety")
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, read once from the database and artifacts."""
+
+    project: str
+    experiment_id: str | None
+    control: str
+    alpha: float
+    min_power: float
+    generated_at: str
+    run: Mapping[str, Any]
+    has_database: bool
+    notices: tuple[str, ...] = ()
+    results: pd.DataFrame | None = None
+    segments: Mapping[str, str] = field(default_factory=dict)
+    assigned: pd.DataFrame | None = None
+    funnel: pd.DataFrame | None = None
+    events: int = 0
+    freshness: Mapping[str, Any] = field(default_factory=dict)
+    screenings: pd.DataFrame | None = None
+    blocked: pd.DataFrame | None = None
+    variants: pd.DataFrame | None = None
+    calls: pd.DataFrame | None = None
+    weights: Mapping[str, float] = field(default_factory=dict)
+    metric_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def write_report(config: ProjectConfig, out: Path | None = None) -> Path:
+    """Write the HTML report (default ``target/report.html``) and return its path.
+
+    Works before any build and with no events: the report then says what is missing.
+
+    Raises:
+        CPOError: the output file cannot be written.
+    """
+    path = Path(out) if out else config.path("target") / "report.html"
+    html = render_report(read_report_data(config))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise CPOError(f"cannot write the report to {path}: {e.strerror or e}; "
+                       "choose another --out") from e
+    return path
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read_report_data(config: ProjectConfig) -> ReportData:
+    """Read what the report needs; missing tables become notices, never errors."""
+    experiment = config.vars.get("experiment") or {}
+    experiment = experiment if isinstance(experiment, Mapping) else {}
+    base = {
+        "project": config.name,
+        "experiment_id": experiment.get("id"),
+        "control": str(experiment.get("control", "control")),
+        "alpha": float(experiment.get("alpha", 0.05)),
+        "min_power": float(experiment.get("min_power", 0.8)),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "run": _run_results(config.path("target")),
+        "weights": _weights(experiment),
+        "metric_settings": _metric_settings(experiment),
+    }
+    database = config.database_path
+    if not database.exists():
+        return ReportData(**base, has_database=False, notices=(
+            f"No database yet: {database.name} does not exist. Run `python runner.py build` "
+            "first, then `python runner.py report`.",))
+    try:
+        db = Database(database, read_only=True)
+    except CPOError as e:
+        return ReportData(**base, has_database=False, notices=(f"Cannot open the database: {e}",))
+    try:
+        return _read(db, base, database)
+    finally:
+        db.close()
+
+
+def _read(db: Database, base: dict[str, Any], database: Path) -> ReportData:
+    have = db.relations()
+    notices: list[str] = []
+    experiment_id = base["experiment_id"]
+
+    def frame(sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        return db.relation(sql, params).df()
+
+    results = None
+    if "experiment_results" in have:
+        results = frame("select * from experiment_results")
+        ids = list(dict.fromkeys(results["experiment_id"].dropna()))
+        if experiment_id not in ids and ids:
+            experiment_id = ids[0]
+        results = results[results["experiment_id"] == experiment_id].reset_index(drop=True)
+    if results is None or results.empty:
+        results = None
+        notices.append("No experiment results yet: build the experiment models "
+                       "(`python runner.py build`) once assignments and events exist.")
+    segments = {}
+    if "segment_profiles" in have:
+        segments = dict(db.fetch("select segment_id, segment_name from segment_profiles")[1])
+    assigned = funnel = None
+    if "assignments" in have:
+        assigned = frame(
+            "select arm, count(*) as customers, max(assigned_at) as last_assigned_at "
+            "from assignments where cast(experiment_id as varchar) = coalesce(?, "
+            "cast(experiment_id as varchar)) group by arm order by arm", [experiment_id])
+    events = 0
+    freshness: dict[str, Any] = {"database_modified": datetime.fromtimestamp(
+        database.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    if "stg_events" in have and assigned is not None:
+        stats = db.fetch("select count(*), min(event_at), max(event_at), "
+                         "string_agg(distinct source, ', ') from stg_events")[1][0]
+        events = int(stats[0])
+        freshness.update(events=events, first_event_at=stats[1], last_event_at=stats[2],
+                         event_sources=stats[3])
+        if events:
+            funnel = frame(_FUNNEL_SQL, [experiment_id])
+    if assigned is not None and not assigned.empty:
+        freshness["last_assigned_at"] = assigned["last_assigned_at"].max()
+    if not events:
+        notices.append("No outcome events yet: the funnel is empty and every decision stays "
+                       "inconclusive until delivered, open, click and conversion events arrive.")
+    screenings = blocked = variants = calls = None
+    if "safety_screenings" in have:
+        screenings = frame(
+            'select "check", count(*) filter (where passed) as passed, '
+            "count(*) filter (where not passed) as blocked from safety_screenings "
+            'group by "check" order by "check"')
+        blocked = frame(_BLOCKED_SQL.format(
+            variants_join="left join variants v using (variant_id)" if "variants" in have
+            else "left join (select null::varchar as variant_id, null::varchar as segment_id, "
+                 "null::varchar as tone) v using (variant_id)"))
+    if {"approved_variants", "variants"} <= have.keys():
+        titles = "stg_content" in have
+        variants = frame(_VARIANTS_SQL if titles else _VARIANTS_SQL_NO_TITLES)
+        variants["sources"] = variants["sources"].map(lambda s: [] if s is None else list(s))
+    if "llm_calls" in have:
+        calls = frame(_CALLS_SQL)
+    return ReportData(
+        **{**base, "experiment_id": experiment_id}, has_database=True, notices=tuple(notices),
+        results=results, segments=segments, assigned=assigned, funnel=funnel, events=events,
+        freshness=freshness, screenings=screenings, blocked=blocked, variants=variants,
+        calls=calls)
+
+
+# Customers reaching each stage per arm (a customer counts once per stage).
+_FUNNEL_SQL = """
+with assigned as (
+    select cast(experiment_id as varchar) as experiment_id, cast(customer_id as varchar)
+        as customer_id, arm
+    from assignments
+    where cast(experiment_id as varchar) = coalesce(?, cast(experiment_id as varchar))
+),
+reached as (
+    select distinct experiment_id, customer_id, event from stg_events
+)
+select a.arm, count(distinct a.customer_id) as assigned,
+    count(distinct r.customer_id) filter (where r.event = 'delivered') as delivered,
+    count(distinct r.customer_id) filter (where r.event = 'open') as "open",
+    count(distinct r.customer_id) filter (where r.event = 'click') as click,
+    count(distinct r.customer_id) filter (where r.event = 'conversion') as conversion
+from assigned a
+left join reached r on r.experiment_id = a.experiment_id and r.customer_id = a.customer_id
+group by a.arm
+order by a.arm
+"""
+
+_BLOCKED_SQL = """
+select s.variant_id, v.segment_id, v.tone, s."check", s.severity, s.reason
+from safety_screenings s
+{variants_join}
+where not s.passed
+order by s.variant_id, s."check"
+"""
+
+_VARIANTS_SQL = """
+select v.variant_id, v.segment_id, v.tone, v.subject, v.body, v.provider, v.model,
+    coalesce((
+        select list(coalesce(d.title, c.document_id) || ' (' || c.document_id || ')'
+                    order by c.pos)
+        from (select unnest(v.citations) as document_id,
+                     generate_subscripts(v.citations, 1) as pos) c
+        left join stg_content d on d.document_id = c.document_id
+    ), []) as sources
+from variants v
+join approved_variants a using (variant_id)
+order by v.segment_id nulls first, v.tone
+"""
+
+_VARIANTS_SQL_NO_TITLES = _VARIANTS_SQL.replace(
+    "left join stg_content d on d.document_id = c.document_id",
+    "left join (select null::varchar as document_id, null::varchar as title) d "
+    "on d.document_id = c.document_id")
+
+_CALLS_SQL = """
+select run_id, step, provider, model, count(*) as calls,
+    count(*) filter (where cache_hit) as cache_hits,
+    coalesce(sum(input_tokens), 0) as input_tokens,
+    coalesce(sum(output_tokens), 0) as output_tokens,
+    coalesce(sum(cost_usd), 0) as cost_usd,
+    avg(latency_ms) filter (where not cache_hit) as avg_latency_ms,
+    count(*) filter (where status <> 'success') as failed,
+    max(called_at) as last_called_at
+from llm_calls
+group by all
+order by max(called_at), step, provider, model
+"""
+
+
+def _run_results(target: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads((target / "run_results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    meta = payload.get("metadata") or {}
+    results = payload.get("results") or []
+    return {
+        "invocation_id": meta.get("invocation_id"),
+        "generated_at": meta.get("generated_at"),
+        "command": payload.get("command"),
+        "elapsed_time": payload.get("elapsed_time"),
+        "nodes": len(results),
+        "failed": sum(1 for r in results if r.get("status") in ("error", "fail")),
+    }
+
+
+def _weights(experiment: Mapping[str, Any]) -> dict[str, float]:
+    arms = experiment.get("arms") or []
+    weights = {}
+    for arm in arms if isinstance(arms, list) else []:
+        if isinstance(arm, Mapping) and arm.get("name"):
+            weights[str(arm["name"])] = float(arm.get("weight", 1) or 0)
+    return weights
+
+
+def _metric_settings(experiment: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    metrics = experiment.get("metrics") or []
+    default_mde = experiment.get("mde", 0.1)
+    out = {}
+    for m in metrics if isinstance(metrics, list) else []:
+        if isinstance(m, Mapping) and m.get("name"):
+            out[str(m["name"])] = {"mde": m.get("mde", default_mde),
+                                   "direction": m.get("direction", "increase")}
+    return out
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "font.family": "DejaVu Sans", "font.size": 9, "axes.spines.top": False,
+        "axes.spines.right": False, "axes.edgecolor": "#8c959f", "axes.labelcolor": "#24292f",
+        "xtick.color": "#57606a", "ytick.color": "#57606a", "svg.hashsalt": "cpo-report",
+        "axes.titleweight": "bold", "axes.titlesize": 10, "axes.axisbelow": True,
+    })
+    return plt.figure(figsize=(width, height))
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _arm_colors(arms: Sequence[str], control: str) -> dict[str, str]:
+    colors, i = {}, 0
+    for arm in arms:
+        if arm == control:
+            colors[arm] = CONTROL_COLOR
+        else:
+            colors[arm] = ARM_PALETTE[i % len(ARM_PALETTE)]
+            i += 1
+    return colors
+
+
+def _overall(results: pd.DataFrame) -> pd.DataFrame:
+    return results[results["segment_id"].isna()].reset_index(drop=True)
+
+
+def _relative(results: pd.DataFrame) -> bool:
+    scale = results.get("effect_scale")
+    return scale is None or bool((scale.fillna("relative") == "relative").all())
+
+
+def forest_plot(data: ReportData) -> str | None:
+    """Each treatment arm's lift with its interval, one panel per metric."""
+    overall = _overall(data.results) if data.results is not None else None
+    if overall is None or overall.empty:
+        return None
+    metrics = list(dict.fromkeys(overall["metric"]))
+    arms = list(dict.fromkeys(overall["arm"]))
+    scale = 100 if _relative(overall) else 1
+    fig = _figure(14.0, 0.6 + 0.36 * len(arms) * len(metrics) + 0.45 * len(metrics))
+    axes = fig.subplots(len(metrics), 1, sharex=False, squeeze=False)[:, 0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        rows = overall[overall["metric"] == metric].set_index("arm").reindex(arms)
+        for y, (_, row) in enumerate(rows.iterrows()):
+            color = DECISION_COLORS.get(str(row.get("decision")), "#57606a")
+            est, lo, hi = (row.get(k) for k in ("estimate", "ci_low", "ci_high"))
+            if _finite(lo) and _finite(hi):
+                ax.plot([lo * scale, hi * scale], [y, y], color=color, lw=2.2,
+                        solid_capstyle="round")
+            if _finite(est):
+                ax.plot(est * scale, y, "o", color=color, ms=7, mec="white", mew=1.2)
+                ax.annotate(f"{est * scale:+.1f}{'%' if scale == 100 else ''}",
+                            (est * scale, y), xytext=(0, 7), textcoords="offset points",
+                            ha="center", fontsize=8, color="#24292f")
+            else:
+                ax.text(0, y, "  no estimate", va="center", fontsize=8, color="#57606a")
+        ax.axvline(0, color="#8c959f", lw=1, ls="--")
+        ax.set_yticks(range(len(arms)), arms)
+        ax.set_ylim(len(arms) - 0.4, -0.7)
+        role = rows["metric_role"].dropna().iloc[0] if "metric_role" in rows and \
+            rows["metric_role"].notna().any() else ""
+        ax.set_title(f"{metric}  ({role})" if role else metric, loc="left")
+        ax.grid(axis="x", color="#eaeef2")
+    axes[-1].set_xlabel("relative lift vs control (%)" if scale == 100
+                        else "absolute difference vs control")
+    handles = [_legend_dot(c, d.replace("_", " ")) for d, c in DECISION_COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def _legend_dot(color: str, label: str) -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker="o", ls="", color=color, label=label, ms=7)
+
+
+def heatmap_plot(data: ReportData) -> str | None:
+    """Lift of the primary metric per segment and arm; * marks adjusted p < alpha."""
+    if data.results is None:
+        return None
+    seg = data.results[data.results["segment_id"].notna()]
+    if seg.empty:
+        return None
+    metric = _primary_metric(data.results)
+    seg = seg[seg["metric"] == metric]
+    scale = 100 if _relative(seg) else 1
+    table = seg.pivot_table(index="segment_id", columns="arm", values="estimate", aggfunc="first")
+    pvals = seg.pivot_table(index="segment_id", columns="arm", values="p_value_adjusted",
+                            aggfunc="first").reindex_like(table)
+    values = table.to_numpy(dtype=float) * scale
+    finite = values[~pd.isna(values)]
+    bound = float(max(abs(finite).max(), 1e-9)) if finite.size else 1.0
+    fig = _figure(1.9 + 1.45 * table.shape[1], 0.9 + 0.48 * table.shape[0])
+    ax = fig.subplots()
+    import numpy as np
+
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-bound, vmax=bound,
+                      aspect="auto")
+    ax.set_facecolor("#eaeef2")
+    for (i, j), value in np.ndenumerate(values):
+        if math.isnan(value):
+            ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="#57606a")
+            continue
+        star = "*" if _finite(pvals.iat[i, j]) and pvals.iat[i, j] < data.alpha else ""
+        dark = abs(value) > 0.6 * bound
+        ax.text(j, i, f"{value:+.1f}{'%' if scale == 100 else ''}{star}", ha="center",
+                va="center", fontsize=8.5, color="white" if dark else "#24292f")
+    ax.set_xticks(range(table.shape[1]), list(table.columns))
+    ax.set_yticks(range(table.shape[0]),
+                  [data.segments.get(s, s) for s in table.index])
+    ax.tick_params(length=0)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(f"{metric}: lift by segment", loc="left")
+    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    bar.set_label("relative lift (%)" if scale == 100 else "absolute difference")
+    bar.outline.set_visible(False)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def funnel_plot(data: ReportData) -> str | None:
+    """Share of assigned customers reaching each stage, per arm (one panel per stage)."""
+    if data.funnel is None or data.funnel.empty:
+        return None
+    funnel = data.funnel
+    arms = list(funnel["arm"])
+    colors = _arm_colors(arms, data.control)
+    fig = _figure(14.0, 3.0)
+    axes = fig.subplots(1, len(EVENTS))
+    for ax, event in zip(axes, EVENTS, strict=True):
+        share = (funnel[event] / funnel["assigned"].where(funnel["assigned"] > 0)) * 100
+        bars = ax.bar(range(len(arms)), share.fillna(0), color=[colors[a] for a in arms],
+                      width=0.7)
+        for rect, value in zip(bars, share, strict=True):
+            label = "n/a" if pd.isna(value) else f"{value:.1f}%"
+            ax.annotate(label, (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                        xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7.5)
+        ax.set_title(FUNNEL_LABELS[event], loc="left")
+        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
+        ax.set_ylim(0, max(float(share.max() if share.notna().any() else 0) * 1.25, 0.1))
+        ax.yaxis.set_major_formatter(_percent_formatter())
+        ax.grid(axis="y", color="#eaeef2")
+    axes[0].set_ylabel("% of assigned customers")
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def _percent_formatter() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}%")
+
+
+def srm_plot(data: ReportData) -> str | None:
+    """Observed customers per arm against the counts the configured weights expect."""
+    if data.assigned is None or data.assigned.empty:
+        return None
+    assigned = data.assigned
+    arms = list(assigned["arm"])
+    total = float(assigned["customers"].sum())
+    weight_sum = sum(data.weights.get(a, 0.0) for a in arms) or float(len(arms))
+    expected = [total * (data.weights.get(a, 0.0) if data.weights else 1.0) / weight_sum
+                for a in arms]
+    colors = _arm_colors(arms, data.control)
+    fig = _figure(6.6, 3.0)
+    ax = fig.subplots()
+    ax.bar(range(len(arms)), assigned["customers"], color=[colors[a] for a in arms], width=0.6,
+           label="observed")
+    ax.scatter(range(len(arms)), expected, marker="_", s=900, color="#24292f", lw=2,
+               label="expected from weights", zorder=3)
+    for x, value in enumerate(assigned["customers"]):
+        ax.annotate(f"{int(value):,}", (x, value / 2), ha="center", va="center", fontsize=8.5,
+                    color="white", fontweight="bold")
+    ax.set_xticks(range(len(arms)), arms)
+    ax.set_ylabel("customers")
+    p = _srm_p(data)
+    ax.set_title("Sample ratio" + (f": χ² p = {p:.3g}" if p is not None else ""), loc="left")
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
+              fontsize=8)
+    ax.set_ylim(0, max(max(expected), float(assigned["customers"].max())) * 1.12)
+    ax.grid(axis="y", color="#eaeef2")
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def power_plot(data: ReportData) -> str | None:
+    """Achieved power per arm and metric against the power the decision rule needs."""
+    overall = _overall(data.results) if data.results is not None else None
+    if overall is None or overall.empty or "power" not in overall:
+        return None
+    rows = overall[["arm", "metric", "power"]].copy()
+    labels = [f"{r.arm} · {r.metric}" for r in rows.itertuples()]
+    fig = _figure(14.0, 0.8 + 0.22 * len(rows))
+    ax = fig.subplots()
+    values = rows["power"].fillna(0).clip(0, 1)
+    colors = ["#1a7f37" if v >= data.min_power else "#9a6700" for v in values]
+    ax.barh(range(len(rows)), values, color=colors, height=0.65)
+    ax.axvline(data.min_power, color="#cf222e", ls="--", lw=1.2,
+               label=f"needed: {data.min_power:.0%}")
+    for y, value in enumerate(rows["power"]):
+        ax.annotate("n/a" if pd.isna(value) else f"{value:.0%}", (min(float(value or 0), 1), y),
+                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=7.5)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.08)
+    ax.xaxis.set_major_formatter(_percent_formatter_fraction())
+    ax.set_xlabel("power to detect the metric's MDE")
+    ax.set_title("Power achieved vs needed", loc="left")
+    ax.legend(frameon=False, loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def _percent_formatter_fraction() -> Any:
+    from matplotlib.ticker import PercentFormatter
+
+    return PercentFormatter(1.0)
+
+
+def safety_plot(data: ReportData) -> str | None:
+    """Variants passing and blocked per safety check."""
+    if data.screenings is None or data.screenings.empty:
+        return None
+    s = data.screenings
+    fig = _figure(14.0, 0.8 + 0.24 * len(s))
+    ax = fig.subplots()
+    y = range(len(s))
+    ax.barh(y, s["passed"], color="#1a7f37", height=0.65, label="passed")
+    ax.barh(y, s["blocked"], left=s["passed"], color="#cf222e", height=0.65, label="blocked")
+    for i, row in enumerate(s.itertuples()):
+        if row.blocked:
+            ax.annotate(f"{row.blocked} blocked", (row.passed + row.blocked, i), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=7.5, color="#cf222e")
+    ax.set_yticks(list(y), list(s["check"]), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("variants screened")
+    ax.set_title("Safety checks", loc="left")
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8,
+              ncol=2)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+# -- summaries -------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _primary_metric(results: pd.DataFrame) -> str:
+    primary = results[results.get("metric_role", pd.Series(dtype=str)) == "primary"]
+    return str((primary if not primary.empty else results)["metric"].iloc[0])
+
+
+def _srm_p(data: ReportData) -> float | None:
+    if data.results is None or "srm_p_value" not in data.results:
+        return None
+    values = data.results["srm_p_value"].dropna()
+    return float(values.iloc[0]) if not values.empty else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The headline: what to do and why."""
+
+    decision: str
+    title: str
+    reasons: tuple[str, ...]
+
+
+def verdict(data: ReportData) -> Verdict:
+    """Summarise the primary metric's per-arm decisions into one recommendation."""
+    if data.results is None:
+        return Verdict("inconclusive", "No decision yet", ("There are no experiment results.",))
+    overall = _overall(data.results)
+    metric = _primary_metric(data.results)
+    primary = overall[overall["metric"] == metric]
+    reasons = tuple(f"{r.arm}: {str(r.decision).replace('_', ' ')}: {r.decision_reason}"
+                    for r in primary.itertuples())
+    decisions = set(primary["decision"])
+    if "invalid" in decisions:
+        return Verdict("invalid", "Invalid experiment: do not trust these results", reasons)
+    ships = primary[primary["decision"] == "ship"]
+    if not ships.empty:
+        direction = data.metric_settings.get(metric, {}).get("direction", "increase")
+        best = ships.sort_values("estimate", ascending=direction != "increase").iloc[0]
+        return Verdict("ship", f"Ship {best['arm']}", reasons)
+    if decisions == {"no_ship"}:
+        return Verdict("no_ship", "Do not ship: no arm beats control", reasons)
+    return Verdict("inconclusive", "Inconclusive: keep the control for now", reasons)
+
+
+def _power_rows(data: ReportData) -> list[dict[str, Any]]:
+    """Units per arm achieved versus needed for each proportion metric's MDE."""
+    from cpo import stats
+
+    overall = _overall(data.results) if data.results is not None else None
+    if overall is None:
+        return []
+    comparisons = max(len(set(overall["arm"])) * len(set(overall["metric"])), 1)
+    rows = []
+    for r in overall.itertuples():
+        mde = data.metric_settings.get(str(r.metric), {}).get("mde", 0.1)
+        needed = None
+        p = getattr(r, "control_mean", None)
+        if getattr(r, "metric_type", "proportion") == "proportion" and _finite(p) and 0 < p < 1:
+            try:
+                needed = stats.sample_size_per_arm(p, float(mde) * p, data.alpha / comparisons,
+                                                   data.min_power)
+            except CPOError:
+                needed = None
+        rows.append({"arm": r.arm, "metric": r.metric, "mde": mde,
+                     "n": min(r.n_control, r.n_treatment), "needed": needed, "power": r.power})
+    return rows
+
+
+def _call_summary(calls: pd.DataFrame | None, run_id: str | None) -> dict[str, Any] | None:
+    if calls is None or calls.empty:
+        return None
+    latest = run_id if run_id in set(calls["run_id"]) else calls["run_id"].iloc[-1]
+    this_run = calls[calls["run_id"] == latest]
+
+    def totals(frame: pd.DataFrame) -> dict[str, Any]:
+        return {k: frame[k].sum() for k in ("calls", "cache_hits", "input_tokens",
+                                            "output_tokens", "cost_usd", "failed")}
+
+    return {"run_id": latest, "run": totals(this_run), "all": totals(calls),
+            "builds": calls["run_id"].nunique(), "rows": this_run.to_dict("records")}
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def render_report(data: ReportData) -> str:
+    """The report as one HTML document (plots embedded, all text escaped)."""
+    plots = {}
+    if data.has_database:
+        plots = {
+            "plot-forest": forest_plot(data),
+            "plot-heatmap": heatmap_plot(data),
+            "plot-funnel": funnel_plot(data),
+            "plot-srm": srm_plot(data),
+            "plot-power": power_plot(data),
+            "plot-safety": safety_plot(data),
+        }
+    overall = _overall(data.results) if data.results is not None else None
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(num=_num, pct=_pct, pval=_pval, label=lambda s: str(s).replace("_", " "))
+    return env.from_string(TEMPLATE).render(
+        d=data,
+        verdict=verdict(data) if data.has_database else None,
+        plots=plots,
+        overall=_records(overall),
+        power_rows=_power_rows(data) if data.has_database else [],
+        srm_p=_srm_p(data),
+        calls=_call_summary(data.calls, data.run.get("invocation_id")),
+        blocked=_records(data.blocked),
+        variant_groups=_variant_groups(data),
+        decision_colors=DECISION_COLORS,
+        css=CSS,
+        cpo_version=_version(),
+    )
+
+
+def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Rows as dicts, with None (not NaN) for missing values."""
+    if frame is None:
+        return []
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _variant_groups(data: ReportData) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Approved variants grouped per segment (the control first), tones side by side."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for v in _records(data.variants):
+        segment = v["segment_id"]
+        title = data.segments.get(segment, segment) if segment else "Control (every segment)"
+        groups.setdefault(str(title), []).append(v)
+    return list(groups.items())
+
+
+def _version() -> str:
+    from cpo import __version__
+
+    return __version__
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if not _finite(value):
+        return "—"
+    return f"{float(value):,.{digits}f}"
+
+
+def _pct(value: Any, digits: int = 1, signed: bool = False) -> str:
+    if not _finite(value):
+        return "—"
+    return f"{float(value) * 100:{'+' if signed else ''}.{digits}f}%"
+
+
+def _pval(value: Any) -> str:
+    if not _finite(value):
+        return "—"
+    return "< 0.0001" if float(value) < 1e-4 else f"{float(value):.4f}"
+
+
+CSS = """
+:root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg:#f6f8fa; --card:#fff; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.5 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;
+  color:var(--fg); background:var(--bg); }
+header { background:#24292f; color:#fff; padding:20px 32px; }
+header h1 { margin:0; font-size:22px; font-weight:600; }
+header .meta { color:#d1d9e0; font-size:13px; margin-top:4px; }
+main { max-width:1180px; margin:0 auto; padding:20px 32px 48px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px;
+  padding:18px 22px; margin:18px 0; }
+h2 { font-size:17px; margin:0 0 10px; }
+h3 { font-size:14px; margin:14px 0 6px; }
+p.note, .muted { color:var(--muted); }
+.notice { background:#fff8c5; border:1px solid #d4a72c; border-radius:6px; padding:10px 14px;
+  margin:10px 0; }
+.verdict { border-left:6px solid; padding:6px 0 6px 16px; }
+.verdict h2 { font-size:20px; }
+.badge { display:inline-block; padding:1px 8px; border-radius:10px; color:#fff;
+  font-size:12px; font-weight:600; white-space:nowrap; }
+.kpis { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:10px; }
+.kpi { border:1px solid var(--line); border-radius:6px; padding:10px 12px; }
+.kpi .v { font-size:20px; font-weight:600; }
+.kpi .k { color:var(--muted); font-size:12px; }
+table { border-collapse:collapse; width:100%; font-size:13px; margin:6px 0; }
+th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line);
+  vertical-align:top; }
+th { background:var(--bg); font-weight:600; }
+td .muted { font-size:12px; }
+td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+figure { margin:8px 0; }
+figure img { max-width:100%; height:auto; display:block; }
+figcaption { color:var(--muted); font-size:12px; }
+.grid { display:grid; grid-template-columns:repeat(3,minmax(0,1fr)); gap:12px; }
+@media (max-width:900px) { .grid { grid-template-columns:1fr; } }
+.variant { border:1px solid var(--line); border-radius:6px; padding:12px; }
+.variant .subject { font-weight:600; margin:6px 0; }
+.variant .body { white-space:pre-wrap; font-size:12.5px; background:var(--bg); padding:8px;
+  border-radius:4px; max-height:190px; overflow:auto; }
+.variant ul { margin:6px 0 0 18px; padding:0; font-size:12px; }
+.cols { display:grid; grid-template-columns:1fr 1fr; gap:18px; }
+@media (max-width:900px) { .cols { grid-template-columns:1fr; } }
+footer { color:var(--muted); font-size:12px; text-align:center; padding:16px; }
+"""
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<title>Experiment report · {{ d.project }}{% if d.experiment_id %} · {{ d.experiment_id }}{% endif %}</title>
+<style>{{ css | safe }}</style>
+</head>
+<body>
+<header>
+  <h1>Experiment report{% if d.experiment_id %}: {{ d.experiment_id }}{% endif %}</h1>
+  <div class="meta">{{ d.project }} · generated {{ d.generated_at }}
+    {%- if d.run.invocation_id %} · run <code>{{ d.run.invocation_id }}</code>{% endif %}</div>
+</header>
+<main>
+{% for notice in d.notices %}<div class="notice" role="status">{{ notice }}</div>{% endfor %}
+{% if not d.has_database %}
+<section id="no-database"><h2>Nothing to report yet</h2>
+<p>The report is built from the project's database, which does not exist yet.</p></section>
+{% else %}
+<section id="decision" class="verdict" style="border-color: {{ decision_colors.get(verdict.decision, '#57606a') }}">
+  <h2>Decision: {{ verdict.title }}</h2>
+  <ul>{% for reason in verdict.reasons %}<li>{{ reason }}</li>{% endfor %}</ul>
+  <p class="note">Primary metric decisions per arm against <b>{{ d.control }}</b>, at α = {{ d.alpha }}
+  with p-values adjusted across arms × metrics; an arm is never shipped when under-powered,
+  when its adjusted p ≥ α, or when a guardrail metric is significantly worse.</p>
+</section>
+
+{% if overall %}
+<section id="results">
+  <h2>Results per metric and arm</h2>
+  <figure><img id="plot-forest" alt="Forest plot of each arm's lift per metric" src="{{ plots['plot-forest'] }}">
+  <figcaption>Point estimate and confidence interval of each arm's lift against {{ d.control }};
+  colour = decision.</figcaption></figure>
+  <table>
+    <thead><tr><th>metric</th><th>arm</th><th class="n">control</th><th class="n">treatment</th>
+    <th class="n">lift</th><th class="n">interval</th><th class="n">p</th><th class="n">p adj.</th>
+    <th class="n">P(better)</th><th class="n">power</th><th>decision</th></tr></thead>
+    <tbody>
+    {% for r in overall %}
+    <tr><td>{{ r.metric }}{% if r.metric_role %} <span class="muted">({{ r.metric_role }})</span>{% endif %}</td>
+      <td>{{ r.arm }}</td>
+      <td class="n">{{ r.control_mean | num(4) }}</td><td class="n">{{ r.treatment_mean | num(4) }}</td>
+      {% if r.get('effect_scale', 'relative') == 'absolute' %}
+      <td class="n">{{ r.estimate | num(4) }}</td><td class="n">[{{ r.ci_low | num(4) }}, {{ r.ci_high | num(4) }}]</td>
+      {% else %}
+      <td class="n">{{ r.estimate | pct(1, True) }}</td><td class="n">[{{ r.ci_low | pct(1, True) }}, {{ r.ci_high | pct(1, True) }}]</td>
+      {% endif %}
+      <td class="n">{{ r.p_value | pval }}</td><td class="n">{{ r.p_value_adjusted | pval }}</td>
+      <td class="n">{{ r.chance_to_win | pct(1) }}</td><td class="n">{{ r.power | pct(0) }}</td>
+      <td><span class="badge" style="background: {{ decision_colors.get(r.decision, '#57606a') }}">{{ r.decision | label }}</span>
+        <div class="muted">{{ r.decision_reason }}</div></td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+</section>
+{% endif %}
+
+{% if plots['plot-heatmap'] %}
+<section id="segments">
+  <h2>Lift by segment</h2>
+  <figure><img id="plot-heatmap" alt="Heatmap of the primary metric's lift per segment and arm" src="{{ plots['plot-heatmap'] }}">
+  <figcaption>* adjusted p &lt; α (adjusted across arms × metrics × segments). Segment results are
+  for exploration; the decision rests on the overall result.</figcaption></figure>
+</section>
+{% endif %}
+
+<section id="funnel">
+  <h2>Funnel per arm</h2>
+  {% if plots['plot-funnel'] %}
+  <figure><img id="plot-funnel" alt="Funnel from delivered to conversion per arm" src="{{ plots['plot-funnel'] }}">
+  <figcaption>Customers reaching each stage (at least one event), as a share of customers assigned;
+  {{ d.events | num }} accepted events ({{ d.freshness.get('event_sources') or 'no source' }}).</figcaption></figure>
+  {% else %}<p class="muted">No outcome events yet.</p>{% endif %}
+</section>
+
+<div class="cols">
+<section id="srm">
+  <h2>Sample ratio check</h2>
+  {% if plots['plot-srm'] %}
+  <figure><img id="plot-srm" alt="Observed versus expected customers per arm" src="{{ plots['plot-srm'] }}"></figure>
+  {% if srm_p is not none %}
+  <p>{% if srm_p < 0.001 %}<span class="badge" style="background:#8250df">mismatch</span>
+    The arm sizes do not match the configured weights (χ² p = {{ srm_p | pval }} &lt; 0.001):
+    the assignment is broken and the results are invalid.
+  {% else %}<span class="badge" style="background:#1a7f37">ok</span> Arm sizes match the configured
+    weights (χ² p = {{ srm_p | pval }}).{% endif %}</p>
+  {% endif %}
+  {% else %}<p class="muted">No assignments yet.</p>{% endif %}
+</section>
+<section id="freshness">
+  <h2>Data freshness</h2>
+  <table>
+    <tr><th>run id</th><td><code>{{ d.run.get('invocation_id') or '—' }}</code></td></tr>
+    <tr><th>last command</th><td>{{ d.run.get('command') or '—' }}{% if d.run.get('generated_at') %} at {{ d.run.generated_at }}{% endif %}
+      {%- if d.run.get('nodes') %} ({{ d.run.nodes }} nodes, {{ d.run.failed }} failed){% endif %}</td></tr>
+    <tr><th>database written</th><td>{{ d.freshness.get('database_modified') or '—' }}</td></tr>
+    <tr><th>last assignment</th><td>{{ d.freshness.get('last_assigned_at') or '—' }}</td></tr>
+    <tr><th>events</th><td>{{ d.events | num }}{% if d.freshness.get('first_event_at') %}, {{ d.freshness.first_event_at }} → {{ d.freshness.last_event_at }}{% endif %}</td></tr>
+  </table>
+</section>
+</div>
+
+{% if plots['plot-power'] %}
+<section id="power">
+  <h2>Power achieved vs needed</h2>
+  <figure><img id="plot-power" alt="Achieved power per arm and metric" src="{{ plots['plot-power'] }}"></figure>
+  <table><thead><tr><th>arm</th><th>metric</th><th class="n">MDE (relative)</th>
+    <th class="n">customers per arm</th><th class="n">needed per arm</th><th class="n">power</th></tr></thead>
+  <tbody>{% for r in power_rows %}<tr><td>{{ r.arm }}</td><td>{{ r.metric }}</td>
+    <td class="n">{{ r.mde | pct(0) }}</td><td class="n">{{ r.n | num }}</td>
+    <td class="n">{{ r.needed | num }}</td><td class="n">{{ r.power | pct(0) }}</td></tr>{% endfor %}</tbody></table>
+  <p class="note">"Needed" is the two-proportion sample size for the metric's MDE at the observed
+  control rate, α divided by the number of comparisons, and {{ d.min_power | pct(0) }} power.</p>
+</section>
+{% endif %}
+
+<section id="safety">
+  <h2>Safety outcomes</h2>
+  {% if plots['plot-safety'] %}
+  <figure><img id="plot-safety" alt="Safety checks passed and blocked" src="{{ plots['plot-safety'] }}"></figure>
+  {% if blocked %}
+  <h3>Blocked ({{ blocked | length }})</h3>
+  <table><thead><tr><th>variant</th><th>segment</th><th>tone</th><th>check</th><th class="n">severity</th><th>reason</th></tr></thead>
+  <tbody>{% for b in blocked %}<tr><td>{{ b.variant_id }}</td><td>{{ b.segment_id or '—' }}</td><td>{{ b.tone or '—' }}</td>
+    <td>{{ b.check }}</td><td class="n">{{ b.severity }}</td><td>{{ b.reason }}</td></tr>{% endfor %}</tbody></table>
+  {% else %}<p>Every variant passed every check.</p>{% endif %}
+  {% else %}<p class="muted">No safety screenings yet.</p>{% endif %}
+</section>
+
+<section id="variants">
+  <h2>Approved variants ({{ variant_groups | map('last') | map('length') | sum }})</h2>
+  <p class="note">Message templates as generated, one row per segment with its tones side by side:
+  merge tags such as <code>{{ '{{ first_name }}' }}</code> are filled per customer at send time and
+  are not shown here. Sources are the approved documents each variant cites.</p>
+  {% for title, group in variant_groups %}
+  <h3>{{ title }}</h3>
+  <div class="grid">
+  {% for v in group %}
+    <div class="variant"><div><b>{{ v.tone }}</b> <span class="muted">{{ v.variant_id }}</span></div>
+      <div class="subject">{{ v.subject }}</div>
+      <div class="body">{{ v.body }}</div>
+      {% if v.sources %}<div class="muted" style="margin-top:6px">Sources</div>
+      <ul>{% for s in v.sources %}<li>{{ s }}</li>{% endfor %}</ul>{% endif %}
+      <div class="muted" style="font-size:12px">{{ v.provider }} · {{ v.model }}</div>
+    </div>
+  {% endfor %}
+  </div>
+  {% else %}<p class="muted">No approved variants yet.</p>{% endfor %}
+</section>
+
+<section id="calls">
+  <h2>Provider calls, tokens and cost</h2>
+  {% if calls %}
+  <div class="kpis">
+    <div class="kpi"><div class="v">{{ calls.run.calls | num }}</div><div class="k">calls in run</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.cache_hits | num }}</div><div class="k">cache hits</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.input_tokens | num }}</div><div class="k">input tokens</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.output_tokens | num }}</div><div class="k">output tokens</div></div>
+    <div class="kpi"><div class="v">${{ calls.run.cost_usd | num(4) }}</div><div class="k">cost of run</div></div>
+    <div class="kpi"><div class="v">${{ calls.all.cost_usd | num(4) }}</div><div class="k">cost, all {{ calls.builds }} builds</div></div>
+  </div>
+  <table><thead><tr><th>step</th><th>provider</th><th>model</th><th class="n">calls</th><th class="n">cache hits</th>
+    <th class="n">input tokens</th><th class="n">output tokens</th><th class="n">cost (USD)</th><th class="n">avg latency (ms)</th><th class="n">failed</th></tr></thead>
+  <tbody>{% for r in calls.rows %}<tr><td>{{ r.step }}</td><td>{{ r.provider }}</td><td>{{ r.model }}</td>
+    <td class="n">{{ r.calls | num }}</td><td class="n">{{ r.cache_hits | num }}</td><td class="n">{{ r.input_tokens | num }}</td>
+    <td class="n">{{ r.output_tokens | num }}</td><td class="n">{{ r.cost_usd | num(4) }}</td>
+    <td class="n">{{ r.avg_latency_ms | num(1) }}</td><td class="n">{{ r.failed | num }}</td></tr>{% endfor %}</tbody></table>
+  <p class="note">Build <code>{{ calls.run_id }}</code>; the <code>llm_calls</code> table keeps every build's calls.</p>
+  {% else %}<p class="muted">No provider calls recorded yet.</p>{% endif %}
+</section>
+{% endif %}
+</main>
+<footer>CPO {{ cpo_version }} · generated from the project database and target/ artifacts only ·
+no customer names, emails or rendered messages are included</footer>
+</body>
+</html>
+"""

@@ -1,0 +1,197 @@
+"""The report in a real headless Chromium: loads without console errors, every plot renders.
+
+Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: JSON
+messages separated by NUL bytes on file descriptors 3 and 4), so no websocket client is needed.
+Skipped only when no Chromium binary is installed (Debian: ``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpo.project import Project
+from cpo.report import PLOT_IDS, write_report
+
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+    None,
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install -y chromium)"
+)
+
+
+class Browser:
+    """A headless Chromium and one page, spoken to over the DevTools pipe."""
+
+    def __init__(self, profile: Path) -> None:
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
+
+        def wire_fds() -> None:  # runs in the child: Chromium reads fd 3 and writes fd 4
+            # Through fresh duplicates, since a pipe end may already be fd 3 or 4 itself.
+            read_end, write_end = os.dup(to_chrome_r), os.dup(from_chrome_w)
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
+             "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=wire_fds, close_fds=False,
+        )
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.events: list[dict[str, Any]] = []
+        self._next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.send("Target.attachToTarget",
+                                 {"targetId": target, "flatten": True})["sessionId"]
+
+    def _read(self) -> None:
+        buffer = b""
+        while chunk := os.read(self._from_chrome, 1 << 16):
+            buffer += chunk
+            *messages, buffer = buffer.split(b"\0")
+            for message in messages:
+                self._messages.put(json.loads(message))
+
+    def send(self, method: str, params: dict | None = None, *, session: bool = False,
+             timeout: float = 20.0) -> dict[str, Any]:
+        """Send one command and wait for its result (events seen meanwhile are kept)."""
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._messages.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait for an event of the page's session."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if event.get("method") == method:
+                    return event
+            self.events.append(
+                self._messages.get(timeout=max(deadline - time.monotonic(), 0.01)))
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+        os.close(self._to_chrome)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def console_errors(events: list[dict[str, Any]]) -> list[str]:
+    """Uncaught exceptions, console.error/assert calls and browser log errors (failed loads)."""
+    errors = []
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            errors.append(str(params.get("exceptionDetails", {}).get("text")))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            errors.append(json.dumps(params.get("args")))
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            errors.append(str(params["entry"].get("text")))
+    return errors
+
+
+def load(browser: Browser, url: str) -> None:
+    browser.events.clear()
+    for domain in ("Runtime", "Log", "Page"):
+        browser.send(f"{domain}.enable", session=True)
+    browser.send("Page.navigate", {"url": url}, session=True)
+    browser.wait_for("Page.loadEventFired")
+
+
+def evaluate(browser: Browser, expression: str) -> Any:
+    result = browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                          session=True)
+    return result["result"].get("value")
+
+
+PLOTS_JS = """JSON.stringify(%s.map(id => {
+  const el = document.getElementById(id);
+  return {id, present: !!el, loaded: !!el && el.complete && el.naturalWidth > 0,
+          width: el ? el.getBoundingClientRect().width : 0};
+}))"""
+
+
+def test_report_renders_in_chromium_with_every_plot(sample_build: Path, browser: Browser) -> None:
+    report = write_report(Project.load(sample_build).config)
+    load(browser, report.as_uri())
+
+    assert console_errors(browser.events) == []
+    plots = json.loads(evaluate(browser, PLOTS_JS % json.dumps(list(PLOT_IDS))))
+    assert [p["id"] for p in plots if not (p["present"] and p["loaded"])] == []
+    assert all(p["width"] > 200 for p in plots), plots
+    title = evaluate(browser, "document.querySelector('#decision h2').textContent")
+    assert title.startswith("Decision:")
+
+    # Full-page screenshot for people to look at: target/report.png.
+    height = evaluate(browser, "document.documentElement.scrollHeight")
+    browser.send("Emulation.setDeviceMetricsOverride",
+                 {"width": 1280, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
+                 session=True)
+    shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=True)
+    png = sample_build / "target" / "report.png"
+    png.write_bytes(base64.b64decode(shot["data"]))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 50_000
+    # Keep a copy in this repository's target/ so the screenshot can be looked at after CI.
+    repo_target = Path(__file__).resolve().parent.parent / "target"
+    repo_target.mkdir(exist_ok=True)
+    shutil.copyfile(png, repo_target / "report.png")
+
+
+def test_console_error_detection_works(tmp_path: Path, browser: Browser) -> None:
+    # The check above must be able to fail: a broken page is caught.
+    page = tmp_path / "broken.html"
+    page.write_text("<html><body><script>throw new Error('boom')</script>"
+                    "<img src='missing.png'></body></html>", encoding="utf-8")
+    load(browser, page.as_uri())
+    time.sleep(0.3)  # the failed image load is logged just after the load event
+    errors = console_errors(browser.events)
+    assert any("boom" in e or "Uncaught" in e for e in errors), errors
+
+
+def test_report_before_any_build_renders_cleanly(tmp_path: Path, browser: Browser) -> None:
+    from tests.sample import copy_sample_project
+
+    project = copy_sample_project(tmp_path / "fresh")
+    report = write_report(Project.load(project).config)
+    load(browser, report.as_uri())
+    assert console_errors(browser.events) == []
+    text = evaluate(browser, "document.body.innerText")
+    assert "No database yet" in text
