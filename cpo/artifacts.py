@@ -39,7 +39,10 @@ class NodeResult:
 
 
 def write_manifest(
-    target: Path, project: str, nodes: Iterable[Node], tests: Iterable[Node],
+    target: Path,
+    project: str,
+    nodes: Iterable[Node],
+    tests: Iterable[Node],
     compiled_paths: Mapping[str, str],
 ) -> Path:
     """Write the manifest: every node, its dependencies, config and compiled SQL path."""
@@ -63,7 +66,11 @@ def write_manifest(
 
 
 def write_run_results(
-    target: Path, invocation_id: str, command: str, results: Iterable[NodeResult], seconds: float,
+    target: Path,
+    invocation_id: str,
+    command: str,
+    results: Iterable[NodeResult],
+    seconds: float,
 ) -> Path:
     """Write per-node status, timing, rows and message for one invocation."""
     payload = {
@@ -78,8 +85,11 @@ def write_run_results(
 def _metadata(schema: str, project: str | None) -> dict[str, Any]:
     from cpo import __version__
 
-    meta = {"schema_version": schema, "cpo_version": __version__,
-            "generated_at": datetime.now(UTC).isoformat()}
+    meta = {
+        "schema_version": schema,
+        "cpo_version": __version__,
+        "generated_at": datetime.now(UTC).isoformat(),
+    }
     if project:
         meta["project_name"] = project
     return meta

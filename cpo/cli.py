@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from cpo.artifacts import NodeResult
 from cpo.config import parse_cli_vars
-from cpo.errors import CPOError, UsageError
+from cpo.errors import CPOError
 from cpo.project import Project, RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             errors.print(escape(traceback.format_exc()))
         errors.print(f"[red]Error:[/red] {escape(str(e))}")
-        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_FAILED
+        return EXIT_FAILED
     except KeyboardInterrupt:
         errors.print("[red]Interrupted[/red]: cpo.duckdb was left as it was")
         return EXIT_FAILED

@@ -136,10 +136,17 @@ class Database:
         Returns:
             Rows in the resulting table (None for views).
         """
+        merging = materialized == "incremental" and self.relations().get(name) == "table"
         try:
             return self._materialize_sql(name, sql, materialized, unique_key)
         except duckdb.Error as e:
-            raise ModelError(str(e).strip()) from e
+            hint = (
+                "\n  (merging into the existing table; if the model's columns changed, "
+                "rebuild it with --full-refresh)"
+                if merging
+                else ""
+            )
+            raise ModelError(str(e).strip() + hint) from e
 
     def _materialize_sql(
         self, name: str, sql: str, materialized: str, unique_key: Sequence[str] | None

@@ -246,31 +246,32 @@ def _write_table(db: Database, plan: _Plan, staging: Path, fmt: str, salt: str) 
         relative = plan.name
         target = staging / relative
         options += f", partition_by ({quote(plan.partition_by)})"
-        reader_glob = str(target / "**" / f"*.{fmt}")
     else:
         relative = f"{plan.name}.{fmt}"
         target = staging / relative
-        reader_glob = str(target)
     db.execute(f"copy ({select}) to {_literal(str(target))} ({options})")
     rows = db.count(plan.name)
-    written = _rows_written(db, reader_glob, fmt, bool(plan.partition_by))
+    files = sorted(target.rglob(f"*.{fmt}")) if plan.partition_by else [target]
+    written = _rows_written(db, files, fmt)
     if written != rows:
         raise CPOError(
             f"export of {plan.name!r} wrote {written} rows but the table has {rows}; "
             "nothing was published, run the export again"
         )
-    files = len(list(target.rglob(f"*.{fmt}"))) if plan.partition_by else 1
     types = {c: t for c, t, _ in plan.select}
     columns = tuple(ExportedColumn(c, types[c], pii) for c, _, pii in plan.select)
-    return ExportedTable(plan.name, relative, rows, files, columns, plan.partition_by)
+    return ExportedTable(plan.name, relative, rows, len(files), columns, plan.partition_by)
 
 
-def _rows_written(db: Database, glob: str, fmt: str, partitioned: bool) -> int:
+def _rows_written(db: Database, files: Sequence[Path], fmt: str) -> int:
+    """Rows in the written files, read back (each file on its own: a file list, no globbing)."""
+    if not files:
+        return 0
+    paths = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
     if fmt == "parquet":
-        reader = f"read_parquet({_literal(glob)}, hive_partitioning = {str(partitioned).lower()})"
+        reader = f"read_parquet({paths}, hive_partitioning = false)"
     else:
-        reader = (f"read_csv({_literal(glob)}, header = true, all_varchar = true, "
-                  f"hive_partitioning = {str(partitioned).lower()})")
+        reader = f"read_csv({paths}, header = true, all_varchar = true, hive_partitioning = false)"
     _, rows = db.fetch(f"select count(*) from {reader}")
     return int(rows[0][0])
 

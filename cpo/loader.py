@@ -103,7 +103,7 @@ def _sql_models(config: ProjectConfig, docs: Mapping[str, Docs]) -> list[Node]:
 
 
 def _folder_config(config: ProjectConfig, path: Path) -> dict[str, Any]:
-    """Config from ``cpo.yml`` ``models:``, by folder (``models: {staging: {materialized: view}}``)."""
+    """Config from ``cpo.yml`` ``models:`` by folder, e.g. ``{staging: {materialized: view}}``."""
     merged: dict[str, Any] = {}
     level: Any = config.models
     for part in path.relative_to(config.path("models")).parent.parts:
@@ -231,9 +231,7 @@ def _schema_entry(doc: YamlDocument, key: str, entry: Any) -> tuple[str, Docs, l
     return name, Docs(str(entry.get("description", "")), columns, dict(config)), tests
 
 
-def _generic_test(
-    doc: YamlDocument, key: str, model: str, column: str | None, spec: Any
-) -> Node:
+def _generic_test(doc: YamlDocument, key: str, model: str, column: str | None, spec: Any) -> Node:
     if isinstance(spec, str):
         kind, args = spec, {}
     elif isinstance(spec, Mapping) and len(spec) == 1:

@@ -119,7 +119,9 @@ class Context:
         try:
             return self._db.relation(query, params)
         except Exception as e:
-            raise ModelError(f"SQL error: {e}", path=str(self.node.path), node=self.node.name) from e
+            raise ModelError(
+                f"SQL error: {e}", path=str(self.node.path), node=self.node.name
+            ) from e
 
     def var(self, name: str, default: Any = _MISSING, *, expect: type | tuple | None = None) -> Any:
         """A value under ``vars:`` in cpo.yml (dotted name), checked against `expect`.
@@ -172,9 +174,7 @@ class Context:
         self.services.record_error(self.node.name, item_key, error)
 
 
-def step_config(
-    node: Node, config: ProjectConfig, log: logging.Logger
-) -> Mapping[str, Any]:
+def step_config(node: Node, config: ProjectConfig, log: logging.Logger) -> Mapping[str, Any]:
     """A step's config: its ``schema.yml`` config, updated by its module's ``config(ctx)``."""
     module = load_module(config.root, node.path)
     configure: Callable[[Context], Mapping[str, Any]] | None = getattr(module, "config", None)

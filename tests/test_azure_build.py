@@ -18,7 +18,7 @@ import yaml
 from cpo.project import Project, RunResult
 from tests.conftest import file_hash
 from tests.emulator import Emulator, EmulatorKeys, FakeTokenCredential, RecordedRequest
-from tests.sample import ROOT, copy_sample_project
+from tests.sample import copy_sample_project
 
 DEPLOYMENT = "cpo-emulated-gpt"
 KEYS = EmulatorKeys(
@@ -85,22 +85,8 @@ def make_project(destination: Path, emu: Emulator | None) -> Path:
             settings["ca_bundle"] = emu.ca_pem
     config["calls"].update(backoff_initial_s=0.01, backoff_max_s=0.05)
     config.setdefault("prices", {})[DEPLOYMENT] = {"input_per_1m": 0.15, "output_per_1m": 0.60}
-    _fill_experiment_metrics(config)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return project
-
-
-def _fill_experiment_metrics(config: dict[str, Any]) -> None:
-    # The experiment models need vars.experiment.metrics; while the sample cpo.yml lacks them,
-    # borrow the experiment fixture's (a no-op once the sample declares its own).
-    experiment = config["vars"].setdefault("experiment", {})
-    if "metrics" in experiment:
-        return
-    fixture = yaml.safe_load(
-        (ROOT / "tests" / "fixtures" / "experiment" / "cpo.yml").read_text(encoding="utf-8")
-    )["vars"]["experiment"]
-    for key in ("metrics", "alpha", "correction", "min_power", "attribution_days", "simulation"):
-        experiment.setdefault(key, fixture[key])
 
 
 def build(project: Path, env: Mapping[str, str], **load: Any) -> RunResult:
@@ -166,15 +152,6 @@ def _fresh_emulator(emu: Emulator) -> None:
     emu.reset()
 
 
-@pytest.fixture(scope="module")
-def offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample project built offline (the reference the azure build must match)."""
-    project = make_project(tmp_path_factory.mktemp("offline"), None)
-    run = Project.load(project).build()
-    assert run.success, failures(run)
-    return project
-
-
 @dataclass(frozen=True)
 class AzureBuild:
     project: Path
@@ -202,13 +179,15 @@ def azure_build(emu: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Azur
 # -- the whole build ---------------------------------------------------------------------------
 
 
-def test_azure_build_produces_the_offline_tables(azure_build: AzureBuild, offline: Path) -> None:
+def test_azure_build_produces_the_offline_tables(
+    azure_build: AzureBuild, sample_build: Path
+) -> None:
     project = azure_build.project
     tables = "select table_name from information_schema.tables order by 1"
-    assert query(project, tables) == query(offline, tables)
+    assert query(project, tables) == query(sample_build, tables)
     for table in SAME_ROWS:
         count = f"select count(*) from {table}"
-        assert query(project, count) == query(offline, count), table
+        assert query(project, count) == query(sample_build, count), table
     segments = {r[0] for r in query(project, "select segment_id from segment_profiles")}
     tones = yaml.safe_load((project / "cpo.yml").read_text())["vars"]["generation"]["tones"]
     expected = {f"v_{s}_{t}" for s in segments for t in tones} | {"v_control"}
@@ -394,7 +373,7 @@ def test_a_service_down_for_good_stops_the_step_and_keeps_earlier_results(
     run = build(project, azure_env(emu))
     assert run.success, failures(run)
     assert not [r for r in emu.requests if r.path == GENERATION_PATH]
-    assert len([r for r in emu.requests if r.path == ANALYZE_PATH]) == 19
+    assert 0 < len([r for r in emu.requests if r.path == ANALYZE_PATH]) <= 19
     assert approved_ids(project) == approved_ids(azure_build.project)
 
 
@@ -482,9 +461,10 @@ def test_plan_counts_calls_without_calling_and_the_budget_stops_the_build(
     )
     out, err = capsys.readouterr()
     assert code == 1
-    assert "budget" in out and "--max-cost" in out
+    assert "budget.max_cost_usd: stopping before a call estimated at $" in err
+    assert "--max-cost" in err
     assert not [r for r in emu.requests if r.path == GENERATION_PATH]
-    assert not (project / "cpo.duckdb").exists()
+    assert sorted(p.name for p in project.glob("*duckdb*")) == []  # nothing committed or left
     assert_no_secrets(project, out, err)
 
 

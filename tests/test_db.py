@@ -191,3 +191,10 @@ def test_stale_staging_of_dead_process_is_removed(tmp_path):
     assert remove_stale_staging(target) == [stale]
     assert not stale.exists()
     assert live.exists()  # a running build's file is never touched
+
+
+def test_incremental_schema_change_suggests_full_refresh(db):
+    db.materialize_sql("inc", "select 1 as id", "incremental", ["id"])
+    with pytest.raises(ModelError, match="rebuild it with --full-refresh"):
+        db.materialize_sql("inc", "select 2 as id, 'new' as extra", "incremental", ["id"])
+    assert db.fetch("select * from inc")[1] == [(1,)]

@@ -42,7 +42,8 @@ def arms_config(project: Path) -> dict[str, float]:
 
 
 def build(project: Path) -> str:
-    run = Project.load(project).build()
+    """Build the content pipeline (everything `messages` needs, and their tests)."""
+    run = Project.load(project).build(["+messages"])
     assert run.success, [(r.name, r.message) for r in run.results if r.failed]
     return run.invocation_id
 

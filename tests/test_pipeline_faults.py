@@ -90,7 +90,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     )
     fake_providers.set_var(project, "safety.on_unscreened", "warn")
     add_injected_document(project)
-    result = run_cli("build", "--project-dir", project)
+    result = run_cli("build", "-s", "+messages", "--project-dir", project)
     yield {"project": project, "result": result}
 
 
@@ -261,6 +261,8 @@ def test_unscreened_variant_fails_the_build_when_configured(
     before = file_hash(project / "cpo.duckdb")
     result = run_cli(
         "build",
+        "-s",
+        "+messages",
         "--project-dir",
         project,
         "--vars",
@@ -277,7 +279,7 @@ def test_undefined_template_variable_names_file_and_variable(tmp_path: Path) -> 
     compose.write_text(
         "Use code {{ discount_code }} today.\n" + compose.read_text("utf-8"), encoding="utf-8"
     )
-    result = run_cli("build", "--project-dir", project)
+    result = run_cli("build", "-s", "+messages", "--project-dir", project)
     assert result.code == 1
     output = result.out + result.err
     assert "prompts/tones/urgent/compose.txt" in output and "discount_code" in output
@@ -288,7 +290,7 @@ def test_undefined_variable_in_an_llm_prompt_names_file_and_variable(tmp_path: P
     project = copy_sample_project(tmp_path / "broken")
     instructions = project / "prompts" / "tones" / "friendly" / "instructions.txt"
     instructions.write_text("Mention {{ loyalty_points }} points.\n", encoding="utf-8")
-    result = run_cli("build", "--project-dir", project)
+    result = run_cli("build", "-s", "+messages", "--project-dir", project)
     assert result.code == 1
     output = result.out + result.err
     assert "tones/friendly/instructions.txt" in output and "loyalty_points" in output
