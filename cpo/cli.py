@@ -121,7 +121,9 @@ def _reference(parser: argparse.ArgumentParser) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False, soft_wrap=True)
+    # Piped output (CI, files) gets a fixed width so tables are not squeezed to 80 columns.
+    width = None if sys.stdout.isatty() else 160
+    console = Console(stderr=False, highlight=False, soft_wrap=True, width=width)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return COMMANDS[args.command](args, console)
@@ -266,6 +268,8 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
             f"{row['cost_usd']:.4f}",
         )
     console.print(table)
+    for title, rows in plan.tables:
+        console.print(_table(title, rows))
     cap = plan.max_cost_usd
     budget = f" of the ${cap:.2f} budget" if cap is not None else ""
     console.print(
@@ -279,6 +283,21 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(*(rows[0] if rows else ["(nothing to show)"]), title=title)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row.values()))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:,.4g}"  # NaN shows as empty
+    return "" if value is None else escape(str(value))
 
 
 def _clean(args: argparse.Namespace, console: Console) -> int:

@@ -27,7 +27,7 @@ from cpo.loader import load_project
 from cpo.logs import configure
 from cpo.nodes import MODEL, PYTHON, TEST, Node
 from cpo.services import PlannedCall, Services
-from cpo.steps import sql_functions, step_config
+from cpo.steps import plan_hooks, sql_functions, step_config
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class Plan:
     calls: list[PlannedCall]
     max_cost_usd: float | None
     target: str
+    tables: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
 
     @property
     def cost_usd(self) -> float:
@@ -249,8 +250,15 @@ class Project:
         stand-in answers it so later steps can be planned too. Nothing is written or paid.
         """
         holder: list[Services] = []
+        tables: list[tuple[str, list[dict[str, Any]]]] = []
         run = self._execute(
-            "plan", select, exclude, fail_fast=False, with_tests=False, services_out=holder
+            "plan",
+            select,
+            exclude,
+            fail_fast=False,
+            with_tests=False,
+            services_out=holder,
+            inspect=lambda db, log: tables.extend(plan_hooks(self.config, db, log)),
         )
         planned = holder[0].planned if holder else []
         return Plan(
@@ -258,6 +266,7 @@ class Project:
             calls=list(planned),
             max_cost_usd=self.config.max_cost_usd,
             target=self.config.target.name,
+            tables=tables,
         )
 
     def test(
@@ -331,6 +340,7 @@ class Project:
         keep: Callable[[Node], bool] | None = None,
         with_tests: bool = True,
         services_out: list[Services] | None = None,
+        inspect: Callable[[Database, logging.Logger], None] | None = None,
     ) -> RunResult:
         graph = self.graph()
         names, tests = graph.select(select, exclude)
@@ -377,6 +387,8 @@ class Project:
                         on_result=self.on_result,
                     )
                     results = runner.run(names, tests)
+                    if inspect and not any(r.failed for r in results):
+                        inspect(db, log)
                     if not dry_run and not any(r.failed for r in results):
                         _write_call_tables(db, cache, services)
                 finally:

@@ -777,7 +777,7 @@ TEMPLATE = """<!DOCTYPE html>
 <header>
   <h1>Experiment report{% if d.experiment_id %}: {{ d.experiment_id }}{% endif %}</h1>
   <div class="meta">{{ d.project }} · generated {{ d.generated_at }}
-    {%- if d.run.invocation_id %} · run <code>{{ d.run.invocation_id }}</code>{% endif %}</div>
+    {%- if d.run.get('invocation_id') %} · run <code>{{ d.run.invocation_id }}</code>{% endif %}</div>
 </header>
 <main>
 {% for notice in d.notices %}<div class="notice" role="status">{{ notice }}</div>{% endfor %}

@@ -190,3 +190,23 @@ def step_config(node: Node, config: ProjectConfig, log: logging.Logger) -> Mappi
             f"config(ctx) failed: {type(e).__name__}: {e}", path=str(node.path), node=node.name
         ) from e
     return {**node.config, **dict(values or {})}
+
+
+def plan_hooks(
+    config: ProjectConfig, db: Database, log: logging.Logger
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Tables that ``udfs/`` modules add to ``plan`` through a ``def plan(ctx)`` function.
+
+    Each hook returns ``(title, rows)``; it sees the planned (never committed) database.
+    """
+    tables = []
+    folder = config.path("udfs")
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+        if "def plan(" not in path.read_text(encoding="utf-8"):
+            continue
+        relative = path.relative_to(config.root)
+        module = load_module(config.root, relative)
+        node = Node(name=path.stem, resource_type="python", path=relative)
+        ctx = Context(node=node, config=config, db=db, run_id="", log=log)
+        tables.append(module.plan(ctx))
+    return tables

@@ -28,6 +28,7 @@ CHROMIUM = next(
     (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
     None,
 )
+SCREENSHOT = Path(__file__).resolve().parent.parent / "target" / "report.png"
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install -y chromium)"
 )
@@ -148,8 +149,10 @@ PLOTS_JS = """JSON.stringify(%s.map(id => {
 }))"""
 
 
-def test_report_renders_in_chromium_with_every_plot(sample_build: Path, browser: Browser) -> None:
-    report = write_report(Project.load(sample_build).config)
+def test_report_renders_in_chromium_with_every_plot(
+    sample_build: Path, browser: Browser, tmp_path: Path
+) -> None:
+    report = write_report(Project.load(sample_build).config, out=tmp_path / "report.html")
     load(browser, report.as_uri())
 
     assert console_errors(browser.events) == []
@@ -159,20 +162,16 @@ def test_report_renders_in_chromium_with_every_plot(sample_build: Path, browser:
     title = evaluate(browser, "document.querySelector('#decision h2').textContent")
     assert title.startswith("Decision:")
 
-    # Full-page screenshot for people to look at: target/report.png.
+    # A full-page screenshot for people to look at, in this repository's target/ folder.
     height = evaluate(browser, "document.documentElement.scrollHeight")
     browser.send("Emulation.setDeviceMetricsOverride",
                  {"width": 1280, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
                  session=True)
     shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=True)
-    png = sample_build / "target" / "report.png"
-    png.write_bytes(base64.b64decode(shot["data"]))
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert png.stat().st_size > 50_000
-    # Keep a copy in this repository's target/ so the screenshot can be looked at after CI.
-    repo_target = Path(__file__).resolve().parent.parent / "target"
-    repo_target.mkdir(exist_ok=True)
-    shutil.copyfile(png, repo_target / "report.png")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
+    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert SCREENSHOT.stat().st_size > 50_000
 
 
 def test_console_error_detection_works(tmp_path: Path, browser: Browser) -> None:

@@ -38,3 +38,17 @@ def test_plan_after_a_build_finds_nothing_to_call(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 call(s), estimated $0.0000" in out
     assert (project_dir / "cpo.duckdb").read_bytes() == before
+
+
+def test_plan_prints_the_experiment_design_from_the_project_hook(tmp_path):
+    from cpo import stats
+
+    project_dir = copy_sample_project(tmp_path / "p")
+    plan = Project.load(project_dir).plan()
+    titles = [title for title, _ in plan.tables]
+    assert any(t.startswith("Experiment design (5,000 customers") for t in titles)
+    rows = dict(plan.tables)[titles[0]]
+    open_rate = next(r for r in rows if r["metric"] == "open_rate" and r["arm"] == "urgent")
+    # Holm family: alpha split over 3 treatment arms x 6 metrics (Bonferroni bound).
+    expected = stats.sample_size_per_arm(0.2, 0.02, alpha=0.05 / 18, power=0.8)
+    assert open_rate["needed per arm"] == int(-(-expected // 1))

@@ -327,3 +327,29 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
                 )
             )
     return rows
+
+
+def plan(ctx: Any) -> tuple[str, list[dict[str, Any]]]:
+    """``plan`` hook: the design table for the configured arms and metrics.
+
+    Returns:
+        A title and one row per treatment arm x plannable metric.
+    """
+    raw = ctx.var("experiment", {}, expect=dict)
+    tones = ctx.var("generation.tones", [], expect=list)
+    config = experiment_config(raw, ["control", *tones])
+    n_customers = int(ctx.sql("select count(*) from assignments").fetchone()[0])
+    rows = [
+        {
+            "arm": row.arm,
+            "metric": row.metric,
+            "baseline": row.baseline,
+            "mde (relative)": row.mde_relative,
+            "needed per arm": math.ceil(row.n_required_per_arm),
+            "customers per arm": round(row.n_treatment),
+            "reachable mde": row.mde_reachable_relative,
+            "power at mde": row.power_at_mde,
+        }
+        for row in design_table(config, n_customers, ctx.var("experiment.min_power", 0.8))
+    ]
+    return f"Experiment design ({n_customers:,} customers assigned)", rows

@@ -41,7 +41,8 @@ class Faults:
     """What to break, settable from Python (``emu.faults.status = 429``) or over HTTP.
 
     Attributes:
-        service: Restrict faults to ``openai``, ``search``, ``safety`` or ``keyvault`` (None: all).
+        service: Restrict faults to ``openai``, ``search``, ``safety`` or ``keyvault``, or a list
+            of them (None: all).
         path_contains: Restrict faults to paths containing this text.
         body_contains: Restrict faults to requests whose JSON body contains every one of these
             texts (a string or a list), e.g. one segment's name and one tone, to hit one item.
@@ -66,7 +67,7 @@ class Faults:
             ``"Only $9.99!"``), to exercise the grounding check.
     """
 
-    service: str | None = None
+    service: str | list[str] | None = None
     path_contains: str | None = None
     body_contains: str | list[str] | None = None
     times: int | None = None
@@ -162,7 +163,8 @@ class EmulatorState:
         """Return the active faults if they apply to this request, counting it."""
         with self.lock:
             f = self.faults
-            if f.service and f.service != service:
+            services = [f.service] if isinstance(f.service, str) else f.service
+            if services and service not in services:
                 return None
             if f.path_contains and f.path_contains not in path:
                 return None

@@ -18,6 +18,7 @@ from tests.emulator.core import (
 
 DOC_LINE = re.compile(r"^\s*\[([A-Za-z0-9_.:\-]+)\]\s*([^:\n]*):\s*(.+?)\s*$", re.MULTILINE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+TONE_LINE = re.compile(r"^Tone:\s*([\w-]+)\s*$", re.MULTILINE)
 CLOSING_LINE = re.compile(r"End the body with the line:\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -89,9 +90,10 @@ def _texts_of(value: Any) -> list[str]:
 def compose_answer(prompt_text: str, uncited_claim: str | None = None) -> dict[str, Any]:
     """The deterministic answer: sentences copied verbatim from the documents in the prompt.
 
-    Like a model that follows its instructions, it ends the body with the closing line the
-    prompt asks for (``End the body with the line: ...``), if any. `uncited_claim` is a
-    sentence added without a citation, as a model that makes things up would.
+    Like a model that follows its instructions, it opens with a line naming the prompt's
+    ``Tone:`` (so tones differ) and ends with the closing line the prompt asks for (``End the
+    body with the line: ...``), if any. `uncited_claim` is a sentence added without a
+    citation, as a model that makes things up would.
     """
     docs: dict[str, tuple[str, str]] = {}
     for doc_id, title, text in DOC_LINE.findall(prompt_text):
@@ -106,6 +108,9 @@ def compose_answer(prompt_text: str, uncited_claim: str | None = None) -> dict[s
     if uncited_claim:
         sentences.append(uncited_claim)
     body = " ".join(sentences)
+    tone = TONE_LINE.search(prompt_text)
+    if tone and tone.group(1) != "control":  # each tone opens differently, as a model would
+        body = f"Hello {{{{ first_name }}}}, a {tone.group(1)} note from us.\n\n{body}"
     if closing := CLOSING_LINE.search(prompt_text):
         body = f"{body}\n\n{closing.group(1).strip()}"
     title = chosen[0][1][0] or chosen[0][0]
