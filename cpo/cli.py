@@ -7,11 +7,12 @@ error or a crash (a bug: the traceback is shown).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -150,6 +151,20 @@ def _project(args: argparse.Namespace, console: Console) -> Project:
     return project
 
 
+@contextlib.contextmanager
+def _live_status(console: Console, project: Project) -> Iterator[None]:
+    """A live "running <node>" line on a terminal; nothing extra in pipes, logs or CI."""
+    if not console.is_terminal:
+        yield
+        return
+    with console.status("starting") as status:
+        project.on_start = lambda node: status.update(f"running {node.resource_type} {node.name}")
+        try:
+            yield
+        finally:
+            project.on_start = None
+
+
 def _printer(console: Console):
     count = 0
 
@@ -193,7 +208,9 @@ def _run_command(verb: str):
         project = _project(args, console)
         method = getattr(project, verb)
         kwargs: dict[str, Any] = {} if verb == "test" else {"fail_fast": args.fail_fast}
-        return _summary(console, method(args.select, args.exclude, **kwargs))
+        with _live_status(console, project):
+            run = method(args.select, args.exclude, **kwargs)
+        return _summary(console, run)
 
     return command
 

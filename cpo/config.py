@@ -172,7 +172,10 @@ def parse_cli_vars(text: str | None) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as e:
+        if text.lstrip().startswith("{"):
+            # Looks like JSON: report the JSON error rather than YAML's lenient reading of it.
+            raise ConfigurationError(f"--vars is not valid JSON: {e}") from e
         import yaml
 
         try:

@@ -53,8 +53,11 @@ class Layout:
     height: int
 
 
-def layout(nodes: Mapping[str, Sequence[str]], types: Mapping[str, str] | None = None,
-           ephemeral: frozenset[str] = frozenset()) -> Layout:
+def layout(
+    nodes: Mapping[str, Sequence[str]],
+    types: Mapping[str, str] | None = None,
+    ephemeral: frozenset[str] = frozenset(),
+) -> Layout:
     """Place nodes in rows by depth (longest path from a source, sources on top) and order each
     row by the mean position of the node's parents, which keeps most edges short and uncrossed.
 
@@ -91,17 +94,23 @@ def layout(nodes: Mapping[str, Sequence[str]], types: Mapping[str, str] | None =
         # Centre each row under the widest one.
         offset = (widest - len(names)) * (BOX_W + COL_GAP) // 2
         for i, name in enumerate(names):
-            boxes[name] = Box(name, types.get(name, "model"),
-                              MARGIN + offset + i * (BOX_W + COL_GAP),
-                              MARGIN + d * (BOX_H + ROW_GAP), d, name in ephemeral)
+            boxes[name] = Box(
+                name,
+                types.get(name, "model"),
+                MARGIN + offset + i * (BOX_W + COL_GAP),
+                MARGIN + d * (BOX_H + ROW_GAP),
+                d,
+                name in ephemeral,
+            )
     edges = tuple((p, n) for n in sorted(nodes) for p in nodes[n] if p in nodes)
     width = 2 * MARGIN + widest * (BOX_W + COL_GAP) - COL_GAP
     height = 2 * MARGIN + len(columns) * (BOX_H + ROW_GAP) - ROW_GAP
     return Layout(boxes, edges, max(width, 0), max(height, 0))
 
 
-def write_docs(manifest: Mapping[str, Any], database_path: Path, target_dir: Path,
-               out_dir: Path | None = None) -> Path:
+def write_docs(
+    manifest: Mapping[str, Any], database_path: Path, target_dir: Path, out_dir: Path | None = None
+) -> Path:
     """Write the site to ``<target_dir>/docs/`` (replacing it) and return ``index.html``.
 
     Args:
@@ -122,31 +131,48 @@ def write_docs(manifest: Mapping[str, Any], database_path: Path, target_dir: Pat
     drawing = layout(
         {n: list(v.get("depends_on") or []) for n, v in nodes.items()},
         {n: v.get("resource_type", "model") for n, v in nodes.items()},
-        frozenset(n for n, v in nodes.items()
-                  if (v.get("config") or {}).get("materialized") == "ephemeral"),
+        frozenset(
+            n
+            for n, v in nodes.items()
+            if (v.get("config") or {}).get("materialized") == "ephemeral"
+        ),
     )
     children: dict[str, list[str]] = {n: [] for n in nodes}
     for parent, child in drawing.edges:
         children[parent].append(child)
-    pages = {name: _page_data(name, node, tests, statuses, built.get(name), children[name],
-                              target_dir) for name, node in nodes.items()}
+    pages = {
+        name: _page_data(name, node, tests, statuses, built.get(name), children[name], target_dir)
+        for name, node in nodes.items()
+    }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["slug"] = slug
-    common = {"project": (manifest.get("metadata") or {}).get("project_name", "project"),
-              "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-              "css": CSS, "colors": TYPE_COLORS, "labels": TYPE_LABELS}
+    common = {
+        "project": (manifest.get("metadata") or {}).get("project_name", "project"),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "css": CSS,
+        "colors": TYPE_COLORS,
+        "labels": TYPE_LABELS,
+    }
     out = Path(out_dir) if out_dir else Path(target_dir) / "docs"
     staging = out.with_name(f".{out.name}-tmp")
     try:
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "nodes").mkdir(parents=True)
-        (staging / "index.html").write_text(env.from_string(INDEX).render(
-            **common, layout=drawing, pages=pages, edge_path=_edge_path,
-            has_database=bool(built)), encoding="utf-8")
+        (staging / "index.html").write_text(
+            env.from_string(INDEX).render(
+                **common,
+                layout=drawing,
+                pages=pages,
+                edge_path=_edge_path,
+                has_database=bool(built),
+            ),
+            encoding="utf-8",
+        )
         node_template = env.from_string(NODE)
         for name, page in pages.items():
             (staging / "nodes" / f"{slug(name)}.html").write_text(
-                node_template.render(**common, page=page), encoding="utf-8")
+                node_template.render(**common, page=page), encoding="utf-8"
+            )
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)
     except OSError as e:
@@ -173,8 +199,11 @@ def _test_statuses(target_dir: Path) -> dict[str, str]:
         payload = json.loads((Path(target_dir) / "run_results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {r["name"]: r.get("status", "") for r in payload.get("results") or []
-            if r.get("resource_type") == "test"}
+    return {
+        r["name"]: r.get("status", "")
+        for r in payload.get("results") or []
+        if r.get("resource_type") == "test"
+    }
 
 
 @dataclass(frozen=True)
@@ -195,48 +224,68 @@ def _introspect(database_path: Path, names: Sequence[str]) -> dict[str, Built]:
         return {}
     try:
         relations = db.relations()
-        return {n: Built(relations[n], db.count(n), tuple(db.columns(n)))
-                for n in names if n in relations}
+        return {
+            n: Built(relations[n], db.count(n), tuple(db.columns(n)))
+            for n in names
+            if n in relations
+        }
     finally:
         db.close()
 
 
-def _page_data(name: str, node: Mapping[str, Any], tests: Sequence[Mapping[str, Any]],
-               statuses: Mapping[str, str], built: Built | None, children: Sequence[str],
-               target_dir: Path) -> dict[str, Any]:
+def _page_data(
+    name: str,
+    node: Mapping[str, Any],
+    tests: Sequence[Mapping[str, Any]],
+    statuses: Mapping[str, str],
+    built: Built | None,
+    children: Sequence[str],
+    target_dir: Path,
+) -> dict[str, Any]:
     documented = node.get("columns") or {}
     own_tests = [t for t in tests if (t.get("test") or {}).get("model") == name]
     by_column: dict[str | None, list[str]] = {}
     for t in own_tests:
         by_column.setdefault((t.get("test") or {}).get("column"), []).append(
-            (t.get("test") or {}).get("kind", "test"))
+            (t.get("test") or {}).get("kind", "test")
+        )
     names = [c for c, _ in built.columns] if built else []
     names += [c for c in documented if c not in names]
     types = dict(built.columns) if built else {}
-    columns = [{
-        "name": c,
-        "type": types.get(c, ""),
-        "description": (documented.get(c) or {}).get("description", ""),
-        "pii": bool(((documented.get(c) or {}).get("meta") or {}).get("pii")),
-        "tests": by_column.get(c, []),
-        "documented": c in documented,
-    } for c in names]
+    columns = [
+        {
+            "name": c,
+            "type": types.get(c, ""),
+            "description": (documented.get(c) or {}).get("description", ""),
+            "pii": bool(((documented.get(c) or {}).get("meta") or {}).get("pii")),
+            "tests": by_column.get(c, []),
+            "documented": c in documented,
+        }
+        for c in names
+    ]
     config = node.get("config") or {}
     return {
         "name": name,
         "type": node.get("resource_type", "model"),
         "path": node.get("path", ""),
         "description": node.get("description") or "",
-        "materialized": config.get("materialized", "table" if node.get("resource_type") != "seed"
-                                   else "seed"),
+        "materialized": config.get(
+            "materialized", "table" if node.get("resource_type") != "seed" else "seed"
+        ),
         "tags": config.get("tags") or [],
         "parents": list(node.get("depends_on") or []),
         "children": list(children),
         "columns": columns,
-        "tests": [{"name": t["name"], "kind": (t.get("test") or {}).get("kind", ""),
-                   "column": (t.get("test") or {}).get("column"),
-                   "severity": (t.get("test") or {}).get("severity", "error"),
-                   "status": statuses.get(t["name"], "not run")} for t in own_tests],
+        "tests": [
+            {
+                "name": t["name"],
+                "kind": (t.get("test") or {}).get("kind", ""),
+                "column": (t.get("test") or {}).get("column"),
+                "severity": (t.get("test") or {}).get("severity", "error"),
+                "status": statuses.get(t["name"], "not run"),
+            }
+            for t in own_tests
+        ],
         "rows": built.rows if built else None,
         "relation": built.kind if built else None,
         "sql": _compiled_sql(node, target_dir),
@@ -289,30 +338,42 @@ INDEX = """<!DOCTYPE html>
 {% if not has_database %}<section><b>No built database yet</b>: row counts and column types
 appear after <code>python runner.py build</code>.</section>{% endif %}
 <section id="lineage"><h2>Lineage</h2>
-<p class="legend">{% for t, c in colors.items() %}<span><span class="tag" style="background:{{ c }}">{{ labels[t] }}</span></span>{% endfor %}
+<p class="legend">{% for t, c in colors.items() %}<span><
+span class="tag" style="background:{{ c }}">{{ labels[t] }}</span></span>{% endfor %}
 <span class="muted">sources at the top, arrows point downstream · dashed: ephemeral · click a
 node for its page</span></p>
 <div class="lineage">
-<svg id="lineage-graph" xmlns="http://www.w3.org/2000/svg" width="{{ layout.width }}" height="{{ layout.height }}"
+<svg id="lineage-graph" xmlns="http://www.w3.org/2000/svg" width="{{ layout.width }}"
+height="{{ layout.height }}"
      viewBox="0 0 {{ layout.width }} {{ layout.height }}" role="img" aria-label="Lineage graph">
-<defs><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" orient="auto">
+<defs><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7"
+orient="auto">
 <path d="M0,0 L8,4 L0,8 z" fill="#8c959f"/></marker></defs>
-{% for parent, child in layout.edges %}<path class="edge" data-from="{{ parent }}" data-to="{{ child }}" d="{{ edge_path(layout, parent, child) }}"
+{% for parent, child in layout.edges %}<
+path class="edge" data-from="{{ parent }}" data-to="{{ child }}"
+d="{{ edge_path(layout, parent, child) }}"
   fill="none" stroke="#8c959f" stroke-width="1.2" marker-end="url(#arrow)"/>
 {% endfor %}
-{% for box in layout.boxes.values() %}<a href="nodes/{{ box.name | slug }}.html"><g class="node" id="node-{{ box.name | slug }}">
+{% for box in layout.boxes.values() %}<a href="nodes/{{ box.name | slug }}.html"><
+g class="node" id="node-{{ box.name | slug }}">
 <title>{{ box.name }} ({{ labels.get(box.resource_type, box.resource_type) }})</title>
-<rect x="{{ box.x }}" y="{{ box.y }}" width="176" height="28" rx="6" fill="{{ colors.get(box.resource_type, '#57606a') }}"
+<rect x="{{ box.x }}" y="{{ box.y }}" width="176" height="28" rx="6"
+fill="{{ colors.get(box.resource_type, '#57606a') }}"
   {% if box.ephemeral %}fill-opacity="0.55" stroke="#24292f" stroke-dasharray="4 3"{% endif %}/>
-<text x="{{ box.x + 8 }}" y="{{ box.y + 18 }}">{{ box.name if box.name | length <= 24 else box.name[:23] ~ '…' }}</text></g></a>
+<text x="{{ box.x + 8 }}" y="{{ box.y + 18 }}">{
+{ box.name if box.name | length <= 24 else box.name[:23] ~ '…' }}</text></g></a>
 {% endfor %}
 </svg></div></section>
 <section id="nodes"><h2>Nodes</h2>
-<table><thead><tr><th>node</th><th>type</th><th>materialized</th><th class="n">rows</th><th class="n">columns</th><th class="n">tests</th><th>description</th></tr></thead>
-<tbody>{% for p in pages.values() | sort(attribute='name') %}<tr><td><a href="nodes/{{ p.name | slug }}.html">{{ p.name }}</a></td>
+<table><thead><tr><th>node</th><th>type</th><th>materialized</th><th class="n">rows</th><
+th class="n">columns</th><th class="n">tests</th><th>description</th></tr></thead>
+<tbody>{% for p in pages.values() | sort(attribute='name') %}<tr><td><
+a href="nodes/{{ p.name | slug }}.html">{{ p.name }}</a></td>
 <td>{{ labels.get(p.type, p.type) }}</td><td>{{ p.materialized }}</td>
-<td class="n">{{ '{:,}'.format(p.rows) if p.rows is not none else '—' }}</td><td class="n">{{ p.columns | length }}</td>
-<td class="n">{{ p.tests | length }}</td><td>{{ p.description | truncate(140) }}</td></tr>{% endfor %}</tbody></table>
+<td class="n">{{ '{:,}'.format(p.rows) if p.rows is not none else '—' }}</td><td class="n">{
+{ p.columns | length }}</td>
+<td class="n">{{ p.tests | length }}</td><td>{{ p.description | truncate(140) }}</td></tr>{
+% endfor %}</tbody></table>
 </section></main></body></html>
 """
 
@@ -321,27 +382,36 @@ NODE = """<!DOCTYPE html>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>{{ page.name }} · {{ project }} docs</title><style>{{ css | safe }}</style></head>
 <body><header><h1>{{ page.name }}</h1>
-<div class="meta"><a href="../index.html">{{ project }}</a> · {{ labels.get(page.type, page.type) }} ·
+<div class="meta"><a href="../index.html">{{ project }}<
+/a> · {{ labels.get(page.type, page.type) }} ·
 {{ page.materialized }} · <code>{{ page.path }}</code></div></header>
 <main>
 <section id="about"><h2>Description</h2>
 <p>{{ page.description or 'No description yet: add one in schema.yml.' }}</p>
 <table>
-<tr><th>rows</th><td>{{ '{:,}'.format(page.rows) if page.rows is not none else 'not built' }}{% if page.relation %} ({{ page.relation }}){% endif %}</td></tr>
-<tr><th>depends on</th><td>{% for p in page.parents %}<a href="{{ p | slug }}.html">{{ p }}</a>{{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
-<tr><th>used by</th><td>{% for c in page.children %}<a href="{{ c | slug }}.html">{{ c }}</a>{{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
+<tr><th>rows</th><td>{{ '{:,}'.format(page.rows) if page.rows is not none else 'not built' }}{
+% if page.relation %} ({{ page.relation }}){% endif %}</td></tr>
+<tr><th>depends on</th><td>{% for p in page.parents %}<a href="{{ p | slug }}.html">{{ p }}</a>{
+{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
+<tr><th>used by</th><td>{% for c in page.children %}<a href="{{ c | slug }}.html">{{ c }}</a>{
+{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
 {% if page.tags %}<tr><th>tags</th><td>{{ page.tags | join(', ') }}</td></tr>{% endif %}
 </table></section>
 <section id="columns"><h2>Columns ({{ page.columns | length }})</h2>
 <table><thead><tr><th>column</th><th>type</th><th>description</th><th>tests</th></tr></thead><tbody>
-{% for c in page.columns %}<tr><td><code>{{ c.name }}</code>{% if c.pii %} <span class="tag pii">PII</span>{% endif %}</td>
-<td>{{ c.type or '—' }}</td><td>{{ c.description or ('' if c.documented else 'undocumented') }}</td><td>{{ c.tests | join(', ') }}</td></tr>
+{% for c in page.columns %}<tr><td><code>{{ c.name }}</code>{
+% if c.pii %} <span class="tag pii">PII</span>{% endif %}</td>
+<td>{{ c.type or '—' }}</td><td>{{ c.description or ('' if c.documented else 'undocumented') }}<
+/td><td>{{ c.tests | join(', ') }}</td></tr>
 {% endfor %}</tbody></table></section>
 <section id="tests"><h2>Data tests ({{ page.tests | length }})</h2>
-{% if page.tests %}<table><thead><tr><th>test</th><th>kind</th><th>column</th><th>severity</th><th>last status</th></tr></thead><tbody>
-{% for t in page.tests %}<tr><td>{{ t.name }}</td><td>{{ t.kind }}</td><td>{{ t.column or '—' }}</td><td>{{ t.severity }}</td>
+{% if page.tests %}<table><thead><tr><th>test</th><th>kind</th><th>column</th><th>severity</th><
+th>last status</th></tr></thead><tbody>
+{% for t in page.tests %}<tr><td>{{ t.name }}</td><td>{{ t.kind }}</td><td>{{ t.column or '—' }}<
+/td><td>{{ t.severity }}</td>
 <td class="status-{{ t.status }}">{{ t.status }}</td></tr>{% endfor %}</tbody></table>
 {% else %}<p class="muted">No data tests.</p>{% endif %}</section>
-{% if page.sql %}<section id="sql"><h2>Compiled SQL</h2><pre>{{ page.sql }}</pre></section>{% endif %}
+{% if page.sql %}<section id="sql"><h2>Compiled SQL</h2><pre>{{ page.sql }}</pre></section>{
+% endif %}
 </main></body></html>
 """

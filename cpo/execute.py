@@ -40,6 +40,7 @@ class Runner:
     services: Any = None
     fail_fast: bool = False
     on_result: OnResult | None = None
+    on_start: Callable[[Node], None] | None = None
 
     def run(self, node_names: Sequence[str], test_names: Sequence[str]) -> list[NodeResult]:
         """Run the nodes in order, each followed by its tests; return every result.
@@ -102,6 +103,8 @@ class Runner:
     def _run_node(self, node: Node) -> NodeResult:
         started = time.perf_counter()
         self.log.info("node started", extra={"node": node.name, "type": node.resource_type})
+        if self.on_start:
+            self.on_start(node)
         try:
             rows = self._execute(node)
         except BudgetExceededError:

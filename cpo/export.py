@@ -155,8 +155,9 @@ def export_tables(
         staging = _staging_folder(out_dir)
         try:
             exported = tuple(_write_table(db, plan, staging, fmt, salt) for plan in plans)
-            _write_manifest(staging, database_path, fmt, exported, include_pii, pii_mode,
-                            partition_by)
+            _write_manifest(
+                staging, database_path, fmt, exported, include_pii, pii_mode, partition_by
+            )
             _publish(staging, out_dir, [t.path for t in exported])
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -94,6 +94,7 @@ class Project:
     log_format: str = "json"
     env: Mapping[str, str] | None = None
     on_result: OnResult | None = None
+    on_start: Callable[[Node], None] | None = None
     _graph: Graph | None = field(default=None, repr=False)
 
     @classmethod
@@ -385,6 +386,7 @@ class Project:
                         services=services,
                         fail_fast=fail_fast,
                         on_result=self.on_result,
+                        on_start=self.on_start,
                     )
                     results = runner.run(names, tests)
                     if inspect and not any(r.failed for r in results):

@@ -31,14 +31,21 @@ from cpo.db import Database
 from cpo.errors import CPOError
 
 EVENTS = ("delivered", "open", "click", "conversion")
-FUNNEL_LABELS = {"delivered": "Delivered", "open": "Opened", "click": "Clicked",
-                 "conversion": "Converted"}
-DECISION_COLORS = {"ship": "#1a7f37", "no_ship": "#cf222e", "inconclusive": "#9a6700",
-                   "invalid": "#8250df"}
+FUNNEL_LABELS = {
+    "delivered": "Delivered",
+    "open": "Opened",
+    "click": "Clicked",
+    "conversion": "Converted",
+}
+DECISION_COLORS = {
+    "ship": "#1a7f37",
+    "no_ship": "#cf222e",
+    "inconclusive": "#9a6700",
+    "invalid": "#8250df",
+}
 ARM_PALETTE = ("#0969da", "#e36209", "#1a7f37", "#8250df", "#bf3989", "#0a7e8c", "#953800")
 CONTROL_COLOR = "#6e7781"
-PLOT_IDS = ("plot-forest", "plot-heatmap", "plot-funnel", "plot-srm", "plot-power",
-            "plot-safety")
+PLOT_IDS = ("plot-forest", "plot-heatmap", "plot-funnel", "plot-srm", "plot-power", "plot-safety")
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,9 @@ def write_report(config: ProjectConfig, out: Path | None = None) -> Path:
         tmp.write_text(html, encoding="utf-8")
         tmp.replace(path)
     except OSError as e:
-        raise CPOError(f"cannot write the report to {path}: {e.strerror or e}; "
-                       "choose another --out") from e
+        raise CPOError(
+            f"cannot write the report to {path}: {e.strerror or e}; choose another --out"
+        ) from e
     return path
 
 
@@ -109,9 +117,14 @@ def read_report_data(config: ProjectConfig) -> ReportData:
     }
     database = config.database_path
     if not database.exists():
-        return ReportData(**base, has_database=False, notices=(
-            f"No database yet: {database.name} does not exist. Run `python runner.py build` "
-            "first, then `python runner.py report`.",))
+        return ReportData(
+            **base,
+            has_database=False,
+            notices=(
+                f"No database yet: {database.name} does not exist. Run `python runner.py build` "
+                "first, then `python runner.py report`.",
+            ),
+        )
     try:
         db = Database(database, read_only=True)
     except CPOError as e:
@@ -139,8 +152,10 @@ def _read(db: Database, base: dict[str, Any], database: Path) -> ReportData:
         results = results[results["experiment_id"] == experiment_id].reset_index(drop=True)
     if results is None or results.empty:
         results = None
-        notices.append("No experiment results yet: build the experiment models "
-                       "(`python runner.py build`) once assignments and events exist.")
+        notices.append(
+            "No experiment results yet: build the experiment models "
+            "(`python runner.py build`) once assignments and events exist."
+        )
     segments = {}
     if "segment_profiles" in have:
         segments = dict(db.fetch("select segment_id, segment_name from segment_profiles")[1])
@@ -149,33 +164,48 @@ def _read(db: Database, base: dict[str, Any], database: Path) -> ReportData:
         assigned = frame(
             "select arm, count(*) as customers, max(assigned_at) as last_assigned_at "
             "from assignments where cast(experiment_id as varchar) = coalesce(?, "
-            "cast(experiment_id as varchar)) group by arm order by arm", [experiment_id])
+            "cast(experiment_id as varchar)) group by arm order by arm",
+            [experiment_id],
+        )
     events = 0
-    freshness: dict[str, Any] = {"database_modified": datetime.fromtimestamp(
-        database.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    freshness: dict[str, Any] = {
+        "database_modified": datetime.fromtimestamp(database.stat().st_mtime, UTC).strftime(
+            "%Y-%m-%d %H:%M UTC"
+        )
+    }
     if "stg_events" in have and assigned is not None:
-        stats = db.fetch("select count(*), min(event_at), max(event_at), "
-                         "string_agg(distinct source, ', ') from stg_events")[1][0]
+        stats = db.fetch(
+            "select count(*), min(event_at), max(event_at), "
+            "string_agg(distinct source, ', ') from stg_events"
+        )[1][0]
         events = int(stats[0])
-        freshness.update(events=events, first_event_at=stats[1], last_event_at=stats[2],
-                         event_sources=stats[3])
+        freshness.update(
+            events=events, first_event_at=stats[1], last_event_at=stats[2], event_sources=stats[3]
+        )
         if events:
             funnel = frame(_FUNNEL_SQL, [experiment_id])
     if assigned is not None and not assigned.empty:
         freshness["last_assigned_at"] = assigned["last_assigned_at"].max()
     if not events:
-        notices.append("No outcome events yet: the funnel is empty and every decision stays "
-                       "inconclusive until delivered, open, click and conversion events arrive.")
+        notices.append(
+            "No outcome events yet: the funnel is empty and every decision stays "
+            "inconclusive until delivered, open, click and conversion events arrive."
+        )
     screenings = blocked = variants = calls = None
     if "safety_screenings" in have:
         screenings = frame(
             'select "check", count(*) filter (where passed) as passed, '
             "count(*) filter (where not passed) as blocked from safety_screenings "
-            'group by "check" order by "check"')
-        blocked = frame(_BLOCKED_SQL.format(
-            variants_join="left join variants v using (variant_id)" if "variants" in have
-            else "left join (select null::varchar as variant_id, null::varchar as segment_id, "
-                 "null::varchar as tone) v using (variant_id)"))
+            'group by "check" order by "check"'
+        )
+        blocked = frame(
+            _BLOCKED_SQL.format(
+                variants_join="left join variants v using (variant_id)"
+                if "variants" in have
+                else "left join (select null::varchar as variant_id, null::varchar as segment_id, "
+                "null::varchar as tone) v using (variant_id)"
+            )
+        )
     if {"approved_variants", "variants"} <= have.keys():
         titles = "stg_content" in have
         variants = frame(_VARIANTS_SQL if titles else _VARIANTS_SQL_NO_TITLES)
@@ -183,10 +213,20 @@ def _read(db: Database, base: dict[str, Any], database: Path) -> ReportData:
     if "llm_calls" in have:
         calls = frame(_CALLS_SQL)
     return ReportData(
-        **{**base, "experiment_id": experiment_id}, has_database=True, notices=tuple(notices),
-        results=results, segments=segments, assigned=assigned, funnel=funnel, events=events,
-        freshness=freshness, screenings=screenings, blocked=blocked, variants=variants,
-        calls=calls)
+        **{**base, "experiment_id": experiment_id},
+        has_database=True,
+        notices=tuple(notices),
+        results=results,
+        segments=segments,
+        assigned=assigned,
+        funnel=funnel,
+        events=events,
+        freshness=freshness,
+        screenings=screenings,
+        blocked=blocked,
+        variants=variants,
+        calls=calls,
+    )
 
 
 # Customers reaching each stage per arm (a customer counts once per stage).
@@ -236,7 +276,8 @@ order by v.segment_id nulls first, v.tone
 _VARIANTS_SQL_NO_TITLES = _VARIANTS_SQL.replace(
     "left join stg_content d on d.document_id = c.document_id",
     "left join (select null::varchar as document_id, null::varchar as title) d "
-    "on d.document_id = c.document_id")
+    "on d.document_id = c.document_id",
+)
 
 _CALLS_SQL = """
 select run_id, step, provider, model, count(*) as calls,
@@ -285,8 +326,10 @@ def _metric_settings(experiment: Mapping[str, Any]) -> dict[str, dict[str, Any]]
     out = {}
     for m in metrics if isinstance(metrics, list) else []:
         if isinstance(m, Mapping) and m.get("name"):
-            out[str(m["name"])] = {"mde": m.get("mde", default_mde),
-                                   "direction": m.get("direction", "increase")}
+            out[str(m["name"])] = {
+                "mde": m.get("mde", default_mde),
+                "direction": m.get("direction", "increase"),
+            }
     return out
 
 
@@ -299,12 +342,22 @@ def _figure(width: float, height: float) -> Any:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "font.family": "DejaVu Sans", "font.size": 9, "axes.spines.top": False,
-        "axes.spines.right": False, "axes.edgecolor": "#8c959f", "axes.labelcolor": "#24292f",
-        "xtick.color": "#57606a", "ytick.color": "#57606a", "svg.hashsalt": "cpo-report",
-        "axes.titleweight": "bold", "axes.titlesize": 10, "axes.axisbelow": True,
-    })
+    plt.rcParams.update(
+        {
+            "font.family": "DejaVu Sans",
+            "font.size": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.edgecolor": "#8c959f",
+            "axes.labelcolor": "#24292f",
+            "xtick.color": "#57606a",
+            "ytick.color": "#57606a",
+            "svg.hashsalt": "cpo-report",
+            "axes.titleweight": "bold",
+            "axes.titlesize": 10,
+            "axes.axisbelow": True,
+        }
+    )
     return plt.figure(figsize=(width, height))
 
 
@@ -353,27 +406,39 @@ def forest_plot(data: ReportData) -> str | None:
             color = DECISION_COLORS.get(str(row.get("decision")), "#57606a")
             est, lo, hi = (row.get(k) for k in ("estimate", "ci_low", "ci_high"))
             if _finite(lo) and _finite(hi):
-                ax.plot([lo * scale, hi * scale], [y, y], color=color, lw=2.2,
-                        solid_capstyle="round")
+                ax.plot(
+                    [lo * scale, hi * scale], [y, y], color=color, lw=2.2, solid_capstyle="round"
+                )
             if _finite(est):
                 ax.plot(est * scale, y, "o", color=color, ms=7, mec="white", mew=1.2)
-                ax.annotate(f"{est * scale:+.1f}{'%' if scale == 100 else ''}",
-                            (est * scale, y), xytext=(0, 7), textcoords="offset points",
-                            ha="center", fontsize=8, color="#24292f")
+                ax.annotate(
+                    f"{est * scale:+.1f}{'%' if scale == 100 else ''}",
+                    (est * scale, y),
+                    xytext=(0, 7),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=8,
+                    color="#24292f",
+                )
             else:
                 ax.text(0, y, "  no estimate", va="center", fontsize=8, color="#57606a")
         ax.axvline(0, color="#8c959f", lw=1, ls="--")
         ax.set_yticks(range(len(arms)), arms)
         ax.set_ylim(len(arms) - 0.4, -0.7)
-        role = rows["metric_role"].dropna().iloc[0] if "metric_role" in rows and \
-            rows["metric_role"].notna().any() else ""
+        role = (
+            rows["metric_role"].dropna().iloc[0]
+            if "metric_role" in rows and rows["metric_role"].notna().any()
+            else ""
+        )
         ax.set_title(f"{metric}  ({role})" if role else metric, loc="left")
         ax.grid(axis="x", color="#eaeef2")
-    axes[-1].set_xlabel("relative lift vs control (%)" if scale == 100
-                        else "absolute difference vs control")
+    axes[-1].set_xlabel(
+        "relative lift vs control (%)" if scale == 100 else "absolute difference vs control"
+    )
     handles = [_legend_dot(c, d.replace("_", " ")) for d, c in DECISION_COLORS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
+    fig.legend(
+        handles=handles, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 1.0)
+    )
     fig.tight_layout()
     return _svg(fig)
 
@@ -395,8 +460,9 @@ def heatmap_plot(data: ReportData) -> str | None:
     seg = seg[seg["metric"] == metric]
     scale = 100 if _relative(seg) else 1
     table = seg.pivot_table(index="segment_id", columns="arm", values="estimate", aggfunc="first")
-    pvals = seg.pivot_table(index="segment_id", columns="arm", values="p_value_adjusted",
-                            aggfunc="first").reindex_like(table)
+    pvals = seg.pivot_table(
+        index="segment_id", columns="arm", values="p_value_adjusted", aggfunc="first"
+    ).reindex_like(table)
     values = table.to_numpy(dtype=float) * scale
     finite = values[~pd.isna(values)]
     bound = float(max(abs(finite).max(), 1e-9)) if finite.size else 1.0
@@ -404,8 +470,9 @@ def heatmap_plot(data: ReportData) -> str | None:
     ax = fig.subplots()
     import numpy as np
 
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-bound, vmax=bound,
-                      aspect="auto")
+    image = ax.imshow(
+        np.ma.masked_invalid(values), cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto"
+    )
     ax.set_facecolor("#eaeef2")
     for (i, j), value in np.ndenumerate(values):
         if math.isnan(value):
@@ -413,11 +480,17 @@ def heatmap_plot(data: ReportData) -> str | None:
             continue
         star = "*" if _finite(pvals.iat[i, j]) and pvals.iat[i, j] < data.alpha else ""
         dark = abs(value) > 0.6 * bound
-        ax.text(j, i, f"{value:+.1f}{'%' if scale == 100 else ''}{star}", ha="center",
-                va="center", fontsize=8.5, color="white" if dark else "#24292f")
+        ax.text(
+            j,
+            i,
+            f"{value:+.1f}{'%' if scale == 100 else ''}{star}",
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            color="white" if dark else "#24292f",
+        )
     ax.set_xticks(range(table.shape[1]), list(table.columns))
-    ax.set_yticks(range(table.shape[0]),
-                  [data.segments.get(s, s) for s in table.index])
+    ax.set_yticks(range(table.shape[0]), [data.segments.get(s, s) for s in table.index])
     ax.tick_params(length=0)
     for side in ("left", "bottom"):
         ax.spines[side].set_visible(False)
@@ -440,12 +513,17 @@ def funnel_plot(data: ReportData) -> str | None:
     axes = fig.subplots(1, len(EVENTS))
     for ax, event in zip(axes, EVENTS, strict=True):
         share = (funnel[event] / funnel["assigned"].where(funnel["assigned"] > 0)) * 100
-        bars = ax.bar(range(len(arms)), share.fillna(0), color=[colors[a] for a in arms],
-                      width=0.7)
+        bars = ax.bar(range(len(arms)), share.fillna(0), color=[colors[a] for a in arms], width=0.7)
         for rect, value in zip(bars, share, strict=True):
             label = "n/a" if pd.isna(value) else f"{value:.1f}%"
-            ax.annotate(label, (rect.get_x() + rect.get_width() / 2, rect.get_height()),
-                        xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7.5)
+            ax.annotate(
+                label,
+                (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7.5,
+            )
         ax.set_title(FUNNEL_LABELS[event], loc="left")
         ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
         ax.set_ylim(0, max(float(share.max() if share.notna().any() else 0) * 1.25, 0.1))
@@ -470,24 +548,44 @@ def srm_plot(data: ReportData) -> str | None:
     arms = list(assigned["arm"])
     total = float(assigned["customers"].sum())
     weight_sum = sum(data.weights.get(a, 0.0) for a in arms) or float(len(arms))
-    expected = [total * (data.weights.get(a, 0.0) if data.weights else 1.0) / weight_sum
-                for a in arms]
+    expected = [
+        total * (data.weights.get(a, 0.0) if data.weights else 1.0) / weight_sum for a in arms
+    ]
     colors = _arm_colors(arms, data.control)
     fig = _figure(6.6, 3.0)
     ax = fig.subplots()
-    ax.bar(range(len(arms)), assigned["customers"], color=[colors[a] for a in arms], width=0.6,
-           label="observed")
-    ax.scatter(range(len(arms)), expected, marker="_", s=900, color="#24292f", lw=2,
-               label="expected from weights", zorder=3)
+    ax.bar(
+        range(len(arms)),
+        assigned["customers"],
+        color=[colors[a] for a in arms],
+        width=0.6,
+        label="observed",
+    )
+    ax.scatter(
+        range(len(arms)),
+        expected,
+        marker="_",
+        s=900,
+        color="#24292f",
+        lw=2,
+        label="expected from weights",
+        zorder=3,
+    )
     for x, value in enumerate(assigned["customers"]):
-        ax.annotate(f"{int(value):,}", (x, value / 2), ha="center", va="center", fontsize=8.5,
-                    color="white", fontweight="bold")
+        ax.annotate(
+            f"{int(value):,}",
+            (x, value / 2),
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            color="white",
+            fontweight="bold",
+        )
     ax.set_xticks(range(len(arms)), arms)
     ax.set_ylabel("customers")
     p = _srm_p(data)
     ax.set_title("Sample ratio" + (f": χ² p = {p:.3g}" if p is not None else ""), loc="left")
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
-              fontsize=8)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
     ax.set_ylim(0, max(max(expected), float(assigned["customers"].max())) * 1.12)
     ax.grid(axis="y", color="#eaeef2")
     fig.tight_layout()
@@ -506,11 +604,18 @@ def power_plot(data: ReportData) -> str | None:
     values = rows["power"].fillna(0).clip(0, 1)
     colors = ["#1a7f37" if v >= data.min_power else "#9a6700" for v in values]
     ax.barh(range(len(rows)), values, color=colors, height=0.65)
-    ax.axvline(data.min_power, color="#cf222e", ls="--", lw=1.2,
-               label=f"needed: {data.min_power:.0%}")
+    ax.axvline(
+        data.min_power, color="#cf222e", ls="--", lw=1.2, label=f"needed: {data.min_power:.0%}"
+    )
     for y, value in enumerate(rows["power"]):
-        ax.annotate("n/a" if pd.isna(value) else f"{value:.0%}", (min(float(value or 0), 1), y),
-                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=7.5)
+        ax.annotate(
+            "n/a" if pd.isna(value) else f"{value:.0%}",
+            (min(float(value or 0), 1), y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7.5,
+        )
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.08)
@@ -540,14 +645,20 @@ def safety_plot(data: ReportData) -> str | None:
     ax.barh(y, s["blocked"], left=s["passed"], color="#cf222e", height=0.65, label="blocked")
     for i, row in enumerate(s.itertuples()):
         if row.blocked:
-            ax.annotate(f"{row.blocked} blocked", (row.passed + row.blocked, i), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=7.5, color="#cf222e")
+            ax.annotate(
+                f"{row.blocked} blocked",
+                (row.passed + row.blocked, i),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7.5,
+                color="#cf222e",
+            )
     ax.set_yticks(list(y), list(s["check"]), fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("variants screened")
     ax.set_title("Safety checks", loc="left")
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8,
-              ncol=2)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, ncol=2)
     fig.tight_layout()
     return _svg(fig)
 
@@ -590,8 +701,10 @@ def verdict(data: ReportData) -> Verdict:
     overall = _overall(data.results)
     metric = _primary_metric(data.results)
     primary = overall[overall["metric"] == metric]
-    reasons = tuple(f"{r.arm}: {str(r.decision).replace('_', ' ')}: {r.decision_reason}"
-                    for r in primary.itertuples())
+    reasons = tuple(
+        f"{r.arm}: {str(r.decision).replace('_', ' ')}: {r.decision_reason}"
+        for r in primary.itertuples()
+    )
     decisions = set(primary["decision"])
     if "invalid" in decisions:
         return Verdict("invalid", "Invalid experiment: do not trust these results", reasons)
@@ -620,12 +733,21 @@ def _power_rows(data: ReportData) -> list[dict[str, Any]]:
         p = getattr(r, "control_mean", None)
         if getattr(r, "metric_type", "proportion") == "proportion" and _finite(p) and 0 < p < 1:
             try:
-                needed = stats.sample_size_per_arm(p, float(mde) * p, data.alpha / comparisons,
-                                                   data.min_power)
+                needed = stats.sample_size_per_arm(
+                    p, float(mde) * p, data.alpha / comparisons, data.min_power
+                )
             except CPOError:
                 needed = None
-        rows.append({"arm": r.arm, "metric": r.metric, "mde": mde,
-                     "n": min(r.n_control, r.n_treatment), "needed": needed, "power": r.power})
+        rows.append(
+            {
+                "arm": r.arm,
+                "metric": r.metric,
+                "mde": mde,
+                "n": min(r.n_control, r.n_treatment),
+                "needed": needed,
+                "power": r.power,
+            }
+        )
     return rows
 
 
@@ -636,11 +758,18 @@ def _call_summary(calls: pd.DataFrame | None, run_id: str | None) -> dict[str, A
     this_run = calls[calls["run_id"] == latest]
 
     def totals(frame: pd.DataFrame) -> dict[str, Any]:
-        return {k: frame[k].sum() for k in ("calls", "cache_hits", "input_tokens",
-                                            "output_tokens", "cost_usd", "failed")}
+        return {
+            k: frame[k].sum()
+            for k in ("calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd", "failed")
+        }
 
-    return {"run_id": latest, "run": totals(this_run), "all": totals(calls),
-            "builds": calls["run_id"].nunique(), "rows": this_run.to_dict("records")}
+    return {
+        "run_id": latest,
+        "run": totals(this_run),
+        "all": totals(calls),
+        "builds": calls["run_id"].nunique(),
+        "rows": this_run.to_dict("records"),
+    }
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -770,14 +899,16 @@ TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy"
       content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>Experiment report · {{ d.project }}{% if d.experiment_id %} · {{ d.experiment_id }}{% endif %}</title>
+<title>Experiment report · {{ d.project }}{% if d.experiment_id %} · {{ d.experiment_id }}{
+% endif %}</title>
 <style>{{ css | safe }}</style>
 </head>
 <body>
 <header>
   <h1>Experiment report{% if d.experiment_id %}: {{ d.experiment_id }}{% endif %}</h1>
   <div class="meta">{{ d.project }} · generated {{ d.generated_at }}
-    {%- if d.run.get('invocation_id') %} · run <code>{{ d.run.invocation_id }}</code>{% endif %}</div>
+    {%- if d.run.get('invocation_id') %} · run <code>{{ d.run.invocation_id }}</code>{% endif %}<
+/div>
 </header>
 <main>
 {% for notice in d.notices %}<div class="notice" role="status">{{ notice }}</div>{% endfor %}
@@ -785,10 +916,12 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="no-database"><h2>Nothing to report yet</h2>
 <p>The report is built from the project's database, which does not exist yet.</p></section>
 {% else %}
-<section id="decision" class="verdict" style="border-color: {{ decision_colors.get(verdict.decision, '#57606a') }}">
+<section id="decision" class="verdict"
+style="border-color: {{ decision_colors.get(verdict.decision, '#57606a') }}">
   <h2>Decision: {{ verdict.title }}</h2>
   <ul>{% for reason in verdict.reasons %}<li>{{ reason }}</li>{% endfor %}</ul>
-  <p class="note">Primary metric decisions per arm against <b>{{ d.control }}</b>, at α = {{ d.alpha }}
+  <p class="note">Primary metric decisions per arm against <b>{{ d.control }}<
+/b>, at α = {{ d.alpha }}
   with p-values adjusted across arms × metrics; an arm is never shipped when under-powered,
   when its adjusted p ≥ α, or when a guardrail metric is significantly worse.</p>
 </section>
@@ -796,7 +929,8 @@ TEMPLATE = """<!DOCTYPE html>
 {% if overall %}
 <section id="results">
   <h2>Results per metric and arm</h2>
-  <figure><img id="plot-forest" alt="Forest plot of each arm's lift per metric" src="{{ plots['plot-forest'] }}">
+  <figure><img id="plot-forest" alt="Forest plot of each arm's lift per metric"
+src="{{ plots['plot-forest'] }}">
   <figcaption>Point estimate and confidence interval of each arm's lift against {{ d.control }};
   colour = decision.</figcaption></figure>
   <table>
@@ -805,17 +939,22 @@ TEMPLATE = """<!DOCTYPE html>
     <th class="n">P(better)</th><th class="n">power</th><th>decision</th></tr></thead>
     <tbody>
     {% for r in overall %}
-    <tr><td>{{ r.metric }}{% if r.metric_role %} <span class="muted">({{ r.metric_role }})</span>{% endif %}</td>
+    <tr><td>{{ r.metric }}{% if r.metric_role %} <span class="muted">({{ r.metric_role }})</span>{
+% endif %}</td>
       <td>{{ r.arm }}</td>
-      <td class="n">{{ r.control_mean | num(4) }}</td><td class="n">{{ r.treatment_mean | num(4) }}</td>
+      <td class="n">{{ r.control_mean | num(4) }}</td><td class="n">{{ r.treatment_mean | num(4) }}<
+/td>
       {% if r.get('effect_scale', 'relative') == 'absolute' %}
-      <td class="n">{{ r.estimate | num(4) }}</td><td class="n">[{{ r.ci_low | num(4) }}, {{ r.ci_high | num(4) }}]</td>
+      <td class="n">{{ r.estimate | num(4) }}</td><
+td class="n">[{{ r.ci_low | num(4) }}, {{ r.ci_high | num(4) }}]</td>
       {% else %}
-      <td class="n">{{ r.estimate | pct(1, True) }}</td><td class="n">[{{ r.ci_low | pct(1, True) }}, {{ r.ci_high | pct(1, True) }}]</td>
+      <td class="n">{{ r.estimate | pct(1, True) }}</td><
+td class="n">[{{ r.ci_low | pct(1, True) }}, {{ r.ci_high | pct(1, True) }}]</td>
       {% endif %}
       <td class="n">{{ r.p_value | pval }}</td><td class="n">{{ r.p_value_adjusted | pval }}</td>
       <td class="n">{{ r.chance_to_win | pct(1) }}</td><td class="n">{{ r.power | pct(0) }}</td>
-      <td><span class="badge" style="background: {{ decision_colors.get(r.decision, '#57606a') }}">{{ r.decision | label }}</span>
+      <td><span class="badge" style="background: {{ decision_colors.get(r.decision, '#57606a') }}">{
+{ r.decision | label }}</span>
         <div class="muted">{{ r.decision_reason }}</div></td></tr>
     {% endfor %}
     </tbody>
@@ -826,7 +965,8 @@ TEMPLATE = """<!DOCTYPE html>
 {% if plots['plot-heatmap'] %}
 <section id="segments">
   <h2>Lift by segment</h2>
-  <figure><img id="plot-heatmap" alt="Heatmap of the primary metric's lift per segment and arm" src="{{ plots['plot-heatmap'] }}">
+  <figure><img id="plot-heatmap" alt="Heatmap of the primary metric's lift per segment and arm"
+src="{{ plots['plot-heatmap'] }}">
   <figcaption>* adjusted p &lt; α (adjusted across arms × metrics × segments). Segment results are
   for exploration; the decision rests on the overall result.</figcaption></figure>
 </section>
@@ -835,9 +975,11 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="funnel">
   <h2>Funnel per arm</h2>
   {% if plots['plot-funnel'] %}
-  <figure><img id="plot-funnel" alt="Funnel from delivered to conversion per arm" src="{{ plots['plot-funnel'] }}">
+  <figure><img id="plot-funnel" alt="Funnel from delivered to conversion per arm"
+src="{{ plots['plot-funnel'] }}">
   <figcaption>Customers reaching each stage (at least one event), as a share of customers assigned;
-  {{ d.events | num }} accepted events ({{ d.freshness.get('event_sources') or 'no source' }}).</figcaption></figure>
+  {{ d.events | num }} accepted events ({{ d.freshness.get('event_sources') or 'no source'
+}}).</figcaption></figure>
   {% else %}<p class="muted">No outcome events yet.</p>{% endif %}
 </section>
 
@@ -845,7 +987,8 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="srm">
   <h2>Sample ratio check</h2>
   {% if plots['plot-srm'] %}
-  <figure><img id="plot-srm" alt="Observed versus expected customers per arm" src="{{ plots['plot-srm'] }}"></figure>
+  <figure><img id="plot-srm" alt="Observed versus expected customers per arm"
+src="{{ plots['plot-srm'] }}"></figure>
   {% if srm_p is not none %}
   <p>{% if srm_p < 0.001 %}<span class="badge" style="background:#8250df">mismatch</span>
     The arm sizes do not match the configured weights (χ² p = {{ srm_p | pval }} &lt; 0.001):
@@ -859,11 +1002,15 @@ TEMPLATE = """<!DOCTYPE html>
   <h2>Data freshness</h2>
   <table>
     <tr><th>run id</th><td><code>{{ d.run.get('invocation_id') or '—' }}</code></td></tr>
-    <tr><th>last command</th><td>{{ d.run.get('command') or '—' }}{% if d.run.get('generated_at') %} at {{ d.run.generated_at }}{% endif %}
-      {%- if d.run.get('nodes') %} ({{ d.run.nodes }} nodes, {{ d.run.failed }} failed){% endif %}</td></tr>
+    <tr><th>last command</th><td>{{ d.run.get('command') or '—' }}{
+% if d.run.get('generated_at') %} at {{ d.run.generated_at }}{% endif %}
+      {%- if d.run.get('nodes') %} ({{ d.run.nodes }} nodes, {{ d.run.failed }} failed){% endif %}<
+/td></tr>
     <tr><th>database written</th><td>{{ d.freshness.get('database_modified') or '—' }}</td></tr>
     <tr><th>last assignment</th><td>{{ d.freshness.get('last_assigned_at') or '—' }}</td></tr>
-    <tr><th>events</th><td>{{ d.events | num }}{% if d.freshness.get('first_event_at') %}, {{ d.freshness.first_event_at }} → {{ d.freshness.last_event_at }}{% endif %}</td></tr>
+    <tr><th>events</th><td>{{ d.events | num }}{
+% if d.freshness.get('first_event_at') %}, {{ d.freshness.first_event_at }} → {{
+d.freshness.last_event_at }}{% endif %}</td></tr>
   </table>
 </section>
 </div>
@@ -871,12 +1018,15 @@ TEMPLATE = """<!DOCTYPE html>
 {% if plots['plot-power'] %}
 <section id="power">
   <h2>Power achieved vs needed</h2>
-  <figure><img id="plot-power" alt="Achieved power per arm and metric" src="{{ plots['plot-power'] }}"></figure>
+  <figure><img id="plot-power" alt="Achieved power per arm and metric"
+src="{{ plots['plot-power'] }}"></figure>
   <table><thead><tr><th>arm</th><th>metric</th><th class="n">MDE (relative)</th>
-    <th class="n">customers per arm</th><th class="n">needed per arm</th><th class="n">power</th></tr></thead>
+    <th class="n">customers per arm</th><th class="n">needed per arm</th><th class="n">power</th><
+/tr></thead>
   <tbody>{% for r in power_rows %}<tr><td>{{ r.arm }}</td><td>{{ r.metric }}</td>
     <td class="n">{{ r.mde | pct(0) }}</td><td class="n">{{ r.n | num }}</td>
-    <td class="n">{{ r.needed | num }}</td><td class="n">{{ r.power | pct(0) }}</td></tr>{% endfor %}</tbody></table>
+    <td class="n">{{ r.needed | num }}</td><td class="n">{{ r.power | pct(0) }}</td></tr>{
+% endfor %}</tbody></table>
   <p class="note">"Needed" is the two-proportion sample size for the metric's MDE at the observed
   control rate, α divided by the number of comparisons, and {{ d.min_power | pct(0) }} power.</p>
 </section>
@@ -885,12 +1035,16 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="safety">
   <h2>Safety outcomes</h2>
   {% if plots['plot-safety'] %}
-  <figure><img id="plot-safety" alt="Safety checks passed and blocked" src="{{ plots['plot-safety'] }}"></figure>
+  <figure><img id="plot-safety" alt="Safety checks passed and blocked"
+src="{{ plots['plot-safety'] }}"></figure>
   {% if blocked %}
   <h3>Blocked ({{ blocked | length }})</h3>
-  <table><thead><tr><th>variant</th><th>segment</th><th>tone</th><th>check</th><th class="n">severity</th><th>reason</th></tr></thead>
-  <tbody>{% for b in blocked %}<tr><td>{{ b.variant_id }}</td><td>{{ b.segment_id or '—' }}</td><td>{{ b.tone or '—' }}</td>
-    <td>{{ b.check }}</td><td class="n">{{ b.severity }}</td><td>{{ b.reason }}</td></tr>{% endfor %}</tbody></table>
+  <table><thead><tr><th>variant</th><th>segment</th><th>tone</th><th>check</th><
+th class="n">severity</th><th>reason</th></tr></thead>
+  <tbody>{% for b in blocked %}<tr><td>{{ b.variant_id }}</td><td>{{ b.segment_id or '—' }}</td><
+td>{{ b.tone or '—' }}</td>
+    <td>{{ b.check }}</td><td class="n">{{ b.severity }}</td><td>{{ b.reason }}</td></tr>{
+% endfor %}</tbody></table>
   {% else %}<p>Every variant passed every check.</p>{% endif %}
   {% else %}<p class="muted">No safety screenings yet.</p>{% endif %}
 </section>
@@ -904,7 +1058,8 @@ TEMPLATE = """<!DOCTYPE html>
   <h3>{{ title }}</h3>
   <div class="grid">
   {% for v in group %}
-    <div class="variant"><div><b>{{ v.tone }}</b> <span class="muted">{{ v.variant_id }}</span></div>
+    <div class="variant"><div><b>{{ v.tone }}</b> <span class="muted">{{ v.variant_id }}</span><
+/div>
       <div class="subject">{{ v.subject }}</div>
       <div class="body">{{ v.body }}</div>
       {% if v.sources %}<div class="muted" style="margin-top:6px">Sources</div>
@@ -920,20 +1075,32 @@ TEMPLATE = """<!DOCTYPE html>
   <h2>Provider calls, tokens and cost</h2>
   {% if calls %}
   <div class="kpis">
-    <div class="kpi"><div class="v">{{ calls.run.calls | num }}</div><div class="k">calls in run</div></div>
-    <div class="kpi"><div class="v">{{ calls.run.cache_hits | num }}</div><div class="k">cache hits</div></div>
-    <div class="kpi"><div class="v">{{ calls.run.input_tokens | num }}</div><div class="k">input tokens</div></div>
-    <div class="kpi"><div class="v">{{ calls.run.output_tokens | num }}</div><div class="k">output tokens</div></div>
-    <div class="kpi"><div class="v">${{ calls.run.cost_usd | num(4) }}</div><div class="k">cost of run</div></div>
-    <div class="kpi"><div class="v">${{ calls.all.cost_usd | num(4) }}</div><div class="k">cost, all {{ calls.builds }} builds</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.calls | num }}</div><
+div class="k">calls in run</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.cache_hits | num }}</div><
+div class="k">cache hits</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.input_tokens | num }}</div><
+div class="k">input tokens</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.output_tokens | num }}</div><
+div class="k">output tokens</div></div>
+    <div class="kpi"><div class="v">${{ calls.run.cost_usd | num(4) }}</div><
+div class="k">cost of run</div></div>
+    <div class="kpi"><div class="v">${{ calls.all.cost_usd | num(4) }}</div><
+div class="k">cost, all {{ calls.builds }} builds</div></div>
   </div>
-  <table><thead><tr><th>step</th><th>provider</th><th>model</th><th class="n">calls</th><th class="n">cache hits</th>
-    <th class="n">input tokens</th><th class="n">output tokens</th><th class="n">cost (USD)</th><th class="n">avg latency (ms)</th><th class="n">failed</th></tr></thead>
-  <tbody>{% for r in calls.rows %}<tr><td>{{ r.step }}</td><td>{{ r.provider }}</td><td>{{ r.model }}</td>
-    <td class="n">{{ r.calls | num }}</td><td class="n">{{ r.cache_hits | num }}</td><td class="n">{{ r.input_tokens | num }}</td>
+  <table><thead><tr><th>step</th><th>provider</th><th>model</th><th class="n">calls</th><
+th class="n">cache hits</th>
+    <th class="n">input tokens</th><th class="n">output tokens</th><th class="n">cost (USD)</th><
+th class="n">avg latency (ms)</th><th class="n">failed</th></tr></thead>
+  <tbody>{% for r in calls.rows %}<tr><td>{{ r.step }}</td><td>{{ r.provider }}</td><td>{
+{ r.model }}</td>
+    <td class="n">{{ r.calls | num }}</td><td class="n">{{ r.cache_hits | num }}</td><td class="n">{
+{ r.input_tokens | num }}</td>
     <td class="n">{{ r.output_tokens | num }}</td><td class="n">{{ r.cost_usd | num(4) }}</td>
-    <td class="n">{{ r.avg_latency_ms | num(1) }}</td><td class="n">{{ r.failed | num }}</td></tr>{% endfor %}</tbody></table>
-  <p class="note">Build <code>{{ calls.run_id }}</code>; the <code>llm_calls</code> table keeps every build's calls.</p>
+    <td class="n">{{ r.avg_latency_ms | num(1) }}</td><td class="n">{{ r.failed | num }}</td></tr>{
+% endfor %}</tbody></table>
+  <p class="note">Build <code>{{ calls.run_id }}<
+/code>; the <code>llm_calls</code> table keeps every build's calls.</p>
   {% else %}<p class="muted">No provider calls recorded yet.</p>{% endif %}
 </section>
 {% endif %}

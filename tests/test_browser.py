@@ -48,11 +48,23 @@ class Browser:
             os.dup2(write_end, 4)
 
         self.process = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-             "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-             "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=wire_fds, close_fds=False,
+            [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=wire_fds,
+            close_fds=False,
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -61,8 +73,9 @@ class Browser:
         self._next_id = 0
         threading.Thread(target=self._read, daemon=True).start()
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.send("Target.attachToTarget",
-                                 {"targetId": target, "flatten": True})["sessionId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
 
     def _read(self) -> None:
         buffer = b""
@@ -72,8 +85,14 @@ class Browser:
             for message in messages:
                 self._messages.put(json.loads(message))
 
-    def send(self, method: str, params: dict | None = None, *, session: bool = False,
-             timeout: float = 20.0) -> dict[str, Any]:
+    def send(
+        self,
+        method: str,
+        params: dict | None = None,
+        *,
+        session: bool = False,
+        timeout: float = 20.0,
+    ) -> dict[str, Any]:
         """Send one command and wait for its result (events seen meanwhile are kept)."""
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
@@ -96,8 +115,7 @@ class Browser:
             for event in self.events:
                 if event.get("method") == method:
                     return event
-            self.events.append(
-                self._messages.get(timeout=max(deadline - time.monotonic(), 0.01)))
+            self.events.append(self._messages.get(timeout=max(deadline - time.monotonic(), 0.01)))
 
     def close(self) -> None:
         self.process.kill()
@@ -137,8 +155,9 @@ def load(browser: Browser, url: str) -> None:
 
 
 def evaluate(browser: Browser, expression: str) -> Any:
-    result = browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
-                          session=True)
+    result = browser.send(
+        "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=True
+    )
     return result["result"].get("value")
 
 
@@ -164,9 +183,11 @@ def test_report_renders_in_chromium_with_every_plot(
 
     # A full-page screenshot for people to look at, in this repository's target/ folder.
     height = evaluate(browser, "document.documentElement.scrollHeight")
-    browser.send("Emulation.setDeviceMetricsOverride",
-                 {"width": 1280, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
-                 session=True)
+    browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1280, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
+        session=True,
+    )
     shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=True)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
@@ -177,8 +198,10 @@ def test_report_renders_in_chromium_with_every_plot(
 def test_console_error_detection_works(tmp_path: Path, browser: Browser) -> None:
     # The check above must be able to fail: a broken page is caught.
     page = tmp_path / "broken.html"
-    page.write_text("<html><body><script>throw new Error('boom')</script>"
-                    "<img src='missing.png'></body></html>", encoding="utf-8")
+    page.write_text(
+        "<html><body><script>throw new Error('boom')</script><img src='missing.png'></body></html>",
+        encoding="utf-8",
+    )
     load(browser, page.as_uri())
     time.sleep(0.3)  # the failed image load is logged just after the load event
     errors = console_errors(browser.events)

@@ -26,8 +26,12 @@ def sample_pii() -> tuple[frozenset[str], frozenset[str]]:
     with (ROOT / "seeds" / "customers.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     emails = frozenset(r["email"].strip().lower() for r in rows if "@" in r["email"])
-    names = {n for r in rows for n in (r["first_name"].strip(), r["first_name"].strip().title())
-             if len(n) > 1}
+    names = {
+        n
+        for r in rows
+        for n in (r["first_name"].strip(), r["first_name"].strip().title())
+        if len(n) > 1
+    }
     # Names that are also words of a city ("San Diego", "Madison") are not evidence of a leak.
     city_words = {w.lower() for r in rows for w in re.findall(r"[A-Za-z']+", r["city"])}
     return emails, frozenset(n for n in names if n.lower() not in city_words)
@@ -56,8 +60,11 @@ def read_back(path: Path, fmt: str, partitioned: bool) -> tuple[int, int]:
     try:
         glob = str(path / "**" / f"*.{fmt}") if partitioned else str(path)
         hive = str(partitioned).lower()
-        reader = (f"read_parquet('{glob}', hive_partitioning = {hive})" if fmt == "parquet"
-                  else f"read_csv('{glob}', header = true, hive_partitioning = {hive})")
+        reader = (
+            f"read_parquet('{glob}', hive_partitioning = {hive})"
+            if fmt == "parquet"
+            else f"read_csv('{glob}', header = true, hive_partitioning = {hive})"
+        )
         duck = db.fetch(f"select count(*) from {reader}")[1][0][0]
     finally:
         db.close()
@@ -88,13 +95,21 @@ def test_every_table_exports_to_parquet_with_the_database_row_counts(
     sample_build: Path, parquet_export
 ) -> None:
     tables = all_tables(sample_build)
-    assert {"dim_customer", "dim_segment", "dim_variant", "fact_assignment", "fact_event",
-            "experiment_results"} <= set(tables)
+    assert {
+        "dim_customer",
+        "dim_segment",
+        "dim_variant",
+        "fact_assignment",
+        "fact_event",
+        "experiment_results",
+    } <= set(tables)
     counts = database_counts(sample_build, tables)
     assert parquet_export.rows == counts
     for table in parquet_export.tables:
         assert read_back(parquet_export.out_dir / table.path, "parquet", False) == (
-            counts[table.name], counts[table.name]), table.name
+            counts[table.name],
+            counts[table.name],
+        ), table.name
     manifest = json.loads((parquet_export.out_dir / MANIFEST_NAME).read_text())
     assert {n: t["rows"] for n, t in manifest["tables"].items()} == counts
     columns = {c["name"]: c for c in manifest["tables"]["dim_customer"]["columns"]}
@@ -124,20 +139,28 @@ def test_star_schema_is_consistent(sample_build: Path) -> None:
 
 def test_csv_partitioned_export_round_trips(sample_build: Path, tmp_path: Path) -> None:
     tables = ["fact_assignment", "dim_customer", "experiment_results", "llm_calls"]
-    result = export_tables(sample_build / "cpo.duckdb", load_manifest(sample_build / "target"),
-                           out_dir=tmp_path / "csv", fmt="csv", tables=tables,
-                           partition_by="segment_id")
+    result = export_tables(
+        sample_build / "cpo.duckdb",
+        load_manifest(sample_build / "target"),
+        out_dir=tmp_path / "csv",
+        fmt="csv",
+        tables=tables,
+        partition_by="segment_id",
+    )
     counts = database_counts(sample_build, tables)
     by_name = {t.name: t for t in result.tables}
     assert by_name["fact_assignment"].partition_by == "segment_id"
     assert by_name["llm_calls"].partition_by is None  # no such column: one file
     assert by_name["llm_calls"].path == "llm_calls.csv"
     assert sorted(p.name for p in (tmp_path / "csv" / "dim_customer").iterdir())[0].startswith(
-        "segment_id=")
+        "segment_id="
+    )
     for name, table in by_name.items():
         partitioned = table.partition_by is not None
         assert read_back(tmp_path / "csv" / table.path, "csv", partitioned) == (
-            counts[name], counts[name]), name
+            counts[name],
+            counts[name],
+        ), name
 
 
 def test_exports_without_include_pii_hold_no_sample_emails_or_names(
@@ -154,8 +177,14 @@ def test_exports_without_include_pii_hold_no_sample_emails_or_names(
         text = pd.read_parquet(parquet_export.out_dir / table.path).to_csv(index=False)
         assert find_pii(text) == [], table.name
     # The scan can fail: with include_pii the same export does hold them.
-    leaky = export_tables(database, manifest, out_dir=tmp_path / "pii", fmt="csv",
-                          tables=["dim_customer", "messages"], include_pii=True)
+    leaky = export_tables(
+        database,
+        manifest,
+        out_dir=tmp_path / "pii",
+        fmt="csv",
+        tables=["dim_customer", "messages"],
+        include_pii=True,
+    )
     assert find_pii((leaky.out_dir / "dim_customer.csv").read_text(encoding="utf-8"))
     assert find_pii((leaky.out_dir / "messages.csv").read_text(encoding="utf-8"))
 
@@ -166,27 +195,40 @@ def test_pii_is_hashed_like_hash_id_or_dropped(
     monkeypatch.setenv("CPO_TEST_SALT", "s3cret")
     manifest = load_manifest(sample_build / "target")
     database = sample_build / "cpo.duckdb"
-    export_tables(database, manifest, out_dir=tmp_path / "h", tables=["dim_customer"],
-                  salt_env="CPO_TEST_SALT")
+    export_tables(
+        database,
+        manifest,
+        out_dir=tmp_path / "h",
+        tables=["dim_customer"],
+        salt_env="CPO_TEST_SALT",
+    )
     hashed = pd.read_parquet(tmp_path / "h" / "dim_customer.parquet")
     raw = pd.read_parquet(
-        export_tables(database, manifest, out_dir=tmp_path / "raw", tables=["dim_customer"],
-                      include_pii=True).out_dir / "dim_customer.parquet")
+        export_tables(
+            database, manifest, out_dir=tmp_path / "raw", tables=["dim_customer"], include_pii=True
+        ).out_dir
+        / "dim_customer.parquet"
+    )
     merged = hashed.merge(raw, on="customer_id", suffixes=("_h", "_raw"))
     expected = merged["email_raw"].map(lambda e: hash_id(e, "CPO_TEST_SALT"))
     assert (merged["email_h"] == expected).all()
     assert (merged["customer_id"] == raw["customer_id"]).all()  # ids are not PII: kept
 
-    dropped = export_tables(database, manifest, out_dir=tmp_path / "d", tables=["dim_customer"],
-                            pii_mode="drop")
+    dropped = export_tables(
+        database, manifest, out_dir=tmp_path / "d", tables=["dim_customer"], pii_mode="drop"
+    )
     columns = list(pd.read_parquet(tmp_path / "d" / "dim_customer.parquet").columns)
     assert "email" not in columns and "first_name" not in columns and "city" in columns
     assert {c.name: c.pii for c in dropped.tables[0].columns}["email"] == "dropped"
 
 
 def test_pii_columns_come_from_schema_yml_and_their_names() -> None:
-    manifest = {"nodes": {"a": {"columns": {"email": {"meta": {"pii": True}}, "x": {}}},
-                          "b": {"columns": {"note": {"meta": {"pii": True}}}}}}
+    manifest = {
+        "nodes": {
+            "a": {"columns": {"email": {"meta": {"pii": True}}, "x": {}}},
+            "b": {"columns": {"note": {"meta": {"pii": True}}}},
+        }
+    }
     assert pii_columns(manifest, "a", ["email", "x"]) == {"email"}
     # a table that did not declare it still treats a column named like a PII column as PII
     assert pii_columns(manifest, "c", ["email", "note", "y"]) == {"email", "note"}
@@ -197,35 +239,50 @@ def test_unknown_table_is_a_clear_error_and_writes_nothing(
 ) -> None:
     out = tmp_path / "out"
     with pytest.raises(UsageError) as error:
-        export_tables(sample_build / "cpo.duckdb", load_manifest(sample_build / "target"),
-                      out_dir=out, tables=["dim_customer", "no_such_table"])
+        export_tables(
+            sample_build / "cpo.duckdb",
+            load_manifest(sample_build / "target"),
+            out_dir=out,
+            tables=["dim_customer", "no_such_table"],
+        )
     assert str(error.value).startswith(
-        "cannot export 'no_such_table': no such table in cpo.duckdb; available: ")
+        "cannot export 'no_such_table': no such table in cpo.duckdb; available: "
+    )
     assert not out.exists()
 
 
 def test_unsupported_format_is_a_clear_error(sample_build: Path, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"^unsupported export format 'xlsx'; use one of: "
-                                         r"parquet, csv$"):
+    with pytest.raises(
+        UsageError,
+        match=r"^unsupported export format 'xlsx'; use one of: "
+        r"parquet, csv$",
+    ):
         export_tables(sample_build / "cpo.duckdb", {}, out_dir=tmp_path / "out", fmt="xlsx")
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_partition_column_is_a_clear_error(sample_build: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="none of the exported tables has that column"):
-        export_tables(sample_build / "cpo.duckdb", {}, out_dir=tmp_path / "out",
-                      tables=["dim_segment"], partition_by="nope")
+        export_tables(
+            sample_build / "cpo.duckdb",
+            {},
+            out_dir=tmp_path / "out",
+            tables=["dim_segment"],
+            partition_by="nope",
+        )
 
 
 def test_unwritable_directory_is_a_clear_error(sample_build: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(UsageError) as error:
-        export_tables(sample_build / "cpo.duckdb", {}, out_dir=blocker / "export",
-                      tables=["dim_segment"])
+        export_tables(
+            sample_build / "cpo.duckdb", {}, out_dir=blocker / "export", tables=["dim_segment"]
+        )
     assert str(error.value) == (
         f"cannot write the export to {blocker / 'export'}: Not a directory; "
-        "choose a writable folder with --out")
+        "choose a writable folder with --out"
+    )
 
 
 def test_export_before_any_build_is_a_clear_error(tmp_path: Path) -> None:

@@ -34,11 +34,22 @@ def editable_copy(sample_build: Path, destination: Path) -> Path:
 def test_report_has_every_section_and_plot(report_html: str, sample_build: Path) -> None:
     for plot in PLOT_IDS:
         assert re.search(rf'<img id="{plot}" [^>]*src="data:image/svg\+xml;base64,', report_html)
-    for section in ("decision", "results", "segments", "funnel", "srm", "freshness", "power",
-                    "safety", "variants", "calls"):
+    for section in (
+        "decision",
+        "results",
+        "segments",
+        "funnel",
+        "srm",
+        "freshness",
+        "power",
+        "safety",
+        "variants",
+        "calls",
+    ):
         assert f'id="{section}"' in report_html
-    run_id = json.loads((sample_build / "target" / "run_results.json").read_text())[
-        "metadata"]["invocation_id"]
+    run_id = json.loads((sample_build / "target" / "run_results.json").read_text())["metadata"][
+        "invocation_id"
+    ]
     assert run_id in report_html
     assert "Decision: " in report_html and "exp_2026_winter" in report_html
 
@@ -59,7 +70,8 @@ def test_report_resolves_citations_to_titles(report_html: str, sample_build: Pat
     db = Database(sample_build / "cpo.duckdb", read_only=True)
     try:
         _, rows = db.fetch("""
-            select d.title, d.document_id from approved_variants a join variants v using (variant_id),
+            select d.title, d.document_id
+            from approved_variants a join variants v using (variant_id),
                 unnest(v.citations) as c(document_id) join stg_content d using (document_id)
             limit 1""")
     finally:
@@ -72,8 +84,10 @@ def test_report_escapes_text_from_the_database(sample_build: Path, tmp_path: Pat
     project = editable_copy(sample_build, tmp_path / "p")
     db = Database(project / "cpo.duckdb")
     try:
-        db.execute("update variants set subject = '<script>alert(1)</script>' "
-                   "where variant_id in (select variant_id from approved_variants)")
+        db.execute(
+            "update variants set subject = '<script>alert(1)</script>' "
+            "where variant_id in (select variant_id from approved_variants)"
+        )
     finally:
         db.close()
     html = write_report(Project.load(project).config).read_text(encoding="utf-8")
@@ -120,19 +134,35 @@ def data_with(rows: list[dict]) -> ReportData:
     frame = pd.DataFrame(rows)
     for column in ("segment_id",):
         frame[column] = None
-    return ReportData(project="p", experiment_id="e", control="control", alpha=0.05,
-                      min_power=0.8, generated_at="now", run={}, has_database=True,
-                      results=frame)
+    return ReportData(
+        project="p",
+        experiment_id="e",
+        control="control",
+        alpha=0.05,
+        min_power=0.8,
+        generated_at="now",
+        run={},
+        has_database=True,
+        results=frame,
+    )
 
 
 def row(arm: str, decision: str, estimate: float, metric: str = "open_rate") -> dict:
-    return {"experiment_id": "e", "metric": metric, "metric_role": "primary", "arm": arm,
-            "estimate": estimate, "decision": decision, "decision_reason": f"{arm} reason"}
+    return {
+        "experiment_id": "e",
+        "metric": metric,
+        "metric_role": "primary",
+        "arm": arm,
+        "estimate": estimate,
+        "decision": decision,
+        "decision_reason": f"{arm} reason",
+    }
 
 
 def test_verdict_ships_the_best_shippable_arm() -> None:
-    result = verdict(data_with([row("a", "ship", 0.05), row("b", "ship", 0.09),
-                                row("c", "no_ship", 0.2)]))
+    result = verdict(
+        data_with([row("a", "ship", 0.05), row("b", "ship", 0.09), row("c", "no_ship", 0.2)])
+    )
     assert (result.decision, result.title) == ("ship", "Ship b")
     assert result.reasons[0] == "a: ship: a reason"
 
@@ -143,7 +173,11 @@ def test_verdict_is_invalid_when_any_arm_is_invalid() -> None:
 
 
 def test_verdict_is_inconclusive_or_no_ship_otherwise() -> None:
-    assert verdict(data_with([row("a", "no_ship", 0.0), row("b", "no_ship", 0.0)])).decision \
+    assert (
+        verdict(data_with([row("a", "no_ship", 0.0), row("b", "no_ship", 0.0)])).decision
         == "no_ship"
-    assert verdict(data_with([row("a", "no_ship", 0.0), row("b", "inconclusive", 0.1)])
-                   ).decision == "inconclusive"
+    )
+    assert (
+        verdict(data_with([row("a", "no_ship", 0.0), row("b", "inconclusive", 0.1)])).decision
+        == "inconclusive"
+    )
