@@ -306,8 +306,8 @@ class CallLayer:
             outcomes = list(pool.map(one, requests))
         if breaker.open:
             raise ProviderError(
-                f"step {step!r} stopped: {breaker.reason}. Results obtained so far are cached; "
-                "fix the cause and rebuild to resume",
+                f"step {step!r} stopped: {breaker.reason.rstrip('.')}. Results obtained so far are "
+                "cached; fix the cause and rebuild to resume",
                 node=step,
             )
         return outcomes

@@ -81,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, selecting, running],
         help="what a build would call and cost (no service is called)",
     )
+    report = add("report", parents=[common], help="write the HTML experiment report")
+    report.add_argument("--out", help="file to write (default: target/report.html)")
+    export = add("export", parents=[common], help="export tables to Parquet or CSV for BI")
+    export.add_argument(
+        "--format", choices=None, default="parquet", help="parquet (default) or csv"
+    )
+    export.add_argument("-s", "--select", nargs="+", help="tables to export (default: all)")
+    export.add_argument("--out", help="folder to write (default: target/export)")
+    export.add_argument("--partition-by", help="column to partition each table by")
+    export.add_argument(
+        "--include-pii",
+        action="store_true",
+        help="export PII columns as they are (default: hashed)",
+    )
+    add("docs", parents=[common], help="write the documentation site to target/docs/")
     add("clean", parents=[common], help="delete target/ and logs/")
     return parser
 
@@ -317,6 +332,35 @@ def _cell(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
+def _report(args: argparse.Namespace, console: Console) -> int:
+    path = _project(args, console).report(args.out)
+    console.print(f"Report written to {path}")
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    result = _project(args, console).export(
+        args.format,
+        args.select,
+        args.out,
+        partition_by=args.partition_by,
+        include_pii=args.include_pii,
+    )
+    for table in result.tables:
+        console.print(f"{escape(table.name)}: {table.rows:,} rows -> {table.path}")
+    console.print(
+        f"Exported {len(result.tables)} table(s) as {result.format} to {result.out_dir}; "
+        f"manifest: {result.manifest_path}"
+    )
+    return EXIT_OK
+
+
+def _docs(args: argparse.Namespace, console: Console) -> int:
+    path = _project(args, console).docs()
+    console.print(f"Documentation written to {path}")
+    return EXIT_OK
+
+
 def _clean(args: argparse.Namespace, console: Console) -> int:
     for path in _project(args, console).clean():
         console.print(f"removed {path}")
@@ -332,6 +376,9 @@ COMMANDS = {
     "ls": _ls,
     "show": _show,
     "plan": _plan,
+    "report": _report,
+    "export": _export,
+    "docs": _docs,
     "clean": _clean,
 }
 

@@ -338,8 +338,8 @@ INDEX = """<!DOCTYPE html>
 {% if not has_database %}<section><b>No built database yet</b>: row counts and column types
 appear after <code>python runner.py build</code>.</section>{% endif %}
 <section id="lineage"><h2>Lineage</h2>
-<p class="legend">{% for t, c in colors.items() %}<span><
-span class="tag" style="background:{{ c }}">{{ labels[t] }}</span></span>{% endfor %}
+<p class="legend">{% for t, c in colors.items() %}<span>
+<span class="tag" style="background:{{ c }}">{{ labels[t] }}</span></span>{% endfor %}
 <span class="muted">sources at the top, arrows point downstream · dashed: ephemeral · click a
 node for its page</span></p>
 <div class="lineage">
@@ -349,31 +349,31 @@ height="{{ layout.height }}"
 <defs><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7"
 orient="auto">
 <path d="M0,0 L8,4 L0,8 z" fill="#8c959f"/></marker></defs>
-{% for parent, child in layout.edges %}<
-path class="edge" data-from="{{ parent }}" data-to="{{ child }}"
+{% for parent, child in layout.edges %}
+<path class="edge" data-from="{{ parent }}" data-to="{{ child }}"
 d="{{ edge_path(layout, parent, child) }}"
   fill="none" stroke="#8c959f" stroke-width="1.2" marker-end="url(#arrow)"/>
 {% endfor %}
-{% for box in layout.boxes.values() %}<a href="nodes/{{ box.name | slug }}.html"><
-g class="node" id="node-{{ box.name | slug }}">
+{% for box in layout.boxes.values() %}<a href="nodes/{{ box.name | slug }}.html">
+<g class="node" id="node-{{ box.name | slug }}">
 <title>{{ box.name }} ({{ labels.get(box.resource_type, box.resource_type) }})</title>
 <rect x="{{ box.x }}" y="{{ box.y }}" width="176" height="28" rx="6"
 fill="{{ colors.get(box.resource_type, '#57606a') }}"
   {% if box.ephemeral %}fill-opacity="0.55" stroke="#24292f" stroke-dasharray="4 3"{% endif %}/>
-<text x="{{ box.x + 8 }}" y="{{ box.y + 18 }}">{
-{ box.name if box.name | length <= 24 else box.name[:23] ~ '…' }}</text></g></a>
+<text x="{{ box.x + 8 }}" y="{{ box.y + 18 }}">
+{{ box.name if box.name | length <= 24 else box.name[:23] ~ '…' }}</text></g></a>
 {% endfor %}
 </svg></div></section>
 <section id="nodes"><h2>Nodes</h2>
-<table><thead><tr><th>node</th><th>type</th><th>materialized</th><th class="n">rows</th><
-th class="n">columns</th><th class="n">tests</th><th>description</th></tr></thead>
-<tbody>{% for p in pages.values() | sort(attribute='name') %}<tr><td><
-a href="nodes/{{ p.name | slug }}.html">{{ p.name }}</a></td>
+<table><thead><tr><th>node</th><th>type</th><th>materialized</th><th class="n">rows</th>
+<th class="n">columns</th><th class="n">tests</th><th>description</th></tr></thead>
+<tbody>{% for p in pages.values() | sort(attribute='name') %}<tr><td>
+<a href="nodes/{{ p.name | slug }}.html">{{ p.name }}</a></td>
 <td>{{ labels.get(p.type, p.type) }}</td><td>{{ p.materialized }}</td>
-<td class="n">{{ '{:,}'.format(p.rows) if p.rows is not none else '—' }}</td><td class="n">{
-{ p.columns | length }}</td>
-<td class="n">{{ p.tests | length }}</td><td>{{ p.description | truncate(140) }}</td></tr>{
-% endfor %}</tbody></table>
+<td class="n">{{ '{:,}'.format(p.rows) if p.rows is not none else '—' }}</td><td class="n">
+{{ p.columns | length }}</td>
+<td class="n">{{ p.tests | length }}</td><td>{{ p.description | truncate(140) }}</td></tr>
+{% endfor %}</tbody></table>
 </section></main></body></html>
 """
 
@@ -382,36 +382,36 @@ NODE = """<!DOCTYPE html>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>{{ page.name }} · {{ project }} docs</title><style>{{ css | safe }}</style></head>
 <body><header><h1>{{ page.name }}</h1>
-<div class="meta"><a href="../index.html">{{ project }}<
-/a> · {{ labels.get(page.type, page.type) }} ·
+<div class="meta"><a href="../index.html">{{ project }}
+</a> · {{ labels.get(page.type, page.type) }} ·
 {{ page.materialized }} · <code>{{ page.path }}</code></div></header>
 <main>
 <section id="about"><h2>Description</h2>
 <p>{{ page.description or 'No description yet: add one in schema.yml.' }}</p>
 <table>
-<tr><th>rows</th><td>{{ '{:,}'.format(page.rows) if page.rows is not none else 'not built' }}{
-% if page.relation %} ({{ page.relation }}){% endif %}</td></tr>
-<tr><th>depends on</th><td>{% for p in page.parents %}<a href="{{ p | slug }}.html">{{ p }}</a>{
-{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
-<tr><th>used by</th><td>{% for c in page.children %}<a href="{{ c | slug }}.html">{{ c }}</a>{
-{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
+<tr><th>rows</th><td>{{ '{:,}'.format(page.rows) if page.rows is not none else 'not built' }}
+{% if page.relation %} ({{ page.relation }}){% endif %}</td></tr>
+<tr><th>depends on</th><td>{% for p in page.parents %}<a href="{{ p | slug }}.html">{{ p }}</a>
+{{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
+<tr><th>used by</th><td>{% for c in page.children %}<a href="{{ c | slug }}.html">{{ c }}</a>
+{{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
 {% if page.tags %}<tr><th>tags</th><td>{{ page.tags | join(', ') }}</td></tr>{% endif %}
 </table></section>
 <section id="columns"><h2>Columns ({{ page.columns | length }})</h2>
 <table><thead><tr><th>column</th><th>type</th><th>description</th><th>tests</th></tr></thead><tbody>
-{% for c in page.columns %}<tr><td><code>{{ c.name }}</code>{
-% if c.pii %} <span class="tag pii">PII</span>{% endif %}</td>
-<td>{{ c.type or '—' }}</td><td>{{ c.description or ('' if c.documented else 'undocumented') }}<
-/td><td>{{ c.tests | join(', ') }}</td></tr>
+{% for c in page.columns %}<tr><td><code>{{ c.name }}</code>
+{% if c.pii %} <span class="tag pii">PII</span>{% endif %}</td>
+<td>{{ c.type or '—' }}</td><td>{{ c.description or ('' if c.documented else 'undocumented') }}
+</td><td>{{ c.tests | join(', ') }}</td></tr>
 {% endfor %}</tbody></table></section>
 <section id="tests"><h2>Data tests ({{ page.tests | length }})</h2>
-{% if page.tests %}<table><thead><tr><th>test</th><th>kind</th><th>column</th><th>severity</th><
-th>last status</th></tr></thead><tbody>
-{% for t in page.tests %}<tr><td>{{ t.name }}</td><td>{{ t.kind }}</td><td>{{ t.column or '—' }}<
-/td><td>{{ t.severity }}</td>
+{% if page.tests %}<table><thead><tr><th>test</th><th>kind</th><th>column</th><th>severity</th>
+<th>last status</th></tr></thead><tbody>
+{% for t in page.tests %}<tr><td>{{ t.name }}</td><td>{{ t.kind }}</td><td>{{ t.column or '—' }}
+</td><td>{{ t.severity }}</td>
 <td class="status-{{ t.status }}">{{ t.status }}</td></tr>{% endfor %}</tbody></table>
 {% else %}<p class="muted">No data tests.</p>{% endif %}</section>
-{% if page.sql %}<section id="sql"><h2>Compiled SQL</h2><pre>{{ page.sql }}</pre></section>{
-% endif %}
+{% if page.sql %}<section id="sql"><h2>Compiled SQL</h2><pre>{{ page.sql }}</pre></section>
+{% endif %}
 </main></body></html>
 """

@@ -319,6 +319,57 @@ class Project:
         finally:
             db.close()
 
+    def report(self, out: str | Path | None = None) -> Path:
+        """Write the self-contained HTML experiment report; return its path."""
+        from cpo.report import write_report
+
+        return write_report(self.config, Path(out) if out else None)
+
+    def export(
+        self,
+        fmt: str = "parquet",
+        select: Sequence[str] | None = None,
+        out: str | Path | None = None,
+        *,
+        partition_by: str | None = None,
+        include_pii: bool = False,
+    ) -> Any:
+        """Export tables for BI (PII hashed unless `include_pii`); return the ExportResult.
+
+        Args:
+            fmt: ``parquet`` or ``csv``.
+            select: Nodes to export (selection grammar); all built tables when None.
+            out: Folder to write into (default ``target/export``).
+            partition_by: A column to partition each table by (one folder per value).
+            include_pii: Export PII columns as they are instead of hashed.
+        """
+        from cpo.export import export_tables, load_manifest
+
+        self.compile()
+        tables = None
+        if select:
+            names, _ = self.graph().select(select)
+            tables = [n for n in names if self.graph().nodes[n].materialized != "ephemeral"]
+        return export_tables(
+            self.config.database_path,
+            load_manifest(self.config.path("target")),
+            out_dir=Path(out) if out else self.config.path("target") / "export",
+            fmt=fmt,
+            tables=tables,
+            partition_by=partition_by,
+            include_pii=include_pii,
+            salt_env=self.config.log_salt_env,
+        )
+
+    def docs(self) -> Path:
+        """Write the static documentation site under ``target/docs/``; return its index."""
+        from cpo.docs import write_docs
+        from cpo.export import load_manifest
+
+        self.compile()
+        target = self.config.path("target")
+        return write_docs(load_manifest(target), self.config.database_path, target)
+
     def clean(self) -> list[Path]:
         """Delete ``target/`` and ``logs/`` (never the database, the cache or the seeds)."""
         removed = []

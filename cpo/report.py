@@ -899,16 +899,16 @@ TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy"
       content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>Experiment report · {{ d.project }}{% if d.experiment_id %} · {{ d.experiment_id }}{
-% endif %}</title>
+<title>Experiment report · {{ d.project }}{% if d.experiment_id %} · {{ d.experiment_id }}
+{% endif %}</title>
 <style>{{ css | safe }}</style>
 </head>
 <body>
 <header>
   <h1>Experiment report{% if d.experiment_id %}: {{ d.experiment_id }}{% endif %}</h1>
   <div class="meta">{{ d.project }} · generated {{ d.generated_at }}
-    {%- if d.run.get('invocation_id') %} · run <code>{{ d.run.invocation_id }}</code>{% endif %}<
-/div>
+    {%- if d.run.get('invocation_id') %} · run <code>{{ d.run.invocation_id }}</code>{% endif %}
+</div>
 </header>
 <main>
 {% for notice in d.notices %}<div class="notice" role="status">{{ notice }}</div>{% endfor %}
@@ -920,8 +920,8 @@ TEMPLATE = """<!DOCTYPE html>
 style="border-color: {{ decision_colors.get(verdict.decision, '#57606a') }}">
   <h2>Decision: {{ verdict.title }}</h2>
   <ul>{% for reason in verdict.reasons %}<li>{{ reason }}</li>{% endfor %}</ul>
-  <p class="note">Primary metric decisions per arm against <b>{{ d.control }}<
-/b>, at α = {{ d.alpha }}
+  <p class="note">Primary metric decisions per arm against <b>{{ d.control }}
+</b>, at α = {{ d.alpha }}
   with p-values adjusted across arms × metrics; an arm is never shipped when under-powered,
   when its adjusted p ≥ α, or when a guardrail metric is significantly worse.</p>
 </section>
@@ -939,22 +939,22 @@ src="{{ plots['plot-forest'] }}">
     <th class="n">P(better)</th><th class="n">power</th><th>decision</th></tr></thead>
     <tbody>
     {% for r in overall %}
-    <tr><td>{{ r.metric }}{% if r.metric_role %} <span class="muted">({{ r.metric_role }})</span>{
-% endif %}</td>
+    <tr><td>{{ r.metric }}{% if r.metric_role %} <span class="muted">({{ r.metric_role }})</span>
+{% endif %}</td>
       <td>{{ r.arm }}</td>
-      <td class="n">{{ r.control_mean | num(4) }}</td><td class="n">{{ r.treatment_mean | num(4) }}<
-/td>
+      <td class="n">{{ r.control_mean | num(4) }}</td><td class="n">{{ r.treatment_mean | num(4) }}
+</td>
       {% if r.get('effect_scale', 'relative') == 'absolute' %}
-      <td class="n">{{ r.estimate | num(4) }}</td><
-td class="n">[{{ r.ci_low | num(4) }}, {{ r.ci_high | num(4) }}]</td>
+      <td class="n">{{ r.estimate | num(4) }}</td>
+<td class="n">[{{ r.ci_low | num(4) }}, {{ r.ci_high | num(4) }}]</td>
       {% else %}
-      <td class="n">{{ r.estimate | pct(1, True) }}</td><
-td class="n">[{{ r.ci_low | pct(1, True) }}, {{ r.ci_high | pct(1, True) }}]</td>
+      <td class="n">{{ r.estimate | pct(1, True) }}</td>
+<td class="n">[{{ r.ci_low | pct(1, True) }}, {{ r.ci_high | pct(1, True) }}]</td>
       {% endif %}
       <td class="n">{{ r.p_value | pval }}</td><td class="n">{{ r.p_value_adjusted | pval }}</td>
       <td class="n">{{ r.chance_to_win | pct(1) }}</td><td class="n">{{ r.power | pct(0) }}</td>
-      <td><span class="badge" style="background: {{ decision_colors.get(r.decision, '#57606a') }}">{
-{ r.decision | label }}</span>
+      <td><span class="badge" style="background: {{ decision_colors.get(r.decision, '#57606a') }}">
+{{ r.decision | label }}</span>
         <div class="muted">{{ r.decision_reason }}</div></td></tr>
     {% endfor %}
     </tbody>
@@ -1002,14 +1002,14 @@ src="{{ plots['plot-srm'] }}"></figure>
   <h2>Data freshness</h2>
   <table>
     <tr><th>run id</th><td><code>{{ d.run.get('invocation_id') or '—' }}</code></td></tr>
-    <tr><th>last command</th><td>{{ d.run.get('command') or '—' }}{
-% if d.run.get('generated_at') %} at {{ d.run.generated_at }}{% endif %}
-      {%- if d.run.get('nodes') %} ({{ d.run.nodes }} nodes, {{ d.run.failed }} failed){% endif %}<
-/td></tr>
+    <tr><th>last command</th><td>{{ d.run.get('command') or '—' }}
+{% if d.run.get('generated_at') %} at {{ d.run.generated_at }}{% endif %}
+      {%- if d.run.get('nodes') %} ({{ d.run.nodes }} nodes, {{ d.run.failed }} failed){% endif %}
+</td></tr>
     <tr><th>database written</th><td>{{ d.freshness.get('database_modified') or '—' }}</td></tr>
     <tr><th>last assignment</th><td>{{ d.freshness.get('last_assigned_at') or '—' }}</td></tr>
-    <tr><th>events</th><td>{{ d.events | num }}{
-% if d.freshness.get('first_event_at') %}, {{ d.freshness.first_event_at }} → {{
+    <tr><th>events</th><td>{{ d.events | num }}
+{% if d.freshness.get('first_event_at') %}, {{ d.freshness.first_event_at }} → {{
 d.freshness.last_event_at }}{% endif %}</td></tr>
   </table>
 </section>
@@ -1021,12 +1021,12 @@ d.freshness.last_event_at }}{% endif %}</td></tr>
   <figure><img id="plot-power" alt="Achieved power per arm and metric"
 src="{{ plots['plot-power'] }}"></figure>
   <table><thead><tr><th>arm</th><th>metric</th><th class="n">MDE (relative)</th>
-    <th class="n">customers per arm</th><th class="n">needed per arm</th><th class="n">power</th><
-/tr></thead>
+    <th class="n">customers per arm</th><th class="n">needed per arm</th><th class="n">power</th>
+</tr></thead>
   <tbody>{% for r in power_rows %}<tr><td>{{ r.arm }}</td><td>{{ r.metric }}</td>
     <td class="n">{{ r.mde | pct(0) }}</td><td class="n">{{ r.n | num }}</td>
-    <td class="n">{{ r.needed | num }}</td><td class="n">{{ r.power | pct(0) }}</td></tr>{
-% endfor %}</tbody></table>
+    <td class="n">{{ r.needed | num }}</td><td class="n">{{ r.power | pct(0) }}</td></tr>
+{% endfor %}</tbody></table>
   <p class="note">"Needed" is the two-proportion sample size for the metric's MDE at the observed
   control rate, α divided by the number of comparisons, and {{ d.min_power | pct(0) }} power.</p>
 </section>
@@ -1039,12 +1039,12 @@ src="{{ plots['plot-power'] }}"></figure>
 src="{{ plots['plot-safety'] }}"></figure>
   {% if blocked %}
   <h3>Blocked ({{ blocked | length }})</h3>
-  <table><thead><tr><th>variant</th><th>segment</th><th>tone</th><th>check</th><
-th class="n">severity</th><th>reason</th></tr></thead>
-  <tbody>{% for b in blocked %}<tr><td>{{ b.variant_id }}</td><td>{{ b.segment_id or '—' }}</td><
-td>{{ b.tone or '—' }}</td>
-    <td>{{ b.check }}</td><td class="n">{{ b.severity }}</td><td>{{ b.reason }}</td></tr>{
-% endfor %}</tbody></table>
+  <table><thead><tr><th>variant</th><th>segment</th><th>tone</th><th>check</th>
+<th class="n">severity</th><th>reason</th></tr></thead>
+  <tbody>{% for b in blocked %}<tr><td>{{ b.variant_id }}</td><td>{{ b.segment_id or '—' }}</td>
+<td>{{ b.tone or '—' }}</td>
+    <td>{{ b.check }}</td><td class="n">{{ b.severity }}</td><td>{{ b.reason }}</td></tr>
+{% endfor %}</tbody></table>
   {% else %}<p>Every variant passed every check.</p>{% endif %}
   {% else %}<p class="muted">No safety screenings yet.</p>{% endif %}
 </section>
@@ -1058,8 +1058,8 @@ td>{{ b.tone or '—' }}</td>
   <h3>{{ title }}</h3>
   <div class="grid">
   {% for v in group %}
-    <div class="variant"><div><b>{{ v.tone }}</b> <span class="muted">{{ v.variant_id }}</span><
-/div>
+    <div class="variant"><div><b>{{ v.tone }}</b> <span class="muted">{{ v.variant_id }}</span>
+</div>
       <div class="subject">{{ v.subject }}</div>
       <div class="body">{{ v.body }}</div>
       {% if v.sources %}<div class="muted" style="margin-top:6px">Sources</div>
@@ -1075,32 +1075,32 @@ td>{{ b.tone or '—' }}</td>
   <h2>Provider calls, tokens and cost</h2>
   {% if calls %}
   <div class="kpis">
-    <div class="kpi"><div class="v">{{ calls.run.calls | num }}</div><
-div class="k">calls in run</div></div>
-    <div class="kpi"><div class="v">{{ calls.run.cache_hits | num }}</div><
-div class="k">cache hits</div></div>
-    <div class="kpi"><div class="v">{{ calls.run.input_tokens | num }}</div><
-div class="k">input tokens</div></div>
-    <div class="kpi"><div class="v">{{ calls.run.output_tokens | num }}</div><
-div class="k">output tokens</div></div>
-    <div class="kpi"><div class="v">${{ calls.run.cost_usd | num(4) }}</div><
-div class="k">cost of run</div></div>
-    <div class="kpi"><div class="v">${{ calls.all.cost_usd | num(4) }}</div><
-div class="k">cost, all {{ calls.builds }} builds</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.calls | num }}</div>
+<div class="k">calls in run</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.cache_hits | num }}</div>
+<div class="k">cache hits</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.input_tokens | num }}</div>
+<div class="k">input tokens</div></div>
+    <div class="kpi"><div class="v">{{ calls.run.output_tokens | num }}</div>
+<div class="k">output tokens</div></div>
+    <div class="kpi"><div class="v">${{ calls.run.cost_usd | num(4) }}</div>
+<div class="k">cost of run</div></div>
+    <div class="kpi"><div class="v">${{ calls.all.cost_usd | num(4) }}</div>
+<div class="k">cost, all {{ calls.builds }} builds</div></div>
   </div>
-  <table><thead><tr><th>step</th><th>provider</th><th>model</th><th class="n">calls</th><
-th class="n">cache hits</th>
-    <th class="n">input tokens</th><th class="n">output tokens</th><th class="n">cost (USD)</th><
-th class="n">avg latency (ms)</th><th class="n">failed</th></tr></thead>
-  <tbody>{% for r in calls.rows %}<tr><td>{{ r.step }}</td><td>{{ r.provider }}</td><td>{
-{ r.model }}</td>
-    <td class="n">{{ r.calls | num }}</td><td class="n">{{ r.cache_hits | num }}</td><td class="n">{
-{ r.input_tokens | num }}</td>
+  <table><thead><tr><th>step</th><th>provider</th><th>model</th><th class="n">calls</th>
+<th class="n">cache hits</th>
+    <th class="n">input tokens</th><th class="n">output tokens</th><th class="n">cost (USD)</th>
+<th class="n">avg latency (ms)</th><th class="n">failed</th></tr></thead>
+  <tbody>{% for r in calls.rows %}<tr><td>{{ r.step }}</td><td>{{ r.provider }}</td><td>
+{{ r.model }}</td>
+    <td class="n">{{ r.calls | num }}</td><td class="n">{{ r.cache_hits | num }}</td><td class="n">
+{{ r.input_tokens | num }}</td>
     <td class="n">{{ r.output_tokens | num }}</td><td class="n">{{ r.cost_usd | num(4) }}</td>
-    <td class="n">{{ r.avg_latency_ms | num(1) }}</td><td class="n">{{ r.failed | num }}</td></tr>{
-% endfor %}</tbody></table>
-  <p class="note">Build <code>{{ calls.run_id }}<
-/code>; the <code>llm_calls</code> table keeps every build's calls.</p>
+    <td class="n">{{ r.avg_latency_ms | num(1) }}</td><td class="n">{{ r.failed | num }}</td></tr>
+{% endfor %}</tbody></table>
+  <p class="note">Build <code>{{ calls.run_id }}
+</code>; the <code>llm_calls</code> table keeps every build's calls.</p>
   {% else %}<p class="muted">No provider calls recorded yet.</p>{% endif %}
 </section>
 {% endif %}

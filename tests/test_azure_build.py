@@ -362,7 +362,7 @@ def test_a_service_down_for_good_stops_the_step_and_keeps_earlier_results(
     out, err = capsys.readouterr()
     assert code == 1
     assert "safety_screenings" in out and "circuit breaker opened" in out
-    assert "HTTP 503" in out
+    assert "HTTP 503" in out and "Results obtained so far are cached" in out
     assert file_hash(project / "cpo.duckdb") == before
     # The first safety request of an item syncs the blocklist: it is what fails here.
     refused = [r for r in emu.requests if r.service == "safety"]
@@ -426,6 +426,7 @@ def test_a_missing_endpoint_fails_before_any_call(
     assert "AZURE_CONTENT_SAFETY_ENDPOINT is not set" in out + err
     assert emu.requests == []
     assert not (project / "cpo.duckdb").exists()
+    assert_no_secrets(project, out, err)
 
 
 # -- plan and budget ---------------------------------------------------------------------------

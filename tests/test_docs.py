@@ -52,12 +52,12 @@ def test_every_node_has_a_page_with_columns_types_and_counts(
     assert "One row per customer: profile, RFM scores" in page
     assert re.search(r"<tr><th>rows</th><td>5,000\s*\(table\)</td></tr>", page)
     assert re.search(
-        r'<code>email</code> <span class="tag pii">PII</span></td>\s*'
+        r'<code>email</code>\s*<span class="tag pii">PII</span></td>\s*'
         r"<td>VARCHAR</td>",
         page,
     )
     assert re.search(
-        r"<code>customer_id</code></td>\s*<td>VARCHAR</td>\s*<td>Customer key.</td>\s*"
+        r"<code>customer_id</code>\s*</td>\s*<td>VARCHAR</td>\s*<td>Customer key.\s*</td>\s*"
         r"<td>unique, not_null</td>",
         page,
     )
