@@ -83,7 +83,8 @@ def read_settings(ctx: Any) -> KMeansSettings:
     settings = KMeansSettings(**values)
     if settings.k_min < 2 or settings.k_max < settings.k_min:
         raise ConfigurationError(
-            f"segmentation needs 2 <= k_min <= k_max, "
+            # Name the keys in the message: a step's error result shows path and message only.
+            "segmentation.k_min must be at least 2 and at most segmentation.k_max, "
             f"got k_min={settings.k_min}, k_max={settings.k_max}",
             path="cpo.yml",
             key="vars.segmentation.k_min",
@@ -106,7 +107,7 @@ def segment(table: pa.Table, settings: KMeansSettings, log: Any = None) -> pd.Da
     if len(matrix) <= settings.k_min:
         raise ConfigurationError(
             f"{len(matrix)} customers cannot form {settings.k_min} clusters; "
-            "lower k_min or use method: rules",
+            "lower segmentation.k_min or use method: rules",
             path="cpo.yml",
             key="vars.segmentation.k_min",
         )
