@@ -445,7 +445,7 @@ class CallLayer:
                 raise BudgetExceededError(
                     f"stopping before a call estimated at ${estimate:.4f}: this build has spent "
                     f"${self.spent_usd:.4f} (plus ${self.reserved_usd:.4f} in flight) of its "
-                    f"${self.max_cost_usd:.2f} budget. Raise budget.max_cost_usd in cpo.yml or "
+                    f"${self.max_cost_usd:.6g} budget. Raise budget.max_cost_usd in cpo.yml or "
                     "pass --max-cost",
                     key="budget.max_cost_usd",
                 )

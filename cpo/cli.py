@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     running.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     running.add_argument("--max-cost", type=float, help="budget cap in USD for paid calls")
+    running.add_argument(
+        "--track",
+        action="store_true",
+        help="log parameters, metrics and artifacts to MLflow (needs the 'tracking' extra)",
+    )
+    running.add_argument("--tracking-uri", help="MLflow tracking URI (default: .cpo/mlruns)")
 
     parser = argparse.ArgumentParser(
         prog="cpo",
@@ -225,7 +231,12 @@ def _run_command(verb: str):
         kwargs: dict[str, Any] = {} if verb == "test" else {"fail_fast": args.fail_fast}
         with _live_status(console, project):
             run = method(args.select, args.exclude, **kwargs)
-        return _summary(console, run)
+        code = _summary(console, run)
+        if getattr(args, "track", False):
+            report = project.report() if verb == "build" and run.success else None
+            run_id = project.track(run, report_path=report, tracking_uri=args.tracking_uri)
+            console.print(f"Tracked in MLflow: run {run_id}")
+        return code
 
     return command
 

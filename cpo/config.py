@@ -29,6 +29,7 @@ TOP_LEVEL_KEYS = {
     "prices",
     "cache",
     "logging",
+    "telemetry",
     "vars",
 }
 PROVIDER_KINDS = ("retrieval", "generation", "safety")
@@ -92,6 +93,7 @@ class ProjectConfig:
     log_salt_env: str
     vars: Mapping[str, Any]
     document: YamlDocument = field(repr=False, compare=False)
+    telemetry: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, kind: str) -> Path:
         """Absolute path of a project folder (``models``, ``seeds``, ``target``, ...)."""
@@ -163,7 +165,19 @@ def load_config(
         ),
         vars=_merge(_mapping(doc, data.get("vars", {}), "vars"), dict(cli_vars or {})),
         document=doc,
+        telemetry=_telemetry(doc, data),
     )
+
+
+def _telemetry(doc: YamlDocument, data: Mapping[str, Any]) -> dict[str, Any]:
+    from cpo.telemetry import settings_from
+
+    raw = _mapping(doc, data.get("telemetry", {}), "telemetry")
+    try:
+        settings_from(raw, {})
+    except ConfigurationError as e:
+        raise doc.error(e.key or "telemetry", e.message) from None
+    return raw
 
 
 def parse_cli_vars(text: str | None) -> dict[str, Any]:

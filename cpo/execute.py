@@ -18,6 +18,7 @@ from cpo.errors import BudgetExceededError, CPOError
 from cpo.graph import Graph
 from cpo.nodes import MODEL, PYTHON, SEED, TEST, Node
 from cpo.steps import Context, load_module
+from cpo.telemetry import node_span
 
 OnResult = Callable[[NodeResult], None]
 TEST_SAMPLE_ROWS = 3
@@ -41,6 +42,7 @@ class Runner:
     fail_fast: bool = False
     on_result: OnResult | None = None
     on_start: Callable[[Node], None] | None = None
+    tracer: Any = None
 
     def run(self, node_names: Sequence[str], test_names: Sequence[str]) -> list[NodeResult]:
         """Run the nodes in order, each followed by its tests; return every result.
@@ -77,14 +79,16 @@ class Runner:
                 for test_name in tests_by_model.pop(name, []):
                     emit(self._skipped(self.graph.tests[test_name], f"{name} did not run"))
                 continue
-            result = self._run_node(node)
+            result = self._traced(node, self._run_node)
             emit(result)
             if result.failed:
                 blocked[name] = f"{name} failed"
             for test_name in tests_by_model.pop(name, []):
                 test = self.graph.tests[test_name]
                 test_result = (
-                    self._skipped(test, blocked[name]) if name in blocked else self._run_test(test)
+                    self._skipped(test, blocked[name])
+                    if name in blocked
+                    else self._traced(test, self._run_test)
                 )
                 emit(test_result)
                 if test_result.failed:
@@ -92,8 +96,19 @@ class Runner:
         for leftover in tests_by_model.values():
             for test_name in leftover:
                 test = self.graph.tests[test_name]
-                emit(self._skipped(test, "--fail-fast") if stop else self._run_test(test))
+                emit(
+                    self._skipped(test, "--fail-fast")
+                    if stop
+                    else self._traced(test, self._run_test)
+                )
         return results
+
+    def _traced(self, node: Node, run: Callable[[Node], NodeResult]) -> NodeResult:
+        """Run a node or test inside an OpenTelemetry span (a no-op unless enabled)."""
+        with node_span(self.tracer, node.name, node.resource_type) as span:
+            result = run(node)
+            span.record(result)
+        return result
 
     def _skipped(self, node: Node, why: str) -> NodeResult:
         return NodeResult(
@@ -154,7 +169,8 @@ class Runner:
     def _describe(self, node: Node, error: CPOError) -> str:
         where = error.path or str(node.path)
         line = f":{error.line}" if error.line else ""
-        text = f"{where}{line}: {error.message}"
+        key = f"{error.key}: " if error.key else ""
+        text = f"{where}{line}: {key}{error.message}"
         compiled = self.compiled_paths.get(node.name)
         if node.resource_type == MODEL and compiled and not error.path:
             text += f"\n  compiled SQL: {compiled}"

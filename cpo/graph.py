@@ -107,11 +107,16 @@ class Graph:
         return seen
 
     def select(
-        self, select: Sequence[str] | None, exclude: Sequence[str] | None = None
+        self,
+        select: Sequence[str] | None,
+        exclude: Sequence[str] | None = None,
+        *,
+        available: set[str] | frozenset[str] = frozenset(),
     ) -> tuple[list[str], list[str]]:
         """Resolve selectors to (nodes in topological order, tests to run).
 
-        A test runs when the node it is attached to is selected, or when named itself.
+        A test runs when named itself, or when a node it reads is selected and every other
+        node it reads is selected too or `available` (already built in the database).
 
         Raises:
             UsageError: a selector names nothing in the project.
@@ -126,7 +131,13 @@ class Graph:
             for t in self.tests.values()
             if t.name not in excluded
             and not excluded.intersection(t.depends_on)
-            and (t.name in names or (t.test and t.test.model in chosen_nodes))
+            and (
+                t.name in names
+                or (
+                    chosen_nodes.intersection(t.depends_on)
+                    and set(t.depends_on) <= chosen_nodes | set(available)
+                )
+            )
         )
         return self.order(chosen_nodes), tests
 

@@ -7,6 +7,7 @@ results = project.build(select=["+segments"])
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cpo import telemetry
 from cpo.artifacts import NodeResult, write_manifest, write_run_results
 from cpo.calls import LEDGER_COLUMNS, Cache, CallLayer
 from cpo.compile import Compiler, check_config, generic_test_sql
@@ -96,6 +98,7 @@ class Project:
     on_result: OnResult | None = None
     on_start: Callable[[Node], None] | None = None
     _graph: Graph | None = field(default=None, repr=False)
+    _existing: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
     def load(
@@ -130,6 +133,7 @@ class Project:
         if self._graph is None:
             if existing is None:
                 existing = self._existing_relations()
+            self._existing = set(existing)
             self._graph = self._compile(existing)
         return self._graph
 
@@ -186,7 +190,7 @@ class Project:
         """Write compiled SQL and the manifest to ``target/``; return node -> compiled path."""
         graph = self.graph()
         paths = self._write_compiled(graph)
-        names, tests = graph.select(select, exclude)
+        names, tests = graph.select(select, exclude, available=self._existing)
         return {n: paths[n] for n in [*names, *tests] if n in paths}
 
     def ls(
@@ -194,7 +198,7 @@ class Project:
     ) -> list[Node]:
         """The selected nodes and tests, in DAG order."""
         graph = self.graph()
-        names, tests = graph.select(select, exclude)
+        names, tests = graph.select(select, exclude, available=self._existing)
         return [graph.nodes[n] for n in names] + [graph.tests[t] for t in tests]
 
     def build(
@@ -278,7 +282,7 @@ class Project:
         if not database.exists():
             raise UsageError(f"{database.name} does not exist yet; run 'build' first")
         graph = self.graph()
-        _, tests = graph.select(select, exclude)
+        _, tests = graph.select(select, exclude, available=self._existing)
         run_id = str(uuid.uuid4())
         log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
         paths = self._write_compiled(graph)
@@ -288,7 +292,20 @@ class Project:
             runner = Runner(
                 self.config, graph, db, run_id, log, _as_str(paths), on_result=self.on_result
             )
-            results = runner.run([], tests)
+            # Tests of nodes that were never built are skipped and say so, not errors.
+            unbuilt = {t: sorted(set(graph.tests[t].depends_on) - self._existing) for t in tests}
+            results = [
+                NodeResult(
+                    t,
+                    "test",
+                    "skipped",
+                    message=f"skipped: {', '.join(m)} not built yet",
+                    path=str(graph.tests[t].path),
+                )
+                for t, m in unbuilt.items()
+                if m
+            ]
+            results += runner.run([], [t for t, m in unbuilt.items() if not m])
         finally:
             db.close()
         return self._finish("test", run_id, results, started, committed=False)
@@ -361,6 +378,18 @@ class Project:
             salt_env=self.config.log_salt_env,
         )
 
+    def track(
+        self, run: RunResult, *, report_path: Path | None = None, tracking_uri: str | None = None
+    ) -> str:
+        """Log a run's parameters, metrics and artifacts to MLflow (local store by default).
+
+        Returns:
+            The MLflow run id.
+        """
+        from cpo.tracking import track_run
+
+        return track_run(self.config, run, report_path=report_path, tracking_uri=tracking_uri)
+
     def docs(self) -> Path:
         """Write the static documentation site under ``target/docs/``; return its index."""
         from cpo.docs import write_docs
@@ -395,7 +424,7 @@ class Project:
         inspect: Callable[[Database, logging.Logger], None] | None = None,
     ) -> RunResult:
         graph = self.graph()
-        names, tests = graph.select(select, exclude)
+        names, tests = graph.select(select, exclude, available=self._existing)
         if keep:
             names = [n for n in names if keep(graph.nodes[n])]
         if not with_tests:
@@ -421,37 +450,69 @@ class Project:
         services = Services(self.config, calls, self.env, dry_run=dry_run)
         if services_out is not None:
             services_out.append(services)
-        database = self.config.database_path
-        committed = False
+        tracer = telemetry.configure(
+            self.config.telemetry, self.env if self.env is not None else os.environ
+        )
         try:
-            with atomic_database(database) as (staging, commit):
-                db = Database(staging, functions=sql_functions(self.config))
-                try:
-                    runner = Runner(
-                        self.config,
-                        graph,
-                        db,
-                        run_id,
-                        log,
-                        _as_str(paths),
-                        services=services,
-                        fail_fast=fail_fast,
-                        on_result=self.on_result,
-                        on_start=self.on_start,
-                    )
-                    results = runner.run(names, tests)
-                    if inspect and not any(r.failed for r in results):
-                        inspect(db, log)
-                    if not dry_run and not any(r.failed for r in results):
-                        _write_call_tables(db, cache, services)
-                finally:
-                    db.close()
-                if not dry_run and not any(r.failed for r in results):
-                    commit()
-                    committed = True
+            with telemetry.run_span(
+                tracer, run_id, command, target=self.config.target.name
+            ) as span:
+                runner = Runner(
+                    self.config,
+                    graph,
+                    None,  # set once the staging database is open
+                    run_id,
+                    log,
+                    _as_str(paths),
+                    services=services,
+                    fail_fast=fail_fast,
+                    on_result=self.on_result,
+                    on_start=self.on_start,
+                    tracer=tracer,
+                )
+                results, committed = self._run_staged(
+                    runner, names, tests, cache, services, dry_run=dry_run, inspect=inspect
+                )
+                failed = sum(r.failed for r in results)
+                span.set(
+                    nodes=len(results),
+                    failed=failed,
+                    committed=committed,
+                    status="error" if failed else "success",
+                )
         finally:
             cache.close()
+            if tracer is not None:
+                telemetry.flush()
         return self._finish(command, run_id, results, started, committed=committed)
+
+    def _run_staged(
+        self,
+        runner: Runner,
+        names: Sequence[str],
+        tests: Sequence[str],
+        cache: Cache,
+        services: Services,
+        *,
+        dry_run: bool,
+        inspect: Callable[[Database, logging.Logger], None] | None,
+    ) -> tuple[list[NodeResult], bool]:
+        """Run in a staging copy of the database; swap it in only if everything succeeded."""
+        with atomic_database(self.config.database_path) as (staging, commit):
+            runner.db = Database(staging, functions=sql_functions(self.config))
+            try:
+                results = runner.run(names, tests)
+                ok = not any(r.failed for r in results)
+                if inspect and ok:
+                    inspect(runner.db, runner.log)
+                if ok and not dry_run:
+                    _write_call_tables(runner.db, cache, services)
+            finally:
+                runner.db.close()
+            if ok and not dry_run:
+                commit()
+                return results, True
+        return results, False
 
     def _finish(
         self,

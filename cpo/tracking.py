@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpo.config import PROVIDER_KINDS, ProjectConfig, lookup
-from cpo.errors import CPOError, ConfigurationError
+from cpo.db import Database
+from cpo.errors import ConfigurationError, CPOError
 
 if TYPE_CHECKING:
     from cpo.project import RunResult
@@ -63,10 +64,10 @@ def track_run(
     with _file_store_allowed():
         try:
             return _log(mlflow, uri, config.name, run, params, metrics, artifacts)
-        except mlflow.exceptions.MlflowException as e:
+        except (mlflow.exceptions.MlflowException, OSError) as e:
             raise ConfigurationError(
-                f"MLflow tracking at {uri} failed: {e.message}; check --tracking-uri "
-                "(a folder or file: URI works offline)"
+                f"MLflow tracking at {uri} failed: {getattr(e, 'message', e)}; "
+                "check --tracking-uri (a folder or file: URI works offline)"
             ) from e
 
 
@@ -117,8 +118,6 @@ def database_metrics(database: Path, run_id: str) -> dict[str, float]:
 
     Tables a project does not build are skipped.
     """
-    from cpo.db import Database
-
     try:
         db = Database(database, read_only=True)
     except CPOError as e:
@@ -141,7 +140,7 @@ def _call_metrics(db: Any, run_id: str) -> dict[str, float]:
     _, rows = db.fetch(
         "select count(*), count(*) filter (where cache_hit), coalesce(sum(cost_usd), 0),"
         " coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
-        " count(*) filter (where status <> 'ok' and status is not null)"
+        " count(*) filter (where status = 'error')"
         " from llm_calls where run_id = ?",
         [run_id],
     )

@@ -50,7 +50,10 @@ def test_node_spans_are_children_of_the_run_span_with_attributes(memory) -> None
         with node_span(tracer, "variants", "python") as span:
             span.record(NodeResult("variants", "python", "error", 0.5, None, "boom: secret text"))
         run.set(status="error", nodes=2, failed=1)
-    spans = {s.name if s.name != "cpo.node" else s.attributes["cpo.node"]: s for s in exporter.get_finished_spans()}
+    spans = {
+        s.name if s.name != "cpo.node" else s.attributes["cpo.node"]: s
+        for s in exporter.get_finished_spans()
+    }
     assert set(spans) == {"cpo.build", "segments", "variants"}
     root = spans["cpo.build"]
     assert root.parent is None
