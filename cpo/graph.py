@@ -12,7 +12,7 @@ import fnmatch
 import graphlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cpo.errors import ModelError, UsageError
 from cpo.nodes import TEST, Node
@@ -47,9 +47,9 @@ class Graph:
                         line=_line_of(node.raw, parent),
                         node=node.name,
                     )
-        graph = cls(by_name, {t.name: t for t in tests})
-        graph.order(list(by_name))
-        return graph
+        order = {name: i for i, name in enumerate(cls(by_name, {}).order(list(by_name)))}
+        tests = [_attach_singular(t, order) for t in tests]
+        return cls(by_name, {t.name: t for t in tests})
 
     def parents(self, name: str) -> tuple[str, ...]:
         """Direct parents of a node or test."""
@@ -115,8 +115,8 @@ class Graph:
     ) -> tuple[list[str], list[str]]:
         """Resolve selectors to (nodes in topological order, tests to run).
 
-        A test runs when named itself, or when a node it reads is selected and every other
-        node it reads is selected too or `available` (already built in the database).
+        A test runs when named itself, or when the node it is attached to is selected and
+        every other node it reads is selected too or `available` (already built).
 
         Raises:
             UsageError: a selector names nothing in the project.
@@ -134,7 +134,8 @@ class Graph:
             and (
                 t.name in names
                 or (
-                    chosen_nodes.intersection(t.depends_on)
+                    t.test is not None
+                    and t.test.model in chosen_nodes
                     and set(t.depends_on) <= chosen_nodes | set(available)
                 )
             )
@@ -189,6 +190,14 @@ class Graph:
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise UsageError(f"--select/--exclude {part!r} matches no node{hint}")
         return found
+
+
+def _attach_singular(test: Node, order: Mapping[str, int]) -> Node:
+    """A singular test belongs to the last node it reads: it checks what that node built."""
+    if not test.test or test.test.kind != "singular" or not test.depends_on:
+        return test
+    last = max(test.depends_on, key=order.__getitem__)
+    return test.with_(test=replace(test.test, model=last))
 
 
 def _line_of(raw: str, name: str) -> int | None:
