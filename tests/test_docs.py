@@ -50,7 +50,7 @@ def test_every_node_has_a_page_with_columns_types_and_counts(
         assert (site / "nodes" / f"{slug(name)}.html").exists(), name
     page = (site / "nodes" / "dim_customer.html").read_text(encoding="utf-8")
     assert "One row per customer: profile, RFM scores" in page
-    assert re.search(r"<tr><th>rows</th><td>5,000\s*\(table\)</td></tr>", page)
+    assert re.search(r"<tr><th>rows</th><td>5,000\s*\(view\)</td></tr>", page)
     assert re.search(
         r'<code>email</code>\s*<span class="tag pii">PII</span></td>\s*'
         r"<td>VARCHAR</td>",

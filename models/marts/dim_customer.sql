@@ -1,4 +1,4 @@
-{{ config(materialized='table', tags=['marts']) }}
+{{ config(materialized='view', tags=['marts']) }}
 -- One row per customer for BI: profile, RFM scores, engagement and segment. first_name and
 -- email are PII (meta: {pii: true} in schema.yml): exports leave them out or hash them.
 select

@@ -1,4 +1,4 @@
-{{ config(materialized='table', tags=['marts']) }}
+{{ config(materialized='view', tags=['marts']) }}
 -- One row per assigned customer: arm, variant, segment, and the customer's outcomes in the
 -- attribution window (flags, counts and revenue from stg_events). Customers without events have
 -- zeros, so averages over this table are the experiment's per-customer metrics.

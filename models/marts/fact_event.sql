@@ -1,4 +1,4 @@
-{{ config(materialized='table', tags=['marts']) }}
+{{ config(materialized='view', tags=['marts']) }}
 -- One row per accepted outcome event, with the arm, variant and segment of the customer's
 -- assignment (every accepted event has one: stg_events rejects events of unknown customers).
 select

@@ -3,13 +3,15 @@
   One message per customer: the assigned variant with its merge tags rendered per customer.
   Tags and their SQL expressions (with defaults for missing values) are in
   vars.messages.merge_tags; the data test no_unrendered_merge_tags checks none is left.
-  Regular expressions run once per variant (a handful of rows); per customer there are only
-  plain string replacements, which keeps a million messages fast. Tags are first turned into
-  private-use markers, so a customer value that itself looks like a tag is never expanded.
+
+  Speed: regular expressions run once per variant (a handful of rows). Per customer there are
+  only plain replacements, and only for the tags a variant actually uses. Tags are first turned
+  into private-use markers, so a customer value that itself looks like a tag is never expanded.
 #}
 {%- set tags = var('messages.merge_tags') -%}
 {%- set strip = var('messages.strip_citations', true) -%}
 {%- set mark = "chr(57344)" -%}{#- U+E000, a private-use character no customer value contains -#}
+{%- macro marker(tag) -%}{{ mark }} || '{{ tag }}' || {{ mark }}{%- endmacro -%}
 {%- macro normalise(column) -%}
 {#- Citations ([DOC001]) are for reviewers; customers get the copy without them. -#}
 {%- set ns = namespace(sql=column) -%}
@@ -17,32 +19,46 @@
 {%- set ns.sql = "regexp_replace(" ~ ns.sql ~ ", ' ?\\[[A-Za-z0-9_.-]+\\]', '', 'g')" -%}
 {%- endif -%}
 {%- for tag in tags -%}
-{%- set ns.sql = "regexp_replace(" ~ ns.sql ~ ", '\\{\\{\\s*" ~ tag ~ "\\s*\\}\\}', " ~ mark ~ " || '" ~ tag ~ "' || " ~ mark ~ ", 'g')" -%}
-{%- endfor -%}
-{{ ns.sql }}
-{%- endmacro -%}
-{%- macro render(column) -%}
-{%- set ns = namespace(sql=column) -%}
-{%- for tag, expression in tags.items() -%}
-{#- Values are data, never markup: template-like braces in them are broken apart. -#}
-{%- set value = "replace(replace(replace(cast(" ~ expression ~ " as varchar), " ~ mark ~ ", ''), '{{', '{ {'), '{%', '{ %')" -%}
-{%- set ns.sql = "replace(" ~ ns.sql ~ ", " ~ mark ~ " || '" ~ tag ~ "' || " ~ mark ~ ", " ~ value ~ ")" -%}
+{%- set ns.sql = "regexp_replace(" ~ ns.sql ~ ", '\\{\\{\\s*" ~ tag ~ "\\s*\\}\\}', " ~ marker(tag) ~ ", 'g')" -%}
 {%- endfor -%}
 {{ ns.sql }}
 {%- endmacro %}
 with variant_copy as (
     select variant_id, {{ normalise('subject') }} as subject, {{ normalise('body') }} as body
     from {{ ref('variants') }}
-)
+),
 
-select
-    a.customer_id,
-    a.experiment_id,
-    a.arm,
-    a.variant_id,
-    a.segment_id,
-    {{ render('v.subject') }} as subject,
-    {{ render('v.body') }} as body
-from {{ ref('assignments') }} as a
-join variant_copy as v using (variant_id)
-join {{ ref('stg_customers') }} as c using (customer_id)
+variant_tags as (
+    select
+        *,
+        {%- for tag in tags %}
+        contains(subject || body, {{ marker(tag) }}) as "uses_{{ tag }}",
+        {%- endfor %}
+    from variant_copy
+),
+
+rendered_0 as (
+    select a.customer_id, a.experiment_id, a.arm, a.variant_id, a.segment_id,
+           v.*  exclude (variant_id), c.* exclude (customer_id)
+    from {{ ref('assignments') }} as a
+    join variant_tags as v using (variant_id)
+    join {{ ref('stg_customers') }} as c using (customer_id)
+),
+{%- for tag, expression in tags.items() %}
+
+{#- Values are data, never markup: template-like braces in them are broken apart. #}
+rendered_{{ loop.index }} as (
+    select * replace (
+        {%- for column in ['subject', 'body'] %}
+        case when "uses_{{ tag }}" then replace({{ column }}, {{ marker(tag) }},
+            replace(replace(replace(cast({{ expression }} as varchar),
+                {{ mark }}, ''), '{{ '{{' }}', '{ {'), '{{ '{%' }}', '{ %'))
+        else {{ column }} end as {{ column }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    )
+    from rendered_{{ loop.index0 }} as c  {#- tag expressions name customer columns c.* #}
+){{ ',' if not loop.last }}
+{%- endfor %}
+
+select customer_id, experiment_id, arm, variant_id, segment_id, subject, body
+from rendered_{{ tags | length }}
