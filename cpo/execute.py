@@ -233,11 +233,35 @@ class Runner:
             return NodeResult(test.name, TEST, "pass", seconds, 0, "", str(test.path))
         status = "warn" if test.severity == "warn" else "fail"
         examples = ", ".join(str(row[0] if len(row) == 1 else row) for row in sample)
+        if self._reads_pii(test):
+            examples = "values hidden: the test reads a PII column"
         message = (
             f"{failures} failing row(s) in {quote(test.test.model) if test.test else ''}"
             f" (e.g. {examples}); compiled SQL: {self.compiled_paths.get(test.name, '')}"
         )
         return NodeResult(test.name, TEST, status, seconds, int(failures), message, str(test.path))
+
+
+    def _reads_pii(self, test: Node) -> bool:
+        """Whether a failing test's example rows could show PII (kept out of artifacts)."""
+        spec = test.test
+        if spec is None:
+            return False
+        if spec.kind == "singular":
+            # A query of the user's own: any PII column in what it reads may be in its rows.
+            return any(_pii_columns(self.graph.nodes[n]) for n in test.depends_on)
+        columns = {spec.column, spec.args.get("field")} - {None}
+        return any(
+            c in _pii_columns(self.graph.nodes[n]) for n in test.depends_on for c in columns
+        )
+
+
+def _pii_columns(node: Node) -> set[str]:
+    return {
+        name
+        for name, column in node.columns.items()
+        if isinstance(column, dict) and (column.get("meta") or {}).get("pii")
+    }
 
 
 def _verb(node: Node, rows: int | None) -> str:
