@@ -81,6 +81,11 @@ def _encode_dataclass(value: Any) -> Any:
     return dataclasses.asdict(value)
 
 
+def decode(method: str, value: Any) -> Any:
+    """Turn a cached JSON value back into the result a provider's `method` returns."""
+    return _CODECS[method].decode(value)
+
+
 _CODECS = {
     "generate": _Codec(
         _encode_dataclass,
@@ -409,7 +414,7 @@ class CallLayer:
             breaker.success()
             input_tokens = int(getattr(result, "input_tokens", 0) or 0)
             output_tokens = int(getattr(result, "output_tokens", 0) or 0)
-            cost = self._cost(provider.model, input_tokens, output_tokens)
+            cost = self.cost(provider.model, input_tokens, output_tokens)
             with self._spend_lock:
                 self.spent_usd += cost
             if cacheable:
@@ -427,7 +432,8 @@ class CallLayer:
             )
             return CallOutcome(request.key, result, attempts=attempts)
 
-    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """List-price cost of a call, from the ``prices:`` table (0 for unpriced models)."""
         price = self.prices.get(model)
         if price is None:
             return 0.0
@@ -438,7 +444,7 @@ class CallLayer:
         each other's reservations, so together they cannot overshoot the cap."""
         if self.max_cost_usd is None:
             return 0.0
-        estimate = self._cost(model, input_tokens, output_tokens)
+        estimate = self.cost(model, input_tokens, output_tokens)
         with self._spend_lock:
             committed = self.spent_usd + self.reserved_usd
             if committed + estimate > self.max_cost_usd:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cpo.calls import CallLayer, CallOutcome, cache_key, estimate_tokens
+from cpo.calls import CallLayer, CallOutcome, cache_key, decode, estimate_tokens
 from cpo.config import ProjectConfig
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.base import get_provider_factory
@@ -82,14 +82,12 @@ class StepProvider:
         return [self._plan_one(method, request, salt) for request in requests]
 
     def _plan_one(self, method: str, request: Any, salt: str) -> CallOutcome:
-        from cpo.calls import _CODECS
-
         key = cache_key(self.provider.describe(), method, request, salt)
         cached = self.calls.cache.get(key)
         if cached is not None:
-            return CallOutcome(request.key, _CODECS[method].decode(cached), cache_hit=True)
+            return CallOutcome(request.key, decode(method, cached), cache_hit=True)
         input_tokens, output_tokens = estimate_tokens(request)
-        cost = self.calls._cost(self.provider.model, input_tokens, output_tokens)
+        cost = self.calls.cost(self.provider.model, input_tokens, output_tokens)
         assert self.planned is not None
         self.planned.append(
             PlannedCall(

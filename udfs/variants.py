@@ -82,14 +82,15 @@ def _settings(ctx) -> dict:
 
 
 def _retrieved_documents(ctx) -> dict[str | None, list[Document]]:
+    # The query below reads both tables by name; these ref()s declare them to the DAG.
+    ctx.ref("retrieved_content")
+    ctx.ref("stg_content")
     rows = ctx.sql(
         "select r.segment_id, c.document_id, c.title, c.body, c.category, c.audience, "
         "c.keywords, cast(c.expires_at as varchar) "
         "from retrieved_content r join stg_content c using (document_id) "
         "order by r.segment_id nulls last, r.rank"
     ).fetchall()
-    ctx.ref("retrieved_content")  # declares the dependency for the DAG
-    ctx.ref("stg_content")
     documents: dict[str | None, list[Document]] = {}
     for segment_id, *fields in rows:
         documents.setdefault(segment_id, []).append(
