@@ -28,7 +28,7 @@ from cpo.project import Project  # noqa: E402
 from tests.sample import copy_sample_project  # noqa: E402
 
 
-def run(customers: int, *, keep: bool = False, threads: int | None = None) -> dict:
+def run(customers: int, *, keep: bool = False, select: list[str] | None = None) -> dict:
     """Build the sample project with `customers` synthetic customers; return the figures."""
     scratch = Path(tempfile.mkdtemp(prefix="cpo-bench-"))
     try:
@@ -37,11 +37,12 @@ def run(customers: int, *, keep: bool = False, threads: int | None = None) -> di
         write_customers(project_dir / "seeds" / "customers.csv", customers)
         generate_s = time.perf_counter() - started
         project = Project.load(project_dir)
-        result = project.build()
+        result = project.build(select=select)
         calls = project_calls(project_dir, result.invocation_id)
         failed = [r.name for r in result.results if r.failed]
         return {
             "customers": customers,
+            "select": select,
             "success": result.success,
             "failed": failed,
             "seconds_total": round(result.seconds, 3),
@@ -88,8 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch project")
+    parser.add_argument("--select", nargs="+", help="build only these nodes (selection grammar)")
     args = parser.parse_args()
-    print(json.dumps(run(args.customers, keep=args.keep)))
+    print(json.dumps(run(args.customers, keep=args.keep, select=args.select)))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ FISHER_MIN_EXPECTED = 5.0
 
 ALTERNATIVES = ("two-sided", "greater", "less")
 NAN = math.nan
+_ZERO_CONTROL = "control mean is zero: relative effect undefined (see absolute_effect)"
 
 
 # --------------------------------------------------------------------------- sufficient statistics
@@ -174,21 +175,22 @@ def ratio_stats(
     numerators: Sequence[float] | np.ndarray, denominators: Sequence[float] | np.ndarray
 ) -> RatioStats:
     """Build `RatioStats` from per-unit numerators and denominators (e.g. clicks and opens)."""
-    num = np.asarray(numerators, dtype=float)
-    den = np.asarray(denominators, dtype=float)
-    if num.shape != den.shape:
-        raise ModelError(
-            f"ratio_stats needs one denominator per numerator, got {num.size} numerators and "
-            f"{den.size} denominators"
-        )
-    return RatioStats(
-        int(num.size),
-        float(num.sum()),
-        float(np.dot(num, num)),
-        float(den.sum()),
-        float(np.dot(den, den)),
-        float(np.dot(num, den)),
+    mismatch = (
+        "ratio_stats needs one denominator per numerator, got {} numerators and {} denominators"
     )
+    return RatioStats(*_paired_sums(numerators, denominators, mismatch))
+
+
+def _paired_sums(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, mismatch: str
+) -> tuple[int, float, float, float, float, float]:
+    """``(n, Σa, Σa², Σb, Σb², Σab)`` of two per-unit arrays; `mismatch` formats a length error."""
+    aa = np.asarray(a, dtype=float)
+    ba = np.asarray(b, dtype=float)
+    if aa.shape != ba.shape:
+        raise ModelError(mismatch.format(aa.size, ba.size))
+    sums = (aa.sum(), np.dot(aa, aa), ba.sum(), np.dot(ba, ba), np.dot(aa, ba))
+    return (int(aa.size), *(float(v) for v in sums))
 
 
 Stats = MeanStats | ProportionStats | RatioStats
@@ -294,21 +296,10 @@ class CupedStats:
         cls, y: Sequence[float] | np.ndarray, x: Sequence[float] | np.ndarray
     ) -> CupedStats:
         """Build the statistics from per-unit metric values y and covariate values x."""
-        ya = np.asarray(y, dtype=float)
-        xa = np.asarray(x, dtype=float)
-        if ya.shape != xa.shape:
-            raise ModelError(
-                f"CUPED needs one covariate value per unit, got {ya.size} metric values and "
-                f"{xa.size} covariate values"
-            )
-        return cls(
-            int(ya.size),
-            float(ya.sum()),
-            float(np.dot(ya, ya)),
-            float(xa.sum()),
-            float(np.dot(xa, xa)),
-            float(np.dot(xa, ya)),
+        mismatch = (
+            "CUPED needs one covariate value per unit, got {} metric values and {} covariate values"
         )
+        return cls(*_paired_sums(y, x, mismatch))
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -351,13 +342,10 @@ def _effect(control: Stats, treatment: Stats, relative: bool) -> _Effect:
     """Estimate and delta-method variance components on the requested scale."""
     mc, mt = control.mean, treatment.mean
     nc, nt = control.n, treatment.n
-    reason = None
-    if nc < 2 or nt < 2:
-        reason = f"need at least 2 units per arm, got control n={nc}, treatment n={nt}"
-    elif math.isnan(mc) or math.isnan(mt):
-        reason = "an arm mean is undefined (zero denominator sum)"
-    elif relative and mc == 0:
-        reason = "control mean is zero: relative effect undefined (see absolute_effect)"
+    small = f"need at least 2 units per arm, got control n={nc}, treatment n={nt}"
+    reason = _degenerate(
+        small if nc < 2 or nt < 2 else None, mc, mt, relative, "an arm mean is undefined"
+    )
     if reason is not None:
         return _Effect(NAN, (), mc, mt, reason)
     vc, vt = control.variance, treatment.variance
@@ -368,6 +356,19 @@ def _effect(control: Stats, treatment: Stats, relative: bool) -> _Effect:
         estimate = mt - mc
         comps = ((vt / nt, nt), (vc / nc, nc))
     return _Effect(estimate, comps, mc, mt, None)
+
+
+def _degenerate(
+    too_small: str | None, mc: float, mt: float, relative: bool, undefined: str
+) -> str | None:
+    """Why an effect cannot be estimated (None when it can): too few units, then NaN means."""
+    if too_small is not None:
+        return too_small
+    if math.isnan(mc) or math.isnan(mt):
+        return f"{undefined} (zero denominator sum)"
+    if relative and mc == 0:
+        return _ZERO_CONTROL
+    return None
 
 
 def _welch_df(components: Sequence[tuple[float, int]]) -> float:
@@ -421,11 +422,7 @@ def sequential_p_value(
     return math.exp(optimize.brentq(excess, lo, hi, xtol=1e-12, rtol=1e-12))
 
 
-def _interval(
-    estimate: float,
-    half: float,
-    alternative: str,
-) -> tuple[float, float]:
+def _interval(estimate: float, half: float, alternative: str) -> tuple[float, float]:
     if alternative == "greater":
         return estimate - half, math.inf
     if alternative == "less":
@@ -580,13 +577,9 @@ def bayesian_test(
     _check_alpha(credible_level, "credible_level")
     effect = _effect(control, treatment, relative)
     absolute = effect.treatment_mean - effect.control_mean
-    if effect.reason is not None:
-        return BayesianResult(
-            NAN, NAN, NAN, NAN, NAN, (NAN, NAN), absolute, relative, effect.reason
-        )
     variance = sum(c for c, _ in effect.components)
-    if not variance > 0:
-        reason = "both arms have zero variance"
+    reason = effect.reason or (None if variance > 0 else "both arms have zero variance")
+    if reason is not None:
         return BayesianResult(NAN, NAN, NAN, NAN, NAN, (NAN, NAN), absolute, relative, reason)
     mean = effect.estimate
     if prior_variance is not None:
@@ -728,14 +721,9 @@ def _stratified_effect(
     kept = [(c, t, wk) for c, t, wk in zip(control, treatment, w, strict=True) if wk > 0]
     mc = sum(wk * c.mean for c, _, wk in kept)
     mt = sum(wk * t.mean for _, t, wk in kept)
-    small = [i for i, (c, t, _) in enumerate(kept) if c.n < 2 or t.n < 2]
-    reason = None
-    if small:
-        reason = "need at least 2 units per arm in every weighted stratum"
-    elif math.isnan(mc) or math.isnan(mt):
-        reason = "a stratum mean is undefined (zero denominator sum)"
-    elif relative and mc == 0:
-        reason = "control mean is zero: relative effect undefined (see absolute_effect)"
+    small = any(c.n < 2 or t.n < 2 for c, t, _ in kept)
+    too_small = "need at least 2 units per arm in every weighted stratum" if small else None
+    reason = _degenerate(too_small, mc, mt, relative, "a stratum mean is undefined")
     if reason is not None:
         return _Effect(NAN, (), mc, mt, reason)
     # Components of Var(M_t) and Var(M_c), scaled like frequentist_test's delta method.
@@ -765,8 +753,7 @@ def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float,
 def _newcombe(c: ProportionStats, t: ProportionStats, alpha: float) -> tuple[float, float]:
     """Newcombe hybrid score interval for p_t − p_c from Wilson intervals."""
     pc, pt = c.mean, t.mean
-    lc, uc = wilson_interval(c.successes, c.n, alpha)
-    lt, ut = wilson_interval(t.successes, t.n, alpha)
+    (lc, uc), (lt, ut) = (wilson_interval(a.successes, a.n, alpha) for a in (c, t))
     d = pt - pc
     return (
         d - math.sqrt((pt - lt) ** 2 + (uc - pc) ** 2),
@@ -782,8 +769,7 @@ def _mover_ratio(c: ProportionStats, t: ProportionStats, alpha: float) -> tuple[
     the leading coefficient A is zero or negative. No upper root means an unbounded interval.
     """
     pc, pt = c.mean, t.mean
-    lc, uc = wilson_interval(c.successes, c.n, alpha)
-    lt, ut = wilson_interval(t.successes, t.n, alpha)
+    (lc, uc), (lt, ut) = (wilson_interval(a.successes, a.n, alpha) for a in (c, t))
     b = pt * pc
     a_low, c_low = uc * (2 * pc - uc), lt * (2 * pt - lt)
     root = b + math.sqrt(max(b * b - a_low * c_low, 0.0))
@@ -847,8 +833,7 @@ def proportion_test(
     p_value = float(sps.fisher_exact(table, alternative=alternative).pvalue)
     level = alpha if alternative == "two-sided" else 2 * alpha
     if relative and control.successes == 0:
-        reason = "control mean is zero: relative effect undefined (see absolute_effect)"
-        return FrequentistResult(NAN, NAN, NAN, NAN, p_value, NAN, **base, reason=reason)
+        return FrequentistResult(NAN, NAN, NAN, NAN, p_value, NAN, **base, reason=_ZERO_CONTROL)
     if relative:
         estimate = treatment.mean / control.mean - 1.0
         lo, hi = _mover_ratio(control, treatment, level)
@@ -956,6 +941,12 @@ def _check_plan(baseline_rate: float, alpha: float, power_: float | None = None)
         _check_alpha(power_, "power")
 
 
+def _plan_terms(p: float, d: float, alpha: float) -> tuple[float, float]:
+    """``(z₁₋α/₂·√(2p(1−p)), s₁ = √(p(1−p) + (p+δ)(1−p−δ)))`` of the sample-size formula."""
+    z_a = float(sps.norm.isf(alpha / 2))
+    return z_a * math.sqrt(2 * p * (1 - p)), math.sqrt(p * (1 - p) + (p + d) * (1 - p - d))
+
+
 def sample_size_per_arm(
     baseline_rate: float, mde_absolute: float, alpha: float = 0.05, power: float = 0.8
 ) -> float:
@@ -973,9 +964,8 @@ def sample_size_per_arm(
             f"mde_absolute must be non-zero and keep baseline_rate + mde_absolute in (0, 1), "
             f"got baseline {p} and mde {d}"
         )
-    z_a = float(sps.norm.isf(alpha / 2))
-    z_b = float(sps.norm.ppf(power))
-    root = z_a * math.sqrt(2 * p * (1 - p)) + z_b * math.sqrt(p * (1 - p) + (p + d) * (1 - p - d))
+    null, s1 = _plan_terms(p, d, alpha)
+    root = null + float(sps.norm.ppf(power)) * s1
     return root**2 / d**2
 
 
@@ -994,9 +984,8 @@ def power(
             f"need baseline_rate + mde_absolute in (0, 1) and n_per_arm > 0, got baseline {p}, "
             f"mde {d}, n {n_per_arm}"
         )
-    z_a = float(sps.norm.isf(alpha / 2))
-    s1 = math.sqrt(p * (1 - p) + (p + d) * (1 - p - d))
-    z_b = (abs(d) * math.sqrt(n_per_arm) - z_a * math.sqrt(2 * p * (1 - p))) / s1
+    null, s1 = _plan_terms(p, d, alpha)
+    z_b = (abs(d) * math.sqrt(n_per_arm) - null) / s1
     return float(sps.norm.cdf(z_b))
 
 

@@ -452,7 +452,7 @@ def test_plan_counts_calls_without_calling_and_the_budget_stops_the_build(
     steps = ("retrieved_content", "variants", "safety_screenings")
     rows = {c[0]: c[1:4] for c in cells if c and c[0] in steps}
     assert rows == {
-        "retrieved_content": ["azure_search", "azure-ai-search:hybrid", "7"],
+        "retrieved_content": ["azure_search", "azure-ai-search:semantic", "7"],
         "variants": ["azure_openai", DEPLOYMENT, "19"],
         "safety_screenings": ["azure_content_safety", "content-safety-2023-10-01", "19"],
     }

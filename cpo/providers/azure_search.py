@@ -4,6 +4,11 @@
 ``category``, ``audience``, ``keywords``, ``expires_at``) and uploads documents in batches;
 ``search()`` runs full-text, semantic or hybrid queries, filtered by audience. The admin key
 writes, the query key (when set) reads. SDK retries are off: `cpo.calls` retries.
+
+Hybrid mode embeds on the client with an Azure OpenAI embedding deployment: ``index()`` adds a
+``Collection(Edm.Single)`` vector field (HNSW, cosine) and uploads each document's title+body
+vector; ``search()`` embeds the query and sends it as a ``VectorizedQuery`` next to the text,
+which Azure fuses with Reciprocal Rank Fusion.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from cpo.providers.credentials import (
     resolve_auth,
 )
 from cpo.providers.failures import azure_failure, provider_error
+from cpo.providers.openai_chat import AzureEmbeddings, azure_embeddings_factory
 
 MODES = ("fulltext", "semantic", "hybrid")
 SEARCH_SCOPE_NOTE = "Search Index Data Reader/Contributor"
@@ -30,6 +36,10 @@ ENDPOINT_VAR = "AZURE_SEARCH_ENDPOINT"
 INDEX_VAR = "AZURE_SEARCH_INDEX_NAME"
 ADMIN_KEY_VAR = "AZURE_SEARCH_ADMIN_KEY"
 QUERY_KEY_VAR = "AZURE_SEARCH_QUERY_KEY"
+VECTOR_PROFILE = "cpo-vector-profile"
+VECTOR_ALGORITHM = "cpo-hnsw"
+# Azure OpenAI embedding models take at most 8,192 tokens per input; this stays well below.
+MAX_EMBED_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,14 @@ class SearchSettings:
     timeout_s: float = 30.0
     audience_any: tuple[str, ...] = ("all", "")
     vector_field: str | None = None
+    dimensions: int = 1536
+    semantic: bool = False
     as_of: str | None = None
+
+    @property
+    def uses_semantic(self) -> bool:
+        """Semantic ranking: always in semantic mode, on request (``semantic: true``) in hybrid."""
+        return self.mode == "semantic" or (self.mode == "hybrid" and self.semantic)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> SearchSettings:
@@ -61,13 +78,27 @@ class SearchSettings:
                 path="cpo.yml",
                 key="providers.retrieval.batch_size",
             )
+        try:
+            dimensions = int(settings.get("dimensions") or 1536)
+        except (TypeError, ValueError):
+            dimensions = 0  # reported below, naming the key
+        if not 1 <= dimensions <= 4096:
+            raise ConfigurationError(
+                f"dimensions must be 1 to 4096 (the embedding model's vector length), got "
+                f"{settings.get('dimensions')!r}",
+                path="cpo.yml",
+                key="providers.retrieval.dimensions",
+            )
+        vector_field = settings.get("vector_field") or ("body_vector" if mode == "hybrid" else None)
         return cls(
             mode=mode,
             semantic_configuration=str(settings.get("semantic_configuration", "cpo-semantic")),
             batch_size=batch,
             timeout_s=float(settings.get("timeout_s", 30.0)),
             audience_any=tuple(str(a) for a in settings.get("audience_any", ("all", ""))),
-            vector_field=settings.get("vector_field"),
+            vector_field=None if vector_field is None else str(vector_field),
+            dimensions=dimensions,
+            semantic=bool(settings.get("semantic", False)),
             as_of=None if settings.get("as_of") is None else str(settings["as_of"]),
         )
 
@@ -82,6 +113,7 @@ class AzureSearchProvider:
         write_auth: Credentials that may create indexes and upload (admin key or token).
         read_auth: Credentials for queries (query key, else the same as `write_auth`).
         client_options: azure-core options (TLS, timeouts, ``retry_total=0``).
+        embedder: Client-side embeddings (required in hybrid mode, unused otherwise).
     """
 
     kind = "retrieval"
@@ -96,6 +128,7 @@ class AzureSearchProvider:
         write_auth: Auth,
         read_auth: Auth,
         client_options: Mapping[str, Any],
+        embedder: AzureEmbeddings | None = None,
     ) -> None:
         from azure.search.documents import SearchClient
         from azure.search.documents.indexes import SearchIndexClient
@@ -104,6 +137,14 @@ class AzureSearchProvider:
         self.index_name = index_name
         self.settings = settings
         self.model = f"azure-ai-search:{settings.mode}"
+        if settings.mode == "hybrid" and embedder is None:
+            raise ConfigurationError(
+                "mode: hybrid needs an embedding deployment (AZURE_OPENAI_EMBEDDING_DEPLOYMENT)",
+                path="cpo.yml",
+                key="providers.retrieval.mode",
+            )
+        self.embedder = embedder if settings.mode == "hybrid" else None
+        self._vectors: dict[str, list[float]] = {}
         self._write_auth, self._read_auth = write_auth, read_auth
         self._service = f"Azure AI Search at {endpoint}"
         opts = dict(client_options)
@@ -112,8 +153,11 @@ class AzureSearchProvider:
         self.reader = SearchClient(endpoint, index_name, azure_credential(read_auth), **opts)
 
     def describe(self) -> dict[str, Any]:
-        """What identifies this provider's answers: endpoint, index and query settings."""
+        """What identifies the answers: endpoint, index, query and embedding settings (no keys)."""
         s = self.settings
+        embedding = (
+            {} if self.embedder is None else {"semantic": s.semantic, **self.embedder.describe()}
+        )
         return {
             "provider": self.name,
             "model": self.model,
@@ -124,6 +168,7 @@ class AzureSearchProvider:
             "audience_any": list(s.audience_any),
             "vector_field": s.vector_field,
             "as_of": s.as_of,
+            **embedding,
         }
 
     def index(self, documents: list[Document]) -> None:
@@ -134,7 +179,8 @@ class AzureSearchProvider:
             self.index_client.create_or_update_index(self._definition())
             for start in range(0, len(documents), self.settings.batch_size):
                 batch = documents[start : start + self.settings.batch_size]
-                results = self.writer.merge_or_upload_documents([_as_row(d) for d in batch])
+                rows = self._with_vectors([_as_row(d) for d in batch])
+                results = self.writer.merge_or_upload_documents(rows)
                 failed = [r.key for r in results if not r.succeeded]
                 if failed:
                     raise provider_error(
@@ -145,11 +191,24 @@ class AzureSearchProvider:
         except AzureError as e:
             raise self._failure(e, self._write_auth, ADMIN_KEY_VAR) from e
 
+    def _with_vectors(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Hybrid mode: add each row's title+body vector (one embeddings call per batch)."""
+        if self.embedder is None:
+            return rows
+        texts = [_embedding_text(r["title"], r["body"]) for r in rows]
+        # Kept across attempts: a retried index() (after a 429) does not pay for vectors twice.
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            self._vectors.update(zip(missing, self.embedder.embed(missing), strict=True))
+        field = self.settings.vector_field
+        return [{**row, field: self._vectors[text]} for row, text in zip(rows, texts, strict=True)]
+
     def search(self, request: RetrievalRequest) -> list[Hit]:
         """Run the query in the configured mode; hits below ``min_score`` are dropped."""
         from azure.core.exceptions import AzureError
 
         kwargs = self._query_options(request)
+        kwargs.update(self._vector_options(request))
         try:
             rows = list(self.reader.search(search_text=request.query or "*", **kwargs))
         except AzureError as e:
@@ -168,18 +227,28 @@ class AzureSearchProvider:
             "select": ["document_id"],
             "filter": self._filter(request.audience),
         }
-        if s.mode in ("semantic", "hybrid"):
+        if s.uses_semantic:
             kwargs["query_type"] = "semantic"
             kwargs["semantic_configuration_name"] = s.semantic_configuration
-        if s.mode == "hybrid" and s.vector_field:
-            from azure.search.documents.models import VectorizableTextQuery
+        return kwargs
 
-            kwargs["vector_queries"] = [
-                VectorizableTextQuery(
-                    text=request.query, k_nearest_neighbors=request.top_k, fields=s.vector_field
+    def _vector_options(self, request: RetrievalRequest) -> dict[str, Any]:
+        """Hybrid mode: the query's vector (one embeddings call), k nearest in the vector field."""
+        query = (request.query or "").strip()
+        if self.embedder is None or not query or query == "*":
+            return {}  # nothing to embed: a match-all text query alone
+        from azure.search.documents.models import VectorizedQuery
+
+        (vector,) = self.embedder.embed([query[:MAX_EMBED_CHARS]])
+        return {
+            "vector_queries": [
+                VectorizedQuery(
+                    vector=vector,
+                    k_nearest_neighbors=request.top_k,
+                    fields=self.settings.vector_field,
                 )
             ]
-        return kwargs
+        }
 
     def _filter(self, audience: str | None) -> str | None:
         clauses = []
@@ -215,7 +284,7 @@ class AzureSearchProvider:
             SimpleField(name="expires_at", type=text, filterable=True, sortable=True),
         ]
         semantic = None
-        if self.settings.mode in ("semantic", "hybrid"):
+        if self.settings.uses_semantic:
             config = SemanticConfiguration(
                 name=self.settings.semantic_configuration,
                 prioritized_fields=SemanticPrioritizedFields(
@@ -225,7 +294,51 @@ class AzureSearchProvider:
                 ),
             )
             semantic = SemanticSearch(configurations=[config])
-        return SearchIndex(name=self.index_name, fields=fields, semantic_search=semantic)
+        vector_search = None
+        if self.embedder is not None:
+            vector_field, vector_search = self._vector_definition()
+            fields.append(vector_field)
+        return SearchIndex(
+            name=self.index_name,
+            fields=fields,
+            semantic_search=semantic,
+            vector_search=vector_search,
+        )
+
+    def _vector_definition(self) -> tuple[Any, Any]:
+        """The vector field and its HNSW profile (cosine, as Azure OpenAI vectors are unit)."""
+        from azure.search.documents.indexes.models import (
+            HnswAlgorithmConfiguration,
+            HnswParameters,
+            SearchField,
+            SearchFieldDataType,
+            VectorSearch,
+            VectorSearchAlgorithmMetric,
+            VectorSearchProfile,
+        )
+
+        field = SearchField(
+            name=self.settings.vector_field,
+            type=SearchFieldDataType.Collection(SearchFieldDataType.Single),
+            searchable=True,
+            hidden=True,  # never returned: hits only need document_id
+            vector_search_dimensions=self.settings.dimensions,
+            vector_search_profile_name=VECTOR_PROFILE,
+        )
+        config = VectorSearch(
+            algorithms=[
+                HnswAlgorithmConfiguration(
+                    name=VECTOR_ALGORITHM,
+                    parameters=HnswParameters(metric=VectorSearchAlgorithmMetric.COSINE),
+                )
+            ],
+            profiles=[
+                VectorSearchProfile(
+                    name=VECTOR_PROFILE, algorithm_configuration_name=VECTOR_ALGORITHM
+                )
+            ],
+        )
+        return field, config
 
     def _failure(self, error: Exception, auth: Auth, key_var: str) -> Exception:
         if auth.key is not None:
@@ -248,6 +361,11 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _embedding_text(title: str, body: str) -> str:
+    """What a document's vector is computed from: title and body, capped in length."""
+    return f"{title}\n{body}".strip()[:MAX_EMBED_CHARS] or title or "(empty)"
+
+
 def _as_row(doc: Document) -> dict[str, Any]:
     return {
         "document_id": doc.document_id,
@@ -267,9 +385,13 @@ def azure_search_factory(
     """Azure AI Search from ``AZURE_SEARCH_*`` variables.
 
     Settings: ``mode`` (fulltext|semantic|hybrid), ``semantic_configuration``, ``batch_size``,
-    ``timeout_s``, ``audience_any`` (audiences every segment may see), ``vector_field`` (hybrid),
-    ``as_of`` (drop documents expired before this ISO date), ``index_name`` and ``api_version``
-    (override), ``ca_bundle`` / ``verify`` (TLS), ``_credential`` (a token credential, tests).
+    ``timeout_s``, ``audience_any`` (audiences every segment may see), ``as_of`` (drop documents
+    expired before this ISO date), ``index_name`` and ``api_version`` (override), ``ca_bundle`` /
+    ``verify`` (TLS), ``_credential`` (a token credential, tests). Hybrid only: ``vector_field``
+    (default ``body_vector``), ``dimensions`` (default 1536), ``semantic`` (add semantic
+    ranking), ``embedding_deployment`` / ``embedding_api_version`` / ``embedding_batch_size``;
+    the embedding deployment comes from ``AZURE_OPENAI_EMBEDDING_DEPLOYMENT`` with
+    ``AZURE_OPENAI_ENDPOINT`` and ``AZURE_OPENAI_API_KEY`` (or a token).
     """
     search = SearchSettings.from_settings(settings)
     endpoint = endpoint_from_env(env, ENDPOINT_VAR, "azure_search")
@@ -293,6 +415,11 @@ def azure_search_factory(
     }
     if settings.get("api_version"):
         options["api_version"] = str(settings["api_version"])
+    embedder = None
+    if search.mode == "hybrid":
+        embedder = azure_embeddings_factory(
+            settings, env, dimensions=search.dimensions, timeout_s=search.timeout_s
+        )
     return AzureSearchProvider(
         endpoint=endpoint,
         index_name=index_name,
@@ -300,4 +427,5 @@ def azure_search_factory(
         write_auth=write_auth,
         read_auth=read_auth,
         client_options=options,
+        embedder=embedder,
     )

@@ -1,10 +1,12 @@
-"""Azure OpenAI routes: chat completions and Responses (classic and v1), deterministic."""
+"""Azure OpenAI routes: chat, Responses and embeddings (classic and v1), deterministic."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
+import struct
 import time
 import uuid
 from typing import Any
@@ -15,6 +17,7 @@ from tests.emulator.core import (
     HTTPError,
     Reply,
 )
+from tests.emulator.vectors import DEFAULT_DIMENSIONS, embed_text
 
 DOC_LINE = re.compile(r"^\s*\[([A-Za-z0-9_.:\-]+)\]\s*([^:\n]*):\s*(.+?)\s*$", re.MULTILINE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -23,6 +26,8 @@ CLOSING_LINE = re.compile(r"End the body with the line:\s*(.+?)\s*$", re.MULTILI
 
 
 CHAT_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
+EMBEDDINGS_PATH = re.compile(r"^/openai/deployments/([^/]+)/embeddings$")
+MAX_EMBEDDING_INPUTS = 2048
 
 
 def route(
@@ -40,6 +45,11 @@ def route(
         if m and "api-version" not in query:
             raise HTTPError(404, "404", "Resource not found (api-version missing).")
         return _chat(body, m.group(1) if m else body.get("model", ""), fault or Faults())
+    e = EMBEDDINGS_PATH.match(path)
+    if e or path == "/openai/v1/embeddings":
+        if e and "api-version" not in query:
+            raise HTTPError(404, "404", "Resource not found (api-version missing).")
+        return _embeddings(body, e.group(1) if e else str(body.get("model", "")))
     if path in ("/openai/responses", "/openai/v1/responses"):
         if path == "/openai/responses" and "api-version" not in query:
             raise HTTPError(404, "404", "Resource not found (api-version missing).")
@@ -210,4 +220,46 @@ def _responses(body: dict[str, Any], f: Faults) -> Reply:
                 "output_tokens_details": {"reasoning_tokens": 0},
             },
         },
+    )
+
+
+def _embedding_inputs(value: Any) -> list[str]:
+    """The texts of an embeddings `input`: a string or a list of strings (token arrays as text)."""
+    items = (
+        value if isinstance(value, list) and not all(isinstance(v, int) for v in value) else [value]
+    )
+    texts = []
+    for item in items:
+        text = " ".join(map(str, item)) if isinstance(item, list) else item
+        if not isinstance(text, str) or not text:
+            raise HTTPError(400, "invalid_request", "'input' must be non-empty strings.")
+        texts.append(text)
+    if not texts or len(texts) > MAX_EMBEDDING_INPUTS:
+        raise HTTPError(400, "invalid_request", f"'input' must hold 1 to {MAX_EMBEDDING_INPUTS}.")
+    return texts
+
+
+def _embeddings(body: dict[str, Any], model: str) -> Reply:
+    """Deterministic vectors (hashed bag of words) of the requested or default dimensions."""
+    texts = _embedding_inputs(body.get("input"))
+    dimensions = body.get("dimensions") or DEFAULT_DIMENSIONS
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= 3072:
+        raise HTTPError(400, "invalid_request", f"dimensions must be 1 to 3072, got {dimensions}")
+    as_base64 = body.get("encoding_format") == "base64"  # what the openai SDK asks for by default
+    data = []
+    for i, text in enumerate(texts):
+        vector: Any = embed_text(text, dimensions)
+        if as_base64:
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    tokens = sum(_tokens(t) for t in texts)
+    return Reply(
+        200,
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+        headers={"x-ratelimit-remaining-requests": "999", "x-ratelimit-remaining-tokens": "99999"},
     )
