@@ -241,7 +241,6 @@ class Runner:
         )
         return NodeResult(test.name, TEST, status, seconds, int(failures), message, str(test.path))
 
-
     def _reads_pii(self, test: Node) -> bool:
         """Whether a failing test's example rows could show PII (kept out of artifacts)."""
         spec = test.test
@@ -251,9 +250,7 @@ class Runner:
             # A query of the user's own: any PII column in what it reads may be in its rows.
             return any(_pii_columns(self.graph.nodes[n]) for n in test.depends_on)
         columns = {spec.column, spec.args.get("field")} - {None}
-        return any(
-            c in _pii_columns(self.graph.nodes[n]) for n in test.depends_on for c in columns
-        )
+        return any(c in _pii_columns(self.graph.nodes[n]) for n in test.depends_on for c in columns)
 
 
 def _pii_columns(node: Node) -> set[str]:

@@ -13,10 +13,7 @@ messages, only aggregates and the variant templates (merge tags unrendered).
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,23 +26,49 @@ import pandas as pd
 from cpo.config import ProjectConfig
 from cpo.db import Database
 from cpo.errors import CPOError
+from cpo.report_plots import (
+    ARM_PALETTE,
+    CONTROL_COLOR,
+    DECISION_COLORS,
+    EVENTS,
+    FUNNEL_LABELS,
+    PLOT_IDS,
+    PLOTS,
+    finite,
+    forest_plot,
+    funnel_plot,
+    heatmap_plot,
+    overall_results,
+    power_plot,
+    primary_metric,
+    safety_plot,
+    srm_p,
+    srm_plot,
+)
 
-EVENTS = ("delivered", "open", "click", "conversion")
-FUNNEL_LABELS = {
-    "delivered": "Delivered",
-    "open": "Opened",
-    "click": "Clicked",
-    "conversion": "Converted",
-}
-DECISION_COLORS = {
-    "ship": "#1a7f37",
-    "no_ship": "#cf222e",
-    "inconclusive": "#9a6700",
-    "invalid": "#8250df",
-}
-ARM_PALETTE = ("#0969da", "#e36209", "#1a7f37", "#8250df", "#bf3989", "#0a7e8c", "#953800")
-CONTROL_COLOR = "#6e7781"
-PLOT_IDS = ("plot-forest", "plot-heatmap", "plot-funnel", "plot-srm", "plot-power", "plot-safety")
+# The figures moved to cpo.report_plots; their names stay importable from here.
+__all__ = [
+    "ARM_PALETTE",
+    "CONTROL_COLOR",
+    "CSS",
+    "DECISION_COLORS",
+    "EVENTS",
+    "FUNNEL_LABELS",
+    "PLOT_IDS",
+    "TEMPLATE",
+    "ReportData",
+    "Verdict",
+    "forest_plot",
+    "funnel_plot",
+    "heatmap_plot",
+    "power_plot",
+    "read_report_data",
+    "render_report",
+    "safety_plot",
+    "srm_plot",
+    "verdict",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -333,356 +356,7 @@ def _metric_settings(experiment: Mapping[str, Any]) -> dict[str, dict[str, Any]]
     return out
 
 
-# -- plots -----------------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "font.family": "DejaVu Sans",
-            "font.size": 9,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "axes.edgecolor": "#8c959f",
-            "axes.labelcolor": "#24292f",
-            "xtick.color": "#57606a",
-            "ytick.color": "#57606a",
-            "svg.hashsalt": "cpo-report",
-            "axes.titleweight": "bold",
-            "axes.titlesize": 10,
-            "axes.axisbelow": True,
-        }
-    )
-    return plt.figure(figsize=(width, height))
-
-
-def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _arm_colors(arms: Sequence[str], control: str) -> dict[str, str]:
-    colors, i = {}, 0
-    for arm in arms:
-        if arm == control:
-            colors[arm] = CONTROL_COLOR
-        else:
-            colors[arm] = ARM_PALETTE[i % len(ARM_PALETTE)]
-            i += 1
-    return colors
-
-
-def _overall(results: pd.DataFrame) -> pd.DataFrame:
-    return results[results["segment_id"].isna()].reset_index(drop=True)
-
-
-def _relative(results: pd.DataFrame) -> bool:
-    scale = results.get("effect_scale")
-    return scale is None or bool((scale.fillna("relative") == "relative").all())
-
-
-def forest_plot(data: ReportData) -> str | None:
-    """Each treatment arm's lift with its interval, one panel per metric."""
-    overall = _overall(data.results) if data.results is not None else None
-    if overall is None or overall.empty:
-        return None
-    metrics = list(dict.fromkeys(overall["metric"]))
-    arms = list(dict.fromkeys(overall["arm"]))
-    scale = 100 if _relative(overall) else 1
-    fig = _figure(14.0, 0.6 + 0.36 * len(arms) * len(metrics) + 0.45 * len(metrics))
-    axes = fig.subplots(len(metrics), 1, sharex=False, squeeze=False)[:, 0]
-    for ax, metric in zip(axes, metrics, strict=True):
-        rows = overall[overall["metric"] == metric].set_index("arm").reindex(arms)
-        for y, (_, row) in enumerate(rows.iterrows()):
-            color = DECISION_COLORS.get(str(row.get("decision")), "#57606a")
-            est, lo, hi = (row.get(k) for k in ("estimate", "ci_low", "ci_high"))
-            if _finite(lo) and _finite(hi):
-                ax.plot(
-                    [lo * scale, hi * scale], [y, y], color=color, lw=2.2, solid_capstyle="round"
-                )
-            if _finite(est):
-                ax.plot(est * scale, y, "o", color=color, ms=7, mec="white", mew=1.2)
-                ax.annotate(
-                    f"{est * scale:+.1f}{'%' if scale == 100 else ''}",
-                    (est * scale, y),
-                    xytext=(0, 7),
-                    textcoords="offset points",
-                    ha="center",
-                    fontsize=8,
-                    color="#24292f",
-                )
-            else:
-                ax.text(0, y, "  no estimate", va="center", fontsize=8, color="#57606a")
-        ax.axvline(0, color="#8c959f", lw=1, ls="--")
-        ax.set_yticks(range(len(arms)), arms)
-        ax.set_ylim(len(arms) - 0.4, -0.7)
-        role = (
-            rows["metric_role"].dropna().iloc[0]
-            if "metric_role" in rows and rows["metric_role"].notna().any()
-            else ""
-        )
-        ax.set_title(f"{metric}  ({role})" if role else metric, loc="left")
-        ax.grid(axis="x", color="#eaeef2")
-    axes[-1].set_xlabel(
-        "relative lift vs control (%)" if scale == 100 else "absolute difference vs control"
-    )
-    handles = [_legend_dot(c, d.replace("_", " ")) for d, c in DECISION_COLORS.items()]
-    fig.legend(
-        handles=handles, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 1.0)
-    )
-    fig.tight_layout()
-    return _svg(fig)
-
-
-def _legend_dot(color: str, label: str) -> Any:
-    from matplotlib.lines import Line2D
-
-    return Line2D([], [], marker="o", ls="", color=color, label=label, ms=7)
-
-
-def heatmap_plot(data: ReportData) -> str | None:
-    """Lift of the primary metric per segment and arm; * marks adjusted p < alpha."""
-    if data.results is None:
-        return None
-    seg = data.results[data.results["segment_id"].notna()]
-    if seg.empty:
-        return None
-    metric = _primary_metric(data.results)
-    seg = seg[seg["metric"] == metric]
-    scale = 100 if _relative(seg) else 1
-    table = seg.pivot_table(index="segment_id", columns="arm", values="estimate", aggfunc="first")
-    pvals = seg.pivot_table(
-        index="segment_id", columns="arm", values="p_value_adjusted", aggfunc="first"
-    ).reindex_like(table)
-    values = table.to_numpy(dtype=float) * scale
-    finite = values[~pd.isna(values)]
-    bound = float(max(abs(finite).max(), 1e-9)) if finite.size else 1.0
-    fig = _figure(1.9 + 1.45 * table.shape[1], 0.9 + 0.48 * table.shape[0])
-    ax = fig.subplots()
-    import numpy as np
-
-    image = ax.imshow(
-        np.ma.masked_invalid(values), cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto"
-    )
-    ax.set_facecolor("#eaeef2")
-    for (i, j), value in np.ndenumerate(values):
-        if math.isnan(value):
-            ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="#57606a")
-            continue
-        star = "*" if _finite(pvals.iat[i, j]) and pvals.iat[i, j] < data.alpha else ""
-        dark = abs(value) > 0.6 * bound
-        ax.text(
-            j,
-            i,
-            f"{value:+.1f}{'%' if scale == 100 else ''}{star}",
-            ha="center",
-            va="center",
-            fontsize=8.5,
-            color="white" if dark else "#24292f",
-        )
-    ax.set_xticks(range(table.shape[1]), list(table.columns))
-    ax.set_yticks(range(table.shape[0]), [data.segments.get(s, s) for s in table.index])
-    ax.tick_params(length=0)
-    for side in ("left", "bottom"):
-        ax.spines[side].set_visible(False)
-    ax.set_title(f"{metric}: lift by segment", loc="left")
-    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
-    bar.set_label("relative lift (%)" if scale == 100 else "absolute difference")
-    bar.outline.set_visible(False)
-    fig.tight_layout()
-    return _svg(fig)
-
-
-def funnel_plot(data: ReportData) -> str | None:
-    """Share of assigned customers reaching each stage, per arm (one panel per stage)."""
-    if data.funnel is None or data.funnel.empty:
-        return None
-    funnel = data.funnel
-    arms = list(funnel["arm"])
-    colors = _arm_colors(arms, data.control)
-    fig = _figure(14.0, 3.0)
-    axes = fig.subplots(1, len(EVENTS))
-    for ax, event in zip(axes, EVENTS, strict=True):
-        share = (funnel[event] / funnel["assigned"].where(funnel["assigned"] > 0)) * 100
-        bars = ax.bar(range(len(arms)), share.fillna(0), color=[colors[a] for a in arms], width=0.7)
-        for rect, value in zip(bars, share, strict=True):
-            label = "n/a" if pd.isna(value) else f"{value:.1f}%"
-            ax.annotate(
-                label,
-                (rect.get_x() + rect.get_width() / 2, rect.get_height()),
-                xytext=(0, 2),
-                textcoords="offset points",
-                ha="center",
-                fontsize=7.5,
-            )
-        ax.set_title(FUNNEL_LABELS[event], loc="left")
-        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
-        ax.set_ylim(0, max(float(share.max() if share.notna().any() else 0) * 1.25, 0.1))
-        ax.yaxis.set_major_formatter(_percent_formatter())
-        ax.grid(axis="y", color="#eaeef2")
-    axes[0].set_ylabel("% of assigned customers")
-    fig.tight_layout()
-    return _svg(fig)
-
-
-def _percent_formatter() -> Any:
-    from matplotlib.ticker import FuncFormatter
-
-    return FuncFormatter(lambda v, _: f"{v:g}%")
-
-
-def srm_plot(data: ReportData) -> str | None:
-    """Observed customers per arm against the counts the configured weights expect."""
-    if data.assigned is None or data.assigned.empty:
-        return None
-    assigned = data.assigned
-    arms = list(assigned["arm"])
-    total = float(assigned["customers"].sum())
-    weight_sum = sum(data.weights.get(a, 0.0) for a in arms) or float(len(arms))
-    expected = [
-        total * (data.weights.get(a, 0.0) if data.weights else 1.0) / weight_sum for a in arms
-    ]
-    colors = _arm_colors(arms, data.control)
-    fig = _figure(6.6, 3.0)
-    ax = fig.subplots()
-    ax.bar(
-        range(len(arms)),
-        assigned["customers"],
-        color=[colors[a] for a in arms],
-        width=0.6,
-        label="observed",
-    )
-    ax.scatter(
-        range(len(arms)),
-        expected,
-        marker="_",
-        s=900,
-        color="#24292f",
-        lw=2,
-        label="expected from weights",
-        zorder=3,
-    )
-    for x, value in enumerate(assigned["customers"]):
-        ax.annotate(
-            f"{int(value):,}",
-            (x, value / 2),
-            ha="center",
-            va="center",
-            fontsize=8.5,
-            color="white",
-            fontweight="bold",
-        )
-    ax.set_xticks(range(len(arms)), arms)
-    ax.set_ylabel("customers")
-    p = _srm_p(data)
-    ax.set_title("Sample ratio" + (f": χ² p = {p:.3g}" if p is not None else ""), loc="left")
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
-    ax.set_ylim(0, max(max(expected), float(assigned["customers"].max())) * 1.12)
-    ax.grid(axis="y", color="#eaeef2")
-    fig.tight_layout()
-    return _svg(fig)
-
-
-def power_plot(data: ReportData) -> str | None:
-    """Achieved power per arm and metric against the power the decision rule needs."""
-    overall = _overall(data.results) if data.results is not None else None
-    if overall is None or overall.empty or "power" not in overall:
-        return None
-    rows = overall[["arm", "metric", "power"]].copy()
-    labels = [f"{r.arm} · {r.metric}" for r in rows.itertuples()]
-    fig = _figure(14.0, 0.8 + 0.22 * len(rows))
-    ax = fig.subplots()
-    values = rows["power"].fillna(0).clip(0, 1)
-    colors = ["#1a7f37" if v >= data.min_power else "#9a6700" for v in values]
-    ax.barh(range(len(rows)), values, color=colors, height=0.65)
-    ax.axvline(
-        data.min_power, color="#cf222e", ls="--", lw=1.2, label=f"needed: {data.min_power:.0%}"
-    )
-    for y, value in enumerate(rows["power"]):
-        ax.annotate(
-            "n/a" if pd.isna(value) else f"{value:.0%}",
-            (min(float(value or 0), 1), y),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=7.5,
-        )
-    ax.set_yticks(range(len(rows)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.08)
-    ax.xaxis.set_major_formatter(_percent_formatter_fraction())
-    ax.set_xlabel("power to detect the metric's MDE")
-    ax.set_title("Power achieved vs needed", loc="left")
-    ax.legend(frameon=False, loc="upper right", fontsize=8)
-    fig.tight_layout()
-    return _svg(fig)
-
-
-def _percent_formatter_fraction() -> Any:
-    from matplotlib.ticker import PercentFormatter
-
-    return PercentFormatter(1.0)
-
-
-def safety_plot(data: ReportData) -> str | None:
-    """Variants passing and blocked per safety check."""
-    if data.screenings is None or data.screenings.empty:
-        return None
-    s = data.screenings
-    fig = _figure(14.0, 0.8 + 0.24 * len(s))
-    ax = fig.subplots()
-    y = range(len(s))
-    ax.barh(y, s["passed"], color="#1a7f37", height=0.65, label="passed")
-    ax.barh(y, s["blocked"], left=s["passed"], color="#cf222e", height=0.65, label="blocked")
-    for i, row in enumerate(s.itertuples()):
-        if row.blocked:
-            ax.annotate(
-                f"{row.blocked} blocked",
-                (row.passed + row.blocked, i),
-                xytext=(3, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7.5,
-                color="#cf222e",
-            )
-    ax.set_yticks(list(y), list(s["check"]), fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("variants screened")
-    ax.set_title("Safety checks", loc="left")
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, ncol=2)
-    fig.tight_layout()
-    return _svg(fig)
-
-
 # -- summaries -------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _primary_metric(results: pd.DataFrame) -> str:
-    primary = results[results.get("metric_role", pd.Series(dtype=str)) == "primary"]
-    return str((primary if not primary.empty else results)["metric"].iloc[0])
-
-
-def _srm_p(data: ReportData) -> float | None:
-    if data.results is None or "srm_p_value" not in data.results:
-        return None
-    values = data.results["srm_p_value"].dropna()
-    return float(values.iloc[0]) if not values.empty else None
 
 
 @dataclass(frozen=True)
@@ -698,8 +372,8 @@ def verdict(data: ReportData) -> Verdict:
     """Summarise the primary metric's per-arm decisions into one recommendation."""
     if data.results is None:
         return Verdict("inconclusive", "No decision yet", ("There are no experiment results.",))
-    overall = _overall(data.results)
-    metric = _primary_metric(data.results)
+    overall = overall_results(data)
+    metric = primary_metric(data.results)
     primary = overall[overall["metric"] == metric]
     reasons = tuple(
         f"{r.arm}: {str(r.decision).replace('_', ' ')}: {r.decision_reason}"
@@ -722,8 +396,8 @@ def _power_rows(data: ReportData) -> list[dict[str, Any]]:
     """Units per arm achieved versus needed for each proportion metric's MDE."""
     from cpo import stats
 
-    overall = _overall(data.results) if data.results is not None else None
-    if overall is None:
+    overall = overall_results(data)
+    if overall.empty:
         return []
     comparisons = max(len(set(overall["arm"])) * len(set(overall["metric"])), 1)
     rows = []
@@ -731,7 +405,7 @@ def _power_rows(data: ReportData) -> list[dict[str, Any]]:
         mde = data.metric_settings.get(str(r.metric), {}).get("mde", 0.1)
         needed = None
         p = getattr(r, "control_mean", None)
-        if getattr(r, "metric_type", "proportion") == "proportion" and _finite(p) and 0 < p < 1:
+        if getattr(r, "metric_type", "proportion") == "proportion" and finite(p) and 0 < p < 1:
             try:
                 needed = stats.sample_size_per_arm(
                     p, float(mde) * p, data.alpha / comparisons, data.min_power
@@ -779,24 +453,16 @@ def render_report(data: ReportData) -> str:
     """The report as one HTML document (plots embedded, all text escaped)."""
     plots = {}
     if data.has_database:
-        plots = {
-            "plot-forest": forest_plot(data),
-            "plot-heatmap": heatmap_plot(data),
-            "plot-funnel": funnel_plot(data),
-            "plot-srm": srm_plot(data),
-            "plot-power": power_plot(data),
-            "plot-safety": safety_plot(data),
-        }
-    overall = _overall(data.results) if data.results is not None else None
+        plots = {plot_id: plot(data) for plot_id, plot in PLOTS.items()}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters.update(num=_num, pct=_pct, pval=_pval, label=lambda s: str(s).replace("_", " "))
     return env.from_string(TEMPLATE).render(
         d=data,
         verdict=verdict(data) if data.has_database else None,
         plots=plots,
-        overall=_records(overall),
+        overall=_records(overall_results(data)),
         power_rows=_power_rows(data) if data.has_database else [],
-        srm_p=_srm_p(data),
+        srm_p=srm_p(data),
         calls=_call_summary(data.calls, data.run.get("invocation_id")),
         blocked=_records(data.blocked),
         variant_groups=_variant_groups(data),
@@ -830,19 +496,19 @@ def _version() -> str:
 
 
 def _num(value: Any, digits: int = 0) -> str:
-    if not _finite(value):
+    if not finite(value):
         return "—"
     return f"{float(value):,.{digits}f}"
 
 
 def _pct(value: Any, digits: int = 1, signed: bool = False) -> str:
-    if not _finite(value):
+    if not finite(value):
         return "—"
     return f"{float(value) * 100:{'+' if signed else ''}.{digits}f}%"
 
 
 def _pval(value: Any) -> str:
-    if not _finite(value):
+    if not finite(value):
         return "—"
     return "< 0.0001" if float(value) < 1e-4 else f"{float(value):.4f}"
 

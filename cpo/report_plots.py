@@ -121,7 +121,9 @@ def _svg(fig: Any) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _note(ax: Any, text: str, xy: tuple[float, float], offset: tuple[float, float], **style: Any):
+def _note(
+    ax: Any, text: str, xy: tuple[float, float], offset: tuple[float, float], **style: Any
+) -> None:
     """Annotate `xy` with `text`, shifted by `offset` points."""
     ax.annotate(text, xy, xytext=offset, textcoords="offset points", **style)
 
@@ -344,8 +346,8 @@ def safety_plot(data: ReportData) -> str | None:
     for i, row in enumerate(s.itertuples()):
         if row.blocked:
             end = (row.passed + row.blocked, i)
-            style = {"va": "center", "fontsize": 7.5, "color": "#cf222e"}
-            _note(ax, f"{row.blocked} blocked", end, (3, 0), **style)
+            text = f"{row.blocked} blocked"
+            _note(ax, text, end, (3, 0), va="center", fontsize=7.5, color="#cf222e")
     ax.set_yticks(list(y), list(s["check"]), fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("variants screened")
