@@ -284,15 +284,9 @@ def srm_plot(data: ReportData) -> str | None:
         x, expected, marker="_", s=900, color=_TEXT, lw=2, label="expected from weights", zorder=3
     )
     for i, value in enumerate(counts):
-        ax.annotate(
-            f"{int(value):,}",
-            (i, value / 2),
-            ha="center",
-            va="center",
-            fontsize=8.5,
-            color="white",
-            fontweight="bold",
-        )
+        label = f"{int(value):,}"
+        bold = {"color": "white", "fontweight": "bold"}
+        _note(ax, label, (i, value / 2), (0, 0), ha="center", va="center", fontsize=8.5, **bold)
     ax.set_xticks(x, arms)
     ax.set_ylabel("customers")
     p = srm_p(data)
