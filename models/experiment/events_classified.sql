@@ -1,4 +1,4 @@
-{{ config(materialized='ephemeral', tags=['experiment']) }}
+{{ config(materialized='table', tags=['experiment']) }}
 -- Every raw event row (observed files and the simulation), typed, with the reason it is rejected
 -- (NULL = accepted). stg_events keeps the accepted rows; event_rejections and event_summary count
 -- the others, so nothing is dropped silently.
