@@ -458,6 +458,10 @@ class CallLayer:
             self.reserved_usd += estimate
         return estimate
 
+    def record_index(self, step: str, provider: Any, **values: Any) -> None:
+        """Ledger row for building a service-side index (item key ``index``)."""
+        self._record(step, provider, "index", status="success", **values)
+
     def _record(self, step: str, provider: Any, item_key: str, **values: Any) -> None:
         row = {
             "run_id": self.run_id,

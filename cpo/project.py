@@ -447,7 +447,9 @@ class Project:
             cache, self.config.calls, self.config.prices, self.config.max_cost_usd, run_id, log
         )
         dry_run = services_out is not None
-        services = Services(self.config, calls, self.env, dry_run=dry_run)
+        services = Services(
+            self.config, calls, self.env, dry_run=dry_run, full_refresh=self.full_refresh
+        )
         if services_out is not None:
             services_out.append(services)
         tracer = telemetry.configure(

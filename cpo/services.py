@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +15,20 @@ from cpo.calls import CallLayer, CallOutcome, cache_key, decode, estimate_tokens
 from cpo.config import ProjectConfig
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.base import get_provider_factory
+
+
+@dataclass(frozen=True)
+class _Corpus:
+    """What an index cache key hashes: the fingerprint of the documents indexed."""
+
+    fingerprint: str
+
+
+def _fingerprint(documents: Sequence[Any]) -> str:
+    digest = hashlib.sha256()
+    for document in documents:
+        digest.update(repr(document).encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,7 @@ class StepProvider:
     calls: CallLayer
     stand_in: Any = None
     planned: list[PlannedCall] | None = None
+    reindex: bool = False
 
     @property
     def name(self) -> str:
@@ -54,24 +71,41 @@ class StepProvider:
         return self.provider.model
 
     def index(self, documents: Sequence[Any]) -> None:
-        """Build the retrieval index (not cached: indexes are cheap or idempotent).
+        """Build the retrieval index.
 
-        Throttling, 5xx and timeouts are retried with the call layer's backoff settings, as for
-        calls: the providers turn their SDKs' own retries off.
+        A provider whose index lives in a service (``persistent_index = True``, e.g. Azure AI
+        Search, where indexing may pay for embeddings) is indexed once per corpus: an unchanged
+        corpus is a cache hit and nothing is sent. In-process indexes (BM25) are always built.
+        Throttling, 5xx and timeouts are retried with the call layer's backoff settings.
         """
         target = self.stand_in or self.provider
+        documents = list(documents)
+        persistent = self.stand_in is None and getattr(target, "persistent_index", False)
+        key = cache_key(target.describe(), "index", _Corpus(_fingerprint(documents)), "")
+        if persistent and not self.reindex and self.calls.cache.get(key) is not None:
+            self.calls.record_index(self.step, target, cache_hit=True)
+            return
+        started = time.perf_counter()
+        attempts = self._index_with_retries(target, documents)
+        if persistent:
+            self.calls.cache.put(key, target.name, target.model, {"documents": len(documents)})
+            latency = (time.perf_counter() - started) * 1000
+            self.calls.record_index(self.step, target, attempts=attempts, latency_ms=latency)
+
+    def _index_with_retries(self, target: Any, documents: list[Any]) -> int:
         settings = self.calls.settings
         delay = settings.backoff_initial_s
         for attempt in range(1, max(1, settings.max_attempts) + 1):
             try:
-                target.index(list(documents))
-                return
+                target.index(documents)
+                return attempt
             except ProviderError as error:
                 if not getattr(error, "retryable", False) or attempt >= settings.max_attempts:
                     raise
                 wait = getattr(error, "retry_after_s", None) or delay
                 self.calls.sleep(min(wait, settings.backoff_max_s * 4))
                 delay = min(delay * 2, settings.backoff_max_s)
+        raise AssertionError("unreachable")
 
     def call_all(
         self, method: str, requests: Sequence[Any], *, salt: str = ""
@@ -116,11 +150,13 @@ class Services:
         env: Mapping[str, str] | None = None,
         *,
         dry_run: bool = False,
+        full_refresh: bool = False,
     ) -> None:
         self.config = config
         self.calls = calls
         self.env = env if env is not None else os.environ
         self.dry_run = dry_run
+        self.full_refresh = full_refresh
         self.planned: list[PlannedCall] = []
         self._stand_ins: dict[str, Any] = {}
         self._providers: dict[str, Any] = {}
@@ -157,6 +193,7 @@ class Services:
             self.calls,
             self._stand_ins.get(kind),
             self.planned if self.dry_run else None,
+            reindex=self.full_refresh,
         )
 
     def _stand_in(self, kind: str, settings: Mapping[str, Any]) -> Any:

@@ -247,13 +247,15 @@ def test_rebuild_makes_no_generation_or_safety_request(azure_build: AzureBuild) 
     again = azure_build.second
     assert not [r for r in again if r.path in (GENERATION_PATH, ANALYZE_PATH)]
     assert not [r for r in again if r.path.endswith("search.post.search")]
+    # The index lives in the service: an unchanged corpus is not uploaded (or embedded) again.
+    assert not [r for r in again if "/indexes" in r.path]
     rows = query(
         azure_build.project,
         "select step, bool_and(cache_hit), count(*), sum(cost_usd) from llm_calls "
         f"where run_id = '{azure_build.second_run_id}' group by 1 order by 1",
     )
     assert rows == [
-        ("retrieved_content", True, 7, 0.0),
+        ("retrieved_content", True, 8, 0.0),  # 7 searches and the index
         ("safety_screenings", True, 19, 0.0),
         ("variants", True, 19, 0.0),
     ]

@@ -118,6 +118,8 @@ class AzureSearchProvider:
 
     kind = "retrieval"
     name = "azure_search"
+    # The index lives in the service: the call layer indexes an unchanged corpus only once.
+    persistent_index = True
 
     def __init__(
         self,
