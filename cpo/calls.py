@@ -330,7 +330,7 @@ class CallLayer:
     ) -> CallOutcome:
         input_estimate, output_estimate = estimate_tokens(request)
         try:
-            reserved = self._reserve_budget(provider.model, input_estimate, output_estimate)
+            reserved = self._reserve_budget(price_model(provider), input_estimate, output_estimate)
         except BudgetExceededError as error:
             breaker.stop(error.message)  # queued items are not called either
             raise
@@ -414,7 +414,7 @@ class CallLayer:
             breaker.success()
             input_tokens = int(getattr(result, "input_tokens", 0) or 0)
             output_tokens = int(getattr(result, "output_tokens", 0) or 0)
-            cost = self.cost(provider.model, input_tokens, output_tokens)
+            cost = self.cost(price_model(provider), input_tokens, output_tokens)
             with self._spend_lock:
                 self.spent_usd += cost
             if cacheable:
@@ -459,8 +459,17 @@ class CallLayer:
         return estimate
 
     def record_index(self, step: str, provider: Any, **values: Any) -> None:
-        """Ledger row for building a service-side index (item key ``index``)."""
-        self._record(step, provider, "index", status="success", **values)
+        """Ledger row for building a service-side index (item key ``index``).
+
+        Tokens it paid for (``input_tokens``, e.g. document embeddings) are priced and counted
+        in the build's spend like any call's.
+        """
+        tokens_in = int(values.get("input_tokens", 0) or 0)
+        tokens_out = int(values.get("output_tokens", 0) or 0)
+        cost = self.cost(price_model(provider), tokens_in, tokens_out)
+        with self._spend_lock:
+            self.spent_usd += cost
+        self._record(step, provider, "index", status="success", cost_usd=cost, **values)
 
     def _record(self, step: str, provider: Any, item_key: str, **values: Any) -> None:
         row = {
@@ -480,6 +489,12 @@ class CallLayer:
             **values,
         }
         self.cache.record(row)
+
+
+def price_model(provider: Any) -> str:
+    """The ``prices:`` entry a provider's calls are billed by: its ``price_model`` if it has
+    one (hybrid search pays only for its embedding deployment), else its ``model``."""
+    return str(getattr(provider, "price_model", None) or provider.model)
 
 
 class _Breaker:

@@ -419,7 +419,8 @@ def _power_rows(data: ReportData) -> list[dict[str, Any]]:
                 "mde": mde,
                 "n": min(r.n_control, r.n_treatment),
                 "needed": needed,
-                "power": r.power,
+                # Results without a power column (older or custom models) show "—".
+                "power": getattr(r, "power", None),
             }
         )
     return rows
@@ -618,7 +619,8 @@ src="{{ plots['plot-forest'] }}">
 <td class="n">[{{ r.ci_low | pct(1, True) }}, {{ r.ci_high | pct(1, True) }}]</td>
       {% endif %}
       <td class="n">{{ r.p_value | pval }}</td><td class="n">{{ r.p_value_adjusted | pval }}</td>
-      <td class="n">{{ r.chance_to_win | pct(1) }}</td><td class="n">{{ r.power | pct(0) }}</td>
+      <td class="n">{{ r.chance_to_win | pct(1) }}</td>
+<td class="n">{{ r.get('power') | pct(0) }}</td>
       <td><span class="badge" style="background: {{ decision_colors.get(r.decision, '#57606a') }}">
 {{ r.decision | label }}</span>
         <div class="muted">{{ r.decision_reason }}</div></td></tr>

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cpo.calls import CallLayer, CallOutcome, cache_key, decode, estimate_tokens
+from cpo.calls import (
+    CallLayer,
+    CallOutcome,
+    cache_key,
+    decode,
+    estimate_tokens,
+    price_model,
+)
 from cpo.config import ProjectConfig
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.base import get_provider_factory
@@ -86,11 +93,16 @@ class StepProvider:
             self.calls.record_index(self.step, target, cache_hit=True)
             return
         started = time.perf_counter()
+        # Tokens paid while indexing (embeddings), counted across retries by the provider.
+        tokens_before = getattr(target, "index_input_tokens", 0)
         attempts = self._index_with_retries(target, documents)
         if persistent:
             self.calls.cache.put(key, target.name, target.model, {"documents": len(documents)})
             latency = (time.perf_counter() - started) * 1000
-            self.calls.record_index(self.step, target, attempts=attempts, latency_ms=latency)
+            tokens = getattr(target, "index_input_tokens", 0) - tokens_before
+            self.calls.record_index(
+                self.step, target, attempts=attempts, latency_ms=latency, input_tokens=tokens
+            )
 
     def _index_with_retries(self, target: Any, documents: list[Any]) -> int:
         settings = self.calls.settings
@@ -121,7 +133,7 @@ class StepProvider:
         if cached is not None:
             return CallOutcome(request.key, decode(method, cached), cache_hit=True)
         input_tokens, output_tokens = estimate_tokens(request)
-        cost = self.calls.cost(self.provider.model, input_tokens, output_tokens)
+        cost = self.calls.cost(price_model(self.provider), input_tokens, output_tokens)
         assert self.planned is not None
         self.planned.append(
             PlannedCall(

@@ -7,7 +7,10 @@ rankings with Reciprocal Rank Fusion, as Azure does.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +24,12 @@ from azure.search.documents.indexes.models import (
     SimpleField,
 )
 
+from cpo.calls import LEDGER_COLUMNS, Cache, CallLayer
+from cpo.config import CallSettings, Price
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.azure_search import azure_search_factory
-from cpo.providers.base import Document, RetrievalRequest
+from cpo.providers.base import Document, Hits, RetrievalRequest
+from cpo.services import StepProvider
 from tests.emulator import Emulator, FakeTokenCredential, RecordedRequest
 from tests.emulator.vectors import embed_text
 
@@ -248,3 +254,79 @@ def test_emulator_rejects_a_vector_field_without_a_profile(emu: Emulator) -> Non
     key = SimpleField(name="id", type=SearchFieldDataType.String, key=True)
     with pytest.raises(HttpResponseError, match="unknown vector search profile"):
         client.create_or_update_index(SearchIndex(name="bad", fields=[key, field]))
+
+
+# -- embedding tokens and cost in the ledger ----------------------------------------------------
+
+PRICE = Price(input_per_1m=0.02)  # what text-embedding-3-small lists
+
+
+def emulated_tokens(text: str) -> int:
+    """What the emulator bills an embedding input (about 4 characters a token)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def index_tokens() -> int:
+    return sum(emulated_tokens(f"{d.title}\n{d.body}") for d in DOCS)
+
+
+def layer_for(tmp_path: Path, prices: dict[str, Price]) -> CallLayer:
+    settings = CallSettings(concurrency=4, backoff_initial_s=0.01, backoff_max_s=0.05)
+    layer = CallLayer(
+        Cache(tmp_path / "cache.sqlite"), settings, prices, None, "run", logging.getLogger("t")
+    )
+    layer.sleep = lambda _s: None
+    return layer
+
+
+def ledger(layer: CallLayer) -> list[dict[str, Any]]:
+    return [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in layer.cache.ledger()]
+
+
+def test_hits_carry_query_embedding_tokens_and_price_by_the_deployment(emu: Emulator) -> None:
+    provider = hybrid(emu)
+    assert (provider.model, provider.price_model) == ("azure-ai-search:hybrid", DEPLOYMENT)
+    assert provider.index_input_tokens == index_tokens() > 0
+    hits = provider.search(RetrievalRequest("seg", "garden roses"))
+    assert isinstance(hits, Hits) and hits.input_tokens == emulated_tokens("garden roses")
+    assert provider.search(RetrievalRequest("seg", "*")).input_tokens == 0  # nothing embedded
+    fulltext = azure_search_factory({}, hybrid_env(emu))
+    assert fulltext.price_model == fulltext.model == "azure-ai-search:fulltext"
+    assert fulltext.search(RetrievalRequest("seg", "jackets")).input_tokens == 0
+
+
+def test_ledger_rows_for_index_and_search_carry_embedding_tokens_and_cost(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    provider = azure_search_factory({"mode": "hybrid", "dimensions": DIMS}, hybrid_env(emu))
+    layer = layer_for(tmp_path, {DEPLOYMENT: PRICE})
+    step = StepProvider("retrieved_content", "retrieval", provider, layer)
+    step.index(list(DOCS))
+    queries = ["garden roses", "jackets for students this week", "coats"]
+    requests = [RetrievalRequest(f"seg{i}", q) for i, q in enumerate(queries)]
+    outcomes = step.call_all("search", requests)  # concurrent: each row has its own count
+    assert all(o.error is None for o in outcomes)
+    step.call_all("search", requests[:1])  # a cache hit: nothing paid
+    index, *searches, cached = ledger(layer)
+    assert index["item_key"] == "index" and index["input_tokens"] == index_tokens()
+    assert index["cost_usd"] == pytest.approx(index_tokens() * 0.02 / 1e6)
+    searches.sort(key=lambda row: row["item_key"])  # rows are written as calls finish
+    for row, text in zip(searches, queries, strict=True):
+        assert row["model"] == "azure-ai-search:hybrid" and row["cache_hit"] == 0
+        assert row["input_tokens"] == emulated_tokens(text) > 0
+        assert row["cost_usd"] == pytest.approx(emulated_tokens(text) * 0.02 / 1e6)
+    assert cached["cache_hit"] == 1 and cached["input_tokens"] == 0 and cached["cost_usd"] == 0
+    paid = index_tokens() + sum(emulated_tokens(q) for q in queries)
+    assert layer.spent_usd == pytest.approx(paid * 0.02 / 1e6)
+
+
+def test_retried_index_ledger_row_counts_the_embeddings_paid_once(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    provider = azure_search_factory({"mode": "hybrid", "dimensions": DIMS}, hybrid_env(emu))
+    layer = layer_for(tmp_path, {})  # no price: tokens still recorded, cost 0
+    emu.set_faults(service="search", path_contains="search.index", status=503, times=1)
+    StepProvider("retrieved_content", "retrieval", provider, layer).index(list(DOCS))
+    (row,) = ledger(layer)
+    assert (row["attempts"], row["input_tokens"], row["cost_usd"]) == (2, index_tokens(), 0.0)
+    assert len(of(emu.requests, "/embeddings")) == 1

@@ -1,4 +1,5 @@
-"""The report in a real headless Chromium: loads without console errors, every plot renders.
+"""The report and the docs site in a real headless Chromium: no console errors, plots and the
+lineage graph render.
 
 Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: JSON
 messages separated by NUL bytes on file descriptors 3 and 4), so no websocket client is needed.
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from cpo.docs import write_docs
+from cpo.export import load_manifest
 from cpo.project import Project
 from cpo.report import PLOT_IDS, write_report
 
@@ -217,3 +220,38 @@ def test_report_before_any_build_renders_cleanly(tmp_path: Path, browser: Browse
     assert console_errors(browser.events) == []
     text = evaluate(browser, "document.body.innerText")
     assert "No database yet" in text
+
+
+LINEAGE_JS = """JSON.stringify((() => {
+  const svg = document.getElementById('lineage-graph');
+  const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+  const node = document.getElementById('node-dim_customer');
+  return {svg: svg instanceof SVGSVGElement, width: box.width, height: box.height,
+          nodes: document.querySelectorAll('#lineage-graph g.node').length,
+          edges: document.querySelectorAll('#lineage-graph path.edge').length,
+          nodeWidth: node ? node.getBBox().width : 0,
+          link: node && new URL(node.closest('a').getAttribute('href'), document.baseURI).href};
+})())"""
+
+
+def test_docs_render_in_chromium_with_the_lineage_graph(
+    sample_build: Path, browser: Browser, tmp_path: Path
+) -> None:
+    target = sample_build / "target"
+    manifest = load_manifest(target)
+    index = write_docs(manifest, sample_build / "cpo.duckdb", target, out_dir=tmp_path / "docs")
+    load(browser, index.as_uri())
+    assert console_errors(browser.events) == []
+    lineage = json.loads(evaluate(browser, LINEAGE_JS))
+    graph = [n for n, v in manifest["nodes"].items() if v["resource_type"] != "test"]
+    assert lineage["svg"] and lineage["width"] > 200 and lineage["height"] > 200, lineage
+    assert lineage["nodes"] == len(graph) and lineage["edges"] > 0
+    assert lineage["nodeWidth"] > 100  # the box is drawn, not just present in the markup
+
+    # The graph's link to a node opens that node's page, which also loads cleanly.
+    assert lineage["link"] == (tmp_path / "docs" / "nodes" / "dim_customer.html").as_uri()
+    load(browser, lineage["link"])
+    assert console_errors(browser.events) == []
+    assert evaluate(browser, "document.querySelector('header h1').textContent") == "dim_customer"
+    columns = evaluate(browser, "document.querySelectorAll('#columns tbody tr').length")
+    assert columns > 5

@@ -269,6 +269,28 @@ def test_ledger_rows_have_run_step_cache_tokens_and_cost(tmp_path: Path) -> None
     assert hit["cache_hit"] == 1 and hit["cost_usd"] == 0.0 and hit["called_at"]
 
 
+def test_price_model_prices_calls_and_index_rows_but_ledger_keeps_model(tmp_path: Path) -> None:
+    """A provider billed by another model (hybrid search: its embedding deployment)."""
+    provider = FakeProvider(tokens=1000)
+    provider.price_model = "embed-model"  # type: ignore[attr-defined]
+    prices = {"embed-model": Price(input_per_1m=2.0, output_per_1m=4.0)}
+    layer = make_layer(tmp_path, prices=prices)
+    layer.call_all("retrieval", provider, "generate", requests("a"))
+    layer.record_index("retrieval", provider, input_tokens=500)
+    layer.record_index("retrieval", provider, cache_hit=True)
+    call, index, cached = ledger(layer)
+    assert call["model"] == "tiny-model" and call["cost_usd"] == pytest.approx(0.006)
+    assert (index["item_key"], index["input_tokens"]) == ("index", 500)
+    assert index["cost_usd"] == pytest.approx(0.001)  # 500 * 2 / 1M
+    assert cached["input_tokens"] == 0 and cached["cost_usd"] == 0.0
+    assert layer.spent_usd == pytest.approx(0.007)
+    # Unpriced under its own model name: without price_model the same call is free.
+    del provider.price_model  # type: ignore[attr-defined]
+    fresh = make_layer(tmp_path / "other", prices=prices)
+    fresh.call_all("retrieval", provider, "generate", requests("a"))
+    assert ledger(fresh)[0]["cost_usd"] == 0.0
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0

@@ -130,6 +130,19 @@ def test_report_without_experiment_results_says_so(sample_build: Path, tmp_path:
     assert 'id="plot-forest"' not in html and 'id="plot-safety"' in html
 
 
+def test_report_without_a_power_column_leaves_power_out(sample_build: Path, tmp_path: Path) -> None:
+    """Results from an older or custom model without `power`: no power section, no crash."""
+    project = editable_copy(sample_build, tmp_path / "p")
+    db = Database(project / "cpo.duckdb")
+    try:
+        db.execute("alter table experiment_results drop column power")
+    finally:
+        db.close()
+    html = write_report(Project.load(project).config).read_text(encoding="utf-8")
+    assert 'id="plot-forest"' in html  # the results are still reported
+    assert 'id="power"' not in html and 'id="plot-power"' not in html
+
+
 def data_with(rows: list[dict]) -> ReportData:
     frame = pd.DataFrame(rows)
     for column in ("segment_id",):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError
-from cpo.providers.base import Document, Hit, RetrievalRequest
+from cpo.providers.base import Document, Hit, Hits, RetrievalRequest
 from cpo.providers.credentials import (
     Auth,
     azure_credential,
@@ -114,6 +114,12 @@ class AzureSearchProvider:
         read_auth: Credentials for queries (query key, else the same as `write_auth`).
         client_options: azure-core options (TLS, timeouts, ``retry_total=0``).
         embedder: Client-side embeddings (required in hybrid mode, unused otherwise).
+
+    Attributes:
+        price_model: The model the call layer prices calls by: the embedding deployment in
+            hybrid mode (the only part of a search that is billed per token), else `model`.
+        index_input_tokens: Embedding tokens paid by ``index()`` so far, across calls and
+            retries (the caller takes the difference around its own calls).
     """
 
     kind = "retrieval"
@@ -146,6 +152,8 @@ class AzureSearchProvider:
                 key="providers.retrieval.mode",
             )
         self.embedder = embedder if settings.mode == "hybrid" else None
+        self.price_model = self.model if self.embedder is None else self.embedder.deployment
+        self.index_input_tokens = 0
         self._vectors: dict[str, list[float]] = {}
         self._write_auth, self._read_auth = write_auth, read_auth
         self._service = f"Azure AI Search at {endpoint}"
@@ -201,16 +209,28 @@ class AzureSearchProvider:
         # Kept across attempts: a retried index() (after a 429) does not pay for vectors twice.
         missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
         if missing:
-            self._vectors.update(zip(missing, self.embedder.embed(missing), strict=True))
+            vectors, tokens = self._embed(missing)
+            self.index_input_tokens += tokens
+            self._vectors.update(zip(missing, vectors, strict=True))
         field = self.settings.vector_field
         return [{**row, field: self._vectors[text]} for row, text in zip(rows, texts, strict=True)]
 
-    def search(self, request: RetrievalRequest) -> list[Hit]:
-        """Run the query in the configured mode; hits below ``min_score`` are dropped."""
+    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Vectors for `texts` and the prompt tokens Azure OpenAI billed for them."""
+        assert self.embedder is not None
+        embedded = self.embedder.embed(texts)
+        return embedded.vectors, embedded.input_tokens
+
+    def search(self, request: RetrievalRequest) -> Hits:
+        """Run the query in the configured mode; hits below ``min_score`` are dropped.
+
+        The hits carry ``input_tokens``: what embedding the query cost (hybrid mode; else 0).
+        """
         from azure.core.exceptions import AzureError
 
         kwargs = self._query_options(request)
-        kwargs.update(self._vector_options(request))
+        vector_options, tokens = self._vector_options(request)
+        kwargs.update(vector_options)
         try:
             rows = list(self.reader.search(search_text=request.query or "*", **kwargs))
         except AzureError as e:
@@ -220,7 +240,7 @@ class AzureSearchProvider:
             score = row.get("@search.reranker_score") or row.get("@search.score") or 0.0
             if score >= request.min_score:
                 hits.append(Hit(document_id=str(row["document_id"]), score=float(score)))
-        return hits[: request.top_k]
+        return Hits(hits[: request.top_k], input_tokens=tokens)
 
     def _query_options(self, request: RetrievalRequest) -> dict[str, Any]:
         s = self.settings
@@ -234,15 +254,16 @@ class AzureSearchProvider:
             kwargs["semantic_configuration_name"] = s.semantic_configuration
         return kwargs
 
-    def _vector_options(self, request: RetrievalRequest) -> dict[str, Any]:
-        """Hybrid mode: the query's vector (one embeddings call), k nearest in the vector field."""
+    def _vector_options(self, request: RetrievalRequest) -> tuple[dict[str, Any], int]:
+        """Hybrid mode: the query's vector (one embeddings call), k nearest in the vector field,
+        and the tokens that call cost."""
         query = (request.query or "").strip()
         if self.embedder is None or not query or query == "*":
-            return {}  # nothing to embed: a match-all text query alone
+            return {}, 0  # nothing to embed: a match-all text query alone
         from azure.search.documents.models import VectorizedQuery
 
-        (vector,) = self.embedder.embed([query[:MAX_EMBED_CHARS]])
-        return {
+        (vector,), tokens = self._embed([query[:MAX_EMBED_CHARS]])
+        options = {
             "vector_queries": [
                 VectorizedQuery(
                     vector=vector,
@@ -251,6 +272,7 @@ class AzureSearchProvider:
                 )
             ]
         }
+        return options, tokens
 
     def _filter(self, audience: str | None) -> str | None:
         clauses = []

@@ -8,7 +8,7 @@ outside one would, with `register_provider`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +47,18 @@ class Hit:
 
     document_id: str
     score: float
+
+
+class Hits(list[Hit]):
+    """Search results, best first, with the tokens the search paid for (query embeddings).
+
+    A plain list in every other respect: the cache stores hits as a list, and a cached answer
+    costs nothing, so `input_tokens` need not survive caching.
+    """
+
+    def __init__(self, hits: Iterable[Hit] = (), *, input_tokens: int = 0) -> None:
+        super().__init__(hits)
+        self.input_tokens = input_tokens
 
 
 @dataclass(frozen=True)

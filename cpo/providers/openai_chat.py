@@ -465,6 +465,14 @@ EMBEDDING_DEPLOYMENT_VAR = "AZURE_OPENAI_EMBEDDING_DEPLOYMENT"
 EMBEDDING_API_VERSION = "2024-10-21"
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """Vectors for some texts, in order, and the prompt tokens the service billed for them."""
+
+    vectors: list[list[float]]
+    input_tokens: int
+
+
 class AzureEmbeddings:
     """Embeddings from one Azure OpenAI deployment; failures classified like generation's.
 
@@ -511,14 +519,17 @@ class AzureEmbeddings:
             **{f"embedding_{k}": v for k, v in self._identity.items()},
         }
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text, in order, `batch_size` texts per request."""
+    def embed(self, texts: list[str]) -> Embedded:
+        """One vector per text, in order, `batch_size` texts per request, and the tokens billed."""
         vectors: list[list[float]] = []
+        tokens = 0
         for start in range(0, len(texts), self._batch_size):
-            vectors += self._embed_batch(texts[start : start + self._batch_size])
-        return vectors
+            batch = self._embed_batch(texts[start : start + self._batch_size])
+            vectors += batch.vectors
+            tokens += batch.input_tokens
+        return Embedded(vectors, tokens)
 
-    def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+    def _embed_batch(self, texts: list[str]) -> Embedded:
         import openai
 
         kwargs: dict[str, Any] = {"model": self.deployment, "input": texts}
@@ -548,7 +559,11 @@ class AzureEmbeddings:
                 secrets=self._secrets,
             ) from e
         rows = sorted(response.data, key=lambda d: d.index)
-        return [self._checked(list(row.embedding)) for row in rows]
+        usage = getattr(response, "usage", None)
+        return Embedded(
+            [self._checked(list(row.embedding)) for row in rows],
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+        )
 
     def _checked(self, vector: list[float]) -> list[float]:
         if len(vector) != self.dimensions:
