@@ -102,6 +102,18 @@ _CODECS = {
 }
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What every call of one `CallLayer.call_all` shares."""
+
+    step: str
+    provider: Any
+    method: str
+    codec: _Codec
+    breaker: _Breaker
+    cacheable: bool
+
+
 class Cache:
     """The persistent cache and call ledger (SQLite, safe to use from several threads)."""
 
@@ -282,11 +294,12 @@ class CallLayer:
         description = provider.describe()
         breaker = _Breaker(self.settings.breaker_failures)
         probe, proven = threading.Lock(), threading.Event()
+        batch = _Batch(step, provider, method, codec, breaker, cacheable)
 
         def call(request: Any, key: str) -> CallOutcome:
             if breaker.open:
                 return CallOutcome(request.key, error=f"not called: {breaker.reason}")
-            return self._call(step, provider, method, request, key, codec, breaker, cacheable)
+            return self._call(batch, request, key)
 
         def one(request: Any) -> CallOutcome:
             key = cache_key(description, method, request, salt)
@@ -317,51 +330,23 @@ class CallLayer:
             )
         return outcomes
 
-    def _call(
-        self,
-        step: str,
-        provider: Any,
-        method: str,
-        request: Any,
-        key: str,
-        codec: _Codec,
-        breaker: _Breaker,
-        cacheable: bool,
-    ) -> CallOutcome:
+    def _call(self, batch: _Batch, request: Any, key: str) -> CallOutcome:
         input_estimate, output_estimate = estimate_tokens(request)
         try:
-            reserved = self._reserve_budget(price_model(provider), input_estimate, output_estimate)
+            reserved = self._reserve_budget(
+                price_model(batch.provider), input_estimate, output_estimate
+            )
         except BudgetExceededError as error:
-            breaker.stop(error.message)  # queued items are not called either
+            batch.breaker.stop(error.message)  # queued items are not called either
             raise
         try:
-            return self._attempts(
-                step,
-                provider,
-                method,
-                request,
-                key,
-                codec,
-                breaker,
-                cacheable,
-                input_estimate + output_estimate,
-            )
+            return self._attempts(batch, request, key, input_estimate + output_estimate)
         finally:
             with self._spend_lock:
                 self.reserved_usd -= reserved
 
-    def _attempts(
-        self,
-        step: str,
-        provider: Any,
-        method: str,
-        request: Any,
-        key: str,
-        codec: _Codec,
-        breaker: _Breaker,
-        cacheable: bool,
-        token_estimate: int,
-    ) -> CallOutcome:
+    def _attempts(self, batch: _Batch, request: Any, key: str, token_estimate: int) -> CallOutcome:
+        step, provider, method, breaker = batch.step, batch.provider, batch.method, batch.breaker
         attempts = 0
         delay = self.settings.backoff_initial_s
         while True:
@@ -417,8 +402,8 @@ class CallLayer:
             cost = self.cost(price_model(provider), input_tokens, output_tokens)
             with self._spend_lock:
                 self.spent_usd += cost
-            if cacheable:
-                self.cache.put(key, provider.name, provider.model, codec.encode(result))
+            if batch.cacheable:
+                self.cache.put(key, provider.name, provider.model, batch.codec.encode(result))
             self._record(
                 step,
                 provider,
