@@ -3,8 +3,8 @@
 {%- set as_of_sql = "DATE '" ~ as_of ~ "'" if as_of else "current_date" %}
 
 -- One row per customer: recency, frequency, monetary value, their 1-5 quintile scores and an
--- engagement score. Email stays in stg_customers; first_name, city, tier and age are kept only
--- because messages use them as merge tags.
+-- engagement score. No PII: names, emails and cities stay in stg_customers (messages take their
+-- merge tags from there); tier and age are kept for segment profiles.
 with customers as (
     select * from {{ ref('stg_customers') }}
     where customer_id is not null
@@ -13,8 +13,6 @@ with customers as (
 base as (
     select
         customer_id,
-        first_name,
-        city,
         tier,
         age,
         signup_date,
@@ -43,8 +41,6 @@ scored as (
 
 select
     customer_id,
-    first_name,
-    city,
     tier,
     age,
     signup_date,
