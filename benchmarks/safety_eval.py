@@ -1,6 +1,9 @@
 """Evaluate the offline safety screen and the policy checks on the labelled safety corpus.
 
-Usage: ``python benchmarks/safety_eval.py [CORPUS.jsonl]``
+Usage: ``python benchmarks/safety_eval.py [--corpus CORPUS.jsonl]`` (default: the in-sample corpus
+``tests/fixtures/safety_corpus.jsonl``; ``tests/fixtures/safety_holdout.jsonl`` is the blind
+held-out set: measure on it, never tune the lexicon or policy against it). A bare positional path
+is still accepted for backward compatibility.
 
 Each corpus text is screened as a body with an empty subject: the offline harm screen (default
 thresholds), the content policy checks (forbidden phrases, PII, urgency against the entry's
@@ -12,6 +15,7 @@ false positives and negatives, and elapsed seconds (including the profanity mode
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -78,9 +82,24 @@ def evaluate(entries: list[dict[str, Any]], provider: OfflineSafety) -> dict[str
     }
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``--corpus PATH`` (or the legacy positional path) from ``argv[1:]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=None, help="labelled JSONL corpus")
+    parser.add_argument("legacy_corpus", nargs="?", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv[1:])
+    if args.corpus and args.legacy_corpus:
+        parser.error("give the corpus once: either --corpus PATH or a positional PATH")
+    args.corpus = args.corpus or args.legacy_corpus or CORPUS
+    if not args.corpus.is_file():
+        parser.error(f"corpus not found: {args.corpus} (pass --corpus PATH to a JSONL file)")
+    return args
+
+
 def main(argv: list[str]) -> int:
     start = time.perf_counter()
-    entries = load_corpus(Path(argv[1]) if len(argv) > 1 else CORPUS)
+    args = parse_args(argv)
+    entries = load_corpus(args.corpus)
     report = evaluate(entries, make_offline_safety({}, {}))
     report["elapsed_s"] = round(time.perf_counter() - start, 3)
     print(json.dumps(report))

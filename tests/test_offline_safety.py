@@ -231,3 +231,53 @@ def test_corpus_precision_and_recall_via_the_benchmark():
     assert report["precision"] >= 0.9, report["false_positives"]
     assert report["recall"] >= 0.9, report["false_negatives"]
     assert report["per_kind_recall"]["clean"] >= 0.9
+
+
+# --- Blind held-out set ---------------------------------------------------------------------
+# tests/fixtures/safety_holdout.jsonl was written WITHOUT looking at the lexicons, the policy
+# phrase lists or the in-sample corpus, so it estimates how the screen does on unseen wording.
+# Do NOT tune the lexicon or policy on it (that makes it in-sample); add failing wording to
+# safety_corpus.jsonl instead, in your own phrasing. The floors are the measured figures minus
+# 0.05 (measured when written: n=60, precision 1.00, recall 0.80, clean specificity 1.00);
+# raise them when the screen genuinely improves, never lower them to make a change pass.
+HOLDOUT = ROOT / "tests" / "fixtures" / "safety_holdout.jsonl"
+HOLDOUT_KIND_FLOORS = {
+    "clean": 0.95,
+    "false_urgency": 0.95,
+    "forbidden_claim": 0.95,
+    "harmful": 0.45,
+    "injection": 0.75,
+    "pii": 0.95,
+    "profane": 0.75,
+}
+
+
+def test_holdout_is_well_formed():
+    entries = [json.loads(line) for line in HOLDOUT.read_text(encoding="utf-8").splitlines()]
+    assert len(entries) == 60
+    assert len({e["id"] for e in entries}) == len(entries)
+    assert {e["kind"] for e in entries} == set(HOLDOUT_KIND_FLOORS)
+    assert sum(e["expected"] == "block" for e in entries) == 30
+    for e in entries:
+        assert e["expected"] == ("allow" if e["kind"] == "clean" else "block"), e["id"]
+        assert e["text"].strip() and e["note"].strip()
+        if e["kind"] == "false_urgency":
+            assert e["cited_texts"] == [], e["id"]  # no deadline available: urgency is false
+
+
+def test_holdout_precision_and_recall_floors_via_the_benchmark():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "safety_eval.py"), "--corpus", str(HOLDOUT)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
+    ).stdout.strip()
+    report = json.loads(out.splitlines()[-1])
+    assert report["n"] == 60
+    assert report["precision"] >= 0.95, report["false_positives"]
+    assert report["recall"] >= 0.75, report["false_negatives"]
+    for kind, floor in HOLDOUT_KIND_FLOORS.items():
+        assert report["per_kind_recall"][kind] >= floor, (kind, report["false_negatives"])
