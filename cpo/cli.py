@@ -373,8 +373,11 @@ def _docs(args: argparse.Namespace, console: Console) -> int:
 
 
 def _clean(args: argparse.Namespace, console: Console) -> int:
-    for path in _project(args, console).clean():
+    removed = _project(args, console).clean()
+    for path in removed:
         console.print(f"removed {path}")
+    if not removed:
+        console.print("Nothing to clean: no target/ or logs/ folder.")
     return EXIT_OK
 
 

@@ -85,17 +85,23 @@ class Compiler:
                 and not self._full_refresh(config)
             )
 
-        functions: dict[str, Callable[..., Any]] = {
+        functions: dict[str, Any] = {
             "ref": ref,
             "source": source,
             "config": set_config,
             "var": self._var_function(where),
             "env_var": self._env_var_function(where),
             "is_incremental": is_incremental,
+            "exceptions": _Exceptions(where),
         }
         try:
             template = self.env.from_string(node.raw)
             sql = template.render(**functions, this=quote(node.name))
+        except ModelError as e:
+            # Raised by var(), env_var() or raise_compiler_error(): add the template line.
+            if e.line is None:
+                e.line = _error_line(e)
+            raise
         except jinja2.TemplateSyntaxError as e:
             raise ModelError(
                 f"Jinja syntax error: {e.message}", path=where, line=e.lineno, node=node.name
@@ -109,6 +115,14 @@ class Compiler:
             ) from e
         except jinja2.exceptions.SecurityError as e:
             raise ModelError(f"unsafe template: {e}", path=where, node=node.name) from e
+        except Exception as e:  # e.g. arithmetic on a var of the wrong type: the user's to fix
+            raise ModelError(
+                f"{type(e).__name__}: {e}; check the values this line uses (var() settings in "
+                "cpo.yml or --vars)",
+                path=where,
+                line=_error_line(e),
+                node=node.name,
+            ) from e
         if config.get("materialized") == "incremental":
             # The runner rebuilds instead of merging when this is set (dbt's full_refresh config;
             # a model's own ``full_refresh: false`` wins over --full-refresh).
@@ -149,6 +163,17 @@ class Compiler:
             )
 
         return env_var
+
+
+class _Exceptions:
+    """dbt's ``exceptions`` namespace in model Jinja: ``exceptions.raise_compiler_error(msg)``."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+
+    def raise_compiler_error(self, message: str) -> None:
+        """Stop compiling with `message` (the model's file and line are added)."""
+        raise ModelError(str(message), path=self._where)
 
 
 def _error_line(error: Exception) -> int | None:

@@ -133,11 +133,16 @@ def load_config(
     targets = _targets(doc, data)
     chosen = target or _string(doc, data.get("target", next(iter(targets))), "target")
     if chosen not in targets:
+        fix = "; fix --target" if target else ""
         raise ConfigurationError(
-            f"unknown target {chosen!r}; defined targets: {', '.join(targets)}",
+            f"unknown target {chosen!r}; defined targets: {', '.join(targets)}{fix}",
             path=CONFIG_FILE,
             line=doc.line_of("targets"),
             key="targets",
+        )
+    if max_cost_usd is not None and not max_cost_usd >= 0:  # also rejects NaN
+        raise ConfigurationError(
+            f"--max-cost must be a non-negative amount in USD, got {max_cost_usd}"
         )
     paths = {**DEFAULT_PATHS, **_mapping(doc, data.get("paths", {}), "paths")}
     budget = _mapping(doc, data.get("budget", {}), "budget")
@@ -187,15 +192,18 @@ def parse_cli_vars(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        if text.lstrip().startswith("{"):
-            # Looks like JSON: report the JSON error rather than YAML's lenient reading of it.
-            raise ConfigurationError(f"--vars is not valid JSON: {e}") from e
         import yaml
 
         try:
+            # dbt's own examples are YAML flow mappings: --vars '{key: value}'.
             value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigurationError(f"--vars is not valid JSON or YAML: {e}") from e
+        except yaml.YAMLError as yaml_error:
+            if text.lstrip().startswith("{"):
+                # Looks like JSON: the JSON error says more than YAML's reading of it.
+                raise ConfigurationError(f"--vars is not valid JSON or YAML: {e}") from e
+            raise ConfigurationError(
+                f"--vars is not valid JSON or YAML: {yaml_error}"
+            ) from yaml_error
     if not isinstance(value, dict):
         raise ConfigurationError("--vars must be a mapping, e.g. --vars '{\"a\": 1}'")
     return value

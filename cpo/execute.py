@@ -125,10 +125,12 @@ class Runner:
         except BudgetExceededError:
             raise
         except CPOError as e:
-            return self._error(node, started, self._describe(node, e))
+            return self._error(node, started, self._describe(node, e) + self._unbuilt_hint(node))
         except Exception as e:  # a bug in a user's Python step is that node's failure
             return self._error(
-                node, started, f"{self._step_line(node, e)}: {type(e).__name__}: {e}"
+                node,
+                started,
+                f"{self._step_line(node, e)}: {type(e).__name__}: {e}" + self._unbuilt_hint(node),
             )
         seconds = time.perf_counter() - started
         self.log.info(
@@ -142,6 +144,26 @@ class Runner:
             rows,
             _verb(node, rows),
             str(node.path),
+        )
+
+    def _unbuilt_hint(self, node: Node) -> str:
+        """Why a node that reads a never-built parent failed, and how to select it."""
+        try:
+            existing = set(self.db.relations())
+        except Exception:  # only a hint: never hide the node's own error behind another
+            return ""
+        missing = [
+            p
+            for p in node.depends_on
+            if p not in existing
+            and p in self.graph.nodes
+            and self.graph.nodes[p].materialized != "ephemeral"
+        ]
+        if not missing:
+            return ""
+        return (
+            f"\n  {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not built yet: "
+            f"select {'it' if len(missing) == 1 else 'them'} too, e.g. --select +{node.name}"
         )
 
     def _step_line(self, node: Node, error: Exception) -> str:

@@ -43,9 +43,10 @@ def load_project(config: ProjectConfig) -> LoadedProject:
     Raises:
         ConfigurationError: a ``schema.yml`` is malformed, or two nodes share a name.
     """
-    docs, tests = _load_schema_files(config)
+    docs, tests, declared = _load_schema_files(config)
     nodes = [*_seeds(config, docs), *_sql_models(config, docs), *_python_steps(config, docs)]
     _check_unique_names(config, nodes)
+    _check_documented_nodes_exist(declared, {n.name for n in nodes})
     tests.extend(_singular_tests(config))
     return LoadedProject(nodes=nodes, tests=tests, docs=docs)
 
@@ -189,9 +190,29 @@ def _check_unique_names(config: ProjectConfig, nodes: list[Node]) -> None:
         seen[node.name] = node
 
 
-def _load_schema_files(config: ProjectConfig) -> tuple[dict[str, Docs], list[Node]]:
+def _check_documented_nodes_exist(
+    declared: Mapping[str, tuple[YamlDocument, str]], names: set[str]
+) -> None:
+    """A ``schema.yml`` entry for no node would silently drop its tests: say so instead."""
+    import difflib
+
+    for name, (doc, key) in declared.items():
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=3)
+            hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+            raise doc.error(
+                f"{key}.name",
+                f"no model, seed or step is named {name!r}, so its docs and tests would be "
+                f"ignored; {hint}Fix the name or remove the entry",
+            )
+
+
+def _load_schema_files(
+    config: ProjectConfig,
+) -> tuple[dict[str, Docs], list[Node], dict[str, tuple[YamlDocument, str]]]:
     docs: dict[str, Docs] = {}
     tests: list[Node] = []
+    declared: dict[str, tuple[YamlDocument, str]] = {}
     folders = [config.path("models"), config.path("seeds"), config.path("udfs")]
     for folder in folders:
         for path in _files(folder, (".yml", ".yaml")):
@@ -203,10 +224,18 @@ def _load_schema_files(config: ProjectConfig) -> tuple[dict[str, Docs], list[Nod
                 if not isinstance(entries, list):
                     raise doc.error(section, "expected a list of {name: ..., columns: [...]}")
                 for index, entry in enumerate(entries):
-                    name, node_docs, node_tests = _schema_entry(doc, f"{section}.{index}", entry)
+                    key = f"{section}.{index}"
+                    name, node_docs, node_tests = _schema_entry(doc, key, entry)
+                    if name in declared:
+                        raise doc.error(
+                            f"{key}.name",
+                            f"{name!r} is already described in {declared[name][0].path}; "
+                            "keep one entry per node",
+                        )
+                    declared[name] = (doc, key)
                     docs[name] = node_docs
                     tests.extend(node_tests)
-    return docs, _dedupe_test_names(tests)
+    return docs, _dedupe_test_names(tests), declared
 
 
 def _schema_entry(doc: YamlDocument, key: str, entry: Any) -> tuple[str, Docs, list[Node]]:

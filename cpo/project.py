@@ -316,6 +316,8 @@ class Project:
         """Preview a model's rows or an inline query: (columns, rows)."""
         if bool(select) == bool(inline):
             raise UsageError("show needs exactly one of --select MODEL or --inline SQL")
+        if limit < 0:
+            raise UsageError(f"--limit must be 0 or more rows, got {limit}")
         database = self.config.database_path
         if not database.exists():
             raise UsageError(f"{database.name} does not exist yet; run 'build' first")
@@ -326,11 +328,22 @@ class Project:
                 if select not in graph.nodes:
                     graph.select([select])  # raises the helpful "matches no node" error
                     raise UsageError(f"show --select takes one model name, not {select!r}")
+                if graph.nodes[select].materialized == "ephemeral":
+                    raise UsageError(
+                        f"{select} is ephemeral (inlined into the models that use it), so it "
+                        "has no table to show; make it a view or query it with --inline"
+                    )
+                if select not in db.relations():
+                    raise UsageError(
+                        f"{select} has not been built into {database.name} yet; "
+                        f"run 'build --select +{select}' first"
+                    )
                 sql = f'select * from "{select}"'
             else:
-                sql = str(inline)
+                # A habitual trailing ';' or '-- comment' must not break the wrapping query.
+                sql = str(inline).strip().rstrip(";").strip()
             try:
-                return db.fetch(f"select * from ({sql}) limit {int(limit)}")
+                return db.fetch(f"select * from (\n{sql}\n) limit {int(limit)}")
             except ModelError as e:
                 raise ModelError(f"query failed: {e.message}") from None
         finally:
@@ -362,6 +375,7 @@ class Project:
         """
         from cpo.export import export_tables, load_manifest
 
+        fmt = fmt.lower()  # --format CSV means csv
         self.compile()
         tables = None
         if select:

@@ -69,9 +69,8 @@ def model(ctx):
 
 
 def _settings(ctx) -> dict:
-    tones = ctx.var("generation.tones", ["urgent", "informational", "friendly"], expect=list)
     return {
-        "tones": [str(t) for t in tones],
+        "tones": _tones(ctx),
         "min_words": ctx.var("generation.min_words", 40, expect=int),
         "max_words": ctx.var("generation.max_words", 120, expect=int),
         "subject_max_chars": ctx.var("generation.subject_max_chars", 60, expect=int),
@@ -79,6 +78,26 @@ def _settings(ctx) -> dict:
         "max_tokens": ctx.var("generation.max_tokens", 500, expect=int),
         "brand": ctx.var("generation.brand", "our brand", expect=str),
     }
+
+
+def _tones(ctx) -> list[str]:
+    """``vars.generation.tones``, checked against each other and the folders in ``prompts/``."""
+    tones = ctx.var("generation.tones", ["urgent", "informational", "friendly"], expect=list)
+    available = ctx.services.prompts.tones()
+    error = ctx.config.document.error
+    for tone in tones:
+        if not isinstance(tone, str) or not tone or tone == CONTROL:
+            raise error("vars.generation.tones", f"{tone!r} is not a tone name")
+        if tones.count(tone) > 1:
+            raise error("vars.generation.tones", f"{tone!r} is listed twice; list it once")
+        if tone not in available:
+            raise error(
+                "vars.generation.tones",
+                f"tone {tone!r} has no folder prompts/tones/{tone}/ (found: "
+                f"{', '.join(available) or 'none'}); fix the name, or create the folder with "
+                "instructions.txt, compose.txt and subject.txt (see prompts/README.md)",
+            )
+    return list(tones)
 
 
 def _retrieved_documents(ctx) -> dict[str | None, list[Document]]:

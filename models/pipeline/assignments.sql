@@ -7,10 +7,46 @@
   customer gets the fallback arm's message, and is_fallback / fallback_reason say so.
 #}
 {%- set exp = var('experiment') -%}
-{%- set arms = exp['arms'] -%}
+{%- set fail = exceptions.raise_compiler_error -%}
+{%- if exp is not mapping -%}
+    {{ fail("cpo.yml: vars.experiment must be a mapping with id, salt and arms") }}
+{%- endif -%}
+{%- for key in ['id', 'salt'] if exp.get(key) is none or exp.get(key) == '' -%}
+    {{ fail("cpo.yml: vars.experiment." ~ key ~ " is not set; add it (see the sample cpo.yml)") }}
+{%- endfor -%}
+{%- set arms = exp.get('arms') -%}
+{%- if arms is string or arms is not sequence or arms | length == 0 -%}
+    {{ fail("cpo.yml: vars.experiment.arms must be a list like "
+            ~ "[{name: control, weight: 0.5}, {name: urgent, weight: 0.5}], got " ~ arms) }}
+{%- endif -%}
+{#- Arms are validated here, before any customer is assigned: each needs a name and a weight. -#}
+{%- set tones = var('generation.tones', ['urgent', 'informational', 'friendly']) -%}
+{%- set known = (tones if tones is sequence and tones is not string else [])
+    + ['control', exp.get('control', 'control')] -%}
+{%- set ns = namespace(cumulative=0, names=[]) -%}
+{%- for arm in arms -%}
+    {%- set where = "cpo.yml: vars.experiment.arms[" ~ loop.index0 ~ "]: " -%}
+    {%- if arm is not mapping or not arm.get('name') or arm.get('weight') is not number
+        or arm.get('weight') is boolean or arm.get('weight') < 0 -%}
+        {{ fail(where ~ "each arm needs a name and a number weight >= 0, e.g. "
+                ~ "{name: urgent, weight: 0.25}; got " ~ arm) }}
+    {%- endif -%}
+    {%- if arm.name in ns.names -%}
+        {{ fail(where ~ "arm " ~ arm.name ~ " is listed twice") }}
+    {%- endif -%}
+    {%- if arm.name not in known -%}
+        {{ fail(where ~ "arm " ~ arm.name ~ " is neither the control nor a tone of "
+                ~ "vars.generation.tones (" ~ known[:-2] | join(', ') ~ "), so it would never "
+                ~ "get its own message; add the tone or rename the arm") }}
+    {%- endif -%}
+    {%- set ns.names = ns.names + [arm.name] -%}
+{%- endfor -%}
 {%- set total = arms | sum(attribute='weight') -%}
+{%- if total <= 0 -%}
+    {{ fail("cpo.yml: vars.experiment.arms: the weights add up to 0; give at least one arm "
+            ~ "a weight > 0") }}
+{%- endif -%}
 {%- set fallback = exp.get('fallback', 'control') -%}
-{%- set ns = namespace(cumulative=0) -%}
 with bucketed as (
     select
         s.customer_id,
