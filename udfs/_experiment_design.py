@@ -202,7 +202,7 @@ def experiment_config(
     arms = []
     for i, arm in enumerate(arms_raw):
         name = arm.get("name") if isinstance(arm, Mapping) else None
-        weight = arm.get("weight", 1) if isinstance(arm, Mapping) else None
+        weight = arm.get("weight") if isinstance(arm, Mapping) else None
         if (
             not name
             or isinstance(weight, bool)
