@@ -29,14 +29,6 @@ select
     approved_at is not null
         and approved_at <= {{ as_of_sql }}
         and (expires_at is null or expires_at >= {{ as_of_sql }}) as is_active,
-    regexp_matches(
-        title || ' ' || body,
-        '(ignore|disregard|forget|override)\s+(all\s+|any\s+|the\s+|your\s+)?'
-        || '(previous|prior|above|earlier|preceding|system|brand|safety)?\s*'
-        || '(instructions?|prompts?|rules|polic(y|ies)|guidelines)'
-        || '|system\s+prompt|you\s+are\s+now\b|new\s+instructions\s*:'
-        || '|\bact\s+as\s+(an?\s+)?(ai|assistant|chatbot|language\s+model|unrestricted|jailbroken)'
-        || '|pretend\s+(to\s+be|you\s+are)|reveal\s+(your|the)\s+(system\s+)?(prompt|instructions)',
-        'i'
-    ) as injection_flag
+    -- The same patterns the safety screen applies to generated copy (udfs/text_checks.py).
+    coalesce(looks_like_injection(title || ' ' || body), false) as injection_flag
 from typed
