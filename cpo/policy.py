@@ -71,7 +71,7 @@ INJECTION_PATTERNS: tuple[str, ...] = (
     r"\bdisregard\s+(all\s+|everything\s+)?(the\s+|that\s+)?(above|before|previous)",
     r"\bforget\s+(everything|all|anything)\s+(you\s+(were|have\s+been)\s+told|above|before|"
     r"previously|so\s+far)",
-    r"\bpretend\s+(that\s+)?(you\s+are|you're|to\s+be)\b.{0,40}\b(no|without|zero)\s+"
+    r"\bpretend\s+(that\s+)?(you\s+are|you['’]re|to\s+be)\b[^.!?:;\n]{0,40}\b(no|without|zero)\s+"
     r"(rules|restrictions|limits|filters|guidelines)",
     r"\b(system|developer|hidden)\s+prompt\b",
     r"\byou\s+are\s+now\s+(an?\s+)?(ai|assistant|chat\s?bot|language\s+model|dan|jailbroken|"
@@ -87,6 +87,46 @@ INJECTION_PATTERNS: tuple[str, ...] = (
     r"<\|?(im_start|im_end|system|endoftext)\|?>",
     r"\[/?(inst|system)\]",
     r"#{2,}\s*(system|instruction)s?\b",
+    # Role-play jailbreaks: a persona "without rules", DAN, "from now on you are", unbinding.
+    r"\b(pretend|imagine|act\s+as\s+if|act\s+like|behave\s+as\s+if|suppose)\s+(that\s+)?"
+    r"(you\s+|you['’]re\s+|you\s+are\s+|you\s+have\s+|you\s+had\s+|you\s+were\s+)"
+    r"[^.!?:;\n]{0,50}\b(no|without|zero|free\s+of|free\s+from|never\s+had|don['’]?t\s+have|"
+    r"do\s+not\s+have)\s+(any\s+|your\s+|an?\s+)?(rules|restrictions|filters|guidelines|guardrails|"
+    r"censorship|content\s+polic(y|ies)|(usage\s+|safety\s+)?polic(y|ies)|ethics|morals|"
+    r"programming|moderation|safety\s+(rules|filters|guidelines|training))\b",
+    r"\b(act|acting|behave|respond|answer|role-?\s?play|roleplay)\s+(as|like)\s+(an?\s+)?"
+    r"(dan|stan|evil\s+(ai|assistant|bot)|amoral|unethical|uncensored|unfiltered|unrestricted|"
+    r"jailbroken)\b",
+    r"\b(you\s+are|you['’]re|you\s+will\s+be|become|be)\s+(now\s+)?dan\b[^.!?\n]{0,40}"
+    r"\b(anything|no\s+(rules|restrictions|limits)|unrestricted|unfiltered|jailbr)",
+    r"\bfrom\s+now\s+on,?\s+(you\s+are|you['’]re|you\s+will\s+be|you['’]ll\s+be|you\s+must\s+be)\s+"
+    r"[^.!?\n]{0,40}\b(ai|assistant|chat\s?bot|dan|language\s+model|unrestricted|unfiltered|"
+    r"uncensored|jailbroken|amoral|no\s+longer\s+(bound|an?\s+ai|an?\s+assistant)|"
+    r"free\s+(from|of)\s+(all\s+|any\s+|your\s+)?(rules|restrictions|guidelines|filters|polic))\b",
+    r"\bfrom\s+now\s+on,?\s+(you\s+will\s+|you['’]ll\s+|you\s+must\s+|you\s+shall\s+)?"
+    r"(always\s+|only\s+)?(act|behave|respond|answer|reply|pretend|role-?\s?play|roleplay)\s+"
+    r"(only\s+)?((as|like)\s+(an?\s+|my\s+|the\s+)?(ai|assistant|chat\s?bot|dan|language\s+model|"
+    r"unrestricted|unfiltered|uncensored|jailbroken|evil|amoral|unethical|persona|character)\b|"
+    r"without\s+(any\s+)?(rules|restrictions|filters|guidelines|censorship|limits))",
+    r"\bfrom\s+now\s+on,?\s+(you\s+will\s+|you['’]ll\s+|you\s+must\s+|you\s+shall\s+)?"
+    r"(ignore|forget|disregard|override|bypass|drop|obey)\s+(all\s+|any\s+|your\s+|the\s+|of\s+)*"
+    r"(rules|instructions|guidelines|restrictions|filters|polic(y|ies)|programming|training|"
+    r"safety|prior|previous|me|my\s+(commands|orders|instructions))\b",
+    r"\b(no\s+longer|not|never\s+again|now\s+free\s+from|freed\s+from|released\s+from)\s+"
+    r"(bound|restricted|constrained|limited|governed)\s+(by|to)\s+(any\s+|your\s+|the\s+|its\s+|"
+    r"openai['’]?s?\s+|anthropic['’]?s?\s+|their\s+)*(rules|restrictions|guidelines|polic(y|ies)|"
+    r"content\s+polic(y|ies)|programming|training|filters|ethics|morals|safety|moderation|"
+    r"terms\s+of\s+(use|service)|instructions)",
+    r"\byou\s+(have|now\s+have|has)\s+no\s+(more\s+)?(rules|filters|guidelines|guardrails|"
+    r"censorship|content\s+polic(y|ies)|ethical\s+(guidelines|limits)|moral\s+(guidelines|limits)|"
+    r"safety\s+(rules|filters|guidelines))\b",
+    r"\b(enable|enter|activate|switch\s+to|turn\s+on|unlock)\s+(the\s+)?(dan|dev|debug|"
+    r"unrestricted|unfiltered|uncensored|admin|sudo|root|god)\s+mode\b",
+    r"\b(dan|unrestricted|unfiltered|uncensored)\s+mode\b",
+    r"\b(ignore|disregard|forget|abandon|drop|override|bypass)\s+(all\s+|any\s+)?(of\s+)?"
+    r"(your|the\s+ai['’]?s?|openai['’]?s?|anthropic['’]?s?)\s+(own\s+)?(rules|programming|guidelines|"
+    r"restrictions|training|content\s+polic(y|ies)|polic(y|ies)|ethics|morals|filters|"
+    r"guardrails|safety\s+(rules|training|guidelines|filters))\b",
 )
 """Instruction-like text aimed at a model. RE2-compatible (no look-around), so SQL can reuse
 them with ``regexp_matches(text, pattern, 'i')``; apply them case-insensitively."""

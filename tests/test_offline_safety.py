@@ -22,6 +22,7 @@ from cpo.providers.offline_safety import (
     parse_lexicon,
     profanity_severity,
     to_four_levels,
+    unmask_profanity,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,3 +282,169 @@ def test_holdout_precision_and_recall_floors_via_the_benchmark():
     assert report["recall"] >= 0.75, report["false_negatives"]
     for kind, floor in HOLDOUT_KIND_FLOORS.items():
         assert report["per_kind_recall"][kind] >= floor, (kind, report["false_negatives"])
+
+
+# --- Veiled threats, euphemisms, nudity, masked profanity (added with lexicon v2) ------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Miss one more payment and we'll figure out where you live.",
+        "Skip our survey again and we will make you regret it.",
+        "Unsubscribe if you like, but you're going to be sorry.",
+        "We know where your wife sleeps. Renew today.",
+        "Post that review and you'll regret the day you found us.",
+        "Be a real pity if something were to happen to your storefront.",
+        "Keep it up and you're dead meat.",
+        "Dispute the charge and I'll come after you, and your dog.",
+    ],
+)
+def test_veiled_threats_without_a_violent_verb_block(screen, text):
+    assert analyze(screen, text)["Violence"] >= 4
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Another refund request and we'll pump two slugs into your chest.",
+        "Keep complaining and someone will stick a bullet in you.",
+        "Talk to the press and we'll put you in an early grave.",
+        "You'll be pushing up daisies if you switch providers.",
+        "Say that again and we'll wipe you out.",
+        "One more word and I will gut you.",
+        "We are going to end you and your brand.",
+    ],
+)
+def test_gun_and_killing_euphemisms_block(screen, text):
+    assert analyze(screen, text)["Violence"] >= 4
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Shoot over any questions you have and we'll answer by noon.",
+        "Learn to shoot beautiful portraits in our weekend workshop.",
+        "Rooftop bar with killer views of the harbour.",
+        "Our water park is a blast for the whole family.",
+        "We're dying to hear how the new boots feel.",
+        "These gloves grip like crazy, even in the rain.",
+        "Get dirty in the garden with our kids' planting kit.",
+        "Let us take you out on the water in a classic sailboat.",
+        "Our guides take you out to the trails before sunrise.",
+        "We know you'll love it, or your money back.",
+        "You'll be sorry you missed it, so mark your calendar.",
+        "Watch your step on the trail and enjoy the waterfall.",
+        "We'll cut you a deal on the matching scarf.",
+        "We'll get you set up in five minutes.",
+        "Our chef will take you out for a tasting menu.",
+        "Watch the finale of Six Feet Under on our streaming plan.",
+        "Our nude heels and the naked cake stole the show.",
+        "Visit Dick's for a shooting range day, with rifles and guns for rent.",
+    ],
+)
+def test_look_alike_marketing_copy_stays_below_the_threshold(screen, text):
+    assert max(analyze(screen, text).values()) < 4, analyze(screen, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Send us your nude selfies to enter the draw.",
+        "Show me some naked photos and the drinks are on us.",
+        "Pictures of yourself topless earn bonus points.",
+        "Come watch her undress on our live cam tonight.",
+        "Full nudity on stage every Friday at our lounge.",
+    ],
+)
+def test_nude_photo_requests_and_nudity_offers_block(screen, text):
+    assert analyze(screen, text)["Sexual"] >= 4
+
+
+def test_several_explicit_terms_escalate_but_one_does_not(screen):
+    assert analyze(screen, "Browse our fetish range.")["Sexual"] == 3
+    assert analyze(screen, "Browse our fetish range of dildos.")["Sexual"] >= 4
+    # Suggestive terms pile onto an explicit one (Sexual escalates from weight 2)...
+    assert analyze(screen, "Steamy, naughty sex tonight.")["Sexual"] >= 4
+    # ...but suggestive terms alone never add up: lingerie copy stays allowed.
+    assert analyze(screen, "Sexy, seductive, sensual lingerie, flirty and steamy.")["Sexual"] == 2
+
+
+def test_escalation_min_weight_is_per_category_and_needs_a_strong_hit():
+    lexicon = parse_lexicon(
+        "escalation_min_weight: {Sexual: 2}\ncategories:\n"
+        "  Sexual:\n    - {term: strong, weight: 3}\n    - {term: mild, weight: 2}\n"
+        "    - {term: soft, weight: 2}\n"
+        "  Violence:\n    - {term: strong, weight: 3}\n    - {term: mild, weight: 2}\n"
+    )
+    assert lexicon.escalation_min_weight == {"Sexual": 2}
+    sexual, violence = lexicon.categories["Sexual"], lexicon.categories["Violence"]
+    assert lexicon_severity("strong mild soft", sexual, 2) == 5
+    assert lexicon_severity("mild soft", sexual, 2) == 2  # no strong hit: no escalation
+    assert lexicon_severity("strong mild", violence) == 3  # default: weight 3 to escalate
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("escalation_min_weight: [Sexual]\n", "must be a mapping"),
+        ("escalation_min_weight: {Spam: 2}\n", "unknown harm category 'Spam'"),
+        ("escalation_min_weight: {Sexual: 0}\n", "escalation weight must be an integer"),
+    ],
+)
+def test_invalid_escalation_weights_name_the_key(text, message):
+    with pytest.raises(ConfigurationError, match=message) as info:
+        parse_lexicon(text, "my_lexicon.yml")
+    assert info.value.key.startswith("escalation_min_weight")
+
+
+@pytest.mark.parametrize(
+    ("masked", "plain"),
+    [
+        ("sh*t", "shit"),
+        ("S**T!", "shit!"),
+        ("f***ing", "fucking"),
+        ("f#ck", "fuck"),
+        ("a$$", "ass"),
+        ("kick a**", "kick ass"),
+        ("b!tch", "bitch"),
+        ("bullsh1t", "bullshit"),
+        ("motherf***er", "motherfucker"),
+        ("@sshole", "asshole"),
+    ],
+)
+def test_masked_profanity_is_spelled_out(masked, plain):
+    assert unmask_profanity(masked) == plain
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Save $50 today, email help@shop.com or tag #sale.",
+        "Got an A* or an A** in your exams?",
+        "5*** hotels, *bold* picks and wh@t's new.",
+        "Rated A+ by 1,000 shoppers: sh*rt sleeves are in.",
+    ],
+)
+def test_unmasking_leaves_other_symbols_alone(text):
+    assert unmask_profanity(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Our rivals sell absolute sh*t.",
+        "Don't be a f***ing fool, upgrade now.",
+        "Get off your a$$ and come to the sale.",
+        "Who gives a f#ck about last year's model?",
+    ],
+)
+def test_masked_profanity_scores_like_the_plain_word(screen, text):
+    assert analyze(screen, text)["Hate"] >= 4
+
+
+def test_blocklists_also_match_masked_spellings(screen):
+    result = screen.analyze(
+        SafetyRequest(key="t", text="Total b!tch of a day.", blocklists={"b": ["bitch"]})
+    )
+    assert result.blocklist_matches == ("b:bitch",)

@@ -3,9 +3,13 @@
 It answers the same question as Azure AI Content Safety's ``text:analyze`` (severities for Hate,
 SelfHarm, Sexual and Violence, plus blocklist hits) with no network:
 
+* Symbol-masked profanity ("sh*t", "f***ing", "f#ck", "a$$") is first spelled out again
+  (`unmask_profanity`), so masking a word does not hide it from the lexicon or the model.
 * Each category has a lexicon of weighted terms (``lexicons/harm_lexicon.yml``). A category's
   severity is the weight of its strongest hit, plus one for each further non-overlapping hit of
-  weight 3 or more (at most +2), capped at 7.
+  weight 3 or more (at most +2), capped at 7. A category may lower that escalation weight
+  (``escalation_min_weight``; Sexual uses 2, so suggestive terms pile onto an explicit one), but
+  only a hit of weight 3 or more is ever escalated.
 * Marketing idioms listed in the lexicon ("killer deal", "shoot us an email", "dying to see you")
   are masked out first, so figurative copy does not read as violence.
 * The ``alt-profanity-check`` model scores each sentence; its highest probability is mapped onto
@@ -19,7 +23,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,7 @@ class Lexicon:
     digest: str
     idioms: tuple[re.Pattern[str], ...]
     categories: Mapping[str, tuple[Term, ...]]
+    escalation_min_weight: Mapping[str, int] = field(default_factory=dict)
 
 
 def _phrase_regex(term: str, definitions: Mapping[str, str]) -> str:
@@ -124,7 +129,37 @@ def parse_lexicon(text: str, source: str = "harm_lexicon.yml") -> Lexicon:
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
         idioms=idioms,
         categories=categories,
+        escalation_min_weight=_escalation_weights(data.get("escalation_min_weight"), source),
     )
+
+
+def _escalation_weights(value: Any, source: str) -> dict[str, int]:
+    """Validate ``escalation_min_weight: {Category: weight}`` (optional)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(
+            "escalation_min_weight must be a mapping like {Sexual: 2}",
+            path=source,
+            key="escalation_min_weight",
+        )
+    weights = {}
+    for category, weight in value.items():
+        where = f"escalation_min_weight.{category}"
+        if category not in HARM_CATEGORIES:
+            raise ConfigurationError(
+                f"unknown harm category {category!r}; use one of {', '.join(HARM_CATEGORIES)}",
+                path=source,
+                key=where,
+            )
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 7:
+            raise ConfigurationError(
+                f"escalation weight must be an integer from 1 to 7, got {weight!r}",
+                path=source,
+                key=where,
+            )
+        weights[str(category)] = weight
+    return weights
 
 
 def _term(entry: Any, definitions: Mapping[str, str], where: str, source: str) -> Term:
@@ -152,6 +187,98 @@ def load_builtin_lexicon() -> Lexicon:
     return parse_lexicon(text, "cpo/providers/lexicons/harm_lexicon.yml")
 
 
+PROFANE_WORDS: tuple[str, ...] = (
+    "motherfuckers",
+    "motherfucker",
+    "motherfucking",
+    "fucking",
+    "fucked",
+    "fucker",
+    "fuckers",
+    "fucks",
+    "fuck",
+    "fck",
+    "bullshit",
+    "shitty",
+    "shits",
+    "shit",
+    "asshole",
+    "assholes",
+    "dumbass",
+    "jackass",
+    "arse",
+    "ass",
+    "bitches",
+    "bitching",
+    "bitchy",
+    "bitch",
+    "bastards",
+    "bastard",
+    "goddamn",
+    "damned",
+    "damn",
+    "dammit",
+    "crappy",
+    "crap",
+    "cunts",
+    "cunt",
+    "dickhead",
+    "dick",
+    "cocksucker",
+    "cock",
+    "pussy",
+    "pissed",
+    "piss",
+    "sluts",
+    "slut",
+    "whores",
+    "whore",
+    "twat",
+    "wankers",
+    "wanker",
+    "bollocks",
+    "hell",
+)
+"""Words `unmask_profanity` restores; where a masked word fits several, the first wins."""
+
+_WILDCARDS = "*#%&^"
+"""Symbols that stand for any one letter ("f***ing", "f#ck")."""
+_LEET = {"@": "a", "$": "s", "!": "i", "0": "o", "1": "[il]", "3": "e"}
+"""Symbols and digits that stand for one particular letter ("a$$", "b!tch", "sh1t")."""
+# A run of letters, wildcards and leet symbols that is not glued to other word characters and
+# does not end in "!" (there it is punctuation: "sh*t!"). A hashtag cannot start one, and in "$50"
+# the digits 5 and 0 spell no profane word, so prices stay as they are.
+_MASKED_WORD = re.compile(r"(?<![\w*#@$%&^])[a-z@$][a-z0-9*#@$!%&^]*[a-z0-9*#@$%&^]", re.IGNORECASE)
+
+
+def _unmask_word(word: str) -> str | None:
+    """The profane word `word` spells with symbols standing for letters, or None."""
+    if all(c.isalpha() for c in word):
+        return None
+    if word[0].isupper() and len(word) < 4 and all(c in _WILDCARDS for c in word[1:]):
+        return None  # "A*", "A**": grades and ratings, too short to read as a word
+    parts = []
+    for c in word.lower():
+        if c in _WILDCARDS:
+            parts.append("[a-z]")
+        elif c in _LEET:
+            parts.append(_LEET[c])
+        else:
+            parts.append(re.escape(c))
+    # Each symbol stands for exactly one letter: "a$$" is "ass", but "A*" (a grade) is nothing.
+    pattern = re.compile("".join(parts))
+    return next((w for w in PROFANE_WORDS if pattern.fullmatch(w)), None)
+
+
+def unmask_profanity(text: str) -> str:
+    """Spell out symbol-masked profanity ("sh*t" -> "shit", "a$$" -> "ass", "f#ck" -> "fuck").
+
+    Only words that, letter for letter, spell one of `PROFANE_WORDS` are rewritten; everything
+    else (prices, e-mail addresses, hashtags, "A*" grades) is left as it is.
+    """
+    return _MASKED_WORD.sub(lambda m: _unmask_word(m.group(0)) or m.group(0), text)
+
+
 def mask_idioms(text: str, lexicon: Lexicon) -> str:
     """Blank out the lexicon's marketing idioms so they cannot match a harm term."""
     for idiom in lexicon.idioms:
@@ -159,11 +286,15 @@ def mask_idioms(text: str, lexicon: Lexicon) -> str:
     return text
 
 
-def lexicon_severity(text: str, terms: Sequence[Term]) -> int:
+def lexicon_severity(
+    text: str, terms: Sequence[Term], min_weight: int = ESCALATION_MIN_WEIGHT
+) -> int:
     """Score one category: strongest hit plus escalation for further distinct hits.
 
     Hits are taken strongest first and must not overlap one already taken, so a threat phrase
-    and the verb inside it count once.
+    and the verb inside it count once. Further hits of weight `min_weight` or more escalate,
+    but only when the strongest hit weighs `ESCALATION_MIN_WEIGHT` or more: mild terms alone
+    ("sexy lingerie") never add up to a blocking severity.
     """
     hits = [(t.weight, i, m.span()) for i, t in enumerate(terms) for m in t.pattern.finditer(text)]
     hits.sort(key=lambda h: -h[0])
@@ -174,8 +305,10 @@ def lexicon_severity(text: str, terms: Sequence[Term]) -> int:
     if not taken:
         return 0
     strongest = taken[0]
+    if strongest[0] < ESCALATION_MIN_WEIGHT:
+        return strongest[0]
     # Repeats of one term do not escalate: only further distinct terms do.
-    others = {index for weight, index, _ in taken[1:] if weight >= ESCALATION_MIN_WEIGHT}
+    others = {index for weight, index, _ in taken[1:] if weight >= min_weight}
     others.discard(strongest[1])
     return min(MAX_SEVERITY, strongest[0] + min(ESCALATION_MAX, len(others)))
 
@@ -291,9 +424,14 @@ class OfflineSafety:
                 f"unknown safety output type {request.output_type!r} for {request.key}; "
                 f"use one of {', '.join(OUTPUT_TYPES)}"
             )
-        masked = mask_idioms(request.text, self.lexicon)
+        unmasked = unmask_profanity(request.text)
+        masked = mask_idioms(unmasked, self.lexicon)
         severities = {
-            category: lexicon_severity(masked, self.lexicon.categories.get(category, ()))
+            category: lexicon_severity(
+                masked,
+                self.lexicon.categories.get(category, ()),
+                self.lexicon.escalation_min_weight.get(category, ESCALATION_MIN_WEIGHT),
+            )
             for category in HARM_CATEGORIES
         }
         if self.profanity_model:
@@ -303,11 +441,12 @@ class OfflineSafety:
                 severities["Hate"] = max(severities["Hate"], profanity_severity(probability))
         if request.output_type == "FourSeverityLevels":
             severities = {c: to_four_levels(s) for c, s in severities.items()}
-        # Blocklists see the original text: a brand's banned term is banned even inside an idiom.
-        return SafetyResult(
-            severities=severities,
-            blocklist_matches=blocklist_matches(request.text, request.blocklists),
-        )
+        # Blocklists see the text before idiom masking: a brand's banned term is banned even
+        # inside an idiom, and (unmasked) even when spelled with symbols.
+        matches = blocklist_matches(request.text, request.blocklists)
+        if unmasked != request.text:
+            matches += blocklist_matches(unmasked, request.blocklists)
+        return SafetyResult(severities=severities, blocklist_matches=tuple(dict.fromkeys(matches)))
 
 
 def make_offline_safety(settings: Mapping[str, Any], env: Mapping[str, str]) -> OfflineSafety:
