@@ -66,6 +66,9 @@ class StepProvider:
     stand_in: Any = None
     planned: list[PlannedCall] | None = None
     reindex: bool = False
+    # Fingerprint of the corpus last indexed: searches are cached per corpus, so a changed
+    # document set never reuses an answer computed over the old one.
+    corpus: str = ""
 
     @property
     def name(self) -> str:
@@ -88,7 +91,8 @@ class StepProvider:
         target = self.stand_in or self.provider
         documents = list(documents)
         persistent = self.stand_in is None and getattr(target, "persistent_index", False)
-        key = cache_key(target.describe(), "index", _Corpus(_fingerprint(documents)), "")
+        self.corpus = _fingerprint(documents)
+        key = cache_key(target.describe(), "index", _Corpus(self.corpus), "")
         if persistent and not self.reindex and self.calls.cache.get(key) is not None:
             self.calls.record_index(self.step, target, cache_hit=True)
             return
@@ -122,7 +126,12 @@ class StepProvider:
     def call_all(
         self, method: str, requests: Sequence[Any], *, salt: str = ""
     ) -> list[CallOutcome]:
-        """Call the provider for every request through cache, limits, retries and ledger."""
+        """Call the provider for every request through cache, limits, retries and ledger.
+
+        Retrieval answers depend on the indexed corpus as well as the request, so the corpus
+        fingerprint is part of every cache key after `index`.
+        """
+        salt = f"{self.corpus}{salt}"
         if self.stand_in is None:
             return self.calls.call_all(self.step, self.provider, method, requests, salt=salt)
         return [self._plan_one(method, request, salt) for request in requests]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from cpo.providers.base import Document
@@ -16,14 +15,6 @@ def active_documents(ctx: Any, *, exclude_flagged: bool = True) -> list[Document
         f"cast(expires_at as varchar) from stg_content where {where} order by document_id"
     ).fetchall()
     return [Document(*(value if value is not None else "" for value in row)) for row in rows]
-
-
-def fingerprint(documents: list[Document]) -> str:
-    """A hash of the indexed corpus: cached searches are reused only for the same corpus."""
-    digest = hashlib.sha256()
-    for doc in documents:
-        digest.update(repr(doc).encode())
-    return digest.hexdigest()[:16]
 
 
 def segment_query(profile: dict[str, Any], keywords: str) -> str:

@@ -9,7 +9,7 @@ out unless ``vars.retrieval.exclude_flagged`` is false. A segment with no hit is
 from __future__ import annotations
 
 import pandas as pd
-from _content import active_documents, fingerprint, segment_query
+from _content import active_documents, segment_query
 
 from cpo.providers.base import RetrievalRequest
 
@@ -39,7 +39,7 @@ def model(ctx):
         )
         for p in [*profiles, control]
     ]
-    outcomes = provider.call_all("search", requests, salt=fingerprint(documents))
+    outcomes = provider.call_all("search", requests)  # cached per indexed corpus
     rows = []
     for request, outcome in zip(requests, outcomes, strict=True):
         if outcome.error:
