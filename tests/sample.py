@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,17 @@ def copy_sample_project(destination: Path) -> Path:
         elif source.exists():
             shutil.copy2(source, destination / part)
     return destination
+
+
+def query(project: Path, sql: str, params: list[Any] | None = None) -> Any:
+    """Run a query on a built project's database (read-only); return a pandas DataFrame."""
+    from cpo.db import Database
+
+    db = Database(project / "cpo.duckdb", read_only=True)
+    try:
+        return db.execute(sql, params or []).df()
+    finally:
+        db.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pytest
 import yaml
 from scipy.stats import chisquare
 
 from cpo.project import Project
-from tests.sample import copy_sample_project
+from tests.sample import copy_sample_project, query
 
 ISSUE_TABLES = (
     "stg_content", "segments", "segment_profiles", "retrieved_content", "variants",
@@ -24,14 +23,6 @@ ISSUE_TABLES = (
 )  # fmt: skip
 HARM = ("harm:Hate", "harm:SelfHarm", "harm:Sexual", "harm:Violence")
 SRM_ALPHA = 0.001
-
-
-def query(project: Path, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
-    con = duckdb.connect(str(project / "cpo.duckdb"), read_only=True)
-    try:
-        return con.execute(sql, params or []).df()
-    finally:
-        con.close()
 
 
 def arms_config(project: Path) -> dict[str, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import shutil
@@ -14,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pytest
 
 from cpo.cli import main
 from tests import fake_providers
-from tests.sample import copy_sample_project
+from tests.conftest import file_hash
+from tests.sample import copy_sample_project, query
 
 UNCITED_PRICE = "Members pay only $7.77 for a jacket this week."
 UNSAFE = "We will kill you if you do not buy this jacket."
@@ -50,18 +49,6 @@ def run_cli(*args: str | Path) -> Cli:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return Cli(code, out.getvalue(), err.getvalue())
-
-
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def query(project: Path, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
-    con = duckdb.connect(str(project / "cpo.duckdb"), read_only=True)
-    try:
-        return con.execute(sql, params or []).df()
-    finally:
-        con.close()
 
 
 def add_injected_document(project: Path) -> None:
