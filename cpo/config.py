@@ -1,7 +1,7 @@
 """Read and validate ``cpo.yml`` into frozen dataclasses; errors name the key path and line.
 
-The engine validates its own keys strictly. Domain settings live under ``vars:``; the engine
-passes them through and the steps that read them validate them (`Context.var`).
+The whole file is validated by one schema (`cpo.settings`): the engine's own keys and every
+``vars:`` section, whose models the domain registers (`cpo.vars_schema`).
 """
 
 from __future__ import annotations
@@ -13,26 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from cpo.errors import ConfigurationError
+from cpo.settings import PROVIDER_KINDS, CpoSettings, Origin, TargetSettings, validate_settings
 from cpo.yamlfile import YamlDocument, read_yaml
 
 CONFIG_FILE = "cpo.yml"
-TOP_LEVEL_KEYS = {
-    "name",
-    "version",
-    "target",
-    "targets",
-    "paths",
-    "seeds",
-    "models",
-    "calls",
-    "budget",
-    "prices",
-    "cache",
-    "logging",
-    "telemetry",
-    "vars",
-}
-PROVIDER_KINDS = ("retrieval", "generation", "safety")
+TOP_LEVEL_KEYS = frozenset(CpoSettings.model_fields)
+__all__ = ["PROVIDER_KINDS", "TOP_LEVEL_KEYS"]
 DEFAULT_PATHS = {
     "models": "models",
     "seeds": "seeds",
@@ -94,6 +80,7 @@ class ProjectConfig:
     vars: Mapping[str, Any]
     document: YamlDocument = field(repr=False, compare=False)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, kind: str) -> Path:
         """Absolute path of a project folder (``models``, ``seeds``, ``target``, ...)."""
@@ -114,6 +101,9 @@ def load_config(
 ) -> ProjectConfig:
     """Load ``cpo.yml`` from `root`, choose the target and merge ``--vars`` over ``vars:``.
 
+    The whole file, ``vars`` included (after merging ``--vars``), is validated by one schema
+    (`cpo.settings`).
+
     Raises:
         ConfigurationError: naming the key path, its line and what was expected.
     """
@@ -122,67 +112,66 @@ def load_config(
         raise ConfigurationError(
             f"no {CONFIG_FILE} in {root}; run from a CPO project or pass --project-dir"
         )
-    doc = read_yaml(config_path, display_path=CONFIG_FILE)
-    data = _mapping(doc, doc.data, "")
-    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
-    if unknown:
-        raise doc.error(
-            unknown[0],
-            f"unknown key {unknown[0]!r}; expected one of: {', '.join(sorted(TOP_LEVEL_KEYS))}",
+    if max_cost_usd is not None and not max_cost_usd >= 0:  # also rejects NaN
+        raise ConfigurationError(
+            f"--max-cost must be a non-negative amount in USD, got {max_cost_usd}"
         )
-    targets = _targets(doc, data)
-    chosen = target or _string(doc, data.get("target", next(iter(targets))), "target")
+    doc = read_yaml(config_path, display_path=CONFIG_FILE)
+    data = doc.data
+    cli = dict(cli_vars or {})
+    if isinstance(data, Mapping) and cli:
+        file_vars = data.get("vars")
+        base = dict(file_vars) if isinstance(file_vars, Mapping) else {}
+        if file_vars is None or isinstance(file_vars, Mapping):
+            data = {**data, "vars": _merge(base, cli)}
+    file_vars = doc.data.get("vars") if isinstance(doc.data, Mapping) else None
+    origin = Origin(
+        line_of=doc.line_of,
+        path=CONFIG_FILE,
+        cli_vars=cli,
+        file_vars=file_vars if isinstance(file_vars, Mapping) else None,
+    )
+    settings, variables = validate_settings(data, origin)
+    targets = {
+        name: Target(
+            name=name,
+            database=spec.database,
+            providers={k: dict(v.model_dump()) for k, v in spec.providers.items()},
+        )
+        for name, spec in ((n, t or TargetSettings()) for n, t in settings.targets.items())
+    }
+    chosen = target or settings.target or next(iter(targets))
     if chosen not in targets:
         fix = "; fix --target" if target else ""
         raise ConfigurationError(
             f"unknown target {chosen!r}; defined targets: {', '.join(targets)}{fix}",
             path=CONFIG_FILE,
-            line=doc.line_of("targets"),
-            key="targets",
+            line=doc.line_of("targets" if target else "target"),
+            key="targets" if target else "target",
         )
-    if max_cost_usd is not None and not max_cost_usd >= 0:  # also rejects NaN
-        raise ConfigurationError(
-            f"--max-cost must be a non-negative amount in USD, got {max_cost_usd}"
-        )
-    paths = {**DEFAULT_PATHS, **_mapping(doc, data.get("paths", {}), "paths")}
-    budget = _mapping(doc, data.get("budget", {}), "budget")
-    cap = max_cost_usd if max_cost_usd is not None else budget.get("max_cost_usd")
+    cap = max_cost_usd if max_cost_usd is not None else settings.budget.max_cost_usd
+    raw = data if isinstance(data, Mapping) else {}
     return ProjectConfig(
-        name=_string(doc, data.get("name", root.name), "name"),
+        name=settings.name or root.name,
         root=root,
         target=targets[chosen],
         targets=targets,
-        paths=paths,
-        seeds=_mapping(doc, data.get("seeds", {}), "seeds"),
-        models=_mapping(doc, data.get("models", {}), "models"),
-        calls=_calls(doc, _mapping(doc, data.get("calls", {}), "calls")),
-        max_cost_usd=None if cap is None else _number(doc, cap, "budget.max_cost_usd"),
-        prices=_prices(doc, _mapping(doc, data.get("prices", {}), "prices")),
-        cache_path=_string(
-            doc,
-            _mapping(doc, data.get("cache", {}), "cache").get("path", ".cpo/cache.sqlite"),
-            "cache.path",
-        ),
-        log_salt_env=_string(
-            doc,
-            _mapping(doc, data.get("logging", {}), "logging").get("salt_env", "CPO_LOG_SALT"),
-            "logging.salt_env",
-        ),
-        vars=_merge(_mapping(doc, data.get("vars", {}), "vars"), dict(cli_vars or {})),
+        paths=settings.paths.model_dump(),
+        seeds=dict(settings.seeds),
+        models=dict(settings.models),
+        calls=CallSettings(**settings.calls.model_dump()),
+        max_cost_usd=None if cap is None else float(cap),
+        prices={
+            model: Price(input_per_1m=p.input_per_1m, output_per_1m=p.output_per_1m)
+            for model, p in settings.prices.items()
+        },
+        cache_path=settings.cache.path,
+        log_salt_env=settings.logging.salt_env,
+        vars=variables,
         document=doc,
-        telemetry=_telemetry(doc, data),
+        telemetry=dict(raw.get("telemetry") or {}),
+        sources=dict(settings.sources),
     )
-
-
-def _telemetry(doc: YamlDocument, data: Mapping[str, Any]) -> dict[str, Any]:
-    from cpo.telemetry import settings_from
-
-    raw = _mapping(doc, data.get("telemetry", {}), "telemetry")
-    try:
-        settings_from(raw, {})
-    except ConfigurationError as e:
-        raise doc.error(e.key or "telemetry", e.message) from None
-    return raw
 
 
 def parse_cli_vars(text: str | None) -> dict[str, Any]:
@@ -227,90 +216,6 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def _targets(doc: YamlDocument, data: Mapping[str, Any]) -> dict[str, Target]:
-    raw = _mapping(doc, data.get("targets", {"offline": {}}), "targets")
-    if not raw:
-        raise doc.error("targets", "expected at least one target, e.g. targets: {offline: {}}")
-    targets = {}
-    for name, spec in raw.items():
-        key = f"targets.{name}"
-        spec = _mapping(doc, spec or {}, key)
-        providers = _mapping(doc, spec.get("providers", {}), f"{key}.providers")
-        for kind, settings in providers.items():
-            if kind not in PROVIDER_KINDS:
-                raise doc.error(
-                    f"{key}.providers.{kind}",
-                    f"unknown step {kind!r}; expected one of: {', '.join(PROVIDER_KINDS)}",
-                )
-            settings = _mapping(doc, settings, f"{key}.providers.{kind}")
-            if "type" not in settings:
-                raise doc.error(f"{key}.providers.{kind}", "missing 'type' (the provider name)")
-            for secretish in ("api_key", "key", "password", "secret"):
-                if secretish in settings:
-                    raise doc.error(
-                        f"{key}.providers.{kind}.{secretish}",
-                        "secrets never go in cpo.yml; set them in the environment "
-                        "(see .env.example) or use a Key Vault reference",
-                    )
-        database = _string(doc, spec.get("database", "cpo.duckdb"), f"{key}.database")
-        targets[name] = Target(name=name, database=database, providers=providers)
-    return targets
-
-
-def _calls(doc: YamlDocument, raw: Mapping[str, Any]) -> CallSettings:
-    defaults = CallSettings()
-    values = {}
-    for name in CallSettings.__dataclass_fields__:
-        if name in raw:
-            number = _number(doc, raw[name], f"calls.{name}")
-            if isinstance(getattr(defaults, name), int):
-                if not isinstance(raw[name], int):  # 2.5 workers is a typo, not a wish for 2
-                    raise doc.error(f"calls.{name}", f"expected an integer, got {_kind(raw[name])}")
-                number = int(number)
-            values[name] = number
-    unknown = sorted(set(raw) - set(CallSettings.__dataclass_fields__))
-    if unknown:
-        raise doc.error(
-            f"calls.{unknown[0]}",
-            f"unknown key; expected one of: {', '.join(CallSettings.__dataclass_fields__)}",
-        )
-    settings = CallSettings(**values)
-    if settings.concurrency < 1:
-        raise doc.error("calls.concurrency", "expected an integer of at least 1")
-    return settings
-
-
-def _prices(doc: YamlDocument, raw: Mapping[str, Any]) -> dict[str, Price]:
-    prices = {}
-    for model, spec in raw.items():
-        spec = _mapping(doc, spec, f"prices.{model}")
-        prices[model] = Price(
-            input_per_1m=_number(doc, spec.get("input_per_1m", 0), f"prices.{model}.input_per_1m"),
-            output_per_1m=_number(
-                doc, spec.get("output_per_1m", 0), f"prices.{model}.output_per_1m"
-            ),
-        )
-    return prices
-
-
-def _mapping(doc: YamlDocument, value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise doc.error(key or "(top level)", f"expected a mapping, got {_kind(value)}")
-    return dict(value)
-
-
-def _string(doc: YamlDocument, value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise doc.error(key, f"expected a non-empty string, got {_kind(value)}")
-    return value
-
-
-def _number(doc: YamlDocument, value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise doc.error(key, f"expected a non-negative number, got {_kind(value)}")
-    return float(value)
 
 
 def _kind(value: Any) -> str:

@@ -31,7 +31,7 @@ def test_render_collects_refs_config_and_vars(compiler):
     node = _model(
         "m",
         "{{ config(materialized='view', tags=['x']) }}"
-        "select {{ var('min_age') }} as a, '{{ var('greeting.word') }}' as g "
+        "select {{ var('min_age') }} as a, '{{ var('greeting') }}' as g "
         "from {{ ref('people') }} join {{ source('raw', 'visits') }} using (id)",
     )
     result = compiler.render(node)

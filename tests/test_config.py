@@ -21,13 +21,15 @@ def _load(root: Path, text: str, **kwargs):
 def test_valid_config(tmp_path):
     config = _load(
         tmp_path,
-        BASE + "calls: {concurrency: 3}\nbudget: {max_cost_usd: 2.5}\nvars: {a: {b: 1}, c: 2}\n",
-        cli_vars={"a": {"d": 3}},
+        BASE
+        + "calls: {concurrency: 3}\nbudget: {max_cost_usd: 2.5}\n"
+        + "vars: {retrieval: {top_k: 3}, c: 2}\n",
+        cli_vars={"retrieval": {"keywords": "x"}},
     )
     assert config.database_path == tmp_path / "mini.duckdb"
     assert config.calls == CallSettings(concurrency=3)
     assert config.max_cost_usd == 2.5
-    assert config.vars == {"a": {"b": 1, "d": 3}, "c": 2}  # --vars merge deeply
+    assert config.vars == {"retrieval": {"top_k": 3, "keywords": "x"}, "c": 2}  # merged deeply
     assert config.path("models") == tmp_path / "models"
 
 
@@ -36,7 +38,7 @@ def test_valid_config(tmp_path):
     [
         (
             "calls: {concurrency: -1}\n",
-            "cpo.yml:6: calls.concurrency: expected a non-negative number, got int -1",
+            "cpo.yml:6: calls.concurrency: expected an integer of at least 1, got int -1",
         ),
         (
             "calls:\n  concurrency: 0\n",
@@ -46,12 +48,15 @@ def test_valid_config(tmp_path):
             "calls:\n  concurrency: 2.5\n",
             "cpo.yml:7: calls.concurrency: expected an integer, got float 2.5",
         ),
-        ("calls:\n  retries: 3\n", "cpo.yml:7: calls.retries: unknown key; expected one of:"),
+        (
+            "calls:\n  retries: 3\n",
+            "cpo.yml:7: calls.retries: unknown key 'retries'; expected one of: backoff_initial_s,",
+        ),
         ("bogus: 1\n", "cpo.yml:6: bogus: unknown key 'bogus'; expected one of: budget,"),
         ("vars: [\n", "cpo.yml:7: invalid YAML: expected the node content"),
         (
             "budget: {max_cost_usd: lots}\n",
-            "cpo.yml:6: budget.max_cost_usd: expected a non-negative number, got the string",
+            "cpo.yml:6: budget.max_cost_usd: expected a number, got the string 'lots'",
         ),
         ("paths: [models]\n", "cpo.yml:6: paths: expected a mapping, got list"),
     ],
@@ -74,7 +79,7 @@ def test_provider_settings_are_checked(tmp_path):
     assert error.value.key == "targets.dev.providers.generation.api_key"
     assert error.value.line == 7
     assert "secrets never go in cpo.yml" in str(error.value)
-    with pytest.raises(ConfigurationError, match="unknown step 'painting'"):
+    with pytest.raises(ConfigurationError, match="unknown key 'painting'; expected one of"):
         _load(tmp_path, BASE + "    providers:\n      painting: {type: x}\n")
     with pytest.raises(ConfigurationError, match="missing 'type'"):
         _load(tmp_path, BASE + "    providers:\n      safety: {endpoint: x}\n")
@@ -98,7 +103,7 @@ def test_parse_cli_vars():
     [
         (
             "calls: {concurrency: -1}\n",
-            "Error: cpo.yml:9: calls.concurrency: expected a non-negative number, got int -1",
+            "Error: cpo.yml:9: calls.concurrency: expected an integer of at least 1, got int -1",
         ),
         ("bogus: 1\n", "Error: cpo.yml:9: bogus: unknown key 'bogus'; expected one of:"),
         ("vars: [\n", "Error: cpo.yml:10: invalid YAML: expected the node content"),
