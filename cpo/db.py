@@ -292,7 +292,12 @@ def _csv_header(path: Path, display_path: str, name: str) -> list[str]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError:
+        from cpo.yamlfile import decode_utf8
+
+        decode_utf8(path.read_bytes(), display_path)  # raises, naming the byte's real line
+        raise
+    except (OSError, csv.Error) as e:
         raise ModelError(
             f"cannot read seed {name!r}: {e}", path=display_path, line=1, node=name
         ) from e

@@ -16,6 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from cpo.compile import sql_literal
+
 DEFAULT_PATH = "seeds/events*.csv"
 REQUIRED = ("customer_id", "event", "event_at")
 COLUMNS = ("customer_id", "experiment_id", "event", "event_at", "revenue", "source_file")
@@ -34,7 +36,7 @@ def _matches(root: Path, patterns: list[str]) -> list[Path]:
 
 
 def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    return sql_literal([str(p) for p in paths])
 
 
 def _reader(paths: list[Path]) -> str:
@@ -83,10 +85,8 @@ def model(ctx: Any) -> pa.Table:
             path="cpo.yml",
             key="vars.experiment.events.path",
         )
-    experiment = str(ctx.var("experiment.id", "experiment")).replace("'", "''")
-    experiment_sql = (
-        "cast(experiment_id as varchar)" if "experiment_id" in columns else f"'{experiment}'"
-    )
+    experiment = sql_literal(str(ctx.var("experiment.id", "experiment")))
+    experiment_sql = "cast(experiment_id as varchar)" if "experiment_id" in columns else experiment
     revenue_sql = "cast(revenue as varchar)" if "revenue" in columns else "null"
     query = f"""
         select

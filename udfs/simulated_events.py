@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cpo.compile import quote
+
 EVENTS = ("delivered", "open", "click", "conversion", "unsubscribe")
 RATE_KEYS = ("delivered", "open", "click", "conversion", "unsubscribe", "revenue_mean")
 DEFAULT_RATES = {
@@ -208,7 +210,7 @@ def model(ctx: Any) -> pa.Table:
             "covariate",
             f"{covariate!r} is not a column of stg_customers ({', '.join(customers.columns)})",
         )
-    x_sql = f'cast("{covariate}" as double)' if covariate else "null::double"
+    x_sql = f"cast({quote(covariate)} as double)" if covariate else "null::double"
     # Ordered, so the seeded draws always meet the same customers.
     table = ctx.sql(f"""
         select cast(a.experiment_id as varchar) as experiment_id,
