@@ -1,0 +1,276 @@
+"""One settings schema (``cpo.settings``), its registry, and values reaching SQL as literals."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import file_hash
+from pydantic import Field
+
+from cpo.compile import bind_values, mark_values, sql_identifier, sql_literal
+from cpo.config import load_config
+from cpo.errors import ConfigurationError, ModelError
+from cpo.project import Project
+from cpo.settings import Section, SqlExpression, register_vars_section, vars_sections
+from cpo.yamlfile import read_yaml
+
+BASE = "name: p\ntargets:\n  dev: {database: p.duckdb}\n"
+
+
+def load(tmp_path: Path, text: str, **kwargs):
+    (tmp_path / "cpo.yml").write_text(BASE + text, encoding="utf-8")
+    return load_config(tmp_path, **kwargs)
+
+
+def error_of(tmp_path: Path, text: str, **kwargs) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as caught:
+        load(tmp_path, text, **kwargs)
+    return caught.value
+
+
+def test_the_domain_sections_are_registered():
+    assert set(vars_sections()) >= {
+        "as_of_date",
+        "segmentation",
+        "retrieval",
+        "generation",
+        "safety",
+        "messages",
+        "experiment",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "vars:\n  safety:\n    on_unscreened: ignore\n",
+            "cpo.yml:6: vars.safety.on_unscreened: expected one of: fail, warn; got the string",
+        ),
+        (
+            "vars:\n  safety:\n    threshold: {Hate: 2}\n",
+            "cpo.yml:6: vars.safety.threshold: unknown key 'threshold' (did you mean "
+            "'thresholds'?); expected one of: blocklists,",
+        ),
+        (
+            "vars:\n  retrieval:\n    top_k: -4\n",
+            "cpo.yml:6: vars.retrieval.top_k: expected an integer of at least 1, got int -4",
+        ),
+        (
+            "vars:\n  as_of_date: not-a-date\n",
+            "cpo.yml:5: vars.as_of_date: expected a date like 2026-11-24",
+        ),
+        (
+            "vars:\n  experiment:\n    metrics:\n      - {name: m, type: proportio, event: open}\n",
+            "cpo.yml:7: vars.experiment.metrics[0].type: expected one of: proportion, mean, ratio",
+        ),
+        (
+            "vars:\n  segmentation:\n    rules:\n      new_customer_max_tenure_days: 90\n"
+            "      champions: {min_r: high, min_f: 4, min_m: 4}\n",
+            "cpo.yml:8: vars.segmentation.rules.champions.min_r: expected an RFM score",
+        ),
+        ("telemetry: {exporter: jaeger}\n", "cpo.yml:4: telemetry.exporter: expected one of:"),
+        ("sources: [a]\n", "cpo.yml:4: sources: expected a mapping, got list"),
+    ],
+)
+def test_bad_values_name_key_line_and_what_is_expected(tmp_path, text, expected):
+    assert str(error_of(tmp_path, text)).startswith(expected)
+
+
+def test_vars_from_the_command_line_go_through_the_same_schema(tmp_path):
+    error = error_of(tmp_path, "", cli_vars={"safety": {"on_unscreened": "ignore"}})
+    assert str(error).startswith("--vars: vars.safety.on_unscreened: expected one of: fail, warn")
+    # A --vars value merged into a section of the file: the bad value is the --vars one.
+    error = error_of(
+        tmp_path, "vars:\n  retrieval: {top_k: 3}\n", cli_vars={"retrieval": {"top_k": "x"}}
+    )
+    assert str(error).startswith("--vars: vars.retrieval.top_k: expected an integer")
+    # ... and a bad value of the file is still the file's, with its line.
+    error = error_of(tmp_path, "vars:\n  retrieval: {top_k: x}\n", cli_vars={"retrieval": {}})
+    assert str(error).startswith("cpo.yml:5: vars.retrieval.top_k")
+
+
+def test_a_mapping_section_must_be_registered_and_plain_vars_may_be_the_projects(tmp_path):
+    error = error_of(tmp_path, "vars:\n  mine: {a: 1}\n")
+    assert "vars.mine: unknown key 'mine'" in str(error)
+    assert "register_vars_section" in str(error)
+    assert load(tmp_path, "vars:\n  min_age: 18\n").vars == {"min_age": 18}
+    # ... unless the plain value's name is a near-miss of a section's.
+    assert "did you mean 'as_of_date'" in str(error_of(tmp_path, "vars:\n  as_of_dat: ''\n"))
+
+
+def test_a_project_registers_its_own_section(tmp_path):
+    class Mine(Section):
+        size: int = Field(default=1, ge=1)
+
+    register_vars_section("mine_for_test", Mine)
+    try:
+        assert load(tmp_path, "vars:\n  mine_for_test: {size: 3}\n").vars["mine_for_test"] == {
+            "size": 3
+        }
+        error = error_of(tmp_path, "vars:\n  mine_for_test: {sise: 3}\n")
+        assert "vars.mine_for_test.sise: unknown key 'sise' (did you mean 'size'?)" in str(error)
+    finally:
+        from cpo import settings
+
+        settings._VARS_SECTIONS.pop("mine_for_test")
+
+
+def test_sql_typed_settings_are_parsed_as_one_expression(tmp_path):
+    tags = "merge_tags: {city: \"coalesce(c.city, '')\"}\n"
+    config = load(tmp_path, "vars:\n  messages:\n    " + tags)
+    assert isinstance(config.vars["messages"]["merge_tags"]["city"], SqlExpression)
+    # The new {sql, fallback} shape is accepted too.
+    config = load(tmp_path, "vars:\n  messages:\n    merge_tags: {city: {sql: c.city}}\n")
+    assert isinstance(config.vars["messages"]["merge_tags"]["city"]["sql"], SqlExpression)
+    for bad in ["c.city; drop table x", "(select 1)", "c.city from", ""]:
+        error = error_of(
+            tmp_path,
+            "vars:\n  messages:\n    merge_tags:\n      city: " + repr(bad) + "\n",
+        )
+        assert error.key == "vars.messages.merge_tags.city"
+        assert error.line == 7
+
+
+def test_segment_rules_as_a_list_with_when_conditions(tmp_path):
+    rules = "rules:\n      - {name: vip, when: 'r_score >= 4 and f_score >= 4'}\n"
+    config = load(tmp_path, "vars:\n  segmentation:\n    " + rules)
+    assert isinstance(config.vars["segmentation"]["rules"][0]["when"], SqlExpression)
+    bad = "rules:\n      - {name: vip, when: \"1=1; copy x to 'y'\"}\n"
+    error = error_of(tmp_path, "vars:\n  segmentation:\n    " + bad)
+    assert error.key == "vars.segmentation.rules[0].when"
+
+
+def test_sample_cpo_yml_is_valid():
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(root)
+    assert config.vars["safety"]["on_unscreened"] == "fail"
+
+
+# --- YAML files ---------------------------------------------------------------------------------
+
+
+def test_latin1_byte_is_reported_on_its_real_line(tmp_path):
+    (tmp_path / "cpo.yml").write_bytes(b"name: p\nvars:\n  brand: caf\xe9\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(tmp_path)
+    assert str(caught.value).startswith("cpo.yml:3: column 13: byte 0xe9 is not UTF-8")
+
+
+def test_alias_bomb_and_recursive_aliases_are_refused(tmp_path):
+    lines = ["a: &a [" + ",".join(["lol"] * 9) + "]"]
+    for i in range(1, 9):
+        name, prev = chr(97 + i), chr(96 + i)
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    path = tmp_path / "bomb.yml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert len(path.read_bytes()) < 800
+    with pytest.raises(ConfigurationError, match="aliases expand to more than"):
+        read_yaml(path)
+    path.write_text("a: &x [1, *x]\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="refers to its own anchor"):
+        read_yaml(path)
+    # A few aliases are fine.
+    path.write_text("base: &b {x: 1}\none: *b\ntwo: *b\n", encoding="utf-8")
+    assert read_yaml(path).data["two"] == {"x": 1}
+
+
+def test_duplicate_keys_are_errors(tmp_path):
+    path = tmp_path / "x.yml"
+    path.write_text("a: 1\nb:\n  c: 1\n  c: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError) as caught:
+        read_yaml(path)
+    assert caught.value.line == 4
+    assert caught.value.key == "b.c"
+
+
+# --- values into SQL ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "sql"),
+    [
+        (None, "null"),
+        (True, "true"),
+        (4, "4"),
+        (0.25, "0.25"),
+        ("it's", "'it''s'"),
+        (["a", 1], "['a', 1]"),
+    ],
+)
+def test_sql_literal(value, sql):
+    assert sql_literal(value) == sql
+
+
+def test_sql_literal_refuses_what_has_no_literal():
+    with pytest.raises(ModelError, match="not a finite number"):
+        sql_literal(math.inf)
+    with pytest.raises(ModelError, match="cannot be used as a SQL value"):
+        sql_literal({"a": 1})
+    assert sql_identifier("open_rate") == '"open_rate"'
+    with pytest.raises(ModelError, match="not a valid name"):
+        sql_identifier('x" from y; --')
+
+
+def test_values_are_bound_by_where_they_land():
+    v = mark_values({"s": "it's", "e": "a\\b", "n": 3})
+    sql = (
+        f"select {v['s']}, '{v['s']}:{v['s']}', \"c_{v['s']}\", E'{v['e']}', {v['n']}, "
+        f"{v['s'].upper()} -- {v['s']}\n/* {v['s']} */"
+    )
+    assert bind_values(sql) == (
+        "select 'it''s', 'it''s:it''s', \"c_it's\", E'a\\\\b', 3, 'IT''S' -- it's\n/* it's */"
+    )
+    assert v["s"] == "it's" and v["s"] in ["it's"]  # compares like the plain string
+    with pytest.raises(ModelError, match="dollar-quoted"):
+        bind_values(f"select $${v['s']}$$")
+
+
+@pytest.fixture
+def mini(mini_project: Path) -> Path:
+    (mini_project / "models" / "t.sql").write_text(
+        "select {{ var('threshold') }} as t, '{{ var('threshold') }}' as inside, "
+        "{{ var('threshold') | literal }} as filtered\n",
+        encoding="utf-8",
+    )
+    return mini_project
+
+
+def test_an_injected_var_becomes_a_string_never_sql(mini: Path):
+    attack = "4 as t; COPY (select 1 as x) TO 'x.csv'; select 1"
+    run = Project.load(mini, vars={"threshold": attack}).build(["t"])
+    assert run.success, [r.message for r in run.results if r.failed]
+    assert not (mini / "x.csv").exists() and not Path("x.csv").exists()
+    import duckdb
+
+    con = duckdb.connect(str(mini / "mini.duckdb"), read_only=True)
+    try:
+        assert con.execute("select * from t").fetchone() == (attack, attack, attack)
+    finally:
+        con.close()
+
+
+def test_a_model_with_two_statements_is_an_error(mini_project: Path, cli):
+    (mini_project / "models" / "two.sql").write_text(
+        "select 1 as x;\n-- comment\ncopy (select 1) to 'x.csv'\n", encoding="utf-8"
+    )
+    result = cli("build", "--project-dir", mini_project)
+    assert result.code == 1
+    assert "models/two.sql" in result.err and "exactly one SQL statement" in result.err
+    assert not (mini_project / "x.csv").exists()
+    # A trailing semicolon, or one inside a string or comment, is fine.
+    (mini_project / "models" / "two.sql").write_text(
+        "select 'a;b' as x -- c;d\n;\n", encoding="utf-8"
+    )
+    assert cli("build", "--project-dir", mini_project, "-s", "two").code == 0
+
+
+def test_failed_vars_validation_keeps_the_database(built_mini: Path, cli):
+    database = built_mini / "mini.duckdb"
+    before = file_hash(database)
+    result = cli("build", "--project-dir", built_mini, "--vars", "{safety: {topk: 1}}")
+    assert result.code == 1
+    assert "--vars: vars.safety.topk: unknown key 'topk'" in result.err
+    assert file_hash(database) == before
