@@ -16,6 +16,7 @@ import pytest
 
 from cpo.artifacts import NodeResult
 from cpo.db import Database
+from cpo.errors import ConfigurationError
 from cpo.nodes import TEST, Node
 from cpo.project import Project, RunResult
 from tests.sample import copy_sample_project
@@ -263,11 +264,12 @@ def test_segment_profiles(db):
 
 def test_unknown_method_fails_with_the_key_to_fix(tmp_path):
     project = copy_sample_project(tmp_path / "p")
-    run = build(project, ["+segments"], {"segmentation": {"method": "dbscan"}})
-    segments = by_name(run)["segments"]
-    assert segments.status == "error"
-    assert "vars.segmentation.method is dbscan" in segments.message
-    assert "rules or kmeans" in segments.message
+    # The settings schema refuses it before anything is built.
+    with pytest.raises(ConfigurationError) as caught:
+        build(project, ["+segments"], {"segmentation": {"method": "dbscan"}})
+    assert str(caught.value).startswith(
+        "--vars: vars.segmentation.method: expected one of: rules, kmeans; got the string 'dbscan'"
+    )
 
 
 # -- content ----------------------------------------------------------------------------------
@@ -372,6 +374,11 @@ def test_kmeans_is_deterministic_and_only_enabled_for_kmeans(sample_build, db, t
 def test_kmeans_rejects_bad_settings(tmp_path, changes, key):
     project = copy_sample_project(tmp_path / "p")
     variables = {"segmentation": {"method": "kmeans", **changes}}
+    if "k_max" not in changes or "k_min" not in changes:
+        # One value of the wrong type or range: the settings schema refuses it at load.
+        with pytest.raises(ConfigurationError, match=f"--vars: vars.{key}: expected an integer"):
+            build(project, ["+segments"], variables)
+        return
     run = build(project, ["+segments"], variables)
     results = by_name(run)
     step = results["segments_kmeans"]

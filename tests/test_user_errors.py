@@ -64,8 +64,12 @@ ARM = "{name: friendly, weight: 0.25}"
     [
         # All weights 0 used to crash with ZeroDivisionError in assignments.sql (exit 2).
         ("weight: 0.25}", "weight: 0}", "vars.experiment.arms: the weights add up to 0"),
-        # A quoted weight used to crash with TypeError (exit 2).
-        ("weight: 0.25}", 'weight: "0.25"}', "vars.experiment.arms[0]: each arm needs a name"),
+        # A quoted weight used to crash with TypeError (exit 2); the settings schema names it.
+        (
+            "weight: 0.25}",
+            'weight: "0.25"}',
+            "cpo.yml:110: vars.experiment.arms[0].weight: expected a number",
+        ),
         # An arm that is not a tone used to build, sending every one of its customers the
         # fallback message.
         (ARM, "{name: funny, weight: 0.25}", "arm funny is neither the control nor a tone"),
@@ -77,7 +81,7 @@ def test_bad_experiment_arms_are_named_not_crashes(capsys, project, old, new, me
     edit(project / "cpo.yml", old, new)
     text = fails_cleanly(capsys, project, "build")
     assert message in text
-    assert "models/pipeline/assignments.sql" in text
+    assert "models/pipeline/assignments.sql" in text or message.startswith("cpo.yml:")
 
 
 def test_tone_removed_while_its_arm_remains_is_named(capsys, project):
