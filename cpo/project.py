@@ -533,7 +533,7 @@ class Project:
             if path == protected or path.is_relative_to(protected):
                 what = (
                     "the project's database"
-                    if protected == self.config.database_path.resolve()
+                    if protected.name.startswith(self.config.database_path.name)
                     else f"a project input ({protected.relative_to(self.config.root)})"
                     if protected.is_relative_to(self.config.root)
                     else str(protected)
