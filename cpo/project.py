@@ -405,7 +405,7 @@ class Project:
 
         path = None
         if out:
-            path = self._output_path(Path(out), "report --out", force=force)
+            path = self._output_path(Path(out), "report --out")
             if path.is_dir():
                 raise UsageError(f"report --out {out} is a folder; give a file name (.html)")
             if path.exists() and not force and not _looks_like_html(path):
@@ -444,7 +444,7 @@ class Project:
         fmt = fmt.lower()  # --format CSV means csv
         out_dir = self.config.path("target") / "export"
         if out:
-            out_dir = self._output_path(Path(out), "export --out", force=force)
+            out_dir = self._output_path(Path(out), "export --out")
             if out_dir.exists() and not out_dir.is_dir():
                 raise UsageError(f"export --out {out} is a file; give a folder")
             foreign = out_dir.is_dir() and any(out_dir.iterdir())
@@ -525,7 +525,7 @@ class Project:
             *inputs,
         ]
 
-    def _output_path(self, out: Path, option: str, *, force: bool) -> Path:
+    def _output_path(self, out: Path, option: str) -> Path:
         """`out` resolved, or a UsageError when it is or lies inside a protected path."""
         path = (out if out.is_absolute() else Path.cwd() / out).resolve()
         for protected in self.protected_paths():
