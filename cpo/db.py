@@ -94,7 +94,7 @@ class Database:
         try:
             return self.con.execute(sql, params)
         except duckdb.Error as e:
-            raise ModelError(str(e).strip()) from e
+            raise ModelError(_message(e)) from e
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run a query and return (column names, rows)."""
@@ -135,7 +135,7 @@ class Database:
             columns = [d[0] for d in cursor.description or []]
             return columns, cursor.fetchmany(limit) if limit else []
         except duckdb.Error as e:
-            raise ModelError(str(e).strip()) from e
+            raise ModelError(_message(e)) from e
 
     def relation(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyRelation:
         """A lazy relation for a query (what Python steps receive from ``ctx.ref``/``ctx.sql``)."""
@@ -184,7 +184,7 @@ class Database:
                 if merging
                 else ""
             )
-            raise ModelError(str(e).strip() + hint) from e
+            raise ModelError(_message(e) + hint) from e
 
     def _materialize_sql(
         self, name: str, sql: str, materialized: str, unique_key: Sequence[str] | None
@@ -235,7 +235,7 @@ class Database:
             finally:
                 self.con.unregister("__cpo_frame")
         except duckdb.Error as e:
-            raise ModelError(str(e).strip()) from e
+            raise ModelError(_message(e)) from e
         return self.count(name)
 
     def load_seed(
@@ -256,7 +256,7 @@ class Database:
         try:
             columns = [r[0] for r in self.con.sql(f"describe select * from {reader}").fetchall()]
         except duckdb.Error as e:
-            raise _seed_error(e, display_path, name) from e
+            raise _seed_error(e, display_path, name, path) from e
         missing = [c for c in required_columns if c not in columns]
         if missing:
             raise ModelError(
@@ -283,7 +283,7 @@ class Database:
             self.drop(name)
             self.con.execute(f"create table {quote(name)} as select {select} from {reader}")
         except duckdb.Error as e:
-            error = _seed_error(e, display_path, name)
+            error = _seed_error(e, display_path, name, path)
             if error.line is None and path.suffix == ".csv":
                 error.line = self._bad_cast_line(reader, column_types)
             raise error from e
@@ -311,6 +311,14 @@ class Database:
             if row:
                 return int(row[0]) + 1  # the header is line 1
         return None
+
+
+_CONVERT = re.compile(r"(Could not convert string )'.*?'(?= to \w)", re.DOTALL)
+
+
+def _message(error: Exception) -> str:
+    """DuckDB's message, without the data value a failed conversion quotes (it may be PII)."""
+    return _CONVERT.sub(r"\1'…'", str(error).strip())
 
 
 def _seed_reader(path: Path, display_path: str, name: str) -> str:
@@ -352,7 +360,9 @@ def _csv_header(path: Path, display_path: str, name: str) -> list[str]:
     return header
 
 
-def _seed_error(error: Exception, display_path: str, name: str) -> ModelError:
+def _seed_error(
+    error: Exception, display_path: str, name: str, path: Path | None = None
+) -> ModelError:
     """A seed's load error with file, line and column, and never the file's content.
 
     DuckDB echoes the offending row ("Original Line: ...") and quotes bad values; both can hold
@@ -361,12 +371,35 @@ def _seed_error(error: Exception, display_path: str, name: str) -> ModelError:
     text = str(error).strip()
     match = re.search(r"(?:CSV Error on Line|in line):?\s*(\d+)", text)
     reason = _seed_reason(text)
+    if match and path is not None and "unterminated quote" in text:
+        column = _open_quote_column(path, int(match.group(1)))
+        if column:
+            reason = f"the value in column {column} has an unterminated quote"
     return ModelError(
         f"cannot load seed {name!r}: {reason}. Fix the file and rebuild.",
         path=display_path,
         line=int(match.group(1)) if match else None,
         node=name,
     )
+
+
+def _open_quote_column(path: Path, line: int) -> int | None:
+    """The 1-based column on file line `line` whose opening quote is never closed."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            text = next((t for n, t in enumerate(f, 1) if n == line), None)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text is None:
+        return None
+    column, quoted, opened = 1, False, None
+    for char in text.rstrip("\r\n"):
+        if char == '"':
+            quoted = not quoted
+            opened = column if quoted else opened
+        elif char == "," and not quoted:
+            column += 1
+    return opened if quoted else None
 
 
 def _seed_reason(text: str) -> str:
