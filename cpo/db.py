@@ -117,6 +117,8 @@ class Database:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as e:
             raise UsageError(f"the query does not parse: {str(e).strip()}") from e
+        if not statements:
+            raise UsageError("show --inline got no query (only comments or ';')")
         if len(statements) != 1:
             raise UsageError(
                 f"show --inline runs exactly one query; this text has {len(statements)} "
