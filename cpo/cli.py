@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report = add("report", parents=[common], help="write the HTML experiment report")
     report.add_argument("--out", help="file to write (default: target/report.html)")
+    report.add_argument(
+        "--force", action="store_true", help="replace an existing --out file that is not HTML"
+    )
     export = add("export", parents=[common], help="export tables to Parquet or CSV for BI")
     export.add_argument(
         "--format", choices=None, default="parquet", help="parquet (default) or csv"
@@ -100,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-pii",
         action="store_true",
         help="export PII columns as they are (default: hashed)",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out folder that is not an earlier export",
     )
     add("docs", parents=[common], help="write the documentation site to target/docs/")
     add("clean", parents=[common], help="delete target/ and logs/")
@@ -147,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     width = None if sys.stdout.isatty() else 160
     console = Console(stderr=False, highlight=False, soft_wrap=True, width=width)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    notices: list[str] = []
+    args.notices = notices  # filled by the Project (see `_project`), printed once at the end
     try:
         return COMMANDS[args.command](args, console)
     except CPOError as e:
@@ -157,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("[red]Interrupted[/red]: cpo.duckdb was left as it was")
         return EXIT_FAILED
+    finally:
+        for notice in notices:  # said once: a new hashing salt, a stale WAL set aside
+            errors.print(f"[yellow]Note:[/yellow] {escape(notice)}")
 
 
 def _project(args: argparse.Namespace, console: Console) -> Project:
@@ -169,6 +182,7 @@ def _project(args: argparse.Namespace, console: Console) -> Project:
         log_format=args.log_format,
     )
     project.on_result = _printer(console)
+    project.notices = getattr(args, "notices", [])
     return project
 
 
@@ -344,7 +358,7 @@ def _cell(value: Any) -> str:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    path = _project(args, console).report(args.out)
+    path = _project(args, console).report(args.out, force=args.force)
     console.print(f"Report written to {path}")
     return EXIT_OK
 
@@ -356,6 +370,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         args.out,
         partition_by=args.partition_by,
         include_pii=args.include_pii,
+        force=args.force,
     )
     for table in result.tables:
         console.print(f"{escape(table.name)}: {table.rows:,} rows -> {table.path}")

@@ -13,6 +13,8 @@ import csv
 import os
 import re
 import shutil
+import stat
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import duckdb
 
 from cpo.compile import quote
-from cpo.errors import ModelError
+from cpo.errors import ModelError, UsageError
 
 STAGING_MARK = ".building-"
 
@@ -92,12 +94,50 @@ class Database:
         try:
             return self.con.execute(sql, params)
         except duckdb.Error as e:
-            raise ModelError(str(e).strip()) from e
+            raise ModelError(_message(e)) from e
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run a query and return (column names, rows)."""
         cursor = self.execute(sql, params)
         return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    def preview(self, sql: str, limit: int) -> tuple[list[str], list[tuple]]:
+        """Run one user-written query with no access to files or the network: (columns, rows).
+
+        The text must parse (with DuckDB's own parser) as exactly one ``SELECT`` (``WITH``,
+        ``FROM``-first and ``VALUES`` queries included); the statement runs as written, never
+        pasted into a wrapper, after ``enable_external_access`` is switched off for this
+        database, so ``read_csv``, ``COPY``, ``ATTACH`` and friends cannot reach the disk.
+
+        Raises:
+            UsageError: the text is not a single query.
+            ModelError: the query fails.
+        """
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as e:
+            raise UsageError(f"the query does not parse: {str(e).strip()}") from e
+        if not statements:
+            raise UsageError("show --inline got no query (only comments or ';')")
+        if len(statements) != 1:
+            raise UsageError(
+                f"show --inline runs exactly one query; this text has {len(statements)} "
+                "statements (remove the extra ';'-separated statements)"
+            )
+        kind = statements[0].type
+        if kind != duckdb.StatementType.SELECT:
+            raise UsageError(
+                f"show --inline runs read-only queries (SELECT, WITH, FROM); "
+                f"this is a {kind.name} statement"
+            )
+        self.con.execute("set enable_external_access = false")
+        self.con.execute("set lock_configuration = true")
+        try:
+            cursor = self.con.execute(statements[0].query)
+            columns = [d[0] for d in cursor.description or []]
+            return columns, cursor.fetchmany(limit) if limit else []
+        except duckdb.Error as e:
+            raise ModelError(_message(e)) from e
 
     def relation(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyRelation:
         """A lazy relation for a query (what Python steps receive from ``ctx.ref``/``ctx.sql``)."""
@@ -146,7 +186,7 @@ class Database:
                 if merging
                 else ""
             )
-            raise ModelError(str(e).strip() + hint) from e
+            raise ModelError(_message(e) + hint) from e
 
     def _materialize_sql(
         self, name: str, sql: str, materialized: str, unique_key: Sequence[str] | None
@@ -197,7 +237,7 @@ class Database:
             finally:
                 self.con.unregister("__cpo_frame")
         except duckdb.Error as e:
-            raise ModelError(str(e).strip()) from e
+            raise ModelError(_message(e)) from e
         return self.count(name)
 
     def load_seed(
@@ -218,7 +258,7 @@ class Database:
         try:
             columns = [r[0] for r in self.con.sql(f"describe select * from {reader}").fetchall()]
         except duckdb.Error as e:
-            raise _seed_error(e, display_path, name) from e
+            raise _seed_error(e, display_path, name, path) from e
         missing = [c for c in required_columns if c not in columns]
         if missing:
             raise ModelError(
@@ -245,11 +285,19 @@ class Database:
             self.drop(name)
             self.con.execute(f"create table {quote(name)} as select {select} from {reader}")
         except duckdb.Error as e:
-            error = _seed_error(e, display_path, name)
+            error = _seed_error(e, display_path, name, path)
             if error.line is None and path.suffix == ".csv":
                 error.line = self._bad_cast_line(reader, column_types)
             raise error from e
-        return self.count(name)
+        rows = self.count(name)
+        if rows == 0:
+            raise ModelError(
+                f"seed {name!r} has no rows (a header only, or an empty file): a build from it "
+                "would publish empty tables. Add the data, or remove the file if it is not used.",
+                path=display_path,
+                node=name,
+            )
+        return rows
 
     def _bad_cast_line(self, reader: str, column_types: Mapping[str, str]) -> int | None:
         """The file line of the first value that a ``column_types`` cast rejects."""
@@ -265,6 +313,14 @@ class Database:
             if row:
                 return int(row[0]) + 1  # the header is line 1
         return None
+
+
+_CONVERT = re.compile(r"(Could not convert string )'.*?'(?= to \w)", re.DOTALL)
+
+
+def _message(error: Exception) -> str:
+    """DuckDB's message, without the data value a failed conversion quotes (it may be PII)."""
+    return _CONVERT.sub(r"\1'…'", str(error).strip())
 
 
 def _seed_reader(path: Path, display_path: str, name: str) -> str:
@@ -311,18 +367,69 @@ def _csv_header(path: Path, display_path: str, name: str) -> list[str]:
     return header
 
 
-def _seed_error(error: Exception, display_path: str, name: str) -> ModelError:
+def _seed_error(
+    error: Exception, display_path: str, name: str, path: Path | None = None
+) -> ModelError:
+    """A seed's load error with file, line and column, and never the file's content.
+
+    DuckDB echoes the offending row ("Original Line: ...") and quotes bad values; both can hold
+    personal data, so only the parts of its message known to be free of values are kept.
+    """
     text = str(error).strip()
-    match = re.search(r"[Ll]ine:?\s*(\d+)", text)
-    # DuckDB's message, without its generic list of reader options and "possible fixes".
-    kept = [line.strip() for line in text.split("Possible fixes")[0].splitlines() if line.strip()]
-    detail = "; ".join(kept)[:400].rstrip(".") or type(error).__name__
+    match = re.search(r"(?:CSV Error on Line|in line):?\s*(\d+)", text)
+    reason = _seed_reason(text)
+    if match and path is not None and "unterminated quote" in text:
+        column = _open_quote_column(path, int(match.group(1)))
+        if column:
+            reason = f"the value in column {column} has an unterminated quote"
     return ModelError(
-        f"cannot load seed {name!r}: {detail}. Fix the file and rebuild.",
+        f"cannot load seed {name!r}: {reason}. Fix the file and rebuild.",
         path=display_path,
         line=int(match.group(1)) if match else None,
         node=name,
     )
+
+
+def _open_quote_column(path: Path, line: int) -> int | None:
+    """The 1-based column on file line `line` whose opening quote is never closed."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            text = next((t for n, t in enumerate(f, 1) if n == line), None)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text is None:
+        return None
+    column, quoted, opened = 1, False, None
+    for char in text.rstrip("\r\n"):
+        if char == '"':
+            quoted = not quoted
+            opened = column if quoted else opened
+        elif char == "," and not quoted:
+            column += 1
+    return opened if quoted else None
+
+
+def _seed_reason(text: str) -> str:
+    """What is wrong with a seed, from DuckDB's message, without any value from the file."""
+    counts = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if counts:
+        expected, found = int(counts.group(1)), int(counts.group(2))
+        return (
+            f"Expected Number of Columns: {expected} Found: {found} "
+            f"(column {min(expected, found) + 1})"
+        )
+    if "unterminated quote" in text:
+        return "a value has an unterminated quote"
+    cast = re.search(r"to (\w+) when casting from source column (\S+)", text)
+    if cast:
+        return f"a value in column {cast.group(2)} is not a valid {cast.group(1)}"
+    json_error = re.search(r"Malformed JSON.*?at byte (\d+) in line \d+: ([^.\n]*)", text)
+    if json_error:
+        return f"malformed JSON at byte {json_error.group(1)} ({json_error.group(2).strip()})"
+    first = text.split("Possible fixes")[0].splitlines()[0] if text else ""
+    # Unknown shapes: keep DuckDB's first line with anything quoted blanked out.
+    first = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first).strip().rstrip(".")
+    return first[:300] or "the file could not be read"
 
 
 def staging_path(database: Path) -> Path:
@@ -354,14 +461,90 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def check_no_writer(database: Path) -> None:
+    """Refuse to go on while another process holds `database` open for writing.
+
+    Raises:
+        ModelError: a read-write DuckDB session (an analyst's, another tool's) has the file.
+    """
+    if not database.exists():
+        return
+    try:
+        duckdb.connect(str(database), read_only=True).close()
+    except duckdb.Error as e:
+        text = str(e)
+        if "different configuration" in text and not Path(f"{database}.wal").exists():
+            return  # open in this very process (read-only, or written with nothing pending)
+        if "lock" not in text.lower() and "different configuration" not in text:
+            raise ModelError(f"cannot open database {database}: {text.strip()}") from e
+        pid = re.search(r"PID (\d+)", text)
+        holder = f" (pid {pid.group(1)})" if pid else ""
+        raise ModelError(
+            f"{database.name} is open for writing by another process{holder}: its changes "
+            "would be replayed onto the new build. Close that session (analysts: connect with "
+            f"read_only=True) and build again; {database.name} was left unchanged."
+        ) from e
+
+
+def set_aside_stale_wal(database: Path) -> Path | None:
+    """Move a WAL that no process is writing (a crashed session's) away from `database`.
+
+    DuckDB replays ``<database>.wal`` onto whatever file is at ``<database>`` when it is next
+    opened, so a foreign WAL left beside a freshly swapped-in build would re-apply the old
+    session's changes to it. The WAL is kept (renamed), not deleted.
+
+    Returns:
+        The WAL's new path, or None when there was none.
+    """
+    wal = Path(f"{database}.wal")
+    if not wal.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = wal.with_name(f"{wal.name}.stale-{stamp}-{os.getpid()}")
+    os.replace(wal, aside)
+    return aside
+
+
+def _checkpoint(path: Path) -> None:
+    """Fold ``<path>.wal`` into `path`, so the file alone is the whole database."""
+    wal = Path(f"{path}.wal")
+    if not wal.exists():
+        return
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("checkpoint")
+    finally:
+        con.close()
+    if wal.exists():
+        raise ModelError(f"could not checkpoint {path.name}; the build was not published")
+
+
+def _keep_permissions(source: Path, destination: Path) -> None:
+    """Give `destination` the mode (and, when allowed, the owner) of `source`."""
+    st = source.stat()
+    os.chmod(destination, stat.S_IMODE(st.st_mode))
+    if (st.st_uid, st.st_gid) != (destination.stat().st_uid, destination.stat().st_gid):
+        with contextlib.suppress(OSError):  # only root (or the owner's group) may chown
+            os.chown(destination, st.st_uid, st.st_gid)
+
+
 @contextlib.contextmanager
-def atomic_database(database: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
+def atomic_database(
+    database: Path, on_stale_wal: Callable[[Path], None] | None = None
+) -> Iterator[tuple[Path, Callable[[], None]]]:
     """Yield a staging copy of `database` and a ``commit`` function that swaps it in.
 
     If ``commit`` is not called (a failure, an exception), the staging file is deleted and
-    `database` is left exactly as it was.
+    `database` is left exactly as it was. ``commit`` publishes exactly the staging database:
+    it is checkpointed first (no WAL of its own), a session writing `database` makes the build
+    stop with a clear error (before and after the build), a crashed session's WAL is moved
+    aside (reported to `on_stale_wal`), and the old file's mode and owner are kept.
+
+    Raises:
+        ModelError: another process holds `database` open for writing.
     """
     remove_stale_staging(database)
+    check_no_writer(database)
     staging = staging_path(database)
     staging.unlink(missing_ok=True)
     if database.exists():
@@ -370,6 +553,13 @@ def atomic_database(database: Path) -> Iterator[tuple[Path, Callable[[], None]]]
 
     def commit() -> None:
         nonlocal committed
+        _checkpoint(staging)
+        check_no_writer(database)
+        aside = set_aside_stale_wal(database)
+        if aside and on_stale_wal:
+            on_stale_wal(aside)
+        if database.exists():
+            _keep_permissions(database, staging)
         os.replace(staging, database)
         committed = True
 

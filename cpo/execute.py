@@ -16,6 +16,7 @@ from cpo.config import ProjectConfig
 from cpo.db import Database
 from cpo.errors import BudgetExceededError, CPOError
 from cpo.graph import Graph
+from cpo.logs import hash_id
 from cpo.nodes import MODEL, PYTHON, SEED, TEST, Node
 from cpo.steps import Context, load_module
 from cpo.telemetry import node_span
@@ -235,11 +236,7 @@ class Runner:
         sql = resolve_refs(test.sql, self.graph.nodes)
         try:
             failures = self.db.execute(f"select count(*) from (\n{sql}\n)").fetchone()[0]
-            sample = (
-                self.db.execute(f"select * from (\n{sql}\n) limit {TEST_SAMPLE_ROWS}").fetchall()
-                if failures
-                else []
-            )
+            _, sample = self._sample(test, sql) if failures else ([], [])
         except CPOError as e:
             return NodeResult(
                 test.name,
@@ -255,24 +252,59 @@ class Runner:
             return NodeResult(test.name, TEST, "pass", seconds, 0, "", str(test.path))
         status = "warn" if test.severity == "warn" else "fail"
         examples = ", ".join(str(row[0] if len(row) == 1 else row) for row in sample)
-        if self._reads_pii(test):
-            examples = "values hidden: the test reads a PII column"
         message = (
             f"{failures} failing row(s) in {quote(test.test.model) if test.test else ''}"
             f" (e.g. {examples}); compiled SQL: {self.compiled_paths.get(test.name, '')}"
         )
         return NodeResult(test.name, TEST, status, seconds, int(failures), message, str(test.path))
 
-    def _reads_pii(self, test: Node) -> bool:
-        """Whether a failing test's example rows could show PII (kept out of artifacts)."""
+    def _sample(self, test: Node, sql: str) -> tuple[list[str], list[tuple]]:
+        """A few failing rows, showing only what the test is about, with personal data hashed.
+
+        A generic test shows its tested column (``not_null``: the column, never ``select *``);
+        a singular test its own columns. A value is hashed with the project's salt (as
+        `cpo.logs.hash_id` does) when its column is PII (``meta: {pii: true}`` anywhere in the
+        project), a customer id, or, in a singular test that reads PII, of unknown origin.
+        """
+        spec = test.test
+        if spec is not None and spec.kind == "not_null" and spec.column:
+            sql = f"select {quote(spec.column)} from (\n{sql}\n)"
+        cursor = self.db.execute(f"select * from (\n{sql}\n) limit {TEST_SAMPLE_ROWS}")
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+        hidden = self._hidden_columns(test, columns)
+        salt_env, root = self.config.log_salt_env, self.config.root
+        rows = [
+            tuple(
+                f"#{hash_id(v, salt_env, root)}" if c in hidden and v is not None else v
+                for c, v in zip(columns, row, strict=True)
+            )
+            for row in rows
+        ]
+        return columns, rows
+
+    def _hidden_columns(self, test: Node, columns: Sequence[str]) -> set[str]:
+        """The sample columns whose values must be hashed."""
+        declared = set().union(*(_pii_columns(n) for n in self.graph.nodes.values()))
+        sensitive = {c for c in columns if c in declared or _is_customer_id(c)}
         spec = test.test
         if spec is None:
-            return False
+            return sensitive
+        deps = [self.graph.nodes[n] for n in test.depends_on if n in self.graph.nodes]
         if spec.kind == "singular":
-            # A query of the user's own: any PII column in what it reads may be in its rows.
-            return any(_pii_columns(self.graph.nodes[n]) for n in test.depends_on)
-        columns = {spec.column, spec.args.get("field")} - {None}
-        return any(c in _pii_columns(self.graph.nodes[n]) for n in test.depends_on for c in columns)
+            if any(_pii_columns(n) for n in deps):
+                # The query's own columns: only those declared non-PII are shown as they are.
+                known = {c for n in deps for c in n.columns} - declared
+                sensitive |= {c for c in columns if c not in known or _is_customer_id(c)}
+            return sensitive
+        tested = {spec.column, spec.args.get("field")} - {None}
+        if tested & declared or any(_is_customer_id(c) for c in tested):
+            sensitive |= set(columns) - {"occurrences"}
+        return sensitive
+
+
+def _is_customer_id(column: str) -> bool:
+    return column.lower().endswith("customer_id")
 
 
 def _pii_columns(node: Node) -> set[str]:

@@ -13,6 +13,10 @@ PII: a column is PII when a ``schema.yml`` declares it with ``meta: {pii: true}`
 the same name as a declared PII column anywhere in the project (so ``email`` stays PII in a model
 that forgot to say so). Without ``include_pii`` such columns are hashed (salted SHA-256, the same
 value `cpo.logs.hash_id` gives, so ids still join) or dropped.
+
+CSV injection: in CSV exports a text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return gets a leading ``'`` (OWASP's guidance), so a spreadsheet shows it as text
+instead of running it as a formula. Parquet keeps values exactly as they are.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from cpo.compile import quote
 from cpo.db import Database
 from cpo.errors import CPOError, UsageError
+from cpo.logs import project_salt
 
 FORMATS = ("parquet", "csv")
 PII_MODES = ("hash", "drop")
@@ -122,6 +127,8 @@ def export_tables(
     include_pii: bool = False,
     pii_mode: str = "hash",
     salt_env: str = "CPO_LOG_SALT",
+    salt: str | None = None,
+    protected: Collection[Path] = (),
 ) -> ExportResult:
     """Export tables of the built database to `out_dir`, plus ``export_manifest.json``.
 
@@ -135,6 +142,8 @@ def export_tables(
         include_pii: Export PII columns as they are.
         pii_mode: ``hash`` (salted SHA-256, first 16 hex digits) or ``drop`` the PII columns.
         salt_env: Environment variable holding the hashing salt (as for `cpo.logs.hash_id`).
+        salt: The salt itself (the project's); by default `cpo.logs.project_salt` of nothing.
+        protected: Paths no exported file may replace (the database, the project's inputs).
 
     Raises:
         UsageError: unsupported format, no database, unknown table, a partition column no
@@ -147,7 +156,8 @@ def export_tables(
     database_path = Path(database_path)
     if not database_path.exists():
         raise UsageError(f"{database_path.name} does not exist yet; run 'build' first")
-    salt = os.environ.get(salt_env, "cpo-default-salt")
+    if salt is None:
+        salt = project_salt(None, salt_env)[0]
     db = Database(database_path, read_only=True)
     try:
         plans = _plan(db, manifest, tables, partition_by, include_pii, pii_mode)
@@ -158,7 +168,7 @@ def export_tables(
             _write_manifest(
                 staging, database_path, fmt, exported, include_pii, pii_mode, partition_by
             )
-            _publish(staging, out_dir, [t.path for t in exported])
+            _publish(staging, out_dir, [t.path for t in exported], protected)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
@@ -225,9 +235,9 @@ def _staging_folder(out_dir: Path) -> Path:
     return staging
 
 
-def _select_sql(plan: _Plan, salt: str) -> str:
+def _select_sql(plan: _Plan, salt: str, fmt: str = "parquet") -> str:
     parts = []
-    for column, _, pii in plan.select:
+    for column, kind, pii in plan.select:
         c = quote(column)
         if pii == "dropped":
             continue
@@ -235,13 +245,15 @@ def _select_sql(plan: _Plan, salt: str) -> str:
             # Same digest as cpo.logs.hash_id(value) for the same salt; NULL stays NULL.
             salted = _literal(f"{salt}:")
             parts.append(f"substr(sha256({salted} || cast({c} as varchar)), 1, 16) as {c}")
+        elif fmt == "csv" and kind.upper() == "VARCHAR" and column != plan.partition_by:
+            parts.append(f"{_neutralised(c)} as {c}")
         else:
             parts.append(c)
     return f"select {', '.join(parts) or '1 as no_columns'} from {quote(plan.name)}"
 
 
 def _write_table(db: Database, plan: _Plan, staging: Path, fmt: str, salt: str) -> ExportedTable:
-    select = _select_sql(plan, salt)
+    select = _select_sql(plan, salt, fmt)
     options = f"format {fmt}" + (", header true" if fmt == "csv" else "")
     if plan.partition_by:
         relative = plan.name
@@ -304,8 +316,30 @@ def _write_manifest(
     (staging / MANIFEST_NAME).write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
-def _publish(staging: Path, out_dir: Path, paths: Sequence[str]) -> None:
-    """Rename each finished file or folder into `out_dir`; the manifest goes last."""
+def _neutralised(column: str) -> str:
+    """SQL for a text column whose formula-leading cells are made inert (OWASP CSV injection)."""
+    return (
+        f"case when regexp_matches({column}, '^[=+\\-@\\t\\r]') "
+        f"then '''' || {column} else {column} end"
+    )
+
+
+def _publish(
+    staging: Path, out_dir: Path, paths: Sequence[str], protected: Collection[Path] = ()
+) -> None:
+    """Rename each finished file or folder into `out_dir`; the manifest goes last.
+
+    Raises:
+        UsageError: a file would replace a protected path (checked before anything moves).
+    """
+    guarded = [Path(p).resolve() for p in protected]
+    for relative in [*paths, MANIFEST_NAME]:
+        final = (out_dir / relative).resolve()
+        hit = next((p for p in guarded if final == p or p.is_relative_to(final)), None)
+        if hit:
+            raise UsageError(
+                f"the export would replace {hit}: choose another --out folder; nothing was written"
+            )
     for relative in [*paths, MANIFEST_NAME]:
         final = out_dir / relative
         if final.is_dir() and not final.is_symlink():

@@ -6,12 +6,18 @@ results = project.build(select=["+segments"])
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import functools
 import logging
 import os
+import re
 import shutil
+import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,17 +25,45 @@ from typing import Any
 from cpo import telemetry
 from cpo.artifacts import NodeResult, write_manifest, write_run_results
 from cpo.calls import LEDGER_COLUMNS, Cache, CallLayer
-from cpo.compile import Compiler, check_config, generic_test_sql
+from cpo.compile import Compiler, check_config, generic_test_sql, quote
 from cpo.config import ProjectConfig, load_config
 from cpo.db import Database, atomic_database
 from cpo.errors import CPOError, ModelError, UsageError
 from cpo.execute import OnResult, Runner
 from cpo.graph import Graph
 from cpo.loader import load_project
-from cpo.logs import configure
+from cpo.logs import configure, project_salt
 from cpo.nodes import MODEL, PYTHON, TEST, Node
 from cpo.services import PlannedCall, Services
 from cpo.steps import plan_hooks, sql_functions, step_config
+
+LOCK_FILE = Path(".cpo") / "lock"
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _writes_files(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn "cannot write" OS errors of a verb into a `CPOError` that says what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self: Project, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, sqlite3.OperationalError) as e:
+            if isinstance(e, OSError) and e.errno not in _CANNOT_WRITE:
+                raise
+            if isinstance(e, sqlite3.OperationalError) and not re.search(
+                r"readonly|unable to open", str(e)
+            ):
+                raise
+            where = getattr(e, "filename", None) or ""
+            reason = getattr(e, "strerror", None) or str(e)
+            raise CPOError(
+                f"cannot write {where or 'to the project folder'}: {reason}. "
+                f"'{method.__name__}' writes under {self.config.root}; make it writable "
+                "(or work on a copy)."
+            ) from e
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -97,6 +131,7 @@ class Project:
     env: Mapping[str, str] | None = None
     on_result: OnResult | None = None
     on_start: Callable[[Node], None] | None = None
+    notices: list[str] = field(default_factory=list)
     _graph: Graph | None = field(default=None, repr=False)
     _existing: set[str] = field(default_factory=set, repr=False)
 
@@ -184,6 +219,7 @@ class Project:
 
     # -- verbs -------------------------------------------------------------------------------
 
+    @_writes_files
     def compile(
         self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
     ) -> dict[str, Path]:
@@ -201,6 +237,7 @@ class Project:
         names, tests = graph.select(select, exclude, available=self._existing)
         return [graph.nodes[n] for n in names] + [graph.tests[t] for t in tests]
 
+    @_writes_files
     def build(
         self,
         select: Sequence[str] | None = None,
@@ -211,6 +248,7 @@ class Project:
         """Seed, run and test the selected nodes in DAG order, atomically."""
         return self._execute("build", select, exclude, fail_fast=fail_fast)
 
+    @_writes_files
     def run(
         self,
         select: Sequence[str] | None = None,
@@ -228,6 +266,7 @@ class Project:
             with_tests=False,
         )
 
+    @_writes_files
     def seed(
         self,
         select: Sequence[str] | None = None,
@@ -245,6 +284,7 @@ class Project:
             with_tests=False,
         )
 
+    @_writes_files
     def plan(
         self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
     ) -> Plan:
@@ -274,6 +314,7 @@ class Project:
             tables=tables,
         )
 
+    @_writes_files
     def test(
         self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
     ) -> RunResult:
@@ -313,7 +354,11 @@ class Project:
     def show(
         self, select: str | None = None, inline: str | None = None, limit: int = 10
     ) -> tuple[list[str], list[tuple]]:
-        """Preview a model's rows or an inline query: (columns, rows)."""
+        """Preview a model's rows or an inline query: (columns, rows).
+
+        The database is opened read-only, an inline query must be exactly one ``SELECT``, and
+        it runs with DuckDB's file and network access switched off (`Database.preview`).
+        """
         if bool(select) == bool(inline):
             raise UsageError("show needs exactly one of --select MODEL or --inline SQL")
         if limit < 0:
@@ -338,23 +383,39 @@ class Project:
                         f"{select} has not been built into {database.name} yet; "
                         f"run 'build --select +{select}' first"
                     )
-                sql = f'select * from "{select}"'
+                sql = f"select * from {quote(select)}"
             else:
-                # A habitual trailing ';' or '-- comment' must not break the wrapping query.
-                sql = str(inline).strip().rstrip(";").strip()
+                sql = str(inline)
             try:
-                return db.fetch(f"select * from (\n{sql}\n) limit {int(limit)}")
+                return db.preview(sql, int(limit))
             except ModelError as e:
                 raise ModelError(f"query failed: {e.message}") from None
         finally:
             db.close()
 
-    def report(self, out: str | Path | None = None) -> Path:
-        """Write the self-contained HTML experiment report; return its path."""
+    @_writes_files
+    def report(self, out: str | Path | None = None, *, force: bool = False) -> Path:
+        """Write the self-contained HTML experiment report; return its path.
+
+        Raises:
+            UsageError: `out` is the database, a project input, a folder, or (without
+                `force`) an existing file that is not an HTML page.
+        """
         from cpo.report import write_report
 
-        return write_report(self.config, Path(out) if out else None)
+        path = None
+        if out:
+            path = self._output_path(Path(out), "report --out")
+            if path.is_dir():
+                raise UsageError(f"report --out {out} is a folder; give a file name (.html)")
+            if path.exists() and not force and not _looks_like_html(path):
+                raise UsageError(
+                    f"report --out {out} exists and is not an HTML page; choose another file "
+                    "or pass --force to replace it"
+                )
+        return write_report(self.config, path)
 
+    @_writes_files
     def export(
         self,
         fmt: str = "parquet",
@@ -363,8 +424,12 @@ class Project:
         *,
         partition_by: str | None = None,
         include_pii: bool = False,
+        force: bool = False,
     ) -> Any:
         """Export tables for BI (PII hashed unless `include_pii`); return the ExportResult.
+
+        The output folder must be new, empty, or an earlier export (it holds
+        ``export_manifest.json``), unless `force`; it is never the database or a project input.
 
         Args:
             fmt: ``parquet`` or ``csv``.
@@ -372,10 +437,22 @@ class Project:
             out: Folder to write into (default ``target/export``).
             partition_by: A column to partition each table by (one folder per value).
             include_pii: Export PII columns as they are instead of hashed.
+            force: Write into a non-empty folder that is not an earlier export.
         """
-        from cpo.export import export_tables, load_manifest
+        from cpo.export import MANIFEST_NAME, export_tables, load_manifest
 
         fmt = fmt.lower()  # --format CSV means csv
+        out_dir = self.config.path("target") / "export"
+        if out:
+            out_dir = self._output_path(Path(out), "export --out")
+            if out_dir.exists() and not out_dir.is_dir():
+                raise UsageError(f"export --out {out} is a file; give a folder")
+            foreign = out_dir.is_dir() and any(out_dir.iterdir())
+            if foreign and not force and not (out_dir / MANIFEST_NAME).exists():
+                raise UsageError(
+                    f"export --out {out} is a folder with other files in it; choose a new or "
+                    "empty folder (or an earlier export), or pass --force to write into it"
+                )
         self.compile()
         tables = None
         if select:
@@ -384,12 +461,14 @@ class Project:
         return export_tables(
             self.config.database_path,
             load_manifest(self.config.path("target")),
-            out_dir=Path(out) if out else self.config.path("target") / "export",
+            out_dir=out_dir,
             fmt=fmt,
             tables=tables,
             partition_by=partition_by,
             include_pii=include_pii,
             salt_env=self.config.log_salt_env,
+            salt=self._salt(),
+            protected=self.protected_paths(),
         )
 
     def track(
@@ -404,6 +483,7 @@ class Project:
 
         return track_run(self.config, run, report_path=report_path, tracking_uri=tracking_uri)
 
+    @_writes_files
     def docs(self) -> Path:
         """Write the static documentation site under ``target/docs/``; return its index."""
         from cpo.docs import write_docs
@@ -413,15 +493,63 @@ class Project:
         target = self.config.path("target")
         return write_docs(load_manifest(target), self.config.database_path, target)
 
+    @_writes_files
     def clean(self) -> list[Path]:
-        """Delete ``target/`` and ``logs/`` (never the database, the cache or the seeds)."""
+        """Delete ``target/`` and ``logs/`` (never the database, the cache or the seeds).
+
+        Raises:
+            CPOError: a build is running in this project (it writes ``target/``).
+        """
         removed = []
-        for kind in ("target", "logs"):
-            path = self.config.path(kind)
-            if path.exists():
-                shutil.rmtree(path)
-                removed.append(path)
+        with project_lock(self.config.root, "clean"):
+            for kind in ("target", "logs"):
+                path = self.config.path(kind)
+                if path.exists():
+                    shutil.rmtree(path)
+                    removed.append(path)
         return removed
+
+    # -- guards ------------------------------------------------------------------------------
+
+    def protected_paths(self) -> list[Path]:
+        """What no output may replace: the database (and its WAL), ``cpo.yml``, the inputs."""
+        database = self.config.database_path
+        inputs = [self.config.path(k) for k in ("seeds", "models", "udfs", "prompts")]
+        inputs.append(self.config.path("data_tests"))
+        return [
+            database,
+            database.with_name(f"{database.name}.wal"),
+            self.config.root / "cpo.yml",
+            self.config.root / ".cpo",
+            self.config.root / self.config.cache_path,
+            *inputs,
+        ]
+
+    def _output_path(self, out: Path, option: str) -> Path:
+        """`out` resolved, or a UsageError when it is or lies inside a protected path."""
+        path = (out if out.is_absolute() else Path.cwd() / out).resolve()
+        for protected in self.protected_paths():
+            protected = protected.resolve()
+            if path == protected or path.is_relative_to(protected):
+                what = (
+                    "the project's database"
+                    if protected.name.startswith(self.config.database_path.name)
+                    else f"a project input ({protected.relative_to(self.config.root)})"
+                    if protected.is_relative_to(self.config.root)
+                    else str(protected)
+                )
+                raise UsageError(
+                    f"{option} {out} would write onto {what}; choose another path "
+                    "(--force does not allow this)"
+                )
+        return path
+
+    def _salt(self) -> str:
+        """The project's hashing salt (created on first use; says so once)."""
+        salt, notice = project_salt(self.config.root, self.config.log_salt_env)
+        if notice:
+            self.notices.append(notice)
+        return salt
 
     # -- execution ---------------------------------------------------------------------------
 
@@ -443,6 +571,30 @@ class Project:
             names = [n for n in names if keep(graph.nodes[n])]
         if not with_tests:
             tests = []
+        if not names and not tests:
+            what = " ".join(select or []) or "(all)"
+            raise UsageError(
+                f"--select {what!r} selects nothing for '{command}'"
+                f"{' once --exclude is applied' if exclude else ''}; nothing was run and "
+                f"{self.config.database_path.name} is unchanged. Run 'ls --select ...' to check "
+                "a selection."
+            )
+        if command == "plan":
+            return self._execute_locked(command, names, tests, fail_fast, services_out, inspect)
+        with project_lock(self.config.root, command):
+            return self._execute_locked(command, names, tests, fail_fast, services_out, inspect)
+
+    def _execute_locked(
+        self,
+        command: str,
+        names: Sequence[str],
+        tests: Sequence[str],
+        fail_fast: bool,
+        services_out: list[Services] | None,
+        inspect: Callable[[Database, logging.Logger], None] | None,
+    ) -> RunResult:
+        graph = self.graph()
+        self._salt()
         run_id = str(uuid.uuid4())
         log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
         log.info(
@@ -514,7 +666,20 @@ class Project:
         inspect: Callable[[Database, logging.Logger], None] | None,
     ) -> tuple[list[NodeResult], bool]:
         """Run in a staging copy of the database; swap it in only if everything succeeded."""
-        with atomic_database(self.config.database_path) as (staging, commit):
+
+        def stale_wal(aside: Path) -> None:
+            message = (
+                f"moved a stale {self.config.database_path.name}.wal (left by a crashed "
+                f"read-write session) aside to {aside.name}: it would have replayed that "
+                "session's changes onto the new build"
+            )
+            runner.log.warning(message, extra={"wal": aside.name})
+            self.notices.append(message[0].upper() + message[1:] + ".")
+
+        with atomic_database(self.config.database_path, on_stale_wal=stale_wal) as (
+            staging,
+            commit,
+        ):
             runner.db = Database(staging, functions=sql_functions(self.config))
             try:
                 results = runner.run(names, tests)
@@ -572,6 +737,53 @@ class Project:
             target, self.config.name, graph.nodes.values(), graph.tests.values(), _as_str(paths)
         )
         return paths
+
+
+@contextlib.contextmanager
+def project_lock(root: Path, command: str) -> Iterator[None]:
+    """Hold the project's lock (``.cpo/lock``) for a command that writes the project.
+
+    ``build``, ``run``, ``seed`` and ``clean`` take it: a second one fails at once, naming the
+    process that holds it, instead of waiting or interleaving. The lock is an OS lock
+    (``flock``) on an open file, so it is released when its process ends, even by ``kill -9``.
+
+    Raises:
+        CPOError: another process holds the lock, or the lock file cannot be created.
+    """
+    path = root / LOCK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise CPOError(
+            f"cannot create the project lock {LOCK_FILE}: {e.strerror or e}; "
+            f"'{command}' needs a writable project folder"
+        ) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode("utf-8", "replace").split()
+            pid = holder[0] if holder else "unknown"
+            other = holder[1] if len(holder) > 1 else "build"
+            raise CPOError(
+                f"another build (pid {pid}, '{other}') is running in this project; wait for "
+                f"it to finish (or stop it) and run '{command}' again. Nothing was changed."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _looks_like_html(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(512).lstrip().lower()
+    except OSError:
+        return False
+    return head.startswith((b"<!doctype html", b"<html"))
 
 
 def _as_str(paths: Mapping[str, Path]) -> dict[str, str]:

@@ -148,7 +148,7 @@ class Context:
 
     def hash_id(self, value: object) -> str:
         """Salted hash of an identifier, for logs."""
-        return hash_id(value, self.config.log_salt_env)
+        return hash_id(value, self.config.log_salt_env, self.config.root)
 
     @property
     def services(self) -> Any:

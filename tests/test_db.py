@@ -51,22 +51,36 @@ def test_malformed_csv_row_names_file_and_line(db, tmp_path):
     assert error.value.path == "seeds/p.csv"
     assert error.value.line == 4
     assert "Expected Number of Columns: 2 Found: 3" in error.value.message
-    assert "Original Line: 3,c,extra" in error.value.message
+    assert error.value.message == (
+        "cannot load seed 'p': Expected Number of Columns: 2 Found: 3 (column 3). "
+        "Fix the file and rebuild."
+    )  # the row itself ("Original Line: 3,c,extra") may hold personal data: never echoed
     assert "Possible fixes" not in error.value.message
 
 
 def test_unterminated_quote(db, tmp_path):
     with pytest.raises(ModelError) as error:
-        _seed(db, tmp_path, "p.csv", 'id,name\n1,a\n2,"b\n')
+        _seed(db, tmp_path, "p.csv", 'id,name\n1,a\n2,"bobby@example.com\n')
     assert error.value.line == 3
     assert "unterminated quote" in error.value.message
+    assert "the value in column 2 has an unterminated quote" in error.value.message
+    assert "bobby" not in error.value.message  # never the value
+
+
+def test_model_conversion_errors_do_not_quote_the_value(db):
+    db.execute("create table c as select 'ann.o''hara@example.com' as email")
+    with pytest.raises(ModelError) as error:
+        db.materialize_sql("t", "select cast(email as integer) as x from c", "table")
+    assert "Could not convert string '…' to INT32" in error.value.message
+    assert "example.com" not in error.value.message and "hara" not in error.value.message
 
 
 def test_bad_cast_names_the_line(db, tmp_path):
     with pytest.raises(ModelError) as error:
         _seed(db, tmp_path, "p.csv", "id,name\n1,a\n2,b\nx,c\n", column_types={"id": "INTEGER"})
     assert error.value.line == 4
-    assert "Could not convert string 'x' to INT32" in error.value.message
+    assert "a value in column id is not a valid INT32" in error.value.message
+    assert "'x'" not in error.value.message  # the bad value itself is never echoed
 
 
 def test_missing_required_column(db, tmp_path):

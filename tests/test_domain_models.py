@@ -17,6 +17,7 @@ import pytest
 from cpo.artifacts import NodeResult
 from cpo.db import Database
 from cpo.errors import ConfigurationError
+from cpo.logs import hash_id
 from cpo.nodes import TEST, Node
 from cpo.project import Project, RunResult
 from tests.sample import copy_sample_project
@@ -188,7 +189,9 @@ def test_unique_test_catches_duplicate_customer_ids(tmp_path):
     assert not run.success and not run.committed
     unique = results["unique_stg_customers_customer_id"]
     assert (unique.status, unique.rows) == ("fail", 1)
-    assert "C000001" in unique.message  # the duplicated id is named
+    # the duplicated id is named by its salted hash, never as it is (issue 10)
+    assert "C000001" not in unique.message
+    assert f"#{hash_id('C000001', 'CPO_LOG_SALT', project)}" in unique.message
     for downstream in ("customer_features", "segments_rules", "segments", "segment_profiles"):
         assert results[downstream].status == "skipped", downstream
     assert "unique_stg_customers_customer_id" in results["customer_features"].message
