@@ -21,6 +21,7 @@ def model(ctx):
     variants = ctx.ref("variants").df()
     retrieved = ctx.ref("retrieved_content").df()
     content = ctx.ref("stg_content").df()
+    footer = str(ctx.ref("message_footer").df()["footer"].iloc[0])  # required elements live here
     thresholds = policy.validate_thresholds(ctx.var("safety.thresholds", {}, expect=dict))
     rules = ctx.var("safety.policy", {}, expect=dict)
     policy.resolve_policy(rules)  # validate once, up front, so a bad rule fails the step
@@ -74,6 +75,8 @@ def model(ctx):
             safety_result=outcome.result,
             thresholds=thresholds,
             policy=rules,
+            footer=footer,
+            written_by_person=row.provider == "human",  # the control, from prompts/control/
         )
         if outcome.error:
             # Say why it was not screened, next to the fail-closed verdict.
