@@ -45,7 +45,7 @@ STOP_WORDS = frozenset(
     themselves then there these they this those through to too under until up very was we were
     what when where which while who whom why will with would you your yours yourself yourselves
     it's we're you're we've you've we'll you'll i'm let's that's there's what's here's don't
-    can't won't isn't aren't doesn't get got us one may might must shall every""".split()
+    can't won't isn't aren't doesn't get got us one may might must shall every""".split()  # noqa: SIM905
 )
 PHATIC_WORDS = frozenset(
     """hello hi hey dear greetings thanks thank thankful grateful appreciate team news update
@@ -54,7 +54,7 @@ PHATIC_WORDS = frozenset(
     forward take care like love hear thought think share sharing know let always want wanted
     something someone things thing today week day here ready whenever mind matters useful
     interest interested welcome again visit store online website read find out more details
-    information below above just quick short latest""".split()
+    information below above just quick short latest""".split()  # noqa: SIM905
 )
 _PLACEHOLDERS = (
     re.compile(r"<[^<>\n]{1,60}>"),  # <the email body>, <DOC_ID>, <subject>
@@ -174,9 +174,7 @@ def content_words(text: str) -> list[str]:
     """Stemmed content words of `text`: no merge tags, citations, stop words or 1-2 letter words."""
     text = CITATION.sub(" ", MERGE_TAG.sub(" ", text)).lower().replace("\u2019", "'")
     return [
-        stem(w)
-        for w in WORD.findall(text)
-        if w not in STOP_WORDS and (len(w) > 2 or w.isdigit())
+        stem(w) for w in WORD.findall(text) if w not in STOP_WORDS and (len(w) > 2 or w.isdigit())
     ]
 
 
@@ -220,7 +218,7 @@ def judge(
             score = support(sentence.text, evidence)
             ids = ", ".join(sentence.citations)
             if not known:
-                reason = f"unsupported_sentence: sentence {number} cites {ids}, not a usable document"
+                reason = f"unsupported_sentence: sentence {number} cites {ids}, no usable document"
                 verdicts.append(Verdict(number, False, 0.0, reason))
             elif score + 1e-9 >= settings.min_support:
                 verdicts.append(Verdict(number, True, score, "supported"))

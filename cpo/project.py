@@ -30,6 +30,7 @@ from cpo.logs import configure
 from cpo.nodes import MODEL, PYTHON, TEST, Node
 from cpo.services import PlannedCall, Services
 from cpo.steps import plan_hooks, sql_functions, step_config
+from cpo.summary import collect as build_summary
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class RunResult:
     seconds: float
     database: Path
     committed: bool = False
+    summary: dict[str, Any] | None = None
+    """What the AI steps did (`cpo.summary`): variants approved/blocked, fallback, calls, cost."""
 
     @property
     def success(self) -> bool:
@@ -97,6 +100,7 @@ class Project:
     env: Mapping[str, str] | None = None
     on_result: OnResult | None = None
     on_start: Callable[[Node], None] | None = None
+    retry_failed: bool = False
     _graph: Graph | None = field(default=None, repr=False)
     _existing: set[str] = field(default_factory=set, repr=False)
 
@@ -460,6 +464,7 @@ class Project:
         calls = CallLayer(
             cache, self.config.calls, self.config.prices, self.config.max_cost_usd, run_id, log
         )
+        calls.retry_failed = self.retry_failed
         dry_run = services_out is not None
         services = Services(
             self.config, calls, self.env, dry_run=dry_run, full_refresh=self.full_refresh
@@ -500,7 +505,9 @@ class Project:
             cache.close()
             if tracer is not None:
                 telemetry.flush()
-        return self._finish(command, run_id, results, started, committed=committed)
+        return self._finish(
+            command, run_id, results, started, committed=committed, summary=services.summary
+        )
 
     def _run_staged(
         self,
@@ -518,6 +525,10 @@ class Project:
             runner.db = Database(staging, functions=sql_functions(self.config))
             try:
                 results = runner.run(names, tests)
+                if not dry_run:
+                    services.summary = build_summary(
+                        runner.db, cache.ledger(), runner.run_id, services.errors
+                    )
                 ok = not any(r.failed for r in results)
                 if inspect and ok:
                     inspect(runner.db, runner.log)
@@ -538,9 +549,12 @@ class Project:
         started: float,
         *,
         committed: bool,
+        summary: dict[str, Any] | None = None,
     ) -> RunResult:
         seconds = time.perf_counter() - started
-        write_run_results(self.config.path("target"), run_id, command, results, seconds)
+        write_run_results(
+            self.config.path("target"), run_id, command, results, seconds, summary=summary
+        )
         log = logging.getLogger("cpo")
         log.info(
             "run finished",
@@ -551,7 +565,9 @@ class Project:
                 "failed": sum(r.failed for r in results),
             },
         )
-        return RunResult(run_id, command, results, seconds, self.config.database_path, committed)
+        return RunResult(
+            run_id, command, results, seconds, self.config.database_path, committed, summary
+        )
 
     def _write_compiled(self, graph: Graph) -> dict[str, Path]:
         from cpo.compile import resolve_refs

@@ -15,7 +15,8 @@ with a merge tag's name. ``{% raw %}...{% endraw %}`` also works for literal bra
 
 Layout of ``prompts/`` (see ``prompts/README.md``): each tone has three paired files,
 ``tones/<tone>/{instructions,compose,subject}.txt``; ``control/{subject,body}.txt`` is the
-control message, written by a person; ``footer.txt`` is appended to every message; `variant_template` maps a tone and a part to its file name.
+control message, written by a person; ``footer.txt`` is appended to every message;
+`variant_template` maps a tone and a part to its file name.
 """
 
 from __future__ import annotations
