@@ -314,7 +314,9 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
             row["step"],
             row["provider"],
             row["model"],
-            str(row["calls"]),
+            f"{row['calls']} (+{row['possible_repairs']} repairs, if needed)"
+            if row["possible_repairs"]
+            else str(row["calls"]),
             f"{row['input_tokens']:,}",
             f"{row['output_tokens']:,}",
             f"{row['cost_usd']:.4f}",
@@ -324,9 +326,11 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
         console.print(_table(title, rows))
     cap = plan.max_cost_usd
     budget = f" of the ${cap:.2f} budget" if cap is not None else ""
+    repairs = sum(call.possible for call in plan.calls)
+    extra = f" (+{repairs} repair call(s) if answers are unusable)" if repairs else ""
     console.print(
-        f"{len(plan.calls)} call(s), estimated ${plan.cost_usd:.4f}{budget}. "
-        "Nothing was called and nothing was written."
+        f"{len(plan.calls) - repairs} call(s){extra}, estimated ${plan.cost_usd:.4f}{budget} "
+        "at most. Nothing was called and nothing was written."
     )
     if cap is not None and plan.cost_usd > cap:
         console.print(

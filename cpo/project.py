@@ -78,12 +78,13 @@ class Plan:
                     "provider": call.provider,
                     "model": call.model,
                     "calls": 0,
+                    "possible_repairs": 0,
                     "input_tokens": 0,
                     "output_tokens": 0,
                     "cost_usd": 0.0,
                 },
             )
-            row["calls"] += 1
+            row["possible_repairs" if call.possible else "calls"] += 1
             row["input_tokens"] += call.input_tokens
             row["output_tokens"] += call.output_tokens
             row["cost_usd"] += call.cost_usd

@@ -36,8 +36,11 @@ REFUSAL = re.compile(
     r"\b(?:can(?:no|')t|can not|unable to|won't|will not)\b",
     re.IGNORECASE,
 )
-COMPLIANCE_LINE = re.compile(r"unsubscribe|opt[ -]out|manage (?:your )?preferences", re.I)
+COMPLIANCE_LINE = re.compile(
+    r"unsubscribe|opt[ -]out|manage (?:your )?preferences|fewer emails|stop receiving", re.I
+)
 UNSUBSCRIBE = "unsubscribe_url"
+SENTENCE = re.compile(r"(?<=[.!?])\s+(?!\[)")
 
 
 @dataclass(frozen=True)
@@ -166,13 +169,19 @@ def _tags(text: str, known: tuple[str, ...]) -> tuple[str, list[str]]:
 
 
 def _drop_compliance(body: str) -> str:
-    """Drop lines about unsubscribing: the footer appended to every message carries them."""
-    lines = [
-        line
-        for line in body.splitlines()
-        if not (COMPLIANCE_LINE.search(line) or ("{{" in line and UNSUBSCRIBE in line))
-    ]
-    return "\n".join(lines).strip()
+    """Drop uncited sentences about unsubscribing: the footer appended to every message carries
+    the real line. A sentence citing a document is copy, kept whatever it says."""
+    lines = []
+    for line in body.splitlines():
+        kept = [
+            s
+            for s in SENTENCE.split(line)
+            if MARKER.search(s)
+            or not (COMPLIANCE_LINE.search(s) or ("{{" in s and UNSUBSCRIBE in s))
+        ]
+        if kept or not line.strip():
+            lines.append(" ".join(kept))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _canonical_markers(body: str, document_ids: Sequence[str]) -> str:
@@ -200,7 +209,10 @@ def _citations(body: str, listed: Any, document_ids: Sequence[str]) -> tuple[str
         listed = re.split(r"[,\s]+", listed)
     if isinstance(listed, list):
         by_lower = {d.lower(): d for d in document_ids}
-        found = [by_lower.get(str(c).strip("[] ").lower()) for c in listed]
+        cleaned = [str(c).strip("[] ") for c in listed if isinstance(c, str | int)]
+        if not document_ids:  # nothing to check against: keep what was listed
+            return tuple(dict.fromkeys(c for c in cleaned if c))
+        found = [by_lower.get(c.lower()) for c in cleaned]
         return tuple(dict.fromkeys(c for c in found if c))
     return ()
 
