@@ -73,7 +73,8 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 # A server error whose message says the request itself is wrong: retrying sends the same request.
 _INVALID_REQUEST = re.compile(
     r"invalid|not supported|unsupported|not implemented|unrecognized|unknown (?:parameter|field)"
-    r"|must be|is required|missing required|response_format|json_schema|bad request",
+    r"|must be|is required|missing required|response_format|json_schema|bad request"
+    r"|validation error",
     re.IGNORECASE,
 )
 
