@@ -142,6 +142,7 @@ def _plain_answer(text: str) -> tuple[str, str, Any] | None:
 
 def _one_line(subject: str) -> str:
     subject = " ".join(subject.split()).strip().strip("*").strip()
+    subject = re.sub(r"^subject\s*(?:line)?\s*:\s*", "", subject, flags=re.IGNORECASE)
     if len(subject) >= 2 and subject[0] == subject[-1] and subject[0] in "\"'":
         subject = subject[1:-1]
     return subject.strip()
