@@ -296,7 +296,7 @@ def test_a_model_whose_every_answer_is_unusable_still_gives_every_customer_the_c
 def test_budget_counts_unusable_answers_and_their_repairs(emu: Emulator, tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", emu)
     emu.set_faults(service="openai", answer_text="not json")
-    with pytest.raises(BudgetExceededError, match="budget.max_cost_usd"):
+    with pytest.raises(BudgetExceededError, match=r"budget\.max_cost_usd"):
         Project.load(project, target="azure", env=azure_env(emu), max_cost_usd=0.0015).build()
     # What was recorded (tokens of every request, repairs included) stays under the cap.
     with sqlite3.connect(project / ".cpo" / "cache.sqlite") as con:

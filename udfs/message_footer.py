@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cpo.errors import ConfigurationError, ModelError
 from cpo.prompting import PromptRenderer, render_footer
 
 
@@ -20,7 +21,10 @@ def _variables(ctx) -> dict:
 
 def config(ctx):
     # Checked whenever the project is compiled: build, compile, plan and ls all stop here.
-    render_footer(PromptRenderer(ctx.config.path("prompts")), _variables(ctx))
+    try:
+        render_footer(PromptRenderer(ctx.config.path("prompts")), _variables(ctx))
+    except ModelError as error:  # as is: the message names prompts/footer.txt and its line
+        raise ConfigurationError(error.message, path=error.path, line=error.line) from None
     return {}
 
 
