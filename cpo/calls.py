@@ -31,7 +31,7 @@ from cpo.errors import (
     ModelError,
     ProviderError,
 )
-from cpo.providers.base import GenerationResult, Hit, SafetyResult
+from cpo.providers.base import GenerationResult, GroundednessResult, Hit, SafetyResult
 
 CACHE_SCHEMA = """
 create table if not exists cache (
@@ -95,6 +95,10 @@ _CODECS = {
     "analyze": _Codec(
         _encode_dataclass,
         lambda d: SafetyResult(d["severities"], tuple(d["blocklist_matches"])),
+    ),
+    "detect": _Codec(
+        _encode_dataclass,
+        lambda d: GroundednessResult(d["ungrounded"], d["ungrounded_share"], tuple(d["details"])),
     ),
     "search": _Codec(
         lambda hits: [dataclasses.asdict(h) for h in hits],

@@ -32,7 +32,7 @@ TOP_LEVEL_KEYS = {
     "telemetry",
     "vars",
 }
-PROVIDER_KINDS = ("retrieval", "generation", "safety")
+PROVIDER_KINDS = ("retrieval", "generation", "safety", "groundedness")
 DEFAULT_PATHS = {
     "models": "models",
     "seeds": "seeds",

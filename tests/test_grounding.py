@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cpo import grounding
 from cpo.errors import ConfigurationError
@@ -154,3 +155,61 @@ def test_bad_settings_name_their_key(settings, key):
     with pytest.raises(ConfigurationError) as info:
         grounding.resolve(settings)
     assert info.value.key == f"vars.safety.policy.grounding.{key}"
+
+
+# -- groundedness detection (Azure AI Content Safety, or offline) ---------------------------------
+
+
+def test_azure_groundedness_detection_through_the_emulator(tmp_path: Path) -> None:
+    from tests.emulator import Emulator
+    from tests.test_azure_build import KEYS, azure_env, build, failures, make_project, query
+
+    with Emulator(tls=True, keys=KEYS) as emu:
+        project = make_project(tmp_path / "p", emu)
+        config = yaml.safe_load((project / "cpo.yml").read_text())
+        providers = config["targets"]["azure"]["providers"]
+        providers["groundedness"] = {"type": "azure_content_safety", "ca_bundle": emu.ca_pem}
+        (project / "cpo.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        invented = "Our jackets were worn by astronauts on the moon landing mission."
+        emu.set_faults(service="openai", uncited_claim=invented, body_contains="(loyal)")
+        run = build(project, azure_env(emu))
+        assert run.success, failures(run)
+        calls = [r for r in emu.requests if r.path == "/contentsafety/text:detectGroundedness"]
+        assert len(calls) == 18  # every generated variant, not the written control
+        assert calls[0].query["api-version"] == "2024-09-15-preview"
+        assert calls[0].body["groundingSources"] and "[DOC" not in calls[0].body["text"]
+        rows = query(
+            project,
+            "select variant_id, passed, reason from safety_screenings "
+            "where \"check\" = 'grounding:groundedness' order by 1",
+        )
+        failed = {v for v, passed, _ in rows if not passed}
+        assert len(rows) == 18 and failed == {"v_loyal_friendly", "v_loyal_informational",
+                                                "v_loyal_urgent"}  # fmt: skip
+        assert all(r[2].startswith("ungrounded: ") for r in rows if not r[1])
+
+
+def corpus_detect(provider) -> tuple[float, float]:
+    from cpo.providers.base import GroundednessRequest
+
+    tp = fp = fn = 0
+    for item in CORPUS["sentences"]:
+        request = GroundednessRequest("k", item["text"], (DOCS[item["cites"]],))
+        hit = provider.detect(request).ungrounded
+        tp += hit and not item["supported"]
+        fp += hit and item["supported"]
+        fn += not hit and not item["supported"]
+    return tp / max(1, tp + fp), tp / max(1, tp + fn)
+
+
+def test_groundedness_providers_on_the_labelled_corpus() -> None:
+    from cpo.providers.groundedness import OfflineGroundedness, azure_groundedness_factory
+    from tests.emulator import Emulator
+
+    assert corpus_detect(OfflineGroundedness()) >= (0.9, 0.9)
+    with Emulator() as emu:
+        env = {"AZURE_CONTENT_SAFETY_ENDPOINT": emu.url,
+               "AZURE_CONTENT_SAFETY_API_KEY": emu.keys.safety}  # fmt: skip
+        precision, recall = corpus_detect(azure_groundedness_factory({}, env))
+    # The emulator's stand-in verdict, measured so the wire path is exercised end to end.
+    assert precision >= 0.7 and recall >= 0.7, (precision, recall)

@@ -10,6 +10,7 @@ enforced by the data test ``data_tests/every_variant_screened.sql``.
 from __future__ import annotations
 
 import pandas as pd
+from _groundedness import groundedness_rows
 
 from cpo import policy
 from cpo.providers.base import SafetyRequest
@@ -82,6 +83,7 @@ def model(ctx):
             # Say why it was not screened, next to the fail-closed verdict.
             checks = [_unscreened(c, outcome.error) for c in checks]
         rows.extend([row.variant_id, c.check, c.severity, c.passed, c.reason] for c in checks)
+    rows.extend(groundedness_rows(ctx, variants, texts))  # when the target configures one
     frame = pd.DataFrame(rows, columns=COLUMNS)
     blocked = frame.loc[~frame["passed"], "variant_id"].nunique()
     ctx.log.info("screening done", extra={"variants": len(variants), "blocked": int(blocked)})

@@ -122,6 +122,24 @@ class SafetyResult:
     blocklist_matches: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class GroundednessRequest:
+    """Is `text` supported by `sources` (the documents it cites)?"""
+
+    key: str
+    text: str
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroundednessResult:
+    """Whether ungrounded text was detected, its share of the text, and what (briefly)."""
+
+    ungrounded: bool
+    ungrounded_share: float = 0.0
+    details: tuple[str, ...] = ()
+
+
 class Provider(Protocol):
     """What every provider exposes; the step-specific method is one of the three below."""
 
