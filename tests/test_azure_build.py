@@ -215,6 +215,17 @@ def test_azure_build_produces_the_offline_tables(
     harm = query(project, "select count(*) from safety_screenings where \"check\" like 'harm:%'")
     assert harm[0][0] >= 4 * len(expected)  # the four categories came from Content Safety
     assert query(project, "select count(*) from messages where variant_id is null") == [(0,)]
+    # The emulator words its own unsubscribe line; every message ends with the project's footer.
+    footed = query(
+        project,
+        "select count(*) from messages where contains(body, chr(10) || '--' || chr(10) || "
+        "'Northwind Outfitters') and regexp_matches(body, "
+        "'\\nUnsubscribe: https://northwind\\.example/unsubscribe/[0-9a-f]{16}$')",
+    )
+    assert footed == query(project, "select count(*) from stg_customers")
+    assert query(project, "select count(*) from messages where body ilike '%prefer fewer%'") == [
+        (0,)
+    ]
 
 
 def test_wire_requests_use_keys_paths_and_api_versions(azure_build: AzureBuild) -> None:
