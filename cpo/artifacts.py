@@ -71,13 +71,17 @@ def write_run_results(
     command: str,
     results: Iterable[NodeResult],
     seconds: float,
+    *,
+    summary: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write per-node status, timing, rows and message for one invocation."""
+    """Write per-node status, timing, rows and message for one invocation, and the build
+    summary of its AI steps (`cpo.summary`), if any."""
     payload = {
         "metadata": {**_metadata(RUN_RESULTS_SCHEMA, None), "invocation_id": invocation_id},
         "command": command,
         "elapsed_time": round(seconds, 3),
         "results": [asdict(r) for r in results],
+        "summary": summary,
     }
     return _write(target / "run_results.json", payload)
 

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,7 @@ from cpo.errors import (
     ModelError,
     ProviderError,
 )
-from cpo.providers.base import GenerationResult, Hit, SafetyResult
+from cpo.providers.base import GenerationResult, GroundednessResult, Hit, SafetyResult
 
 CACHE_SCHEMA = """
 create table if not exists cache (
@@ -95,6 +96,10 @@ _CODECS = {
         _encode_dataclass,
         lambda d: SafetyResult(d["severities"], tuple(d["blocklist_matches"])),
     ),
+    "detect": _Codec(
+        _encode_dataclass,
+        lambda d: GroundednessResult(d["ungrounded"], d["ungrounded_share"], tuple(d["details"])),
+    ),
     "search": _Codec(
         lambda hits: [dataclasses.asdict(h) for h in hits],
         lambda rows: [Hit(**r) for r in rows],
@@ -112,6 +117,7 @@ class _Batch:
     codec: _Codec
     breaker: _Breaker
     cacheable: bool
+    limit: AdaptiveLimit
 
 
 class Cache:
@@ -269,6 +275,12 @@ class CallLayer:
         self.reserved_usd = 0.0
         self._spend_lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
+        # build --retry-failed: cached unusable answers (blocked, refused) are asked again.
+        self.retry_failed = False
+        # Progress lines while a batch runs, when no terminal shows a live status.
+        self.progress_interval_s = 10.0
+        self.progress: Callable[[str], None] | None = _progress_to_stderr
+        self.limits: dict[str, AdaptiveLimit] = {}
 
     def call_all(
         self,
@@ -294,20 +306,32 @@ class CallLayer:
         description = provider.describe()
         breaker = _Breaker(self.settings.breaker_failures)
         probe, proven = threading.Lock(), threading.Event()
-        batch = _Batch(step, provider, method, codec, breaker, cacheable)
+        limit = self.limits.setdefault(
+            f"{provider.name}/{provider.model}", AdaptiveLimit(self.settings.concurrency)
+        )
+        batch = _Batch(step, provider, method, codec, breaker, cacheable, limit)
+        progress = _Progress(step, len(requests))
 
         def call(request: Any, key: str) -> CallOutcome:
             if breaker.open:
                 return CallOutcome(request.key, error=f"not called: {breaker.reason}")
+            progress.called()
             return self._call(batch, request, key)
 
         def one(request: Any) -> CallOutcome:
+            outcome = lookup(request)
+            progress.finished(outcome)
+            return outcome
+
+        def lookup(request: Any) -> CallOutcome:
             key = cache_key(description, method, request, salt)
             if cacheable:
                 cached = self.cache.get(key)
                 if cached is not None:
-                    self._record(step, provider, request.key, cache_hit=True, status="success")
-                    return CallOutcome(request.key, codec.decode(cached), cache_hit=True)
+                    result = codec.decode(cached)
+                    if not (self.retry_failed and unusable(result)):
+                        self._record(step, provider, request.key, cache_hit=True, status="success")
+                        return CallOutcome(request.key, result, cache_hit=True)
             if not proven.is_set():
                 # Until one call has succeeded, calls go one at a time: a wrong key or a dead
                 # endpoint then costs one request (and its retries), not one per worker.
@@ -320,8 +344,12 @@ class CallLayer:
             return call(request, key)
 
         workers = max(1, min(self.settings.concurrency, len(requests) or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"cpo-{step}") as pool:
-            outcomes = list(pool.map(one, requests))
+        reporter = self._report_progress(progress)
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"cpo-{step}") as pool:
+                outcomes = list(pool.map(one, requests))
+        finally:
+            reporter.set()
         if breaker.open:
             raise ProviderError(
                 f"step {step!r} stopped: {breaker.reason.rstrip('.')}. Results obtained so far are "
@@ -330,11 +358,29 @@ class CallLayer:
             )
         return outcomes
 
+    def _report_progress(self, progress: _Progress) -> threading.Event:
+        """Every `progress_interval_s`, a line saying how far the batch is (no TTY needed)."""
+        stop = threading.Event()
+        if self.progress is None or self.progress_interval_s <= 0 or progress.total == 0:
+            return stop
+
+        def report() -> None:
+            while not stop.wait(self.progress_interval_s):
+                line = progress.line()
+                self.log.info("progress", extra=progress.counts())
+                assert self.progress is not None
+                self.progress(line)
+
+        threading.Thread(target=report, daemon=True, name="cpo-progress").start()
+        return stop
+
     def _call(self, batch: _Batch, request: Any, key: str) -> CallOutcome:
         input_estimate, output_estimate = estimate_tokens(request)
+        # A generation may take a repair request: reserve for the worst case.
+        repeats = int(getattr(batch.provider, "max_requests_per_item", 1) or 1)
         try:
             reserved = self._reserve_budget(
-                price_model(batch.provider), input_estimate, output_estimate
+                price_model(batch.provider), input_estimate * repeats, output_estimate * repeats
             )
         except BudgetExceededError as error:
             batch.breaker.stop(error.message)  # queued items are not called either
@@ -355,12 +401,15 @@ class CallLayer:
             self.tokens.acquire(token_estimate)
             started = time.perf_counter()
             try:
-                result = getattr(provider, method)(request)
+                with batch.limit:
+                    result = getattr(provider, method)(request)
             except Exception as error:  # provider failures are isolated per item
                 latency = (time.perf_counter() - started) * 1000
                 retryable = bool(getattr(error, "retryable", False))
                 status = getattr(error, "status", None)
                 message = _safe_message(error)
+                if getattr(error, "timeout", False) or status in (408, 429):
+                    batch.limit.congested()  # a slow or throttling service: fewer at once
                 if retryable and attempts < self.settings.max_attempts and not breaker.open:
                     wait = getattr(error, "retry_after_s", None) or delay * (
                         1 + random.random() * 0.25
@@ -397,6 +446,7 @@ class CallLayer:
                 return CallOutcome(request.key, error=message, attempts=attempts)
             latency = (time.perf_counter() - started) * 1000
             breaker.success()
+            batch.limit.succeeded()
             input_tokens = int(getattr(result, "input_tokens", 0) or 0)
             output_tokens = int(getattr(result, "output_tokens", 0) or 0)
             cost = self.cost(price_model(provider), input_tokens, output_tokens)
@@ -414,6 +464,7 @@ class CallLayer:
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_usd=cost,
+                error=_blocked_note(result),
             )
             return CallOutcome(request.key, result, attempts=attempts)
 
@@ -480,6 +531,118 @@ def price_model(provider: Any) -> str:
     """The ``prices:`` entry a provider's calls are billed by: its ``price_model`` if it has
     one (hybrid search pays only for its embedding deployment), else its ``model``."""
     return str(getattr(provider, "price_model", None) or provider.model)
+
+
+def unusable(result: Any) -> bool:
+    """Whether a cached answer was unusable (blocked or refused): ``--retry-failed`` asks again."""
+    return bool(getattr(result, "blocked_reason", None)) or (
+        getattr(result, "finish_reason", None) == "content_filter"
+    )
+
+
+def _blocked_note(result: Any) -> str | None:
+    reason = getattr(result, "blocked_reason", None)
+    if reason:
+        return f"blocked: {reason}"
+    if getattr(result, "finish_reason", None) == "content_filter":
+        return "blocked: content_filter"
+    return None
+
+
+class AdaptiveLimit:
+    """How many calls may run at once against one service, adapted to how it copes.
+
+    Starts at one call (a probe) and doubles on success until the first sign of congestion (a
+    timeout or a 429), which halves it; from then on it grows by one after as many successes in
+    a row as the current limit. `ceiling` (``calls.concurrency``) is never exceeded, so a
+    service that answers one request at a time is not flooded with requests it cannot serve.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = max(1, int(ceiling))
+        self.limit = 1
+        self.active = 0
+        self.lowest = 1
+        self.highest = 1
+        self._streak = 0
+        self._congested = False
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> AdaptiveLimit:
+        with self._cond:
+            while self.active >= self.limit:
+                self._cond.wait()
+            self.active += 1
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+    def succeeded(self) -> None:
+        """A call succeeded: raise the limit (doubling before any congestion, then by one)."""
+        with self._cond:
+            self._streak += 1
+            if not self._congested:
+                self.limit = min(self.ceiling, self.limit * 2)
+            elif self._streak >= self.limit:
+                self.limit = min(self.ceiling, self.limit + 1)
+                self._streak = 0
+            self.highest = max(self.highest, self.limit)
+            self._cond.notify_all()
+
+    def congested(self) -> None:
+        """A timeout or a 429: halve the limit (at least 1)."""
+        with self._cond:
+            self._congested = True
+            self._streak = 0
+            self.limit = max(1, self.limit // 2)
+            self.lowest = min(self.lowest, self.limit)
+
+
+class _Progress:
+    """Counts of one batch, for progress lines."""
+
+    def __init__(self, step: str, total: int) -> None:
+        self.step = step
+        self.total = total
+        self.done = self.failed = self.calls = self.cached = 0
+        self._lock = threading.Lock()
+
+    def called(self) -> None:
+        with self._lock:
+            self.calls += 1
+
+    def finished(self, outcome: CallOutcome) -> None:
+        with self._lock:
+            self.done += 1
+            self.failed += outcome.error is not None
+            self.cached += outcome.cache_hit
+
+    def counts(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "step": self.step,
+                "done": self.done,
+                "total": self.total,
+                "failed": self.failed,
+                "calls": self.calls,
+                "cached": self.cached,
+            }
+
+    def line(self) -> str:
+        c = self.counts()
+        return (
+            f"{c['step']}: {c['done']}/{c['total']} items done, {c['failed']} failed, "
+            f"{c['calls']} called, {c['cached']} from cache"
+        )
+
+
+def _progress_to_stderr(line: str) -> None:
+    """Print a progress line when stderr is not a terminal (a terminal shows a live status)."""
+    if not sys.stderr.isatty():
+        print(line, file=sys.stderr, flush=True)
 
 
 class _Breaker:

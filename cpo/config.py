@@ -136,7 +136,7 @@ def load_config(
         name: Target(
             name=name,
             database=spec.database,
-            providers={k: dict(v.model_dump()) for k, v in spec.providers.items()},
+            providers={k: _provider(v) for k, v in spec.providers.items()},
         )
         for name, spec in ((n, t or TargetSettings()) for n, t in settings.targets.items())
     }
@@ -224,3 +224,10 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {value!r}"
     return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _provider(spec: Any) -> dict[str, Any]:
+    """A provider's settings; a list (layered safety) becomes one ``layered`` provider."""
+    if isinstance(spec, list):
+        return {"type": "layered", "providers": [dict(p.model_dump()) for p in spec]}
+    return dict(spec.model_dump())

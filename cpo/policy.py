@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from cpo import grounding as lexical
 from cpo.errors import ConfigurationError
 from cpo.providers.base import HARM_CATEGORIES, SafetyResult
 
@@ -47,6 +48,7 @@ DEFAULT_POLICY: Mapping[str, Any] = {
     "body_max_words": 400,
     "merge_tag_chars": 10,
     "pii_allow": (),
+    "grounding": {},  # lexical grounding thresholds: cpo.grounding.resolve
     "urgency_terms": (
         "last chance",
         "ends soon",
@@ -297,6 +299,7 @@ def resolve_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
                 key=f"{POLICY_KEY}.{key}",
             )
     merged["required_patterns"] = _required_patterns(merged["required_patterns"])
+    merged["grounding"] = lexical.resolve(merged["grounding"])
     return merged
 
 
@@ -353,7 +356,11 @@ def has_deadline(texts: Iterable[str]) -> bool:
 
 
 def policy_checks(
-    subject: str, body: str, policy: Mapping[str, Any], cited_texts: Sequence[str] = ()
+    subject: str,
+    body: str,
+    policy: Mapping[str, Any],
+    cited_texts: Sequence[str] = (),
+    footer: str = "",
 ) -> list[Check]:
     """Brand-policy checks: forbidden phrases, required elements, lengths, PII, false urgency.
 
@@ -362,6 +369,8 @@ def policy_checks(
         body: The body (merge tags unrendered).
         policy: ``vars.safety.policy``; missing keys take `DEFAULT_POLICY`.
         cited_texts: Texts of the documents the copy cites; urgency needs a date in one of them.
+        footer: The footer every message ends with: required elements are looked for in the
+            rendered message (copy and footer).
     """
     p = resolve_policy(policy)
     copy = f"{subject}\n{body}"
@@ -375,7 +384,7 @@ def policy_checks(
         check = f"policy:required:{name}"
         checks.append(
             _ok(check, "present")
-            if pattern.search(copy)
+            if pattern.search(f"{copy}\n{footer}")
             else Check(check, 1, False, f"missing_required: {name} (pattern {pattern.pattern!r})")
         )
     checks.append(_subject_length(subject, p["subject_max_chars"], p["merge_tag_chars"]))
@@ -494,6 +503,7 @@ def grounding_checks(
     citations: Sequence[str],
     retrieved_ids: Sequence[str],
     cited_texts: Mapping[str, str],
+    sentences: lexical.Settings | None = None,
 ) -> list[Check]:
     """Citations must come from retrieval; every stated fact must appear in a cited document.
 
@@ -532,7 +542,29 @@ def grounding_checks(
             f"{len(claims)} claims, all grounded",
         )
     )
+    if sentences is not None:  # cpo.grounding: words, sentence by sentence; placeholders
+        usable = {c: cited_texts.get(c, "") for c in dict.fromkeys(citations) if c in retrieved}
+        checks += lexical_checks(subject, body, citations, usable, sentences)
     return checks
+
+
+def lexical_checks(
+    subject: str,
+    body: str,
+    citations: Sequence[str],
+    usable: Mapping[str, str],
+    settings: lexical.Settings,
+) -> list[Check]:
+    """``grounding:sentences`` (each sentence supported by what it cites; `cpo.grounding`) and
+    ``grounding:placeholders`` (no ``<the email body>``, ``[Your Name]``, ``DOC_ID`` ...)."""
+    holes = lexical.find_placeholders(f"{subject}\n{body}")
+    checks = [_findings("grounding:placeholders", [f"placeholder: {h!r}" for h in holes][:5])]
+    if not settings.enabled:
+        return [*checks, _ok("grounding:sentences", "disabled")]
+    verdicts = lexical.judge(body, usable, settings, citations)
+    failed = [v.reason for v in verdicts if not v.supported]
+    ok = f"{len(verdicts)} sentences, all supported"
+    return [*checks, _findings("grounding:sentences", failed, ok)]
 
 
 # --- injection --------------------------------------------------------------------------------
@@ -562,8 +594,13 @@ def screen(
     safety_result: SafetyResult | None,
     thresholds: Mapping[str, int],
     policy: Mapping[str, Any],
+    footer: str = "",
+    written_by_person: bool = False,
 ) -> list[Check]:
     """Run every check on one variant.
+
+    `footer` is appended to every message (required elements are looked for in it too); copy
+    `written_by_person` (the control) is not held to sentence-by-sentence citation.
 
     `safety_result` is None when the safety provider could not screen the text: the variant then
     gets a failed ``harm:unscreened`` check (fail-closed) instead of the harm checks.
@@ -574,8 +611,16 @@ def screen(
         checks = harm_checks(safety_result, thresholds)
     retrieved = set(retrieved_ids)
     urgency_sources = [cited_texts.get(c, "") for c in citations if c in retrieved]
-    checks += policy_checks(subject, body, policy, urgency_sources)
-    checks += grounding_checks(subject, body, citations, retrieved_ids, cited_texts)
+    checks += policy_checks(subject, body, policy, urgency_sources, footer)
+    words = resolve_policy(policy)["grounding"]
+    checks += grounding_checks(subject, body, citations, retrieved_ids, cited_texts, words)
+    if written_by_person:
+        checks = [
+            _ok(c.check, "written by a person (prompts/control/)")
+            if c.check == "grounding:sentences"
+            else c
+            for c in checks
+        ]
     checks.append(injection_check(f"{subject}\n{body}"))
     return checks
 

@@ -36,6 +36,7 @@ from cpo.logs import configure, project_salt
 from cpo.nodes import MODEL, PYTHON, TEST, Node
 from cpo.services import PlannedCall, Services
 from cpo.steps import plan_hooks, sql_functions, step_config
+from cpo.summary import collect as build_summary
 
 LOCK_FILE = Path(".cpo") / "lock"
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
@@ -76,6 +77,8 @@ class RunResult:
     seconds: float
     database: Path
     committed: bool = False
+    summary: dict[str, Any] | None = None
+    """What the AI steps did (`cpo.summary`): variants approved/blocked, fallback, calls, cost."""
 
     @property
     def success(self) -> bool:
@@ -109,12 +112,13 @@ class Plan:
                     "provider": call.provider,
                     "model": call.model,
                     "calls": 0,
+                    "possible_repairs": 0,
                     "input_tokens": 0,
                     "output_tokens": 0,
                     "cost_usd": 0.0,
                 },
             )
-            row["calls"] += 1
+            row["possible_repairs" if call.possible else "calls"] += 1
             row["input_tokens"] += call.input_tokens
             row["output_tokens"] += call.output_tokens
             row["cost_usd"] += call.cost_usd
@@ -132,6 +136,7 @@ class Project:
     on_result: OnResult | None = None
     on_start: Callable[[Node], None] | None = None
     notices: list[str] = field(default_factory=list)
+    retry_failed: bool = False
     _graph: Graph | None = field(default=None, repr=False)
     _existing: set[str] = field(default_factory=set, repr=False)
 
@@ -612,6 +617,7 @@ class Project:
         calls = CallLayer(
             cache, self.config.calls, self.config.prices, self.config.max_cost_usd, run_id, log
         )
+        calls.retry_failed = self.retry_failed
         dry_run = services_out is not None
         services = Services(
             self.config, calls, self.env, dry_run=dry_run, full_refresh=self.full_refresh
@@ -652,7 +658,9 @@ class Project:
             cache.close()
             if tracer is not None:
                 telemetry.flush()
-        return self._finish(command, run_id, results, started, committed=committed)
+        return self._finish(
+            command, run_id, results, started, committed=committed, summary=services.summary
+        )
 
     def _run_staged(
         self,
@@ -683,6 +691,10 @@ class Project:
             runner.db = Database(staging, functions=sql_functions(self.config))
             try:
                 results = runner.run(names, tests)
+                if not dry_run:
+                    services.summary = build_summary(
+                        runner.db, cache.ledger(), runner.run_id, services.errors
+                    )
                 ok = not any(r.failed for r in results)
                 if inspect and ok:
                     inspect(runner.db, runner.log)
@@ -703,9 +715,12 @@ class Project:
         started: float,
         *,
         committed: bool,
+        summary: dict[str, Any] | None = None,
     ) -> RunResult:
         seconds = time.perf_counter() - started
-        write_run_results(self.config.path("target"), run_id, command, results, seconds)
+        write_run_results(
+            self.config.path("target"), run_id, command, results, seconds, summary=summary
+        )
         log = logging.getLogger("cpo")
         log.info(
             "run finished",
@@ -716,7 +731,9 @@ class Project:
                 "failed": sum(r.failed for r in results),
             },
         )
-        return RunResult(run_id, command, results, seconds, self.config.database_path, committed)
+        return RunResult(
+            run_id, command, results, seconds, self.config.database_path, committed, summary
+        )
 
     def _write_compiled(self, graph: Graph) -> dict[str, Path]:
         from cpo.compile import resolve_refs

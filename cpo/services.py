@@ -49,6 +49,8 @@ class PlannedCall:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    possible: bool = False
+    """A repair request, made only if the first answer cannot be used."""
 
 
 @dataclass
@@ -144,17 +146,21 @@ class StepProvider:
         input_tokens, output_tokens = estimate_tokens(request)
         cost = self.calls.cost(price_model(self.provider), input_tokens, output_tokens)
         assert self.planned is not None
-        self.planned.append(
-            PlannedCall(
-                self.step,
-                self.provider.name,
-                self.provider.model,
-                request.key,
-                input_tokens,
-                output_tokens,
-                cost,
+        # An unusable answer gets one repair request: planned as a possible extra call.
+        repeats = int(getattr(self.provider, "max_requests_per_item", 1) or 1)
+        for extra in range(repeats):
+            self.planned.append(
+                PlannedCall(
+                    self.step,
+                    self.provider.name,
+                    self.provider.model,
+                    request.key if extra == 0 else f"{request.key} (repair, if needed)",
+                    input_tokens,
+                    output_tokens,
+                    cost,
+                    possible=extra > 0,
+                )
             )
-        )
         try:
             return CallOutcome(request.key, getattr(self.stand_in, method)(request))
         except Exception as e:  # the stand-in failing only means later steps see fewer items
@@ -184,6 +190,7 @@ class Services:
         self._prompts: Any = None
         self._lock = threading.Lock()
         self.errors: list[tuple[str, str, str, str]] = []
+        self.summary: dict[str, Any] | None = None  # cpo.summary, once the build has run
 
     def provider(self, kind: str, *, step: str) -> StepProvider:
         """The target's provider for `kind`, wrapped for `step`.
@@ -204,7 +211,7 @@ class Services:
             for name, settings in self.config.target.providers.items():
                 if name not in self._providers:
                     factory = get_provider_factory(name, str(settings["type"]))
-                    self._providers[name] = factory(settings, self.env)
+                    self._providers[name] = self._make(name, settings, factory, step)
                     if self.dry_run:
                         self._stand_ins[name] = self._stand_in(name, settings)
         return StepProvider(
@@ -216,6 +223,21 @@ class Services:
             self.planned if self.dry_run else None,
             reindex=self.full_refresh,
         )
+
+    def _make(self, kind: str, settings: Mapping[str, Any], factory: Any, step: str) -> Any:
+        """Create one provider; a setting or variable it lacks is reported against its own
+        kind and key, even when an earlier step (which starts every provider) hit it first."""
+        try:
+            return factory(settings, self.env)
+        except ConfigurationError as error:
+            target = self.config.target.name
+            raise ConfigurationError(
+                f"the {kind} provider ({settings['type']}) of target {target!r} cannot start: "
+                f"{error.message} (checked before step {step!r} runs, so nothing is paid "
+                f"for until every provider of the target can start)",
+                path=error.path or "cpo.yml",
+                key=error.key or f"targets.{target}.providers.{kind}",
+            ) from None
 
     def _stand_in(self, kind: str, settings: Mapping[str, Any]) -> Any:
         from cpo.providers.builtin import STAND_INS

@@ -43,7 +43,7 @@ from cpo.errors import ConfigurationError
 # Modules that register ``vars`` sections, imported on first validation. The domain's module is
 # listed here until sections register through entry points.
 VARS_SCHEMA_MODULES: list[str] = ["cpo.vars_schema"]
-PROVIDER_KINDS = ("retrieval", "generation", "safety")
+PROVIDER_KINDS = ("retrieval", "generation", "safety", "groundedness")
 SECRET_KEYS = ("api_key", "key", "password", "secret")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -222,7 +222,22 @@ class TargetSettings(Section):
     """Where a build writes and which provider serves each AI step."""
 
     database: NonEmptyStr = "cpo.duckdb"
-    providers: dict[Literal["retrieval", "generation", "safety"], ProviderSettings] = {}
+    providers: dict[
+        Literal["retrieval", "generation", "safety", "groundedness"],
+        ProviderSettings | list[ProviderSettings],
+    ] = {}
+
+    @model_validator(mode="after")
+    def _only_safety_is_layered(self) -> TargetSettings:
+        for kind, value in self.providers.items():
+            if isinstance(value, list) and kind != "safety":
+                raise _custom(
+                    "layered",
+                    f"providers.{kind}: only safety may list several providers; give one mapping",
+                )
+            if isinstance(value, list) and not value:
+                raise _custom("layered", "providers.safety: the list of providers is empty")
+        return self
 
 
 class CallsSettings(Section):

@@ -193,24 +193,46 @@ def test_azure_build_produces_the_offline_tables(
     expected = {f"v_{s}_{t}" for s in segments for t in tones} | {"v_control"}
     variants = query(project, "select variant_id, provider, model, status from variants")
     assert {v[0] for v in variants} == expected
-    assert {(v[1], v[2], v[3]) for v in variants} == {("azure_openai", DEPLOYMENT, "generated")}
+    # The control is written by a person (prompts/control/), never generated.
+    assert {(v[1], v[2], v[3]) for v in variants if v[0] != "v_control"} == {
+        ("azure_openai", DEPLOYMENT, "generated")
+    }
+    assert {(v[1], v[2]) for v in variants if v[0] == "v_control"} == {
+        ("human", "prompts/control/")
+    }
     assert approved_ids(project) == expected  # the emulator copies cited sentences: all pass
     grounding = query(
         project,
         'select "check", bool_and(passed) from safety_screenings s join approved_variants a '
         "using (variant_id) where \"check\" like 'grounding:%' group by 1 order by 1",
     )
-    assert grounding == [("grounding:citations", True), ("grounding:claims", True)]
+    assert grounding == [
+        ("grounding:citations", True),
+        ("grounding:claims", True),
+        ("grounding:placeholders", True),
+        ("grounding:sentences", True),
+    ]
     harm = query(project, "select count(*) from safety_screenings where \"check\" like 'harm:%'")
     assert harm[0][0] >= 4 * len(expected)  # the four categories came from Content Safety
     assert query(project, "select count(*) from messages where variant_id is null") == [(0,)]
+    # The emulator words its own unsubscribe line; every message ends with the project's footer.
+    footed = query(
+        project,
+        "select count(*) from messages where contains(body, chr(10) || '--' || chr(10) || "
+        "'Northwind Outfitters') and regexp_matches(body, "
+        "'\\nUnsubscribe: https://northwind\\.example/unsubscribe/[0-9a-f]{16}$')",
+    )
+    assert footed == query(project, "select count(*) from stg_customers")
+    assert query(project, "select count(*) from messages where body ilike '%prefer fewer%'") == [
+        (0,)
+    ]
 
 
 def test_wire_requests_use_keys_paths_and_api_versions(azure_build: AzureBuild) -> None:
     requests = azure_build.first
     generation = [r for r in requests if r.service == "openai"]
     assert paths(generation) == {GENERATION_PATH}
-    assert len(generation) == 19
+    assert len(generation) == 18  # segments x tones; the control is not generated
     for r in generation:
         assert r.api_version == "2024-10-21"
         assert r.headers["api-key"] == KEYS.openai
@@ -257,7 +279,7 @@ def test_rebuild_makes_no_generation_or_safety_request(azure_build: AzureBuild) 
     assert rows == [
         ("retrieved_content", True, 8, 0.0),  # 7 searches and the index
         ("safety_screenings", True, 19, 0.0),
-        ("variants", True, 19, 0.0),
+        ("variants", True, 18, 0.0),
     ]
     paid = query(azure_build.project, "select sum(cost_usd) from llm_calls where not cache_hit")
     assert paid[0][0] > 0  # the first build's calls were priced
@@ -449,13 +471,13 @@ def test_plan_counts_calls_without_calling_and_the_budget_stops_the_build(
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert emu.requests == []
-    assert "45 call(s), estimated $" in out
+    assert "44 call(s) (+18 repair call(s) if answers are unusable), estimated $" in out
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()]
     steps = ("retrieved_content", "variants", "safety_screenings")
     rows = {c[0]: c[1:4] for c in cells if c and c[0] in steps}
     assert rows == {
         "retrieved_content": ["azure_search", "azure-ai-search:semantic", "7"],
-        "variants": ["azure_openai", DEPLOYMENT, "19"],
+        "variants": ["azure_openai", DEPLOYMENT, "18 (+18 repairs, if needed)"],
         "safety_screenings": ["azure_content_safety", "content-safety-2023-10-01", "19"],
     }
     cost = float(out.split("estimated $")[1].split()[0])

@@ -157,15 +157,16 @@ def test_content_filter_is_a_blocked_result(emu: Emulator, where: str) -> None:
         assert (result.subject, result.body, result.citations) == ("", "", ())
 
 
-def test_invalid_json_gets_one_repair_then_fails(emu: Emulator) -> None:
+def test_invalid_json_gets_one_repair_then_is_blocked_with_its_reason(emu: Emulator) -> None:
     emu.set_faults(malformed_json=True)
-    with pytest.raises(ProviderError, match=r"no valid JSON answer for seg-1\|friendly") as info:
-        azure_openai_factory({}, openai_env(emu)).generate(REQUEST)
-    assert failure(info)[0] is False
+    result = azure_openai_factory({}, openai_env(emu)).generate(REQUEST)
+    assert result.blocked_reason.startswith("no_json: ")
+    assert "after one repair request" in result.blocked_reason
+    assert result.requests == 2 and result.input_tokens > 0  # both requests were paid for
     first, repair = emu.requests
     assert repair.body["messages"][:-2] == first.body["messages"]
     assert repair.body["messages"][-2]["role"] == "assistant"
-    assert "valid JSON" in repair.body["messages"][-1]["content"]
+    assert "JSON object" in repair.body["messages"][-1]["content"]
 
 
 def test_repair_succeeds_and_counts_both_calls(emu: Emulator) -> None:
@@ -184,8 +185,14 @@ def test_unstructured_answers_are_parsed_from_fences(emu: Emulator) -> None:
     assert len(emu.requests) == 1 and "response_format" not in emu.requests[0].body
 
 
-def test_parse_answer_rejects_incomplete_objects() -> None:
-    assert parse_answer('{"subject": "s", "body": "b"}') is None
+def test_parse_answer_reads_incomplete_objects_and_rejects_others() -> None:
+    assert parse_answer('{"subject": "s"}') is None
+    # Missing citations are taken from the body's markers.
+    assert parse_answer('{"subject": "s", "body": "b [X]"}', ("X",)) == {
+        "subject": "s",
+        "body": "b [X]",
+        "citations": ["X"],
+    }
     assert parse_answer('noise {"a": 1} {"subject": "s", "body": "b", "citations": ["X"]}') == {
         "subject": "s",
         "body": "b",

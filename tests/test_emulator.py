@@ -31,6 +31,7 @@ from azure.search.documents.indexes.models import (
 )
 
 from tests.emulator import Emulator, FakeTokenCredential, Faults, compose_answer
+from tests.emulator.openai_routes import OWN_UNSUBSCRIBE
 
 API_VERSION = "2024-10-21"
 PROMPT = (
@@ -79,7 +80,9 @@ def test_chat_completion_answers_from_documents_with_usage(emu: Emulator) -> Non
     answer = json.loads(resp.choices[0].message.content or "")
     assert answer == {
         "subject": "Spring sale",
-        "body": "Everything is 20% off this week. [DOC-1] Orders over $50 ship free. [DOC-2]",
+        # Like a real model, it words an unsubscribe line its own way (the footer has the real one).
+        "body": "Everything is 20% off this week. [DOC-1] Orders over $50 ship free. [DOC-2]"
+        f"\n\n{OWN_UNSUBSCRIBE}",
         "citations": ["DOC-1", "DOC-2"],
     }
     assert resp.choices[0].finish_reason == "stop"

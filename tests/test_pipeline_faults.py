@@ -117,8 +117,10 @@ def test_uncited_price_is_blocked_as_ungrounded(faulty: dict[str, Any]) -> None:
     body = query(project, "select body from variants where variant_id = 'v_champions_urgent'")
     assert "$7.77" in body["body"][0]  # the fake really produced it
     failed = screening(project, "v_champions_urgent")
-    assert list(failed["check"]) == ["grounding:claims"]
+    # The invented price, and the uncited sentence around it that no document supports.
+    assert list(failed["check"]) == ["grounding:claims", "grounding:sentences"]
     assert failed["reason"][0] == "ungrounded_claim: $7.77"
+    assert failed["reason"][1].startswith("uncited_sentence: sentence ")
     assert "v_champions_urgent" not in approved(project)
     assert_customers_get_control(project, "champions", "urgent")
 

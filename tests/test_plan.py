@@ -24,8 +24,8 @@ def test_plan_counts_every_uncached_call_and_writes_nothing(tmp_path):
     steps = {row["step"]: row["calls"] for row in plan.by_step()}
     segments = len({c.item_key for c in plan.calls if c.step == "retrieved_content"}) - 1
     assert segments >= 3
-    assert steps["variants"] == segments * 3 + 1  # three tones per segment, plus the control
-    assert steps["safety_screenings"] == steps["variants"]
+    assert steps["variants"] == segments * 3  # three tones per segment; the control is written
+    assert steps["safety_screenings"] == steps["variants"] + 1  # ... and screened like any
     assert not (project_dir / "cpo.duckdb").exists()
     assert cached_entries(project_dir) == 0
 

@@ -327,7 +327,9 @@ def test_screen_approves_clean_grounded_copy():
 def test_screen_rejects_on_any_failed_check(body, safety, failed):
     checks = run_screen(body, safety)
     assert not approved(checks)
-    assert [c.check for c in checks if not c.passed] == [failed]
+    failing = [c.check for c in checks if not c.passed]
+    # An instruction to a model is also a sentence no document supports.
+    assert failing == (["grounding:sentences", failed] if failed == "injection" else [failed])
 
 
 def test_nothing_screened_is_not_approved():

@@ -10,6 +10,7 @@ enforced by the data test ``data_tests/every_variant_screened.sql``.
 from __future__ import annotations
 
 import pandas as pd
+from _groundedness import groundedness_rows
 
 from cpo import policy
 from cpo.providers.base import SafetyRequest
@@ -21,6 +22,7 @@ def model(ctx):
     variants = ctx.ref("variants").df()
     retrieved = ctx.ref("retrieved_content").df()
     content = ctx.ref("stg_content").df()
+    footer = str(ctx.ref("message_footer").df()["footer"].iloc[0])  # required elements live here
     thresholds = policy.validate_thresholds(ctx.var("safety.thresholds", {}, expect=dict))
     rules = ctx.var("safety.policy", {}, expect=dict)
     policy.resolve_policy(rules)  # validate once, up front, so a bad rule fails the step
@@ -74,11 +76,14 @@ def model(ctx):
             safety_result=outcome.result,
             thresholds=thresholds,
             policy=rules,
+            footer=footer,
+            written_by_person=row.provider == "human",  # the control, from prompts/control/
         )
         if outcome.error:
             # Say why it was not screened, next to the fail-closed verdict.
             checks = [_unscreened(c, outcome.error) for c in checks]
         rows.extend([row.variant_id, c.check, c.severity, c.passed, c.reason] for c in checks)
+    rows.extend(groundedness_rows(ctx, variants, texts))  # when the target configures one
     frame = pd.DataFrame(rows, columns=COLUMNS)
     blocked = frame.loc[~frame["passed"], "variant_id"].nunique()
     ctx.log.info("screening done", extra={"variants": len(variants), "blocked": int(blocked)})

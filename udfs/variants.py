@@ -1,10 +1,13 @@
-"""Generate one variant per segment x tone, plus one control message.
+"""Generate one variant per segment x tone, plus the control message written by a person.
 
 Generation is per segment, never per customer: per-customer details stay merge tags
 (``{{ first_name }}``) that ``messages`` renders in SQL. Prompts come from ``prompts/``; the
 provider comes from the target (offline composer, Azure OpenAI, any OpenAI-compatible server).
-A failed item is kept with ``status = 'failed'`` and recorded in ``run_errors``: never dropped,
-never approved.
+The control (``prompts/control/subject.txt`` and ``body.txt``) is business-as-usual copy, never
+sent to a provider; it is screened like any variant. Every item ends as one row: ``generated``,
+``blocked`` (the answer was unusable; ``error`` names why), ``content_filtered`` or ``failed``
+(the call itself failed). Failed and blocked items are recorded in ``run_errors``. When every
+call failed the step fails, naming the provider's reason.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import json
 
 import pandas as pd
 
+from cpo.errors import ProviderError
 from cpo.prompting import CONTROL, variant_template
 from cpo.providers.base import Document, GenerationRequest
+
+HUMAN = "human"
+"""The ``provider`` of the control: a person wrote it in ``prompts/control/``."""
 
 COLUMNS = [
     "variant_id",
@@ -43,7 +50,6 @@ def model(ctx):
     documents = _retrieved_documents(ctx)
     profiles = ctx.ref("segment_profiles").df().to_dict("records")
     items = [(p, tone) for p in profiles for tone in settings["tones"]]
-    items.append((None, CONTROL))
     requests, keys = [], []
     for profile, tone in items:
         segment_id = None if profile is None else str(profile["segment_id"])
@@ -57,12 +63,23 @@ def model(ctx):
         requests.append(_request(ctx, settings, profile, tone, docs))
         keys.append((segment_id, tone))
     outcomes = provider.call_all("generate", requests)
-    rows = []
+    rows = [_control_row(ctx)]
     for (segment_id, tone), request, outcome in zip(keys, requests, outcomes, strict=True):
         rows.append(_row(ctx, provider, segment_id, tone, request, outcome))
+    failed = [o for o in outcomes if o.error]
+    if outcomes and len(failed) == len(outcomes):
+        raise ProviderError(
+            f"every one of the {len(outcomes)} generation calls failed ({provider.name}, "
+            f"{provider.model}); first error: {failed[0].error}",
+            node=ctx.node.name,
+        )
     ctx.log.info(
         "generation done",
-        extra={"variants": len(rows), "failed": sum(r[8] != "generated" for r in rows)},
+        extra={
+            "variants": len(rows),
+            "failed": len(failed),
+            "blocked": sum(r[8] == "blocked" for r in rows),
+        },
     )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({c: "string" for c in COLUMNS if c != "citations"})
@@ -158,6 +175,8 @@ def _request(ctx, settings: dict, profile: dict | None, tone: str, docs: list[Do
         "focus_terms": focus,
         "temperature": settings["temperature"],
         "max_tokens": settings["max_tokens"],
+        # What a model may write as {{ tag }}; any other tag blocks its answer.
+        "merge_tags": list(ctx.services.prompts.merge_tags),
     }
     return GenerationRequest(
         key=variant_id(segment_id, tone),
@@ -184,6 +203,10 @@ def _row(ctx, provider, segment_id, tone, request, outcome) -> list:
     if result.finish_reason == "content_filter":
         ctx.record_error(vid, "content_filter: the service refused to generate this variant")
         return [*base, None, None, [], *tail, "content_filtered", "content_filter", prompt_hash]
+    reason = getattr(result, "blocked_reason", None)
+    if reason:
+        ctx.record_error(vid, f"blocked: {reason}")
+        return [*base, None, None, list(result.citations), *tail, "blocked", reason, prompt_hash]
     return [
         *base,
         result.subject,
@@ -194,3 +217,13 @@ def _row(ctx, provider, segment_id, tone, request, outcome) -> list:
         None,
         prompt_hash,
     ]
+
+
+def _control_row(ctx) -> list:
+    """The control: written by a person in ``prompts/control/``, rendered, never generated."""
+    subject = ctx.prompt(variant_template(CONTROL, "subject")).strip()
+    body = ctx.prompt(variant_template(CONTROL, "body")).strip()
+    digest = hashlib.sha256(f"{subject}\n{body}".encode()).hexdigest()[:16]
+    source = f"prompts/{CONTROL}/"
+    return [variant_id(None, CONTROL), None, CONTROL, subject, body, [], HUMAN, source,
+            "generated", None, digest]  # fmt: skip

@@ -83,7 +83,15 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """A generated message. ``finish_reason == "content_filter"`` means the service refused."""
+    """A generated message. ``finish_reason == "content_filter"`` means the service refused.
+
+    Attributes:
+        blocked_reason: Set when the answer could not be used (``no_json: ...``,
+            ``unknown_merge_tag: ...``): the variant is blocked with this reason, and the result
+            is cached like any other, so an unchanged rebuild does not pay for it again.
+        requests: HTTP requests the answer took (a repair request makes it 2).
+        estimated_tokens: The service reported no usage; tokens were estimated from the text.
+    """
 
     subject: str
     body: str
@@ -91,6 +99,9 @@ class GenerationResult:
     input_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str = "stop"
+    blocked_reason: str | None = None
+    requests: int = 1
+    estimated_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,24 @@ class SafetyResult:
 
     severities: Mapping[str, int]
     blocklist_matches: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroundednessRequest:
+    """Is `text` supported by `sources` (the documents it cites)?"""
+
+    key: str
+    text: str
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroundednessResult:
+    """Whether ungrounded text was detected, its share of the text, and what (briefly)."""
+
+    ungrounded: bool
+    ungrounded_share: float = 0.0
+    details: tuple[str, ...] = ()
 
 
 class Provider(Protocol):

@@ -23,9 +23,19 @@ BUILTINS = {
         "cpo.providers.azure_content_safety",
         "azure_content_safety_factory",
     ),
+    ("groundedness", "offline"): ("cpo.providers.groundedness", "offline_groundedness_factory"),
+    ("groundedness", "azure_content_safety"): (
+        "cpo.providers.groundedness",
+        "azure_groundedness_factory",
+    ),
 }
 # The offline provider that stands in for each kind when `plan` must not call a service.
-STAND_INS = {"retrieval": "bm25", "generation": "offline", "safety": "offline"}
+STAND_INS = {
+    "retrieval": "bm25",
+    "generation": "offline",
+    "safety": "offline",
+    "groundedness": "offline",
+}
 
 
 def _lazy(module: str, function: str):

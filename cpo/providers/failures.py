@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Iterable, Mapping
 
@@ -23,9 +24,14 @@ def provider_error(
     status: int | None = None,
     retry_after_s: float | None = None,
     blocked: bool = False,
+    timeout: bool = False,
     secrets: Iterable[str] = (),
 ) -> ProviderError:
-    """Build a `ProviderError` carrying its classification, with any secret scrubbed out."""
+    """Build a `ProviderError` carrying its classification, with any secret scrubbed out.
+
+    ``timeout`` marks a request the service did not answer in time (the call layer lowers its
+    concurrency on timeouts and 429s).
+    """
     for secret in secrets:
         if secret:
             message = message.replace(secret, "***")
@@ -34,6 +40,7 @@ def provider_error(
     error.retry_after_s = retry_after_s  # type: ignore[attr-defined]
     error.status = status  # type: ignore[attr-defined]
     error.blocked = blocked  # type: ignore[attr-defined]
+    error.timeout = timeout  # type: ignore[attr-defined]
     return error
 
 
@@ -63,6 +70,21 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
+# A server error whose message says the request itself is wrong: retrying sends the same request.
+_INVALID_REQUEST = re.compile(
+    r"invalid|not supported|unsupported|not implemented|unrecognized|unknown (?:parameter|field)"
+    r"|must be|is required|missing required|response_format|json_schema|bad request"
+    r"|validation error",
+    re.IGNORECASE,
+)
+
+
+def says_invalid_request(detail: str) -> bool:
+    """Whether a 5xx answer's text says the request is invalid (llama.cpp answers an unsupported
+    ``response_format`` with HTTP 500), so it is not retried as throttling."""
+    return bool(_INVALID_REQUEST.search(detail or ""))
+
+
 def http_failure(
     service: str,
     status: int | None,
@@ -85,7 +107,7 @@ def http_failure(
     if status in (401, 403):
         message = f"{service} refused the credentials (HTTP {status}): {auth_fix}"
         return provider_error(message, retryable=False, status=status, secrets=secrets)
-    if is_retryable_status(status):
+    if is_retryable_status(status) and not says_invalid_request(detail):
         message = f"{service} is throttling or unavailable (HTTP {status}): {detail}"
         return provider_error(
             message,

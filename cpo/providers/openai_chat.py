@@ -1,20 +1,26 @@
 """Generation through the ``openai`` SDK: Azure OpenAI and any OpenAI-compatible endpoint.
 
 Both speak chat completions or the Responses API and answer a JSON object
-``{"subject", "body", "citations"}``, asked for with a JSON schema when ``structured_output`` is
-on, parsed leniently otherwise. An answer that is not valid JSON gets one repair attempt.
-SDK retries are off: `cpo.calls` retries, using the classification on the `ProviderError`.
+``{"subject", "body", "citations"}``. Structured output is negotiated once per build: a
+``json_schema`` response format, then ``json_object``, then plain instructions, each step taken
+when the server rejects the previous one (llama.cpp answers HTTP 500); the provider remembers what
+the server accepts. Answers are read by `cpo.providers.answers` (code fences, prose, missing
+citations, tag spacing...); an unusable one gets at most one repair request, then becomes a
+result with ``blocked_reason`` set, never an exception. SDK retries are off: `cpo.calls` retries,
+using the classification on the `ProviderError`.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cpo.errors import ConfigurationError
+from cpo.errors import ConfigurationError, ProviderError
+from cpo.prompting import MERGE_TAGS
+from cpo.providers.answers import Answer, Problem, read_answer
 from cpo.providers.base import Document, GenerationRequest, GenerationResult
 from cpo.providers.credentials import (
     Auth,
@@ -40,12 +46,13 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 REPAIR_PROMPT = (
-    "Your previous answer was not a valid JSON object. Reply again with only a JSON object "
-    'with exactly these keys: "subject" (string), "body" (string) and "citations" (list of '
-    "document ids), and no other text."
+    "Your previous answer could not be used. Reply again with only a JSON object with exactly "
+    'these keys: "subject" (string), "body" (string, citing documents as [DOC_ID]) and '
+    '"citations" (list of document ids), and no other text.'
 )
-FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 BLOCKED = "content_filter"
+JSON_SCHEMA, JSON_OBJECT, PLAIN = "json_schema", "json_object", "plain"
+FORMATS = (JSON_SCHEMA, JSON_OBJECT, PLAIN)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class _Reply:
     input_tokens: int
     output_tokens: int
     finish_reason: str
+    estimated: bool = False
 
 
 class OpenAIChatProvider:
@@ -130,6 +138,13 @@ class OpenAIChatProvider:
         self._auth_fix = auth_fix
         self._identity = dict(identity)
         self._secrets = secrets
+        # Structured output negotiated for this build: json_schema, json_object, then plain.
+        self._mode = JSON_SCHEMA if settings.structured_output else PLAIN
+        self._lock = threading.Lock()
+        self.format_fallbacks: list[str] = []
+
+    max_requests_per_item = 2
+    """A first request and at most one repair request per variant (for plans and budgets)."""
 
     def describe(self) -> dict[str, Any]:
         """Name, model, api and the settings that change answers (no secrets)."""
@@ -145,42 +160,76 @@ class OpenAIChatProvider:
         }
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Ask for the JSON answer; repair once if it is not valid; report refusals as blocked."""
+        """Ask for the answer, read it robustly, repair at most once; never raise on its content.
+
+        Every outcome is a usable result or one with ``blocked_reason`` set (cached like any
+        answer, so an unchanged rebuild pays nothing). Tokens of every request that reached the
+        service are counted, repairs included; when the service sends no ``usage`` they are
+        estimated from the text (4 characters a token).
+        """
         messages = build_messages(request)
         first = self._complete(messages, request)
         if first.finish_reason == BLOCKED:
             return _blocked(first)
-        answer = parse_answer(first.text)
-        if answer is not None:
-            return _result(answer, first, first)
+        outcome = self._read(first, request)
+        if isinstance(outcome, Answer):
+            return _result(outcome, first)
+        if not outcome.repairable:
+            return _unusable(outcome.reason, first)
         repair = [
             *messages,
             {"role": "assistant", "content": first.text},
             {"role": "user", "content": REPAIR_PROMPT},
         ]
-        second = self._complete(repair, request)
+        try:
+            second = self._complete(repair, request)
+        except ProviderError as error:
+            # The first answer was paid for: keep its tokens, block with both reasons.
+            return _unusable(f"{outcome.reason}; the repair request failed: {error.message}", first)
         if second.finish_reason == BLOCKED:
-            return _blocked(second, first)
-        answer = parse_answer(second.text)
-        if answer is None:
-            snippet = second.text[:200].replace("\n", " ")
-            raise provider_error(
-                f"{self._service} ({self.model}) gave no valid JSON answer for {request.key} even "
-                f"after a repair request; last answer began: {snippet!r}. Try structured_output: "
-                "true or a model that follows JSON instructions.",
-                retryable=False,
-                secrets=self._secrets,
-            )
-        return _result(answer, first, second)
+            return _blocked(first, second)
+        repaired = self._read(second, request)
+        if isinstance(repaired, Answer):
+            return _result(repaired, first, second)
+        return _unusable(f"{repaired.reason} (after one repair request)", first, second)
+
+    def _read(self, reply: _Reply, request: GenerationRequest) -> Answer | Problem:
+        params = request.params
+        if reply.finish_reason == "length" and not reply.text.strip():
+            return Problem("truncated: the answer hit max_tokens before any text", True)
+        return read_answer(
+            reply.text,
+            document_ids=[d.document_id for d in request.documents],
+            merge_tags=params.get("merge_tags") or MERGE_TAGS,
+            max_subject_chars=int(params.get("max_subject_chars", 60) or 60),
+        )
 
     def _complete(self, messages: list[dict[str, str]], request: GenerationRequest) -> _Reply:
+        """One answer, negotiating structured output: a server that rejects the format asked
+        for is asked again with the next one, and the build remembers what it accepts."""
+        while True:
+            mode = self._mode
+            try:
+                return self._complete_once(messages, request, mode)
+            except ProviderError as error:
+                if mode == PLAIN or not _rejects_format(error):
+                    raise
+                with self._lock:
+                    if self._mode == mode:
+                        self._mode = FORMATS[FORMATS.index(mode) + 1]
+                        self.format_fallbacks.append(f"{mode} -> {self._mode}: {error.message}")
+
+    def _complete_once(
+        self, messages: list[dict[str, str]], request: GenerationRequest, mode: str
+    ) -> _Reply:
         import openai
 
         params = {**_defaults(self.settings), **dict(request.params)}
         try:
             if self.settings.api == "responses":
-                return self._responses(messages, params)
-            return self._chat(messages, params)
+                reply = self._responses(messages, params, mode)
+            else:
+                reply = self._chat(messages, params, mode)
         except openai.APIStatusError as e:
             if _is_content_filter(e):
                 return _Reply("", 0, 0, BLOCKED)
@@ -197,6 +246,7 @@ class OpenAIChatProvider:
                 f"{self._service} did not answer within {self.settings.timeout_s:g} s "
                 f"(timeout_s) for {request.key}",
                 retryable=True,
+                timeout=True,
                 secrets=self._secrets,
             ) from e
         except openai.APIConnectionError as e:
@@ -210,35 +260,47 @@ class OpenAIChatProvider:
                 retryable=True,
                 secrets=self._secrets,
             ) from e
+        if reply.input_tokens or reply.output_tokens:
+            return reply
+        # A server that sends no usage: estimate, so the ledger and the budget stay honest.
+        prompt = sum(len(m["content"]) for m in messages)
+        return _Reply(
+            reply.text, prompt // 4 + 1, len(reply.text) // 4 + 1, reply.finish_reason, True
+        )
 
-    def _chat(self, messages: list[dict[str, str]], params: Mapping[str, Any]) -> _Reply:
+    def _chat(self, messages: list[dict[str, str]], params: Mapping[str, Any], mode: str) -> _Reply:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
         if params.get("temperature") is not None:
             kwargs["temperature"] = params["temperature"]
         if params.get("max_tokens") is not None:
             kwargs["max_tokens"] = params["max_tokens"]
-        if self.settings.structured_output:
+        if mode == JSON_SCHEMA:
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "message", "strict": True, "schema": ANSWER_SCHEMA},
             }
+        elif mode == JSON_OBJECT:
+            kwargs["response_format"] = {"type": "json_object"}
         response = self.client.chat.completions.create(**kwargs)
+        if not response.choices:
+            return _Reply("", *_usage(response.usage, "prompt_tokens", "completion_tokens"), "stop")
         choice = response.choices[0]
-        usage = response.usage
+        text = choice.message.content if choice.message else None
         return _Reply(
-            choice.message.content or "",
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
+            text or "",
+            *_usage(response.usage, "prompt_tokens", "completion_tokens"),
             choice.finish_reason or "stop",
         )
 
-    def _responses(self, messages: list[dict[str, str]], params: Mapping[str, Any]) -> _Reply:
+    def _responses(
+        self, messages: list[dict[str, str]], params: Mapping[str, Any], mode: str
+    ) -> _Reply:
         kwargs: dict[str, Any] = {"model": self.model, "input": messages}
         if params.get("temperature") is not None:
             kwargs["temperature"] = params["temperature"]
         if params.get("max_tokens") is not None:
             kwargs["max_output_tokens"] = params["max_tokens"]
-        if self.settings.structured_output:
+        if mode == JSON_SCHEMA:
             kwargs["text"] = {
                 "format": {
                     "type": "json_schema",
@@ -247,6 +309,8 @@ class OpenAIChatProvider:
                     "schema": ANSWER_SCHEMA,
                 }
             }
+        elif mode == JSON_OBJECT:
+            kwargs["text"] = {"format": {"type": "json_object"}}
         response = self.client.responses.create(**kwargs)
         usage = response.usage
         finish = "stop"
@@ -254,10 +318,7 @@ class OpenAIChatProvider:
             reason = getattr(response.incomplete_details, "reason", None)
             finish = BLOCKED if reason == BLOCKED else "length"
         return _Reply(
-            response.output_text or "",
-            usage.input_tokens if usage else 0,
-            usage.output_tokens if usage else 0,
-            finish,
+            response.output_text or "", *_usage(usage, "input_tokens", "output_tokens"), finish
         )
 
 
@@ -265,27 +326,61 @@ def _defaults(settings: ChatSettings) -> dict[str, Any]:
     return {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
 
 
+def _usage(usage: Any, input_name: str, output_name: str) -> tuple[int, int]:
+    if usage is None:
+        return 0, 0
+    return int(getattr(usage, input_name, 0) or 0), int(getattr(usage, output_name, 0) or 0)
+
+
+def _spent(replies: tuple[_Reply, ...]) -> dict[str, Any]:
+    return {
+        "input_tokens": sum(r.input_tokens for r in replies),
+        "output_tokens": sum(r.output_tokens for r in replies),
+        "requests": len(replies),
+        "estimated_tokens": any(r.estimated for r in replies),
+    }
+
+
 def _blocked(*replies: _Reply) -> GenerationResult:
+    return GenerationResult(
+        subject="", body="", citations=(), finish_reason=BLOCKED, **_spent(replies)
+    )
+
+
+def _unusable(reason: str, *replies: _Reply) -> GenerationResult:
     return GenerationResult(
         subject="",
         body="",
         citations=(),
-        input_tokens=sum(r.input_tokens for r in replies),
-        output_tokens=sum(r.output_tokens for r in replies),
-        finish_reason=BLOCKED,
+        finish_reason=replies[-1].finish_reason,
+        blocked_reason=reason,
+        **_spent(replies),
     )
 
 
-def _result(answer: dict[str, Any], first: _Reply, last: _Reply) -> GenerationResult:
-    spent = (first,) if first is last else (first, last)
+def _result(answer: Answer, *replies: _Reply) -> GenerationResult:
     return GenerationResult(
-        subject=answer["subject"].strip(),
-        body=answer["body"].strip(),
-        citations=tuple(answer["citations"]),
-        input_tokens=sum(r.input_tokens for r in spent),
-        output_tokens=sum(r.output_tokens for r in spent),
-        finish_reason=last.finish_reason,
+        subject=answer.subject,
+        body=answer.body,
+        citations=answer.citations,
+        finish_reason=replies[-1].finish_reason,
+        **_spent(replies),
     )
+
+
+# What a server says when it rejects the requested answer format (llama.cpp answers HTTP 500).
+_FORMAT_REJECTED = re.compile(
+    r"response_format|json_schema|json_object|schema|grammar|structured|format|not supported|"
+    r"unsupported|not implemented|invalid",
+    re.IGNORECASE,
+)
+
+
+def _rejects_format(error: ProviderError) -> bool:
+    status = getattr(error, "status", None)
+    if status in (400, 415, 422, 501):
+        return True
+    return status == 500 and bool(_FORMAT_REJECTED.search(error.message))
 
 
 def _is_content_filter(error: Any) -> bool:
@@ -318,34 +413,15 @@ def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
     return [*messages, {"role": "user", "content": prompt}]
 
 
-def parse_answer(text: str) -> dict[str, Any] | None:
-    """The first JSON object in `text` with a string subject and body and a list of citations.
+def parse_answer(text: str, document_ids: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The answer in `text` as ``{"subject", "body", "citations"}``, or None when unusable.
 
-    Code fences and chatter around the object are ignored; None when there is no valid answer.
+    A thin wrapper over `cpo.providers.answers.read_answer` (which also says why).
     """
-    candidates = [m.group(1) for m in FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
-    for candidate in candidates:
-        for start in (i for i, ch in enumerate(candidate) if ch == "{"):
-            try:
-                value, _ = decoder.raw_decode(candidate, start)
-            except ValueError:
-                continue
-            if _valid(value):
-                return value
-    return None
-
-
-def _valid(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("subject"), str)
-        and bool(value["subject"].strip())
-        and isinstance(value.get("body"), str)
-        and bool(value["body"].strip())
-        and isinstance(value.get("citations"), list)
-        and all(isinstance(c, str) for c in value["citations"])
-    )
+    answer = read_answer(text, document_ids=document_ids, merge_tags=MERGE_TAGS)
+    if not isinstance(answer, Answer):
+        return None
+    return {"subject": answer.subject, "body": answer.body, "citations": list(answer.citations)}
 
 
 def _http_client(settings: Mapping[str, Any]) -> Any:

@@ -1,6 +1,6 @@
 {{ config(materialized='table', tags=['experiment']) }}
 {#
-  One message per customer: the assigned variant with its merge tags rendered per customer.
+  One message per customer: the assigned variant, then the footer, with merge tags rendered.
   Tags and their SQL expressions (with defaults for missing values) are in
   vars.messages.merge_tags; the data test no_unrendered_merge_tags checks none is left.
 
@@ -24,8 +24,14 @@
 {{ ns.sql }}
 {%- endmacro %}
 with variant_copy as (
-    select variant_id, {{ normalise('subject') }} as subject, {{ normalise('body') }} as body
-    from {{ ref('variants') }}
+    {#- The compliance footer (prompts/footer.txt: unsubscribe line, postal address) is the
+        system's, never the model's: it ends every message, its merge tags rendered like any. #}
+    select
+        v.variant_id,
+        {{ normalise('v.subject') }} as subject,
+        {{ normalise("v.body || chr(10) || chr(10) || f.footer") }} as body
+    from {{ ref('variants') }} as v
+    cross join {{ ref('message_footer') }} as f
 ),
 
 variant_tags as (

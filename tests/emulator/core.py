@@ -65,6 +65,11 @@ class Faults:
         fenced_json: The model's answer is wrapped in a Markdown code fence with chatter.
         uncited_claim: A sentence the model adds to the body with no citation (e.g.
             ``"Only $9.99!"``), to exercise the grounding check.
+        answer_text: The model's answer, literally (``{doc1}``/``{doc2}``: the prompt's first
+            two document ids), to exercise each shape real models answer in.
+        reject_formats: Response format types answered with HTTP 500 "not supported", as
+            llama.cpp does for ``json_schema``.
+        no_usage: Answers carry no ``usage`` (some OpenAI-compatible servers).
     """
 
     service: str | list[str] | None = None
@@ -86,6 +91,9 @@ class Faults:
     malformed_body: bool = False
     fenced_json: bool = False
     uncited_claim: str | None = None
+    answer_text: str | None = None
+    reject_formats: list[str] | None = None
+    no_usage: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Faults:

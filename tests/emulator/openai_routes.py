@@ -22,7 +22,8 @@ from tests.emulator.vectors import DEFAULT_DIMENSIONS, embed_text
 DOC_LINE = re.compile(r"^\s*\[([A-Za-z0-9_.:\-]+)\]\s*([^:\n]*):\s*(.+?)\s*$", re.MULTILINE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 TONE_LINE = re.compile(r"^Tone:\s*([\w-]+)\s*$", re.MULTILINE)
-CLOSING_LINE = re.compile(r"End the body with the line:\s*(.+?)\s*$", re.MULTILINE)
+# A model words the unsubscribe line its own way (the project's footer carries the real one).
+OWN_UNSUBSCRIBE = "Prefer fewer emails? You can unsubscribe at any time with the link below."
 
 
 CHAT_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
@@ -101,8 +102,8 @@ def compose_answer(prompt_text: str, uncited_claim: str | None = None) -> dict[s
     """The deterministic answer: sentences copied verbatim from the documents in the prompt.
 
     Like a model that follows its instructions, it opens with a line naming the prompt's
-    ``Tone:`` (so tones differ) and ends with the closing line the prompt asks for (``End the
-    body with the line: ...``), if any. `uncited_claim` is a sentence added without a
+    ``Tone:`` (so tones differ) and ends with an unsubscribe line in its own words, as real
+    models do whatever they are told. `uncited_claim` is a sentence added without a
     citation, as a model that makes things up would.
     """
     docs: dict[str, tuple[str, str]] = {}
@@ -121,14 +122,17 @@ def compose_answer(prompt_text: str, uncited_claim: str | None = None) -> dict[s
     tone = TONE_LINE.search(prompt_text)
     if tone and tone.group(1) != "control":  # each tone opens differently, as a model would
         body = f"Hello {{{{ first_name }}}}, a {tone.group(1)} note from us.\n\n{body}"
-    if closing := CLOSING_LINE.search(prompt_text):
-        body = f"{body}\n\n{closing.group(1).strip()}"
+    body = f"{body}\n\n{OWN_UNSUBSCRIBE}"
     title = chosen[0][1][0] or chosen[0][0]
     subject = title if len(title) <= 60 else title[:57].rstrip() + "..."
     return {"subject": subject, "body": body, "citations": [d for d, _ in chosen]}
 
 
 def _answer_text(prompt_text: str, f: Faults) -> str:
+    if f.answer_text is not None:
+        # A literal answer; {doc1} and {doc2} name the first two documents of the prompt.
+        ids = [d for d, _, _ in DOC_LINE.findall(prompt_text)] + ["D1", "D2"]
+        return f.answer_text.replace("{doc1}", ids[0]).replace("{doc2}", ids[1])
     if f.malformed_json:
         return "Sure! Here is your message: subject: Hello, body: no JSON today"
     text = json.dumps(compose_answer(prompt_text, f.uncited_claim))
@@ -141,10 +145,21 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+def _rejected_format(requested: Any, f: Faults) -> Reply | None:
+    """llama.cpp's answer to a response format it cannot do: HTTP 500 saying so."""
+    kind = requested.get("type") if isinstance(requested, dict) else None
+    if kind and kind in (f.reject_formats or []):
+        message = f"response_format type {kind!r} is not supported by this server"
+        return Reply(500, {"error": {"code": 500, "message": message, "type": "server_error"}})
+    return None
+
+
 def _chat(body: dict[str, Any], model: str, f: Faults) -> Reply:
     prompt_text = "\n".join(_texts_of(body.get("messages", [])))
     if f.content_filter == "prompt":
         return _prompt_filter_error()
+    if rejected := _rejected_format(body.get("response_format"), f):
+        return rejected
     content: str | None = _answer_text(prompt_text, f)
     finish = "stop"
     if f.content_filter == "completion":
@@ -155,6 +170,11 @@ def _chat(body: dict[str, Any], model: str, f: Faults) -> Reply:
         filters["violence"] = {"filtered": True, "severity": "high"}
     completion = _tokens(content or "")
     prompt = _tokens(prompt_text)
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     return Reply(
         200,
         {
@@ -170,11 +190,7 @@ def _chat(body: dict[str, Any], model: str, f: Faults) -> Reply:
                     "content_filter_results": filters,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
+            "usage": None if f.no_usage else usage,
             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": filters}],
         },
         headers={"x-ratelimit-remaining-requests": "999", "x-ratelimit-remaining-tokens": "99999"},
@@ -185,6 +201,8 @@ def _responses(body: dict[str, Any], f: Faults) -> Reply:
     prompt_text = "\n".join(_texts_of(body.get("instructions")) + _texts_of(body.get("input")))
     if f.content_filter == "prompt":
         return _prompt_filter_error()
+    if rejected := _rejected_format((body.get("text") or {}).get("format"), f):
+        return rejected
     content = _answer_text(prompt_text, f)
     status, incomplete = "completed", None
     output: list[dict[str, Any]] = [

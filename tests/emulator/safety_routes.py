@@ -31,6 +31,10 @@ def route(
 ) -> Reply:
     if path == "/contentsafety/text:analyze" and method == "POST":
         return Reply(200, _analyze(state, body or {}))
+    if path == "/contentsafety/text:detectGroundedness" and method == "POST":
+        if query.get("api-version") != "2024-09-15-preview":
+            raise HTTPError(404, "NotFound", "groundedness needs api-version 2024-09-15-preview")
+        return Reply(200, _groundedness(body or {}))
     m = BLOCKLIST_PATH.match(path)
     if not m:
         raise HTTPError(404, "NotFound", f"no route for {method} {path}")
@@ -91,6 +95,30 @@ def _blocklist_route(
         del state.blocklists[name], state.blocklist_items[name]
         return Reply(204)
     raise HTTPError(405, "MethodNotAllowed", f"{method} not allowed here")
+
+
+_WORD = re.compile(r"[a-z0-9]{4,}")
+
+
+def _groundedness(body: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in verdict: a sentence of 5+ long words (4+ letters) is ungrounded when under half
+    of them appear in the sources. Not the service's model; the wire shape is the service's."""
+    text = body.get("text")
+    sources = body.get("groundingSources")
+    if not isinstance(text, str) or not isinstance(sources, list) or not sources:
+        raise HTTPError(400, "InvalidRequestBody", "text and groundingSources are required.")
+    known = set(_WORD.findall(" ".join(map(str, sources)).lower()))
+    details, ungrounded_chars = [], 0
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+        words = _WORD.findall(sentence.lower())
+        if len(words) >= 5 and sum(w in known for w in words) / len(words) < 0.5:
+            details.append({"text": sentence, "offset": {"utf8": text.find(sentence)}})
+            ungrounded_chars += len(sentence)
+    return {
+        "ungroundedDetected": bool(details),
+        "ungroundedPercentage": round(ungrounded_chars / max(1, len(text)), 4),
+        "ungroundedDetails": details,
+    }
 
 
 def _analyze(state: EmulatorState, body: dict[str, Any]) -> dict[str, Any]:
