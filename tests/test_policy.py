@@ -89,7 +89,9 @@ def test_clean_copy_passes_every_policy_check():
         "policy:subject_length",
         "policy:body_length",
         "policy:pii",
+        "policy:claims",
         "policy:urgency_deadline",
+        "policy:markup",
     }
 
 
