@@ -401,7 +401,7 @@ def supports_scarcity(texts: Iterable[str]) -> bool:
 
 
 MARKUP = re.compile(
-    r"<\s*/?\s*[a-z][a-z0-9:-]*(?:\s[^<>]*)?/?\s*>|<!--|<!\[cdata\[|<\?xml"
+    r"</?[a-z][a-z0-9:-]*(?:\s[^<>]*)?/?\s*>|<!--|<!\[cdata\[|<\?xml"
     r"|\bjavascript\s*:|\bvbscript\s*:|\bdata\s*:\s*text/html|\bon[a-z]{3,}\s*=\s*[\"'\w]",
     re.IGNORECASE,
 )

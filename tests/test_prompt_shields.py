@@ -107,3 +107,16 @@ def test_prompt_shields_setting_is_checked():
     with pytest.raises(ConfigurationError, match="prompt_shields"):
         azure_content_safety_factory({"prompt_shields": "yes"}, env)
     assert azure_content_safety_factory({"prompt_shields": False}, env).prompt_shields is False
+
+
+def test_a_shield_down_for_good_stops_retrieval_and_changes_nothing(tmp_path):
+    with Emulator(tls=True, keys=KEYS) as emu:
+        project = make_project(tmp_path / "p", emu)
+        emu.faults = Faults(path_contains="shieldPrompt", down=True)
+        run = build(project, azure_env(emu))
+        assert not run.success
+        failed = {r.name: r.message for r in run.results if r.failed}
+        assert "circuit breaker opened" in failed["retrieved_content"]
+        shield_calls = [r for r in emu.requests if r.path == SHIELD_PATH]
+        assert 0 < len(shield_calls) <= 5 * 6  # breaker_failures x max_attempts
+        assert not (project / "cpo.duckdb").exists()  # a failed build publishes nothing

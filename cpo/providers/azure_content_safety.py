@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError
@@ -252,14 +253,28 @@ def azure_content_safety_factory(
     )
 
 
+@dataclass(frozen=True)
+class ShieldRequest:
+    """One document for Prompt Shields (its cache identity: the text, not the id)."""
+
+    key: str
+    text: str
+
+
 def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
     """Documents that pass Azure Prompt Shields, for the targets whose safety provider has them.
 
     Used by the retrieval step before indexing. Each document (title and body) is checked on its
     own; a flagged document is excluded and ``run_errors`` records why; a document the shield
     could not check (unreachable, refused, unreadable answer, after the call layer's retry
-    settings) is excluded too (fail-closed), with the error. Targets without an Azure Content
-    Safety provider, and `plan` (which calls no service), return `documents` unchanged.
+    settings) is excluded too (fail-closed), with the error. When ``calls.breaker_failures``
+    documents in a row cannot be checked (or the credentials are refused), the service is taken
+    to be down and the step stops with an error instead of retrieving from nothing. Verdicts are
+    cached like every call. Targets without an Azure Content Safety provider, and `plan` (which
+    calls no service), return `documents` unchanged.
+
+    Raises:
+        ProviderError: The shield is down (circuit breaker) or refuses the credentials.
     """
     from cpo.errors import ProviderError
 
@@ -273,28 +288,61 @@ def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
     shields = [p for p in layers if getattr(p, "prompt_shields", False)]
     if not shields:
         return documents
+    from cpo.calls import cache_key
+
     settings = step.calls.settings
+    cache = step.calls.cache
     kept = []
+    failures: list[str] = []  # consecutive documents the shield could not check
     for document in documents:
         text = f"{document.title}. {document.body}"
         reason = None
         for shield in shields:
+            # Verdicts are cached like any call (an unchanged document is not sent again);
+            # failures are not.
+            key = cache_key(
+                {**shield.describe(), "api_version": SHIELD_API_VERSION},
+                "shield_document",
+                ShieldRequest(document.document_id, text),
+                "",
+            )
+            cached = cache.get(key)
+            if cached is not None:
+                if cached.get("attack_detected"):
+                    reason = "excluded: Azure Prompt Shields detected a document attack"
+                continue
             delay = settings.backoff_initial_s
             for attempt in range(1, max(1, settings.max_attempts) + 1):
                 try:
-                    if shield.shield_document(text):
+                    attack = shield.shield_document(text)
+                    cache.put(key, shield.name, shield.model, {"attack_detected": attack})
+                    if attack:
                         reason = "excluded: Azure Prompt Shields detected a document attack"
                     break
                 except ProviderError as e:
+                    if getattr(e, "status", None) in (401, 403):
+                        raise  # wrong credentials fail every document the same way
                     if getattr(e, "retryable", False) and attempt < settings.max_attempts:
                         wait = getattr(e, "retry_after_s", None) or delay
                         step.calls.sleep(min(wait, settings.backoff_max_s))
                         delay = min(delay * 2, settings.backoff_max_s)
                         continue
                     reason = f"excluded: Prompt Shields could not check it (fail-closed): {e}"
+                    failures.append(str(e))
                     break
             if reason:
                 break
+        if reason and reason.startswith("excluded: Prompt Shields could not"):
+            if len(failures) >= max(1, settings.breaker_failures):
+                raise ProviderError(
+                    f"step 'retrieved_content' stopped: Azure Prompt Shields failed for "
+                    f"{len(failures)} documents in a row (circuit breaker opened); last error: "
+                    f"{failures[-1].rstrip('.')}. Results obtained so far are cached; fix the "
+                    "cause and rebuild to resume",
+                    node="retrieved_content",
+                )
+        else:
+            failures.clear()
         if reason:
             ctx.record_error(document.document_id, reason)
         else:
