@@ -76,8 +76,8 @@ _UNITS = re.compile(
     r"pm|am|gb|mb|tb|mp|p|v|w|mah|wd|xl|xs)",
     re.IGNORECASE,
 )
-# Single letters joined by one repeated separator: "b-i-t-c-h", "f.u.c.k", "f u c k".
-_SPACED = re.compile(r"(?<![\w])([a-z])((?:[-._*]\s?|\s)[a-z]){3,}(?![\w])", re.IGNORECASE)
+# Single letters joined by one separator, the same each time: "b-i-t-c-h", "f.u.c.k", "f u c k".
+_SPACED = re.compile(r"(?<![\w])[a-z]([-._*]\s?|\s)[a-z](?:\1[a-z]){2,}(?![\w])", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _MARKS = re.compile(r"[\u0300-\u036f]")
 
@@ -136,7 +136,11 @@ def fold_leet(text: str) -> str:
 
 def _join_spaced(match: re.Match[str]) -> str:
     letters = re.sub(r"[^a-z]", "", match.group(0), flags=re.IGNORECASE)
-    if letters.lower() in PROFANE_WORDS or len(letters) >= 5:
+    if letters.lower() in PROFANE_WORDS:
+        return letters
+    if letters[1:].lower() in PROFANE_WORDS:  # "a s h i t show": an article in front
+        return f"{letters[0]} {letters[1:]}"
+    if len(letters) >= 5:
         return letters
     return match.group(0)
 
