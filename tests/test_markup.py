@@ -134,3 +134,23 @@ def test_markup_in_generated_copy_is_blocked_and_messages_are_plain_text(built):
     assert len(messages) > 0
     for column in ("subject", "body"):
         assert not messages[column].map(lambda t: bool(find_markup(t) or find_formulas(t))).any()
+
+
+def test_markup_in_customer_data_fails_the_plain_text_test(tmp_path):
+    project = copy_sample_project(tmp_path / "p")
+    path = project / "seeds" / "customers.csv"
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    for row in rows:  # every customer: whichever message names them carries it
+        row["first_name"] = "<img src=x onerror=alert(1)>"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["build", "-s", "+messages", "--project-dir", str(project)])
+    assert code == 1
+    failed = [line for line in out.getvalue().splitlines() if "FAIL" in line]
+    assert any("messages_are_plain_text" in line for line in failed), out.getvalue()[-2000:]
+    assert "onerror" not in out.getvalue() + err.getvalue()  # the value itself is not echoed
+    assert not (project / "cpo.duckdb").exists()
