@@ -15,14 +15,19 @@ greater than or equal to its threshold (default 4, Azure's "medium").
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from cpo import grounding as lexical
 from cpo.errors import ConfigurationError
+from cpo.normalize import normalize
 from cpo.providers.base import HARM_CATEGORIES, SafetyResult
 
 DEFAULT_THRESHOLD = 4
@@ -66,72 +71,45 @@ DEFAULT_POLICY: Mapping[str, Any] = {
     ),
 }
 
-INJECTION_PATTERNS: tuple[str, ...] = (
-    r"\b(ignore|disregard|forget|override|skip)\s+(all\s+|any\s+|the\s+|your\s+|my\s+)*"
-    r"(previous|prior|above|earlier|preceding|former|original|system)\s+"
-    r"(instructions?|prompts?|directions?|rules|messages?|guidelines|context)",
-    r"\bdisregard\s+(all\s+|everything\s+)?(the\s+|that\s+)?(above|before|previous)",
-    r"\bforget\s+(everything|all|anything)\s+(you\s+(were|have\s+been)\s+told|above|before|"
-    r"previously|so\s+far)",
-    r"\bpretend\s+(that\s+)?(you\s+are|you['’]re|to\s+be)\b[^.!?:;\n]{0,40}\b(no|without|zero)\s+"
-    r"(rules|restrictions|limits|filters|guidelines)",
-    r"\b(system|developer|hidden)\s+prompt\b",
-    r"\byou\s+are\s+now\s+(an?\s+)?(ai|assistant|chat\s?bot|language\s+model|dan|jailbroken|"
-    r"unrestricted|unfiltered|in\s+developer\s+mode|free\s+from|no\s+longer)",
-    r"\b(new|updated|real)\s+instructions\s*:",
-    r"\b(reveal|print|show|repeat|output|leak)\s+(me\s+)?(your|the)\s+"
-    r"(system\s+|hidden\s+|initial\s+)?(prompt|instructions)",
-    r"\b(act|behave)\s+as\s+(an?\s+)?(unfiltered|unrestricted|jailbroken|uncensored)",
-    r"\b(developer|god|jailbreak)\s+mode\b",
-    r"\bdo\s+anything\s+now\b",
-    r"\b(bypass|disable|turn\s+off|ignore)\s+(your\s+|the\s+|all\s+)?"
-    r"(safety|content|moderation)\s+(filters?|policy|policies|rules|guidelines)",
-    r"<\|?(im_start|im_end|system|endoftext)\|?>",
-    r"\[/?(inst|system)\]",
-    r"#{2,}\s*(system|instruction)s?\b",
-    # Role-play jailbreaks: a persona "without rules", DAN, "from now on you are", unbinding.
-    r"\b(pretend|imagine|act\s+as\s+if|act\s+like|behave\s+as\s+if|suppose)\s+(that\s+)?"
-    r"(you\s+|you['’]re\s+|you\s+are\s+|you\s+have\s+|you\s+had\s+|you\s+were\s+)"
-    r"[^.!?:;\n]{0,50}\b(no|without|zero|free\s+of|free\s+from|never\s+had|don['’]?t\s+have|"
-    r"do\s+not\s+have)\s+(any\s+|your\s+|an?\s+)?(rules|restrictions|filters|guidelines|guardrails|"
-    r"censorship|content\s+polic(y|ies)|(usage\s+|safety\s+)?polic(y|ies)|ethics|morals|"
-    r"programming|moderation|safety\s+(rules|filters|guidelines|training))\b",
-    r"\b(act|acting|behave|respond|answer|role-?\s?play|roleplay)\s+(as|like)\s+(an?\s+)?"
-    r"(dan|stan|evil\s+(ai|assistant|bot)|amoral|unethical|uncensored|unfiltered|unrestricted|"
-    r"jailbroken)\b",
-    r"\b(you\s+are|you['’]re|you\s+will\s+be|become|be)\s+(now\s+)?dan\b[^.!?\n]{0,40}"
-    r"\b(anything|no\s+(rules|restrictions|limits)|unrestricted|unfiltered|jailbr)",
-    r"\bfrom\s+now\s+on,?\s+(you\s+are|you['’]re|you\s+will\s+be|you['’]ll\s+be|you\s+must\s+be)\s+"
-    r"[^.!?\n]{0,40}\b(ai|assistant|chat\s?bot|dan|language\s+model|unrestricted|unfiltered|"
-    r"uncensored|jailbroken|amoral|no\s+longer\s+(bound|an?\s+ai|an?\s+assistant)|"
-    r"free\s+(from|of)\s+(all\s+|any\s+|your\s+)?(rules|restrictions|guidelines|filters|polic))\b",
-    r"\bfrom\s+now\s+on,?\s+(you\s+will\s+|you['’]ll\s+|you\s+must\s+|you\s+shall\s+)?"
-    r"(always\s+|only\s+)?(act|behave|respond|answer|reply|pretend|role-?\s?play|roleplay)\s+"
-    r"(only\s+)?((as|like)\s+(an?\s+|my\s+|the\s+)?(ai|assistant|chat\s?bot|dan|language\s+model|"
-    r"unrestricted|unfiltered|uncensored|jailbroken|evil|amoral|unethical|persona|character)\b|"
-    r"without\s+(any\s+)?(rules|restrictions|filters|guidelines|censorship|limits))",
-    r"\bfrom\s+now\s+on,?\s+(you\s+will\s+|you['’]ll\s+|you\s+must\s+|you\s+shall\s+)?"
-    r"(ignore|forget|disregard|override|bypass|drop|obey)\s+(all\s+|any\s+|your\s+|the\s+|of\s+)*"
-    r"(rules|instructions|guidelines|restrictions|filters|polic(y|ies)|programming|training|"
-    r"safety|prior|previous|me|my\s+(commands|orders|instructions))\b",
-    r"\b(no\s+longer|not|never\s+again|now\s+free\s+from|freed\s+from|released\s+from)\s+"
-    r"(bound|restricted|constrained|limited|governed)\s+(by|to)\s+(any\s+|your\s+|the\s+|its\s+|"
-    r"openai['’]?s?\s+|anthropic['’]?s?\s+|their\s+)*(rules|restrictions|guidelines|polic(y|ies)|"
-    r"content\s+polic(y|ies)|programming|training|filters|ethics|morals|safety|moderation|"
-    r"terms\s+of\s+(use|service)|instructions)",
-    r"\byou\s+(have|now\s+have|has)\s+no\s+(more\s+)?(rules|filters|guidelines|guardrails|"
-    r"censorship|content\s+polic(y|ies)|ethical\s+(guidelines|limits)|moral\s+(guidelines|limits)|"
-    r"safety\s+(rules|filters|guidelines))\b",
-    r"\b(enable|enter|activate|switch\s+to|turn\s+on|unlock)\s+(the\s+)?(dan|dev|debug|"
-    r"unrestricted|unfiltered|uncensored|admin|sudo|root|god)\s+mode\b",
-    r"\b(dan|unrestricted|unfiltered|uncensored)\s+mode\b",
-    r"\b(ignore|disregard|forget|abandon|drop|override|bypass)\s+(all\s+|any\s+)?(of\s+)?"
-    r"(your|the\s+ai['’]?s?|openai['’]?s?|anthropic['’]?s?)\s+(own\s+)?(rules|programming|guidelines|"
-    r"restrictions|training|content\s+polic(y|ies)|polic(y|ies)|ethics|morals|filters|"
-    r"guardrails|safety\s+(rules|training|guidelines|filters))\b",
+
+def _lexicon(name: str) -> dict[str, Any]:
+    """A YAML pattern file shipped in ``cpo/providers/lexicons/``."""
+    text = resources.files("cpo.providers").joinpath(f"lexicons/{name}").read_text("utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def _expand(pattern: str, definitions: Mapping[str, str]) -> str:
+    for name, alternation in definitions.items():
+        pattern = pattern.replace("{" + name + "}", alternation)
+    return pattern.replace(" ", r"[\s\-]+")
+
+
+def _compiled(patterns: Iterable[str], definitions: Mapping[str, str]) -> tuple[re.Pattern, ...]:
+    return tuple(
+        re.compile(rf"(?<!\w)(?:{_expand(p, definitions)})(?!\w)", re.IGNORECASE) for p in patterns
+    )
+
+
+_INJECTION_DATA = _lexicon("injection.yml")
+INJECTION_PATTERNS: tuple[str, ...] = tuple(
+    str(p) for group in _INJECTION_DATA["patterns"].values() for p in group
 )
-"""Instruction-like text aimed at a model. RE2-compatible (no look-around), so SQL can reuse
-them with ``regexp_matches(text, pattern, 'i')``; apply them case-insensitively."""
+"""Instruction-like text aimed at a model (``lexicons/injection.yml``), in every language it
+covers. RE2-compatible (no look-around), so SQL can reuse them with
+``regexp_matches(text, pattern, 'i')``; apply them case-insensitively to normalised text."""
+
+_CLAIMS = _lexicon("claims.yml")
+_CLAIM_DEFINITIONS = {
+    str(k): "(?:" + re.sub(r"\s*\|\s*", "|", str(v).strip()) + ")"
+    for k, v in (_CLAIMS.get("definitions") or {}).items()
+}
+HEALTH_CLAIMS = _compiled(_CLAIMS["health_claims"], _CLAIM_DEFINITIONS)
+"""Cure and treatment claims for medical conditions (``lexicons/claims.yml``)."""
+FINANCIAL_CLAIMS = _compiled(_CLAIMS["financial_claims"], _CLAIM_DEFINITIONS)
+"""Promises of money (``double your money``, ``guaranteed returns``)."""
+COUNTDOWN = _compiled(_CLAIMS["urgency"]["countdown"], {})
+SCARCITY = _compiled(_CLAIMS["urgency"]["scarcity"], {})
+SCARCITY_EVIDENCE = _compiled(_CLAIMS["urgency"]["scarcity_evidence"], {})
 
 _INJECTION = tuple(re.compile(p, re.IGNORECASE) for p in INJECTION_PATTERNS)
 
@@ -333,21 +311,128 @@ def strip_markup(text: str) -> str:
     return CITATION_BRACKET.sub(" ", MERGE_TAG.sub(" ", text))
 
 
+def _digits(value: str) -> str:
+    digits = re.sub(r"\D", "", value)
+    return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
+
+
+def pii_allowed(value: str, kind: str, allow: Sequence[str]) -> bool:
+    """Whether a found `value` is the sender's own (an entry of ``pii_allow``).
+
+    An entry is one of:
+
+    * an exact value (``support@northwind.example``, ``1-800-555-0142``); phone numbers compare
+      by their digits, so ``(800) 555-0142`` and ``+1 800 555 0142`` match ``1-800-555-0142``;
+    * a domain (``northwind.example`` or ``@northwind.example``): every address at that domain
+      or any of its subdomains (``help@care.northwind.example``);
+    * a glob (``*@northwind.example``, ``+1-800-555-*``), matched case-insensitively.
+    """
+    value_l = value.lower()
+    for entry in allow:
+        entry_l = entry.strip().lower()
+        if not entry_l:
+            continue
+        if value_l == entry_l:
+            return True
+        if any(c in entry_l for c in "*?["):
+            if fnmatch.fnmatchcase(value_l, entry_l) or (
+                kind == "phone" and fnmatch.fnmatchcase(_digits(value), _digits(entry_l) or "-")
+            ):
+                return True
+            continue
+        if kind == "email":
+            domain = entry_l.lstrip("@")
+            host = value_l.rpartition("@")[2]
+            if "@" not in domain and (host == domain or host.endswith("." + domain)):
+                return True
+        elif kind == "phone" and len(_digits(entry_l)) >= 7 and _digits(value) == _digits(entry_l):
+            return True
+    return False
+
+
 def find_pii(text: str, allow: Sequence[str] = ()) -> list[str]:
     """Return the kinds of PII found (``email``, ``phone``, ``card_number``, ``ssn``).
 
-    Merge tags are removed first, so ``{{ email }}`` is not PII; values in `allow` (e.g. the
-    brand's support address) are exempt. The values themselves are never returned.
+    Merge tags are removed first, so ``{{ email }}`` is not PII; the sender's own addresses and
+    numbers (`allow`, see `pii_allowed`) are exempt. The values themselves are never returned.
     """
     text = MERGE_TAG.sub(" ", text)
-    allowed = {a.lower() for a in allow}
     found = []
     for kind, pattern in (("email", EMAIL), ("ssn", SSN), ("card_number", CARD), ("phone", PHONE)):
-        hits = [m.group(0) for m in pattern.finditer(text) if m.group(0).lower() not in allowed]
-        found.extend(kind for _ in hits)
+        hits = [m.group(0) for m in pattern.finditer(text)]
+        found.extend(kind for h in hits if not pii_allowed(h, kind, allow))
         for hit in hits:  # a card number must not also count as a phone number
             text = text.replace(hit, " ")
     return found
+
+
+def find_health_claims(text: str) -> list[str]:
+    """Cure and treatment claims for medical conditions in `text` (normalised first)."""
+    norm = normalize(text)
+    return [m.group(0) for p in HEALTH_CLAIMS for m in p.finditer(norm)]
+
+
+def find_financial_claims(text: str) -> list[str]:
+    """Promises of money in `text` (normalised first)."""
+    norm = normalize(text)
+    return [m.group(0) for p in FINANCIAL_CLAIMS for m in p.finditer(norm)]
+
+
+def find_urgency(text: str, terms: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(countdown and deadline phrases, scarcity phrases) in `text`, normalised first.
+
+    `terms` are the configured ``urgency_terms`` (counted as countdown phrases).
+    """
+    norm = normalize(text)
+    countdown = _found_phrases(norm, terms)
+    countdown += [m.group(0) for p in COUNTDOWN for m in p.finditer(norm)]
+    scarcity = [m.group(0) for p in SCARCITY for m in p.finditer(norm)]
+    return _unique(countdown), _unique(scarcity)
+
+
+def _unique(found: Iterable[str]) -> list[str]:
+    """`found` without repeats (case-insensitive), first spelling kept."""
+    seen: dict[str, str] = {}
+    for f in found:
+        seen.setdefault(f.lower(), f)
+    return list(seen.values())
+
+
+def supports_scarcity(texts: Iterable[str]) -> bool:
+    """Whether any cited text states a scarcity (limited edition, only N units, ...)."""
+    return any(p.search(normalize(t)) for t in texts for p in SCARCITY_EVIDENCE)
+
+
+MARKUP = re.compile(
+    r"</?[a-z][a-z0-9:-]*(?:\s[^<>]*)?/?\s*>|<!--|<!\[cdata\[|<\?xml"
+    r"|\bjavascript\s*:|\bvbscript\s*:|\bdata\s*:\s*text/html|\bon[a-z]{3,}\s*=\s*[\"'\w]",
+    re.IGNORECASE,
+)
+"""Markup: any HTML/XML tag (``<b>``, ``<script>``, ``<img src=x onerror=...>``, ``<svg
+onload=...>``), comments, ``javascript:`` URLs and inline event handlers (``onerror=``)."""
+FORMULA = re.compile(
+    r"(?:^|\n)[ \t]*(?:[=@]|[+\-][ \t]*(?:[=@]|\d[\d.,]*[ \t]*[-+*/^&]|[a-z_][a-z0-9_.]*[ \t]*\("
+    r"|cmd\b))"
+    r"|=[ \t]*(?:hyperlink|importxml|importdata|importhtml|importrange|importfeed|webservice|image"
+    r"|cmd|dde|call|exec)[ \t]*\(|\bcmd[ \t]*\|",
+    re.IGNORECASE,
+)
+"""Spreadsheet formulas (OWASP CSV injection): a line starting with ``=`` or ``@``, or with ``+``
+or ``-`` followed by a formula (``-2+3``, ``+SUM(``, ``-cmd``); and ``=HYPERLINK(``,
+``=IMPORTXML(``, ``=WEBSERVICE(``... or ``cmd|`` (DDE) anywhere. Bullets (``- item``), prices
+(``-20%``) and e-mail addresses inside a line are not formulas."""
+
+
+def find_markup(text: str) -> list[str]:
+    """Markup in `text` (merge tags ``{{ }}`` are not markup), normalised first."""
+    norm = MERGE_TAG.sub(" ", normalize(text))
+    return [m.group(0) for m in MARKUP.finditer(norm)]
+
+
+def find_formulas(text: str) -> list[str]:
+    """Formula-leading lines and formula functions in `text`, normalised first."""
+    norm = MERGE_TAG.sub(" ", normalize(text))
+    return [m.group(0).strip() for m in FORMULA.finditer(norm)]
 
 
 def has_deadline(texts: Iterable[str]) -> bool:
@@ -374,12 +459,10 @@ def policy_checks(
     """
     p = resolve_policy(policy)
     copy = f"{subject}\n{body}"
-    checks = [
-        _findings(
-            "policy:forbidden_phrases",
-            [f"forbidden_phrase: {f}" for f in _found_phrases(copy, p["forbidden_phrases"])],
-        )
-    ]
+    forbidden = _found_phrases(copy, p["forbidden_phrases"]) or _found_phrases(
+        normalize(copy), p["forbidden_phrases"]
+    )
+    checks = [_findings("policy:forbidden_phrases", [f"forbidden_phrase: {f}" for f in forbidden])]
     for name, pattern in p["required_patterns"].items():
         check = f"policy:required:{name}"
         checks.append(
@@ -389,16 +472,24 @@ def policy_checks(
         )
     checks.append(_subject_length(subject, p["subject_max_chars"], p["merge_tag_chars"]))
     checks.append(_body_length(body, p["body_min_words"], p["body_max_words"]))
-    pii = find_pii(copy, p["pii_allow"])
+    pii = find_pii(normalize(copy), p["pii_allow"])
     checks.append(_findings("policy:pii", [f"pii: {kind}" for kind in dict.fromkeys(pii)]))
-    urgent = _found_phrases(copy, p["urgency_terms"])
+    claims = [f"health_claim: {c!r}" for c in dict.fromkeys(find_health_claims(copy))]
+    claims += [f"financial_claim: {c!r}" for c in dict.fromkeys(find_financial_claims(copy))]
+    checks.append(_findings("policy:claims", claims))
+    countdown, scarcity = find_urgency(copy, p["urgency_terms"])
+    dated = has_deadline(cited_texts)
+    findings = (
+        []
+        if dated
+        else [f"false_urgency: {u!r} with no deadline in cited content" for u in countdown]
+    )
+    if not dated and not supports_scarcity(cited_texts):
+        findings += [f"false_scarcity: {u!r} not stated in cited content" for u in scarcity]
+    checks.append(_findings("policy:urgency_deadline", findings))
+    markup = find_markup(copy) + find_formulas(copy)
     checks.append(
-        _findings(
-            "policy:urgency_deadline",
-            []
-            if has_deadline(cited_texts)
-            else [f"false_urgency: {u!r} with no deadline in cited content" for u in urgent],
-        )
+        _findings("policy:markup", [f"markup: {m[:40]!r}" for m in dict.fromkeys(markup)])
     )
     return checks
 
@@ -571,8 +662,13 @@ def lexical_checks(
 
 
 def find_injection(text: str) -> list[str]:
-    """Return the instruction-like passages in `text` that address a model."""
-    return [m.group(0) for p in _INJECTION for m in p.finditer(text)]
+    """Return the instruction-like passages in `text` that address a model.
+
+    The text is normalised first (`cpo.normalize.normalize`): zero-width characters, full-width
+    letters, look-alikes, accents and digits-for-letters do not hide an instruction.
+    """
+    norm = normalize(text)
+    return [m.group(0) for p in _INJECTION for m in p.finditer(norm)]
 
 
 def injection_check(text: str) -> Check:

@@ -46,6 +46,7 @@ ENV_VARS = (
 SAME_ROWS = ("customers", "segments", "assignments", "messages")
 GENERATION_PATH = f"/openai/deployments/{DEPLOYMENT}/chat/completions"
 ANALYZE_PATH = "/contentsafety/text:analyze"
+SHIELD_PATH = "/contentsafety/text:shieldPrompt"
 # One variant, picked by what only its prompt contains: its segment id and its tone.
 CHAMPIONS_URGENT = ["(champions)", "Tone: urgent"]
 LOYAL_FRIENDLY = ["(loyal)", "Tone: friendly"]
@@ -254,6 +255,9 @@ def test_wire_requests_use_keys_paths_and_api_versions(azure_build: AzureBuild) 
     # Tones of one segment may get the same copy: equal texts are screened once (cache).
     texts = {r.body["text"] for r in analyze}
     assert len(texts) <= len(analyze) <= 19
+    shields = [r for r in safety if r.path == SHIELD_PATH]  # documents, before retrieval
+    assert shields and all(r.api_version == "2024-09-01" for r in shields)
+    safety = [r for r in safety if r.path != SHIELD_PATH]
     assert {r.path for r in safety} - {ANALYZE_PATH} == {
         "/contentsafety/text/blocklists/competitors",
         "/contentsafety/text/blocklists/competitors:addOrUpdateBlocklistItems",
@@ -267,7 +271,7 @@ def test_wire_requests_use_keys_paths_and_api_versions(azure_build: AzureBuild) 
 
 def test_rebuild_makes_no_generation_or_safety_request(azure_build: AzureBuild) -> None:
     again = azure_build.second
-    assert not [r for r in again if r.path in (GENERATION_PATH, ANALYZE_PATH)]
+    assert not [r for r in again if r.path in (GENERATION_PATH, ANALYZE_PATH, SHIELD_PATH)]
     assert not [r for r in again if r.path.endswith("search.post.search")]
     # The index lives in the service: an unchanged corpus is not uploaded (or embedded) again.
     assert not [r for r in again if "/indexes" in r.path]
@@ -381,7 +385,9 @@ def test_a_service_down_for_good_stops_the_step_and_keeps_earlier_results(
     (project / "cpo.duckdb").write_bytes((azure_build.project / "cpo.duckdb").read_bytes())
     before = file_hash(project / "cpo.duckdb")
     use_env(monkeypatch, azure_env(emu))
-    emu.set_faults(service="safety", down=True)
+    # Screening's blocklist sync is down (documents' Prompt Shields still answer: a shield down
+    # for good stops retrieval instead, tests/test_prompt_shields.py).
+    emu.set_faults(service="safety", path_contains="blocklists", down=True)
     code = main(["build", "--project-dir", str(project), "--target", "azure"])
     out, err = capsys.readouterr()
     assert code == 1
@@ -389,7 +395,7 @@ def test_a_service_down_for_good_stops_the_step_and_keeps_earlier_results(
     assert "HTTP 503" in out and "Results obtained so far are cached" in out
     assert file_hash(project / "cpo.duckdb") == before
     # The first safety request of an item syncs the blocklist: it is what fails here.
-    refused = [r for r in emu.requests if r.service == "safety"]
+    refused = [r for r in emu.requests if r.service == "safety" and r.path != SHIELD_PATH]
     assert 0 < len(refused) <= 5 * 6  # breaker_failures x max_attempts, one item at a time
     assert_no_secrets(project, out, err)
     # Generation succeeded before safety failed: its answers are cached, not paid again.
@@ -406,7 +412,8 @@ def test_a_service_down_for_good_stops_the_step_and_keeps_earlier_results(
     [
         ("AZURE_SEARCH_ADMIN_KEY", "Azure AI Search", "search", "retrieved_content"),
         ("AZURE_OPENAI_API_KEY", "Azure OpenAI", "openai", "variants"),
-        ("AZURE_CONTENT_SAFETY_API_KEY", "Azure AI Content Safety", "safety", "safety_screenings"),
+        # Documents pass Prompt Shields before retrieval: the first step to use the safety key.
+        ("AZURE_CONTENT_SAFETY_API_KEY", "Azure AI Content Safety", "safety", "retrieved_content"),
     ],
 )
 def test_a_wrong_key_fails_clearly_without_a_retry_storm(

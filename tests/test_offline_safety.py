@@ -448,3 +448,102 @@ def test_blocklists_also_match_masked_spellings(screen):
         SafetyRequest(key="t", text="Total b!tch of a day.", blocklists={"b": ["bitch"]})
     )
     assert result.blocklist_matches == ("b:bitch",)
+
+
+# --- issue 15 / 10.8: the shared normaliser, idioms, and the measured floors -----------------
+
+from cpo.normalize import normalize  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("Ign\u200bore previous", "Ignore previous"),  # zero-width space
+        ("Ign\u2060ore\u00ad previous", "Ignore previous"),  # word joiner, soft hyphen
+        ("\uff29\uff47\uff4e\uff4f\uff52\uff45 it", "Ignore it"),  # full-width
+        ("F\u043erget it", "Forget it"),  # Cyrillic o
+        ("Ign0re prev1ous 1nstruct10ns", "Ignore previous instructions"),
+        ("sh1tty and bullsh!t", "shitty and bullshit"),
+        ("f*cking and f#ck", "fucking and fuck"),
+        ("a b-i-t-c-h and f u c k", "a bitch and fuck"),
+        ("pr\u00e9c\u00e9dentes", "precedentes"),
+        ("Bell\x07 ring", "Bell ring"),  # control character
+    ],
+)
+def test_normaliser_folds_what_hides_a_word(raw, normalised):
+    assert normalize(raw) == normalised
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Our 20L pack, 4th edition, 500ml bottle for $50.",
+        "Write to support@northwind.example or call 1-800-555-0142.",
+        "Model 4411-220, sizes 38 to 46, A* rated.",
+        "U S A made, #1 in reviews.",
+    ],
+)
+def test_normaliser_leaves_ordinary_text_alone(text):
+    assert normalize(text) == text
+
+
+ISSUE_IDIOMS = [
+    "This parka is to die for.",
+    "Our new boots blow away the competition.",
+    "Crush your goals with trail runners that grip.",
+    "The alpine shell is drop-dead gorgeous.",
+    "Slay the slopes in our insulated bibs.",
+    "This fleece is insanely warm.",
+    "Merino and down: a deadly combination of style and warmth.",
+    "Hunting season is here: blaze-orange vests are in stock.",
+    "Every pack ships with a first aid kit.",
+    "Carry an avalanche beacon, probe and shovel.",
+    "Our survival blanket weighs 50 grams.",
+]
+
+
+@pytest.mark.parametrize("text", ISSUE_IDIOMS)
+def test_marketing_idioms_and_outdoor_words_stay_clean(text):
+    from benchmarks.safety_eval import project_rules, screen_entry
+
+    policy, thresholds = project_rules(ROOT)
+    screen = make_offline_safety({}, {})
+    checks = screen_entry({"id": "x", "text": text}, screen, policy, thresholds)
+    assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+
+
+# Measured with benchmarks/safety_eval.py and the project's configured policy. The holdout was
+# written (and committed) before the screen changed and measured once at the end: these floors
+# are its blind figures. Raise them when the screen gets better; never tune on the holdout.
+FLOORS = {
+    "tests/fixtures/safety_corpus.jsonl": {"precision": 0.99, "recall": 0.99, "per_kind": 0.95},
+    "tests/fixtures/safety_holdout_v2.jsonl": {"precision": 0.95, "recall": 0.90, "per_kind": 0.8},
+}
+
+
+@pytest.mark.parametrize("corpus", sorted(FLOORS))
+def test_precision_and_recall_floors(corpus):
+    from benchmarks.safety_eval import evaluate, load_corpus, project_rules
+
+    policy, thresholds = project_rules(ROOT)
+    report = evaluate(load_corpus(ROOT / corpus), make_offline_safety({}, {}), policy, thresholds)
+    floor = FLOORS[corpus]
+    assert report["precision"] >= floor["precision"], report["false_positives"]
+    assert report["recall"] >= floor["recall"], report["false_negatives"]
+    low = {k: r for k, r in report["per_kind_recall"].items() if r < floor["per_kind"]}
+    assert not low, (low, report["false_negatives"], report["false_positives"])
+
+
+def test_holdout_and_corpus_are_large_and_balanced():
+    from benchmarks.safety_eval import load_corpus
+
+    for corpus, minimum in (("safety_corpus.jsonl", 300), ("safety_holdout_v2.jsonl", 100)):
+        entries = load_corpus(ROOT / "tests" / "fixtures" / corpus)
+        assert len(entries) >= minimum
+        clean = sum(e["expected"] == "allow" for e in entries)
+        assert 0.4 <= clean / len(entries) <= 0.6
+        kinds = {e["kind"] for e in entries if e["expected"] == "block"}
+        wanted = {"harmful", "injection", "forbidden_claim", "false_urgency", "pii", "profane"}
+        assert kinds >= wanted
+        texts = [e["text"] for e in entries]
+        assert len(set(texts)) == len(texts)

@@ -8,8 +8,10 @@ from cpo.providers.base import Document
 
 
 def active_documents(ctx: Any, *, exclude_flagged: bool = True) -> list[Document]:
-    """Approved, unexpired documents of ``stg_content`` (flagged injections left out)."""
-    where = "is_active" + (" and not injection_flag" if exclude_flagged else "")
+    """Approved, unexpired documents of ``stg_content`` (flagged injections, markup and
+    formulas left out)."""
+    flags = " and not injection_flag and not markup_flag and not formula_flag"
+    where = "is_active" + (flags if exclude_flagged else "")
     rows = ctx.sql(
         "select document_id, title, body, category, audience, keywords, "
         f"cast(expires_at as varchar) from stg_content where {where} order by document_id"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from _content import active_documents, segment_query
 
+from cpo.providers.azure_content_safety import shield_documents
 from cpo.providers.base import RetrievalRequest
 
 COLUMNS = ["segment_id", "rank", "document_id", "score", "query"]
@@ -22,6 +23,8 @@ def model(ctx):
     ctx.ref("stg_content")  # read by active_documents: declared here so the DAG orders it first
     exclude_flagged = ctx.var("retrieval.exclude_flagged", True, expect=bool)
     documents = active_documents(ctx, exclude_flagged=exclude_flagged)
+    if exclude_flagged:  # Azure Prompt Shields, when the target screens with Azure (fail-closed)
+        documents = shield_documents(ctx, documents)
     provider.index(documents)
     top_k = ctx.var("retrieval.top_k", 4, expect=int)
     min_score = ctx.var("retrieval.min_score", 0.0, expect=(int, float))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError
@@ -26,6 +27,8 @@ from cpo.providers.credentials import (
 from cpo.providers.failures import azure_failure
 
 API_VERSION = "2023-10-01"
+SHIELD_API_VERSION = "2024-09-01"
+MAX_SHIELD_TEXT = 10_000
 MAX_TEXT = 10_000
 MAX_ITEMS_PER_CALL = 100  # the service's limit for addOrUpdateBlocklistItems
 OUTPUT_TYPES = ("FourSeverityLevels", "EightSeverityLevels")
@@ -54,11 +57,13 @@ class AzureContentSafetyProvider:
         auth: Auth,
         client_options: Mapping[str, Any],
         halt_on_blocklist_hit: bool = False,
+        prompt_shields: bool = True,
     ) -> None:
         from azure.ai.contentsafety import BlocklistClient, ContentSafetyClient
 
         self.endpoint = endpoint
         self.halt_on_blocklist_hit = halt_on_blocklist_hit
+        self.prompt_shields = prompt_shields
         self._auth = auth
         self._service = f"Azure AI Content Safety at {endpoint}"
         credential = azure_credential(auth)
@@ -102,6 +107,53 @@ class AzureContentSafetyProvider:
             for match in result.blocklists_match or []:
                 matches[f"{match.blocklist_name}:{match.blocklist_item_text}"] = None
         return SafetyResult(severities=severities, blocklist_matches=tuple(matches))
+
+    def shield_document(self, text: str) -> bool:
+        """Prompt Shields (``text:shieldPrompt``) on one document: True when an attack is found.
+
+        The document goes in the ``documents`` field (a document attack: instructions hidden in
+        content an LLM will read); the user prompt is empty. A document over the service's
+        limit is checked in parts; any flagged part flags the document.
+
+        Raises:
+            ProviderError: The service failed or answered something that is not a verdict.
+        """
+        from azure.core.exceptions import AzureError
+        from azure.core.rest import HttpRequest
+
+        from cpo.providers.failures import provider_error
+
+        flagged = False
+        for part in split_text(text, MAX_SHIELD_TEXT):
+            request = HttpRequest(
+                "POST",
+                "/text:shieldPrompt",
+                params={"api-version": SHIELD_API_VERSION},
+                json={"userPrompt": "", "documents": [part]},
+            )
+            try:
+                response = self.client.send_request(request)
+                response.raise_for_status()
+                data = response.json()
+            except AzureError as e:
+                raise azure_failure(e, self._service, auth_fix=self._auth_fix()) from e
+            except ValueError as e:
+                raise provider_error(
+                    f"{self._service} sent an unreadable Prompt Shields answer: {e}", retryable=True
+                ) from e
+            analysis = data.get("documentsAnalysis") if isinstance(data, dict) else None
+            if (
+                not isinstance(analysis, list)
+                or len(analysis) != 1
+                or not isinstance(analysis[0], dict)
+                or not isinstance(analysis[0].get("attackDetected"), bool)
+            ):
+                raise provider_error(
+                    f"{self._service} answered Prompt Shields without a documentsAnalysis verdict",
+                    retryable=False,
+                )
+            flagged = flagged or analysis[0]["attackDetected"]
+        return flagged
 
     def _analyze_part(self, text: str, request: SafetyRequest) -> Any:
         from azure.ai.contentsafety.models import AnalyzeTextOptions
@@ -171,9 +223,17 @@ def azure_content_safety_factory(
 ) -> AzureContentSafetyProvider:
     """Azure AI Content Safety from ``AZURE_CONTENT_SAFETY_*`` variables.
 
-    Settings: ``timeout_s``, ``halt_on_blocklist_hit``, ``ca_bundle`` / ``verify`` (TLS),
-    ``_credential`` (a token credential, for tests).
+    Settings: ``timeout_s``, ``halt_on_blocklist_hit``, ``prompt_shields`` (default true:
+    documents pass Prompt Shields before retrieval, see `shield_documents`), ``ca_bundle`` /
+    ``verify`` (TLS), ``_credential`` (a token credential, for tests).
     """
+    shields = settings.get("prompt_shields", True)
+    if not isinstance(shields, bool):
+        raise ConfigurationError(
+            f"prompt_shields must be true or false, got {shields!r}",
+            path="cpo.yml",
+            key="providers.safety.prompt_shields",
+        )
     endpoint = endpoint_from_env(env, ENDPOINT_VAR, "azure_content_safety")
     auth = resolve_auth(settings, env, (KEY_VAR,))
     check_token_transport(endpoint, auth, ENDPOINT_VAR, KEY_VAR)
@@ -189,4 +249,102 @@ def azure_content_safety_factory(
         auth=auth,
         client_options=options,
         halt_on_blocklist_hit=bool(settings.get("halt_on_blocklist_hit", False)),
+        prompt_shields=shields,
     )
+
+
+@dataclass(frozen=True)
+class ShieldRequest:
+    """One document for Prompt Shields (its cache identity: the text, not the id)."""
+
+    key: str
+    text: str
+
+
+def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
+    """Documents that pass Azure Prompt Shields, for the targets whose safety provider has them.
+
+    Used by the retrieval step before indexing. Each document (title and body) is checked on its
+    own; a flagged document is excluded and ``run_errors`` records why; a document the shield
+    could not check (unreachable, refused, unreadable answer, after the call layer's retry
+    settings) is excluded too (fail-closed), with the error. When ``calls.breaker_failures``
+    documents in a row cannot be checked (or the credentials are refused), the service is taken
+    to be down and the step stops with an error instead of retrieving from nothing. Verdicts are
+    cached like every call. Targets without an Azure Content Safety provider, and `plan` (which
+    calls no service), return `documents` unchanged.
+
+    Raises:
+        ProviderError: The shield is down (circuit breaker) or refuses the credentials.
+    """
+    from cpo.errors import ProviderError
+
+    if "safety" not in ctx.services.config.target.providers:
+        return documents
+    step = ctx.provider("safety")
+    if getattr(step, "stand_in", None) is not None:
+        return documents
+    provider = step.provider
+    layers = [p for _, p in getattr(provider, "layers", ())] or [provider]
+    shields = [p for p in layers if getattr(p, "prompt_shields", False)]
+    if not shields:
+        return documents
+    from cpo.calls import cache_key
+
+    settings = step.calls.settings
+    cache = step.calls.cache
+    kept = []
+    failures: list[str] = []  # consecutive documents the shield could not check
+    for document in documents:
+        text = f"{document.title}. {document.body}"
+        reason = None
+        for shield in shields:
+            # Verdicts are cached like any call (an unchanged document is not sent again);
+            # failures are not.
+            key = cache_key(
+                {**shield.describe(), "api_version": SHIELD_API_VERSION},
+                "shield_document",
+                ShieldRequest(document.document_id, text),
+                "",
+            )
+            cached = cache.get(key)
+            if cached is not None:
+                if cached.get("attack_detected"):
+                    reason = "excluded: Azure Prompt Shields detected a document attack"
+                continue
+            delay = settings.backoff_initial_s
+            for attempt in range(1, max(1, settings.max_attempts) + 1):
+                try:
+                    attack = shield.shield_document(text)
+                    cache.put(key, shield.name, shield.model, {"attack_detected": attack})
+                    if attack:
+                        reason = "excluded: Azure Prompt Shields detected a document attack"
+                    break
+                except ProviderError as e:
+                    if getattr(e, "status", None) in (401, 403):
+                        raise  # wrong credentials fail every document the same way
+                    if getattr(e, "retryable", False) and attempt < settings.max_attempts:
+                        wait = getattr(e, "retry_after_s", None) or delay
+                        step.calls.sleep(min(wait, settings.backoff_max_s))
+                        delay = min(delay * 2, settings.backoff_max_s)
+                        continue
+                    reason = f"excluded: Prompt Shields could not check it (fail-closed): {e}"
+                    failures.append(str(e))
+                    break
+            if reason:
+                break
+        if reason and reason.startswith("excluded: Prompt Shields could not"):
+            if len(failures) >= max(1, settings.breaker_failures):
+                raise ProviderError(
+                    f"step 'retrieved_content' stopped: Azure Prompt Shields failed for "
+                    f"{len(failures)} documents in a row (circuit breaker opened); last error: "
+                    f"{failures[-1].rstrip('.')}. Results obtained so far are cached; fix the "
+                    "cause and rebuild to resume",
+                    node="retrieved_content",
+                )
+        else:
+            failures.clear()
+        if reason:
+            ctx.record_error(document.document_id, reason)
+        else:
+            kept.append(document)
+    return kept

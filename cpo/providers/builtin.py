@@ -19,6 +19,8 @@ BUILTINS = {
     ("retrieval", "azure_search"): ("cpo.providers.azure_search", "azure_search_factory"),
     ("generation", "azure_openai"): ("cpo.providers.openai_chat", "azure_openai_factory"),
     ("generation", "openai"): ("cpo.providers.openai_chat", "openai_factory"),
+    ("safety", "llm_judge"): ("cpo.providers.llm_judge", "make_llm_judge"),
+    ("safety", "layered"): ("cpo.providers.layered_safety", "make_layered_safety"),
     ("safety", "azure_content_safety"): (
         "cpo.providers.azure_content_safety",
         "azure_content_safety_factory",

@@ -3,8 +3,10 @@
 It answers the same question as Azure AI Content Safety's ``text:analyze`` (severities for Hate,
 SelfHarm, Sexual and Violence, plus blocklist hits) with no network:
 
-* Symbol-masked profanity ("sh*t", "f***ing", "f#ck", "a$$") is first spelled out again
-  (`unmask_profanity`), so masking a word does not hide it from the lexicon or the model.
+* The text is first normalised (`cpo.normalize.normalize`, the same normaliser as the injection
+  check): NFKC, zero-width and control characters stripped, look-alike letters and digits standing
+  for letters folded, masked profanity ("sh*t", "f***ing", "b-i-t-c-h") spelled out again, so
+  none of these hides a word from the lexicon or the model.
 * Each category has a lexicon of weighted terms (``lexicons/harm_lexicon.yml``). A category's
   severity is the weight of its strongest hit, plus one for each further non-overlapping hit of
   weight 3 or more (at most +2), capped at 7. A category may lower that escalation weight
@@ -31,6 +33,7 @@ from typing import Any
 import yaml
 
 from cpo.errors import ConfigurationError, ProviderError
+from cpo.normalize import PROFANE_WORDS, normalize, unmask_profanity  # noqa: F401 (re-exported)
 from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult
 
 OUTPUT_TYPES = ("EightSeverityLevels", "FourSeverityLevels")
@@ -187,98 +190,6 @@ def load_builtin_lexicon() -> Lexicon:
     return parse_lexicon(text, "cpo/providers/lexicons/harm_lexicon.yml")
 
 
-PROFANE_WORDS: tuple[str, ...] = (
-    "motherfuckers",
-    "motherfucker",
-    "motherfucking",
-    "fucking",
-    "fucked",
-    "fucker",
-    "fuckers",
-    "fucks",
-    "fuck",
-    "fck",
-    "bullshit",
-    "shitty",
-    "shits",
-    "shit",
-    "asshole",
-    "assholes",
-    "dumbass",
-    "jackass",
-    "arse",
-    "ass",
-    "bitches",
-    "bitching",
-    "bitchy",
-    "bitch",
-    "bastards",
-    "bastard",
-    "goddamn",
-    "damned",
-    "damn",
-    "dammit",
-    "crappy",
-    "crap",
-    "cunts",
-    "cunt",
-    "dickhead",
-    "dick",
-    "cocksucker",
-    "cock",
-    "pussy",
-    "pissed",
-    "piss",
-    "sluts",
-    "slut",
-    "whores",
-    "whore",
-    "twat",
-    "wankers",
-    "wanker",
-    "bollocks",
-    "hell",
-)
-"""Words `unmask_profanity` restores; where a masked word fits several, the first wins."""
-
-_WILDCARDS = "*#%&^"
-"""Symbols that stand for any one letter ("f***ing", "f#ck")."""
-_LEET = {"@": "a", "$": "s", "!": "i", "0": "o", "1": "[il]", "3": "e"}
-"""Symbols and digits that stand for one particular letter ("a$$", "b!tch", "sh1t")."""
-# A run of letters, wildcards and leet symbols that is not glued to other word characters and
-# does not end in "!" (there it is punctuation: "sh*t!"). A hashtag cannot start one, and in "$50"
-# the digits 5 and 0 spell no profane word, so prices stay as they are.
-_MASKED_WORD = re.compile(r"(?<![\w*#@$%&^])[a-z@$][a-z0-9*#@$!%&^]*[a-z0-9*#@$%&^]", re.IGNORECASE)
-
-
-def _unmask_word(word: str) -> str | None:
-    """The profane word `word` spells with symbols standing for letters, or None."""
-    if all(c.isalpha() for c in word):
-        return None
-    if word[0].isupper() and len(word) < 4 and all(c in _WILDCARDS for c in word[1:]):
-        return None  # "A*", "A**": grades and ratings, too short to read as a word
-    parts = []
-    for c in word.lower():
-        if c in _WILDCARDS:
-            parts.append("[a-z]")
-        elif c in _LEET:
-            parts.append(_LEET[c])
-        else:
-            parts.append(re.escape(c))
-    # Each symbol stands for exactly one letter: "a$$" is "ass", but "A*" (a grade) is nothing.
-    pattern = re.compile("".join(parts))
-    return next((w for w in PROFANE_WORDS if pattern.fullmatch(w)), None)
-
-
-def unmask_profanity(text: str) -> str:
-    """Spell out symbol-masked profanity ("sh*t" -> "shit", "a$$" -> "ass", "f#ck" -> "fuck").
-
-    Only words that, letter for letter, spell one of `PROFANE_WORDS` are rewritten; everything
-    else (prices, e-mail addresses, hashtags, "A*" grades) is left as it is.
-    """
-    return _MASKED_WORD.sub(lambda m: _unmask_word(m.group(0)) or m.group(0), text)
-
-
 def mask_idioms(text: str, lexicon: Lexicon) -> str:
     """Blank out the lexicon's marketing idioms so they cannot match a harm term."""
     for idiom in lexicon.idioms:
@@ -424,7 +335,7 @@ class OfflineSafety:
                 f"unknown safety output type {request.output_type!r} for {request.key}; "
                 f"use one of {', '.join(OUTPUT_TYPES)}"
             )
-        unmasked = unmask_profanity(request.text)
+        unmasked = normalize(request.text)
         masked = mask_idioms(unmasked, self.lexicon)
         severities = {
             category: lexicon_severity(

@@ -30,5 +30,9 @@ select
         and approved_at <= {{ as_of_sql }}
         and (expires_at is null or expires_at >= {{ as_of_sql }}) as is_active,
     -- The same patterns the safety screen applies to generated copy (udfs/text_checks.py).
-    coalesce(looks_like_injection(title || ' ' || body), false) as injection_flag
+    coalesce(looks_like_injection(title || ' ' || body), false) as injection_flag,
+    -- Markup (<script>, <img onerror>, any tag) and spreadsheet formulas (=, +, -, @ leading a
+    -- line; =HYPERLINK(...)): flagged documents never reach retrieval (udfs/text_checks.py).
+    coalesce(looks_like_markup(title) or looks_like_markup(body), false) as markup_flag,
+    coalesce(looks_like_formula(title) or looks_like_formula(body), false) as formula_flag
 from typed

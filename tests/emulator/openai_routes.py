@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+from tests.emulator import judge_routes
 from tests.emulator.core import (
     EmulatorState,
     Faults,
@@ -45,6 +46,8 @@ def route(
     if m or path == "/openai/v1/chat/completions":
         if m and "api-version" not in query:
             raise HTTPError(404, "404", "Resource not found (api-version missing).")
+        if judge_routes.is_judge(body):  # a safety judge's verdict (tests/emulator/judge_routes.py)
+            return judge_routes.chat(state, body, m.group(1) if m else body.get("model", ""))
         return _chat(body, m.group(1) if m else body.get("model", ""), fault or Faults())
     e = EMBEDDINGS_PATH.match(path)
     if e or path == "/openai/v1/embeddings":

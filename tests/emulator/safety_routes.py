@@ -35,6 +35,8 @@ def route(
         if query.get("api-version") != "2024-09-15-preview":
             raise HTTPError(404, "NotFound", "groundedness needs api-version 2024-09-15-preview")
         return Reply(200, _groundedness(body or {}))
+    if path == "/contentsafety/text:shieldPrompt" and method == "POST":
+        return Reply(200, _shield_prompt(body or {}))
     m = BLOCKLIST_PATH.match(path)
     if not m:
         raise HTTPError(404, "NotFound", f"no route for {method} {path}")
@@ -154,6 +156,35 @@ def _analyze(state: EmulatorState, body: dict[str, Any]) -> dict[str, Any]:
         if c in wanted
     ]
     return {"blocklistsMatch": matches, "categoriesAnalysis": analysis}
+
+
+SHIELD_MARKERS = (
+    "ignore previous instructions",
+    "ignore all previous instructions",
+    "system prompt",
+    "[[attack]]",
+    "assistant, please",
+)
+"""Texts the emulated Prompt Shields flag as attacks (case-insensitive substrings)."""
+
+
+def _shield_prompt(body: dict[str, Any]) -> dict[str, Any]:
+    """Prompt Shields: ``userPromptAnalysis`` and one ``documentsAnalysis`` entry per document."""
+    prompt = body.get("userPrompt")
+    documents = body.get("documents") or []
+    if not isinstance(prompt, str) or not isinstance(documents, list):
+        raise HTTPError(400, "InvalidRequestBody", "userPrompt must be a string, documents a list.")
+    if len(prompt) > 10_000 or any(not isinstance(d, str) or len(d) > 10_000 for d in documents):
+        raise HTTPError(400, "InvalidRequestBody", "Each text must be at most 10000 characters.")
+
+    def attacked(text: str) -> bool:
+        lowered = text.lower()
+        return any(marker in lowered for marker in SHIELD_MARKERS)
+
+    return {
+        "userPromptAnalysis": {"attackDetected": attacked(prompt)},
+        "documentsAnalysis": [{"attackDetected": attacked(d)} for d in documents],
+    }
 
 
 # -- Key Vault ---------------------------------------------------------------------------------
