@@ -30,6 +30,7 @@ TOP_LEVEL_KEYS = {
     "cache",
     "logging",
     "telemetry",
+    "sources",
     "vars",
 }
 PROVIDER_KINDS = ("retrieval", "generation", "safety")

@@ -152,6 +152,9 @@ class Project:
     def _compile(self, existing: set[str]) -> Graph:
         loaded = load_project(self.config)
         compiler = Compiler(self.config, existing, self.full_refresh)
+        from cpo.segmentation import jinja_globals  # sources:, rules and merge tags as data
+
+        compiler.env.globals.update(jinja_globals(self.config))
         log = logging.getLogger("cpo")
         nodes: list[Node] = []
         for node in loaded.nodes:
@@ -517,6 +520,10 @@ class Project:
         with atomic_database(self.config.database_path) as (staging, commit):
             runner.db = Database(staging, functions=sql_functions(self.config))
             try:
+                from cpo.sources import memory_limit, sql_string
+
+                if limit := memory_limit(self.config.root):  # sources.memory_limit in cpo.yml
+                    runner.db.execute(f"set memory_limit = {sql_string(limit)}")
                 results = runner.run(names, tests)
                 ok = not any(r.failed for r in results)
                 if inspect and ok:

@@ -231,7 +231,11 @@ class Services:
         if self._prompts is None:
             from cpo.prompting import PromptRenderer
 
-            self._prompts = PromptRenderer(self.config.path("prompts"))
+            from cpo.segmentation import merge_tag_names
+
+            self._prompts = PromptRenderer(
+                self.config.path("prompts"), merge_tags=merge_tag_names(self.config)
+            )
         return self._prompts
 
     def record_error(self, step: str, item_key: str, error: str) -> None:
