@@ -101,7 +101,9 @@ def guess_roles(
         c for c, _ in columns if c not in used and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", c)
     ]
     if attributes:
-        notes.append(f"kept as attributes (usable in rules, KMeans, merge tags): {', '.join(attributes)}")
+        notes.append(
+            f"kept as attributes (usable in rules, KMeans, merge tags): {', '.join(attributes)}"
+        )
     return mapping, attributes, notes
 
 

@@ -317,9 +317,7 @@ def merge_tag_sql(config: Any, columns: list[str]) -> dict[str, str]:
         tree = parse_condition(sql, what=f"merge tag {tag!r}", key=key, config=config)
         unknown = _unknown_columns(tree, columns)
         if unknown:
-            raise _error(
-                config, key, f"merge tag {tag!r}: {_missing_message(unknown[0], columns)}"
-            )
+            raise _error(config, key, f"merge tag {tag!r}: {_missing_message(unknown[0], columns)}")
         text = tree.sql(dialect="duckdb")
         if fallback is not None:
             literal = "'" + fallback.replace("'", "''") + "'"
@@ -361,8 +359,27 @@ def jinja_globals(config: Any) -> dict[str, Any]:
 
     return {
         "sources": catalog,
-        "segment_rules": rules,
-        "merge_tag_sql": tags,
-        "content_rules": lambda: content_rules(config),
-        "feature_columns": lambda: feature_columns(catalog["customers"]),
+        "segment_rules": _as_model_error(rules),
+        "merge_tag_sql": _as_model_error(tags),
+        "content_rules": _as_model_error(lambda: content_rules(config)),
+        "feature_columns": _as_model_error(lambda: feature_columns(catalog["customers"])),
     }
+
+
+def _as_model_error(function: Any) -> Any:
+    """Errors raised while a model renders must be ModelErrors to keep their cpo.yml key."""
+
+    def wrapped(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except ConfigurationError as e:
+            raise to_model_error(e) from None
+
+    return wrapped
+
+
+def to_model_error(error: ConfigurationError) -> Any:
+    """The same error (path, line, key) as a ModelError, which model rendering passes on."""
+    from cpo.errors import ModelError
+
+    return ModelError(error.message, path=error.path, line=error.line, key=error.key)

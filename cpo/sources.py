@@ -123,7 +123,9 @@ class SourcesSettings(BaseModel):
     @field_validator("memory_limit")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB)", value):
+        if value is not None and not re.fullmatch(
+            r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB)", value
+        ):
             raise ValueError("expected a size such as '2GB' or '512MB'")
         return value
 
@@ -209,8 +211,11 @@ def feature_columns(view: SourceView) -> list[str]:
         columns.append("monetary")
     scores = [
         s
-        for s, ok in (("r_score", has("recency_days")), ("f_score", has("frequency")),
-                      ("m_score", monetary))
+        for s, ok in (
+            ("r_score", has("recency_days")),
+            ("f_score", has("frequency")),
+            ("m_score", monetary),
+        )
         if ok
     ]
     columns += scores
@@ -250,7 +255,12 @@ class SourceCatalog:
 
     def __getitem__(self, name: str) -> SourceView:
         if name not in self._views:
-            self._views[name] = load_source(self._root, self._raw, name)
+            try:
+                self._views[name] = load_source(self._root, self._raw, name)
+            except ConfigurationError as e:
+                from cpo.segmentation import to_model_error
+
+                raise to_model_error(e) from None
         return self._views[name]
 
 
@@ -333,7 +343,7 @@ def load_source(root: Path, raw: Any, name: str) -> SourceView:
             f"with '{key}.attributes: [{unknown[0]}]' instead",
         )
     missing_required = [r for r in REQUIRED[name] if r not in spec.columns]
-    relation, fmt = _relation(root, spec, key)
+    relation, _ = _relation(root, spec, key)
     file_columns = _describe(root, relation, key, spec.path)
     by_lower = {c.lower(): c for c, _ in file_columns}
     if missing_required:

@@ -357,9 +357,9 @@ def _render(
         "title": title,
         "tone": params.tone,
     }
-    return _tidy(render_template_text(
-            source, template_name=name, merge_tags=params.merge_tags, **variables
-        ))
+    return _tidy(
+        render_template_text(source, template_name=name, merge_tags=params.merge_tags, **variables)
+    )
 
 
 def _tidy(text: str) -> str:
