@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlglot
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlglot import exp
 
 from cpo.errors import ConfigurationError
@@ -71,6 +71,15 @@ class SegmentationSettings(BaseModel):
     sample_size: int = Field(default=20000, ge=100)
     rules: list[SegmentRule] = Field(default_factory=list)
     default: DefaultSegment = DefaultSegment(name="everyone_else", title="Everyone else")
+
+    @model_validator(mode="after")
+    def _k_range(self) -> SegmentationSettings:
+        if self.k_max < self.k_min:
+            raise ValueError(
+                f"segmentation.k_min ({self.k_min}) must be at most segmentation.k_max "
+                f"({self.k_max})"
+            )
+        return self
 
 
 class MergeTag(BaseModel):
