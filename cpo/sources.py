@@ -454,6 +454,12 @@ def _relation(root: Path, spec: SourceSpec, key: str) -> tuple[str, str]:
             f"{key}.path",
             f"{spec.path!r} does not exist (paths are relative to the project folder)",
         )
+    if all(Path(f).stat().st_size == 0 for f in (matches or [pattern])):
+        raise _error(
+            root,
+            f"{key}.path",
+            f"{spec.path!r} is empty; a build needs a header and at least one row",
+        )
     fmt = spec.format or _format_of(matches[0] if matches else pattern)
     if fmt is None:
         raise _error(
