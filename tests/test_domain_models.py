@@ -276,7 +276,7 @@ def test_unknown_method_fails_with_the_key_to_fix(tmp_path):
     from cpo.errors import CPOError
 
     project = copy_sample_project(tmp_path / "p")
-    with pytest.raises(CPOError, match="vars.segmentation.method") as error:
+    with pytest.raises(CPOError, match=r"vars\.segmentation\.method") as error:
         build(project, ["+segments"], {"segmentation": {"method": "dbscan"}})
     assert "'rules' or 'kmeans'" in str(error.value)
     assert not (project / "cpo.duckdb").exists()

@@ -112,10 +112,9 @@ def test_render_template_text_names_the_given_file():
     with pytest.raises(ModelError, match="sandbox forbids"):
         render_template_text("{{ x.__globals__ }}", template_name="t.txt", x=render_template_text)
     assert (
-        render_template_text("{{ city }} {{ name }}", merge_tags=["city"], name=2)
-        == "{{ city }} 2"
+        render_template_text("{{ city }} {{ name }}", merge_tags=["city"], name=2) == "{{ city }} 2"
     )
-    with pytest.raises(ModelError, match="vars.messages.merge_tags"):
+    with pytest.raises(ModelError, match=r"vars\.messages\.merge_tags"):
         render_template_text("{{ city }}")  # a tag the project does not configure
 
 

@@ -52,8 +52,12 @@ def _columns(mapping: dict):
 BAD_INPUTS = {
     "mapped_column_missing": (
         _columns({"customer_id": "customer_id", "frequency": "orders_per_year"}),
-        ["sources.customers.columns.frequency", "orders_per_year", "purchase_frequency",
-         "recency_days:"],
+        [
+            "sources.customers.columns.frequency",
+            "orders_per_year",
+            "purchase_frequency",
+            "recency_days:",
+        ],
     ),
     "failing_expression": (
         _columns({"customer_id": "customer_id", "monetary": "spend_usd * 2"}),
@@ -76,8 +80,10 @@ BAD_INPUTS = {
         ["'womens'", "bought_womens", "Available: customer_id"],
     ),
     "rule_needs_unmapped_role": (
-        lambda c: c["sources"]["customers"]["columns"].pop("purchase_frequency", None)
-        or c["sources"]["customers"]["columns"].pop("frequency"),
+        lambda c: (
+            c["sources"]["customers"]["columns"].pop("purchase_frequency", None)
+            or c["sources"]["customers"]["columns"].pop("frequency")
+        ),
         ["'champions'", "f_score", "role frequency"],
     ),
     "rule_with_statement": (
@@ -110,8 +116,10 @@ def test_role_mapped_twice_is_an_error(built, capsys):
     path = built / "cpo.yml"
     text = path.read_text(encoding="utf-8")
     path.write_text(
-        text.replace("      frequency: purchase_frequency\n",
-                     "      frequency: purchase_frequency\n      frequency: avg_order_value\n"),
+        text.replace(
+            "      frequency: purchase_frequency\n",
+            "      frequency: purchase_frequency\n      frequency: avg_order_value\n",
+        ),
         encoding="utf-8",
     )
     before = file_hash(built / "cpo.duckdb")
@@ -135,7 +143,7 @@ def test_empty_or_header_only_file_is_an_error(built, capsys, header_only):
 def test_duplicate_and_blank_ids_fail_the_unique_and_not_null_tests(built, capsys):
     rows = (built / CUSTOMERS).read_text(encoding="utf-8").splitlines()
     first = rows[1]
-    blank = '""' + first[first.index(","):]
+    blank = '""' + first[first.index(",") :]
     (built / CUSTOMERS).write_text("\n".join([*rows, first, blank]) + "\n", encoding="utf-8")
     before = file_hash(built / "cpo.duckdb")
     code, output = run_cli(built, capsys)
@@ -207,8 +215,9 @@ def test_segments_on_heavily_tied_data_do_not_depend_on_row_order(tmp_path):
         results.append(frame)
     assert results[0].equals(results[1]) and results[0].equals(results[2])
     # 90% identical frequency: all of them share one score, never split 1-5 by id.
-    tied = query(project, "select count(distinct f_score) as n from customer_features "
-                          "where frequency = 1")
+    tied = query(
+        project, "select count(distinct f_score) as n from customer_features where frequency = 1"
+    )
     assert tied["n"][0] == 1
 
 
