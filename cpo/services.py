@@ -230,7 +230,6 @@ class Services:
         """The sandboxed renderer of ``prompts/``."""
         if self._prompts is None:
             from cpo.prompting import PromptRenderer
-
             from cpo.segmentation import merge_tag_names
 
             self._prompts = PromptRenderer(
