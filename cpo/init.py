@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import duckdb
-
-from cpo.errors import ConfigurationError
+from cpo.errors import ConfigurationError, ModelError
 
 # role -> (name patterns, expression template, needs numeric); first match wins, in role order.
 _PATTERNS: dict[str, list[tuple[str, str]]] = {
@@ -140,11 +138,13 @@ def init_text(path: str, *, name: str = "customers", root: Path | None = None) -
         raise ConfigurationError(
             f"cannot read {path!r}: expected a .csv, .parquet, .json or .jsonl file"
         )
-    con = duckdb.connect(":memory:")
+    from cpo.db import Database
+
+    con = Database(":memory:")
     try:
         rows = con.execute(f"describe select * from {readers[fmt]}({sql_string(str(full))})")
         columns = [(str(r[0]), str(r[1])) for r in rows.fetchall()]
-    except duckdb.Error as e:
+    except ModelError as e:
         raise ConfigurationError(f"cannot read {path!r}: {str(e).splitlines()[0]}") from None
     finally:
         con.close()

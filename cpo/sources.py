@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import sqlglot
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlglot import exp
 
-from cpo.errors import ConfigurationError
+from cpo.errors import ConfigurationError, ModelError
 
 CONFIG_FILE = "cpo.yml"
 
@@ -506,15 +505,17 @@ def _format_of(path: str) -> str | None:
     return None
 
 
-def _connection() -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+def _connection() -> Any:
+    from cpo.db import Database  # the one module that talks to DuckDB
+
+    return Database(":memory:")
 
 
 def _describe(root: Path, relation: str, key: str, shown: str) -> list[tuple[str, str]]:
     con = _connection()
     try:
         rows = con.execute(f"describe select * from {relation}").fetchall()
-    except duckdb.Error as e:
+    except ModelError as e:
         raise _error(root, f"{key}.path", f"cannot read {shown!r}: {_first_line(e)}") from None
     finally:
         con.close()
@@ -556,7 +557,7 @@ def _check_binds(root: Path, view: SourceView, key: str) -> None:
         for role, sql in view.expressions.items():
             try:
                 con.execute(f"describe select {sql} as x from {view.relation}")
-            except duckdb.Error as e:
+            except ModelError as e:
                 raise _error(
                     root,
                     f"{key}.columns.{role}",
@@ -571,7 +572,7 @@ def _check_not_empty(root: Path, view: SourceView, key: str, shown: str) -> None
     con = _connection()
     try:
         row = con.execute(f"select 1 from {view.relation} limit 1").fetchone()
-    except duckdb.Error as e:
+    except ModelError as e:
         raise _error(root, f"{key}.path", f"cannot read {shown!r}: {_first_line(e)}") from None
     finally:
         con.close()
