@@ -1,6 +1,12 @@
 """Benchmark the full offline build on N synthetic customers; print one JSON line.
 
     python benchmarks/run.py --customers 1000000
+    python benchmarks/run.py --customers 10000000 --minimal
+
+--minimal: a Parquet file with only customer_id, recency_days, frequency and monetary (made by
+DuckDB, nothing per customer through Python), mapped in sources.customers; no name tags, rules
+without tenure, the experiment's CUPED covariate on monetary. Peak memory is the process's
+maximum RSS; DuckDB's share is capped by sources.memory_limit.
 
 Generates N customers (benchmarks/synth.py) into a scratch copy of the sample project, runs
 `build` with the offline providers, and reports total and per-node seconds, peak memory and
@@ -28,13 +34,24 @@ from cpo.project import Project  # noqa: E402
 from tests.sample import copy_sample_project  # noqa: E402
 
 
-def run(customers: int, *, keep: bool = False, select: list[str] | None = None) -> dict:
+def run(
+    customers: int,
+    *,
+    keep: bool = False,
+    select: list[str] | None = None,
+    minimal: bool = False,
+    memory_limit: str | None = None,
+) -> dict:
     """Build the sample project with `customers` synthetic customers; return the figures."""
     scratch = Path(tempfile.mkdtemp(prefix="cpo-bench-"))
     try:
         project_dir = copy_sample_project(scratch / "project")
         started = time.perf_counter()
-        write_customers(project_dir / "seeds" / "customers.csv", customers)
+        if minimal:
+            write_minimal(project_dir / "data" / "customers.parquet", customers)
+        else:
+            write_customers(project_dir / "seeds" / "customers.csv", customers)
+        configure(project_dir, minimal=minimal, memory_limit=memory_limit)
         generate_s = time.perf_counter() - started
         project = Project.load(project_dir)
         result = project.build(select=select)
@@ -42,6 +59,7 @@ def run(customers: int, *, keep: bool = False, select: list[str] | None = None) 
         failed = [r.name for r in result.results if r.failed]
         return {
             "customers": customers,
+            "minimal": minimal,
             "select": select,
             "success": result.success,
             "failed": failed,
@@ -63,6 +81,53 @@ def run(customers: int, *, keep: bool = False, select: list[str] | None = None) 
             print(f"kept {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_minimal(path: Path, customers: int) -> None:
+    """customer_id, recency_days, frequency, monetary as Parquet, generated inside DuckDB."""
+    import duckdb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(
+        f"""copy (
+            select 'C' || lpad(i::varchar, 8, '0') as customer_id,
+                (hash(i, 1) % 720)::integer as recency_days,
+                round(0.3 + (hash(i, 2) % 400) / 10.0, 1) as frequency,
+                round((hash(i, 3) % 500000) / 100.0, 2) as monetary
+            from range({int(customers)}) as t(i)
+        ) to '{path}' (format parquet)"""
+    )
+    con.close()
+
+
+def configure(project_dir: Path, *, minimal: bool, memory_limit: str | None) -> None:
+    """Point sources.customers at the generated file; don't load the customers seed twice."""
+    import yaml
+
+    path = project_dir / "cpo.yml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["seeds"] = {"customers": {"enabled": False}}
+    if memory_limit:
+        config["sources"]["memory_limit"] = memory_limit
+    if minimal:
+        config["sources"]["customers"] = {
+            "path": "data/customers.parquet",
+            "columns": {c: c for c in ("customer_id", "recency_days", "frequency", "monetary")},
+        }
+        variables = config["vars"]
+        variables["segmentation"]["rules"] = [
+            r for r in variables["segmentation"]["rules"] if "tenure_days" not in r["when"]
+        ]
+        variables["messages"]["merge_tags"] = {
+            k: v for k, v in variables["messages"]["merge_tags"].items() if k == "unsubscribe_url"
+        }
+        experiment = variables["experiment"]
+        experiment["simulation"]["covariate"] = "monetary"
+        for metric in experiment["metrics"]:
+            if metric.get("covariate"):
+                metric["covariate"] = "monetary"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
 def project_calls(project_dir: Path, run_id: str) -> dict:
@@ -90,8 +155,21 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch project")
     parser.add_argument("--select", nargs="+", help="build only these nodes (selection grammar)")
+    parser.add_argument(
+        "--minimal",
+        action="store_true",
+        help="Parquet with only customer_id, recency_days, frequency, monetary",
+    )
+    parser.add_argument("--memory-limit", help="sources.memory_limit for the build, e.g. 2GB")
     args = parser.parse_args()
-    print(json.dumps(run(args.customers, keep=args.keep, select=args.select)))
+    figures = run(
+        args.customers,
+        keep=args.keep,
+        select=args.select,
+        minimal=args.minimal,
+        memory_limit=args.memory_limit,
+    )
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

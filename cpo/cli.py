@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("docs", parents=[common], help="write the documentation site to target/docs/")
     add("clean", parents=[common], help="delete target/ and logs/")
+    init = add("init", help="print a starter sources: block guessed from a customers file")
+    init.add_argument("--customers", help="the customers file (CSV, Parquet, JSON)")
+    init.add_argument("--content", help="the content file (CSV, Parquet, JSON)")
+    init.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -409,6 +413,18 @@ def _clean(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _init(args: argparse.Namespace, console: Console) -> int:
+    from cpo.errors import UsageError
+    from cpo.init import init_text
+
+    if not args.customers and not args.content:
+        raise UsageError("init needs --customers FILE (or --content FILE)")
+    for name in ("customers", "content"):
+        if getattr(args, name):
+            print(init_text(getattr(args, name), name=name))
+    return EXIT_OK
+
+
 COMMANDS = {
     "build": _run_command("build"),
     "run": _run_command("run"),
@@ -422,6 +438,7 @@ COMMANDS = {
     "export": _export,
     "docs": _docs,
     "clean": _clean,
+    "init": _init,
 }
 
 

@@ -192,6 +192,9 @@ class Project:
     def _compile(self, existing: set[str]) -> Graph:
         loaded = load_project(self.config)
         compiler = Compiler(self.config, existing, self.full_refresh)
+        from cpo.segmentation import jinja_globals  # sources:, rules and merge tags as data
+
+        compiler.env.globals.update(jinja_globals(self.config))
         log = logging.getLogger("cpo")
         nodes: list[Node] = []
         for node in loaded.nodes:
@@ -690,6 +693,10 @@ class Project:
         ):
             runner.db = Database(staging, functions=sql_functions(self.config))
             try:
+                from cpo.sources import memory_limit, sql_string
+
+                if limit := memory_limit(self.config.root):  # sources.memory_limit in cpo.yml
+                    runner.db.execute(f"set memory_limit = {sql_string(limit)}")
                 results = runner.run(names, tests)
                 if not dry_run:
                     services.summary = build_summary(

@@ -5,13 +5,21 @@ Templates are plain text rendered with `jinja2.sandbox.ImmutableSandboxedEnviron
 an empty string for a misspelled variable. Every Jinja failure becomes a `cpo.errors.ModelError`
 naming the template file and line.
 
-Merge tags: per-customer details (``first_name``, ``city``, ``tier``, ``unsubscribe_url``) are
-filled in later, in SQL, per customer. Templates write them exactly as they should appear in the
+Merge tags: per-customer details are filled in later, in SQL, per customer. The tags are
+exactly those configured in ``vars.messages.merge_tags`` (``cpo.yml``); there is no built-in
+list. Templates write them exactly as they should appear in the
 stored message, ``{{ first_name }}``: every merge tag is pre-defined as a variable whose value is
 its own tag text, so rendering leaves ``{{ first_name }}`` in the output unchanged for the SQL
 stage. Merge tags are placeholders, not data: print them as they are, never filter or test them
 (``{{ first_name | upper }}`` would print ``{{ FIRST_NAME }}``). A caller may not pass a variable
 with a merge tag's name. ``{% raw %}...{% endraw %}`` also works for literal braces.
+
+Optional tags: ``{{ tag('greeting', 'Hello,') }}`` prints the ``greeting`` tag when the project
+configures it and the text ``Hello,`` otherwise, so one template serves projects with and
+without that tag. A missing *value* never leaves a dangling word: give the tag a fallback in
+``cpo.yml`` (possibly empty) and put the words around the value in the tag's SQL, e.g.
+``greeting: {sql: "'Hi ' || c.first_name || ','", fallback: "Hello,"}`` renders "Hi Ana," or
+"Hello,". ``merge_tags`` lists the configured tags (``{{ merge_tags | join(', ') }}``).
 
 Layout of ``prompts/`` (see ``prompts/README.md``): each tone has three paired files,
 ``tones/<tone>/{instructions,compose,subject}.txt``; ``control/{subject,body}.txt`` is the
@@ -30,9 +38,6 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from cpo.errors import ModelError
-
-MERGE_TAGS = ("first_name", "city", "tier", "unsubscribe_url")
-"""Merge tags the SQL message stage fills in per customer; templates print them verbatim."""
 
 CONTROL = "control"
 CONTROL_PARTS = ("subject", "body")
@@ -108,10 +113,11 @@ class PromptRenderer:
 
     Args:
         prompts_dir: The project's prompts directory.
-        merge_tags: The merge tags that render as themselves (default `MERGE_TAGS`).
+        merge_tags: The configured merge tags (``vars.messages.merge_tags``), which render as
+            themselves; any other name is an undefined variable.
     """
 
-    def __init__(self, prompts_dir: str | Path, merge_tags: Iterable[str] = MERGE_TAGS) -> None:
+    def __init__(self, prompts_dir: str | Path, merge_tags: Iterable[str] = ()) -> None:
         self.prompts_dir = Path(prompts_dir)
         self.merge_tags = tuple(merge_tags)
         loader = jinja2.FileSystemLoader(str(self.prompts_dir), encoding="utf-8")
@@ -167,7 +173,7 @@ def render_template_text(
     /,
     *,
     template_name: str = _STRING_TEMPLATE,
-    merge_tags: Iterable[str] = MERGE_TAGS,
+    merge_tags: Iterable[str] = (),
     **variables: Any,
 ) -> str:
     """Render template text (not a file) in the same sandbox, e.g. a template passed in params.
@@ -200,6 +206,12 @@ def _environment(loader: jinja2.BaseLoader | None, merge_tags: tuple[str, ...]) 
         keep_trailing_newline=False,
     )
     env.globals.update({tag: merge_tag(tag) for tag in merge_tags})
+    env.globals["merge_tags"] = [merge_tag(tag) for tag in merge_tags]
+
+    def optional_tag(name: str, otherwise: str = "") -> str:
+        return merge_tag(name) if name in merge_tags else str(otherwise)
+
+    env.globals["tag"] = optional_tag
     env.globals["variant_template"] = variant_template
     return env
 
@@ -230,7 +242,9 @@ def _model_error(error: jinja2.TemplateError, name: str, base: Path | None) -> M
     elif isinstance(error, jinja2.UndefinedError):
         message = (
             f"undefined variable: {error.message}; pass it when rendering or fix the template "
-            "(see prompts/README.md for the variables available)"
+            "(see prompts/README.md for the variables available). A merge tag must be listed "
+            "in vars.messages.merge_tags in cpo.yml; write {{ tag('name', 'text if absent') }} "
+            "for a tag some projects do not have"
         )
     else:
         message = f"template error: {error}"

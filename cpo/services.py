@@ -252,8 +252,11 @@ class Services:
         """The sandboxed renderer of ``prompts/``."""
         if self._prompts is None:
             from cpo.prompting import PromptRenderer
+            from cpo.segmentation import merge_tag_names
 
-            self._prompts = PromptRenderer(self.config.path("prompts"))
+            self._prompts = PromptRenderer(
+                self.config.path("prompts"), merge_tags=merge_tag_names(self.config)
+            )
         return self._prompts
 
     def record_error(self, step: str, item_key: str, error: str) -> None:

@@ -33,7 +33,9 @@ MODELS = (
 SINGULAR_TESTS = (
     "segments_cover_every_customer_once",
     "segment_profiles_add_up",
-    "active_promotions_state_a_deadline",
+    "content_follows_rules",
+    "customer_values_are_plausible",
+    "features_are_valid",
 )
 SEGMENT_IDS = {
     "new_customers",
@@ -158,7 +160,6 @@ def test_schema_tests_pass(sample_build):
         "unique_stg_customers_customer_id",
         "unique_segments_customer_id",
         "relationships_segments_customer_id",
-        "accepted_values_segments_rules_segment_id",
         "unique_segment_profiles_segment_id",
     } <= {t.name for t in generic}
     # Error-severity tests must pass; a warn-severity test may also warn.
@@ -202,11 +203,21 @@ def test_unique_test_catches_duplicate_customer_ids(tmp_path):
 # -- features ---------------------------------------------------------------------------------
 
 
-def test_rfm_scores_are_balanced_quintiles(db):
-    for score in ("r_score", "f_score", "m_score"):
+def test_rfm_scores_are_quintile_bins_that_never_split_ties(db):
+    for score, column in (
+        ("r_score", "recency_days"),
+        ("f_score", "frequency"),
+        ("m_score", "monetary"),
+    ):
         counts = dict(rows(db, f"select {score}, count(*) from customer_features group by 1"))
         assert set(counts) == {1, 2, 3, 4, 5}
-        assert max(counts.values()) - min(counts.values()) <= 1
+        assert all(500 <= n <= 1500 for n in counts.values()), counts  # about a fifth each
+        split = scalar(
+            db,
+            f"select count(*) from (select {column} from customer_features group by 1 "
+            f"having count(distinct {score}) > 1)",
+        )
+        assert split == 0  # equal values, equal scores
     # Recency: 5 means the most recent buyers.
     assert scalar(
         db,
@@ -266,6 +277,8 @@ def test_segment_profiles(db):
 
 
 def test_unknown_method_fails_with_the_key_to_fix(tmp_path):
+    from cpo.errors import CPOError
+
     project = copy_sample_project(tmp_path / "p")
     # The settings schema refuses it before anything is built.
     with pytest.raises(ConfigurationError) as caught:

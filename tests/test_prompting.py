@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cpo.errors import ModelError
 from cpo.prompting import (
-    MERGE_TAGS,
     VARIANT_PARTS,
     PromptRenderer,
     render_template_text,
@@ -17,6 +17,12 @@ from cpo.prompting import (
 from cpo.providers.base import Document
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+# The sample's configured merge tags: there is no built-in list (vars.messages.merge_tags).
+MERGE_TAGS = tuple(
+    yaml.safe_load((PROMPTS.parent / "cpo.yml").read_text(encoding="utf-8"))["vars"]["messages"][
+        "merge_tags"
+    ]
+)
 TONES = ("friendly", "informational", "urgent")
 
 
@@ -33,7 +39,7 @@ def renderer(tmp_path: Path) -> PromptRenderer:
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
-    return PromptRenderer(tmp_path)
+    return PromptRenderer(tmp_path, merge_tags=("first_name", "city", "tier", "unsubscribe_url"))
 
 
 def test_render_keeps_merge_tags_and_raw_blocks(renderer):
@@ -105,7 +111,11 @@ def test_render_template_text_names_the_given_file():
     assert (info.value.path, info.value.line) == ("prompts/tones/x/compose.txt", 3)
     with pytest.raises(ModelError, match="sandbox forbids"):
         render_template_text("{{ x.__globals__ }}", template_name="t.txt", x=render_template_text)
-    assert render_template_text("{{ city }} {{ name }}", name=2) == "{{ city }} 2"
+    assert (
+        render_template_text("{{ city }} {{ name }}", merge_tags=["city"], name=2) == "{{ city }} 2"
+    )
+    with pytest.raises(ModelError, match=r"vars\.messages\.merge_tags"):
+        render_template_text("{{ city }}")  # a tag the project does not configure
 
 
 def test_variant_template_layout():
@@ -123,7 +133,7 @@ def test_variant_template_layout():
 
 @pytest.fixture(scope="module")
 def prompts() -> PromptRenderer:
-    return PromptRenderer(PROMPTS)
+    return PromptRenderer(PROMPTS, merge_tags=MERGE_TAGS)
 
 
 def test_every_tone_has_three_files_and_the_control_two(prompts):
@@ -144,7 +154,9 @@ def test_no_body_template_writes_compliance_text(prompts, tone):
         tone=tone,
     )
     assert "unsubscribe" not in text.lower()  # the footer carries it
-    assert "{{ first_name }}" in text
+    # Names only through tags that never dangle ("Hello," / "Something for you:").
+    assert "{{ greeting }}" in text or "{{ name_suffix }}" in text
+    assert "{{ first_name }}" not in text
 
 
 def test_system_prompt_states_the_rules(prompts):

@@ -1,12 +1,14 @@
 """KMeans customer segments: the alternative to `segments_rules`, on when
 ``vars.segmentation.method`` is ``kmeans``.
 
-Clusters customers on log recency, log frequency, log monetary value and engagement score
-(standardised), choosing k in ``[k_min, k_max]`` by silhouette score. To stay fast on 1,000,000
+Clusters customers on the features the customers file allows (log recency, log frequency, log
+monetary value, engagement score: whichever exist) and on the source's attributes (numeric ones
+as they are, categorical ones one-hot encoded, at most 20 values each), all standardised,
+choosing k in ``[k_min, k_max]`` by silhouette score. To stay fast on 1,000,000
 customers, k is chosen and the centroids are fitted on a fixed-seed sample of at most
 ``sample_size`` rows; every customer is then assigned to the nearest centroid. Each cluster is
 named from its centroid ("High-value frequent buyers", "Lapsed low spenders") and gets a stable
-id ``kmeans_01``... ordered by average monetary value, highest first.
+id ``kmeans_01``... ordered by average monetary value (or size, without one), highest first.
 """
 
 # No `from __future__ import annotations`: the engine imports steps without registering them in
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from sklearn.cluster import KMeans
 
 FEATURES = ("recency_days", "frequency", "monetary", "engagement_score")
+_LOGGED = ("recency_days", "frequency", "monetary")
+_MAX_CATEGORIES = 20
 OUTPUT_COLUMNS = ["customer_id", "segment_id", "segment_name", "segment_description"]
 _N_INIT = 3
 _SILHOUETTE_ROWS = 4000
@@ -56,13 +60,25 @@ def model(ctx: Any) -> pd.DataFrame:
     Returns:
         One row per customer: customer_id, segment_id, segment_name, segment_description.
     """
+    from cpo.sources import source_view
+
     settings = read_settings(ctx)
-    columns = ", ".join(("customer_id", *FEATURES))
+    relation = ctx.ref("customer_features")
+    present = [f for f in FEATURES if f in relation.columns]
+    attributes = source_view(ctx.config, "customers").attributes
+    columns = ", ".join(f'"{c}"' for c in ("customer_id", *present, *attributes))
+    if not present and not attributes:
+        raise ConfigurationError(
+            "KMeans needs at least one feature (map recency_days, frequency or monetary in "
+            "sources.customers.columns) or attribute (sources.customers.attributes)",
+            path="cpo.yml",
+            key="vars.segmentation.method",
+        )
     # Arrow, not .df(): 1,000,000 customer ids stay in Arrow buffers instead of Python strings.
-    table = ctx.ref("customer_features").project(columns).order("customer_id").to_arrow_table()
+    table = relation.project(columns).order("customer_id").to_arrow_table()
     if table.num_rows == 0:
         return pd.DataFrame(columns=OUTPUT_COLUMNS)
-    return segment(table, settings, log=ctx.log)
+    return segment(table, settings, log=ctx.log, features=present, attributes=attributes)
 
 
 def read_settings(ctx: Any) -> KMeansSettings:
@@ -98,12 +114,35 @@ def read_settings(ctx: Any) -> KMeansSettings:
     return settings
 
 
-def segment(table: pa.Table, settings: KMeansSettings, log: Any = None) -> pd.DataFrame:
-    """Cluster `table` (customer_id and `FEATURES`) and return one named segment per customer."""
-    raw = np.column_stack(
-        [pc.fill_null(table[f], 0).to_numpy().astype("float64") for f in FEATURES]
-    )
-    matrix = _feature_matrix(raw)
+def segment(
+    table: pa.Table,
+    settings: KMeansSettings,
+    log: Any = None,
+    features: tuple[str, ...] | list[str] = FEATURES,
+    attributes: tuple[str, ...] | list[str] = (),
+) -> pd.DataFrame:
+    """Cluster `table` (customer_id, `features`, `attributes`); one named segment per customer."""
+    names, columns = list(features), []
+    for f in features:
+        columns.append(pc.fill_null(table[f], 0).to_numpy().astype("float64"))
+    for a in attributes:
+        column = table[a]
+        if (
+            pa.types.is_integer(column.type)
+            or pa.types.is_floating(column.type)
+            or (pa.types.is_boolean(column.type) or pa.types.is_decimal(column.type))
+        ):
+            names.append(a)
+            columns.append(pc.fill_null(column.cast(pa.float64()), 0).to_numpy())
+            continue
+        text = pc.fill_null(column.cast(pa.string()), "")
+        counts = pc.value_counts(text).to_pylist()
+        top = sorted(counts, key=lambda c: (-c["counts"], c["values"]))[:_MAX_CATEGORIES]
+        for value in sorted(c["values"] for c in top):
+            names.append(f"{a}={value}")
+            columns.append(pc.equal(text, value).to_numpy(zero_copy_only=False).astype("float64"))
+    raw = np.column_stack(columns)
+    matrix = _feature_matrix(raw, names)
     if len(matrix) <= settings.k_min:
         raise ConfigurationError(
             f"{len(matrix)} customers cannot form {settings.k_min} clusters; "
@@ -128,13 +167,15 @@ def segment(table: pa.Table, settings: KMeansSettings, log: Any = None) -> pd.Da
         labels = fitted.predict(scaled)
     if log is not None:
         log.info("kmeans chose k=%d (silhouette by k: %s)", fitted.n_clusters, scores)
-    return _named(table["customer_id"], raw, labels, fitted.cluster_centers_)
+    return _named(table["customer_id"], raw, labels, fitted.cluster_centers_, names)
 
 
-def _feature_matrix(raw: np.ndarray) -> np.ndarray:
+def _feature_matrix(raw: np.ndarray, names: list[str]) -> np.ndarray:
     """Log-transform the skewed features so a few big spenders do not own a cluster each."""
     values = raw.copy()
-    values[:, :3] = np.log1p(np.clip(values[:, :3], 0.0, None))
+    for j, name in enumerate(names):
+        if name in _LOGGED:
+            values[:, j] = np.log1p(np.clip(values[:, j], 0.0, None))
     return values
 
 
@@ -167,22 +208,26 @@ def _choose_k(sample: np.ndarray, settings: KMeansSettings) -> tuple["KMeans", d
 
 
 def _named(
-    customer_ids: pa.ChunkedArray, raw: np.ndarray, labels: np.ndarray, centers: np.ndarray
+    customer_ids: pa.ChunkedArray,
+    raw: np.ndarray,
+    labels: np.ndarray,
+    centers: np.ndarray,
+    names: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Give clusters ids ordered by average monetary value, names and descriptions."""
+    """Give clusters ids ordered by average monetary value (else size), names, descriptions."""
+    names = list(names or FEATURES)
     k = len(centers)
     counts = np.bincount(labels, minlength=k)
-    sums = np.column_stack(
-        [np.bincount(labels, raw[:, j], minlength=k) for j in range(len(FEATURES))]
-    )
+    sums = np.column_stack([np.bincount(labels, raw[:, j], minlength=k) for j in range(len(names))])
     means = sums / np.maximum(counts, 1)[:, None]
-    overall = dict(zip(FEATURES, raw.mean(axis=0), strict=True))
-    order = np.argsort(-means[:, FEATURES.index("monetary")], kind="stable")
+    overall = dict(zip(names, raw.mean(axis=0), strict=True))
+    key = means[:, names.index("monetary")] if "monetary" in names else counts.astype(float)
+    order = np.argsort(-key, kind="stable")
     catalogue: dict[int, tuple[str, str, str]] = {}
     used: set[str] = set()
     for position, cluster in enumerate(order.tolist(), start=1):
-        z = dict(zip(FEATURES, centers[cluster], strict=True))
-        mean = dict(zip(FEATURES, means[cluster], strict=True))
+        z = dict(zip(names, centers[cluster], strict=True))
+        mean = dict(zip(names, means[cluster], strict=True))
         share = counts[cluster] / len(labels)
         description = _describe(mean, overall, z, int(counts[cluster]), share)
         catalogue[cluster] = (f"kmeans_{position:02d}", _unique(_name(z), used), description)
@@ -200,6 +245,15 @@ def _named(
 
 def _name(z: dict[str, float]) -> str:
     """A human name from a centroid in standard units (recency: high = long ago)."""
+    if not any(f in z for f in FEATURES):
+        top = sorted(z, key=lambda n: -abs(z[n]))[:2]
+        return "Customers with " + " and ".join(
+            f"{'high' if z[n] > 0 else 'low'} {n}"
+            if "=" not in n
+            else (n.replace("=", " ") if z[n] > 0 else f"not {n.replace('=', ' ')}")
+            for n in top
+        )
+    z = {f: z.get(f, 0.0) for f in FEATURES} | z
     if z["recency_days"] > _DISTINCT:
         name = "Lapsed " + _level(z["monetary"], "high spenders", "customers", "low spenders")
     else:
@@ -242,14 +296,29 @@ def _describe(
     share: float,
 ) -> str:
     """Sizes, averages against all customers, and the two most distinctive traits."""
-    distinctive = sorted(FEATURES, key=lambda f: -abs(z[f]))[:2]
-    traits = [_PHRASES[f][0 if z[f] > 0 else 1] for f in distinctive if abs(z[f]) > _DISTINCT]
+    distinctive = sorted(z, key=lambda f: -abs(z[f]))[:2]
+    traits = [_phrase(f, z[f]) for f in distinctive if abs(z[f]) > _DISTINCT]
     lead = "Most distinctive: " + "; ".join(traits) + ". " if traits else ""
     m, o = mean, overall
-    return (
-        f"{lead}{customers:,} customers ({share:.0%}). "
-        f"Average spend ${m['monetary']:,.0f} a year (all customers ${o['monetary']:,.0f}), "
-        f"{m['frequency']:.1f} orders a year ({o['frequency']:.1f}), "
-        f"last purchase {m['recency_days']:.0f} days ago ({o['recency_days']:.0f}), "
-        f"engagement {m['engagement_score']:.0f}/100 ({o['engagement_score']:.0f})."
-    )
+    parts = []
+    if "monetary" in m:
+        parts.append(
+            f"average spend ${m['monetary']:,.0f} a year (all customers ${o['monetary']:,.0f})"
+        )
+    if "frequency" in m:
+        parts.append(f"{m['frequency']:.1f} orders a year ({o['frequency']:.1f})")
+    if "recency_days" in m:
+        parts.append(f"last purchase {m['recency_days']:.0f} days ago ({o['recency_days']:.0f})")
+    if "engagement_score" in m:
+        parts.append(f"engagement {m['engagement_score']:.0f}/100 ({o['engagement_score']:.0f})")
+    detail = (", ".join(parts) + ".") if parts else ""
+    return f"{lead}{customers:,} customers ({share:.0%}). {detail[:1].upper()}{detail[1:]}".strip()
+
+
+def _phrase(name: str, z: float) -> str:
+    if name in _PHRASES:
+        return _PHRASES[name][0 if z > 0 else 1]
+    if "=" in name:
+        column, value = name.split("=", 1)
+        return f"{'mostly' if z > 0 else 'rarely'} {column} {value}"
+    return f"{'high' if z > 0 else 'low'} {name}"

@@ -163,6 +163,7 @@ def _request(ctx, settings: dict, profile: dict | None, tone: str, docs: list[Do
     compose, subject = variant_template(tone, "compose"), variant_template(tone, "subject")
     focus = [] if profile is None else str(profile["segment_name"]).lower().split()
     params = {
+        "merge_tags": list(ctx.services.prompts.merge_tags),
         "tone": tone,
         "template": ctx.prompt_source(compose),
         # Named from the project root in errors ("prompts/tones/urgent/compose.txt:3: ...").

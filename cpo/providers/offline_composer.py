@@ -130,6 +130,7 @@ class ComposeParams:
     focus_terms: tuple[str, ...]
     tone: str
     variables: Mapping[str, Any]
+    merge_tags: tuple[str, ...] = ()  # the project's configured tags (vars.messages.merge_tags)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ComposeParams:
@@ -161,6 +162,7 @@ class ComposeParams:
             focus_terms=(focus,) if isinstance(focus, str) else tuple(str(t) for t in focus),
             tone=str(params.get("tone", "")),
             variables=dict(variables),
+            merge_tags=tuple(str(t) for t in params.get("merge_tags") or ()),
         )
 
 
@@ -355,7 +357,9 @@ def _render(
         "title": title,
         "tone": params.tone,
     }
-    return _tidy(render_template_text(source, template_name=name, **variables))
+    return _tidy(
+        render_template_text(source, template_name=name, merge_tags=params.merge_tags, **variables)
+    )
 
 
 def _tidy(text: str) -> str:

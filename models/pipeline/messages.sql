@@ -8,7 +8,7 @@
   only plain replacements, and only for the tags a variant actually uses. Tags are first turned
   into private-use markers, so a customer value that itself looks like a tag is never expanded.
 #}
-{%- set tags = var('messages.merge_tags') -%}
+{%- set tags = merge_tag_sql() -%}{#- vars.messages.merge_tags, checked (cpo/segmentation.py) -#}
 {%- set strip = var('messages.strip_citations', true) -%}
 {%- set mark = "chr(57344)" -%}{#- U+E000, a private-use character no customer value contains -#}
 {%- macro marker(tag) -%}{{ mark }} || '{{ tag }}' || {{ mark }}{%- endmacro -%}

@@ -1,8 +1,11 @@
 {{ config(materialized='table', tags=['segments']) }}
-{%- set rules = var('segmentation.rules') %}
+{%- set segmentation = segment_rules() %}
+{%- macro text(value) -%}'{{ value | replace("'", "''") }}'{%- endmacro %}
 
--- Classic RFM segments with thresholds from vars.segmentation.rules. The CASE is ordered:
--- a customer gets the first segment whose rule matches, and the ELSE makes the cover complete.
+-- Rule segments from vars.segmentation.rules: each rule's `when` is a SQL condition over
+-- customer_features, checked when the project compiles (one boolean expression over known
+-- columns). The CASE is ordered: a customer gets the first segment whose rule matches, and
+-- vars.segmentation.default takes everyone else, so the cover is complete.
 with features as (
     select * from {{ ref('customer_features') }}
 ),
@@ -11,38 +14,20 @@ assigned as (
     select
         customer_id,
         case
-            when tenure_days <= {{ rules.new_customer_max_tenure_days }} then 'new_customers'
-            when r_score >= {{ rules.champions.min_r }}
-                and f_score >= {{ rules.champions.min_f }}
-                and m_score >= {{ rules.champions.min_m }} then 'champions'
-            when r_score >= {{ rules.loyal.min_r }}
-                and f_score >= {{ rules.loyal.min_f }} then 'loyal'
-            when r_score <= {{ rules.at_risk.max_r }}
-                and (f_score >= {{ rules.at_risk.min_f }}
-                    or m_score >= {{ rules.at_risk.min_m }}) then 'at_risk'
-            when r_score <= {{ rules.hibernating.max_r }} then 'hibernating'
-            else 'potential_loyalists'
+        {%- for rule in segmentation.rules %}
+            when coalesce(({{ rule.condition }}), false) then {{ text(rule.id) }}
+        {%- endfor %}
+            else {{ text(segmentation.default.id) }}
         end as segment_id
     from features
 ),
 
 catalogue (segment_id, segment_name, segment_description) as (
     values
-        ('new_customers', 'New customers',
-         'Joined in the last {{ rules.new_customer_max_tenure_days }} days; '
-         || 'still forming a buying habit.'),
-        ('champions', 'Champions',
-         'Bought recently, buy often and spend the most; '
-         || 'the best candidates for early access and loyalty rewards.'),
-        ('loyal', 'Loyal customers',
-         'Buy often and recently but spend less per year than champions.'),
-        ('at_risk', 'At risk',
-         'Used to buy often or spend a lot but have not bought for a long time.'),
-        ('hibernating', 'Hibernating',
-         'Low recency and low frequency or spend; long inactive.'),
-        ('potential_loyalists', 'Potential loyalists',
-         'Recent or mid-recency buyers with average frequency and spend; '
-         || 'could become loyal with the right offer.')
+    {%- for rule in segmentation.rules + [segmentation.default] %}
+        ({{ text(rule.id) }}, {{ text(rule.title) }}, {{ text(rule.description) }})
+        {{- ',' if not loop.last }}
+    {%- endfor %}
 )
 
 select

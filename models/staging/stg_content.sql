@@ -1,12 +1,28 @@
 {{ config(materialized='table', tags=['staging', 'content']) }}
 {%- set as_of = var('as_of_date', '') -%}
 {%- set as_of_sql = "DATE '" ~ as_of ~ "'" if as_of else "current_date" %}
+{%- set src = sources.content %}
+{%- macro role(name, otherwise='null') -%}
+    {%- if src.has(name) -%}cast({{ src.expression(name) }} as varchar){%- else -%}{{ otherwise }}{%- endif -%}
+{%- endmacro %}
 
--- Every content document, typed, with two flags the retrieval step filters on:
--- is_active (approved and not expired as of vars.as_of_date) and injection_flag (text that
--- addresses a language model rather than a customer, e.g. "ignore previous instructions").
+-- Every content document (sources.content in cpo.yml), typed, with two flags the retrieval step
+-- filters on: is_active (approved and not expired as of vars.as_of_date) and injection_flag
+-- (text that addresses a language model rather than a customer, e.g. "ignore previous
+-- instructions"). audience may list several values ("gold, platinum"); it is normalised to a
+-- comma-separated, lower-case list ('all' when empty). Without approved_at every document
+-- counts as approved; without category, every document is 'product'.
 with source as (
-    select * from {{ ref('content') }}
+    select
+        {{ role('document_id') }} as document_id,
+        {{ role('title') }} as title,
+        {{ role('body') }} as body,
+        {{ role('category', "'product'") }} as category,
+        {{ role('audience') }} as audience,
+        {{ role('keywords') }} as keywords,
+        {{ role('approved_at', "'1900-01-01'") }} as approved_at,
+        {{ role('expires_at') }} as expires_at
+    from {{ src.relation }}
 ),
 
 typed as (
@@ -15,7 +31,9 @@ typed as (
         regexp_replace(trim(title), '\s+', ' ', 'g') as title,
         regexp_replace(trim(body), '\s+', ' ', 'g') as body,
         lower(trim(category)) as category,
-        coalesce(nullif(lower(trim(audience)), ''), 'all') as audience,
+        coalesce(nullif(array_to_string(list_sort(list_distinct(list_filter(
+            list_transform(string_split(lower(audience), ','), lambda a: trim(a)),
+            lambda a: a <> ''))), ', '), ''), 'all') as audience,
         coalesce(lower(regexp_replace(trim(keywords), '\s+', ' ', 'g')), '') as keywords,
         try_cast(nullif(trim(approved_at), '') as date) as approved_at,
         try_cast(nullif(trim(expires_at), '') as date) as expires_at

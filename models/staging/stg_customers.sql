@@ -1,51 +1,59 @@
 {{ config(materialized='table', tags=['staging', 'customers']) }}
+{%- set src = sources.customers %}
+{%- macro title_case(column) -%}
+    {#- DuckDB has no initcap: "SAN  francisco" must become "San Francisco". -#}
+    nullif(array_to_string(list_transform(
+        string_split(lower(regexp_replace(trim(cast({{ column }} as varchar)), '\s+', ' ', 'g')), ' '),
+        lambda w: upper(left(w, 1)) || substr(w, 2)
+    ), ' '), '')
+{%- endmacro %}
 
--- One row per raw customer row, typed and cleaned. Rows are kept as they are (no dedup) so the
--- unique test on customer_id catches duplicated ids in the source instead of hiding them.
+-- One row per row of the customers file (sources.customers in cpo.yml), with each mapped role
+-- typed and cleaned and the listed attributes carried through unchanged. Roles that are not
+-- mapped are simply absent: downstream models compute what the mapped roles allow. Rows are
+-- kept as they are (no dedup) so the unique test on customer_id reports duplicated ids.
+-- Values are not clamped: customer_values_are_plausible reports out-of-range and non-finite
+-- numbers instead of hiding them.
 with source as (
-    select * from {{ ref('customers') }}
-),
-
-cleaned as (
     select
-        trim(customer_id) as customer_id,
-        -- Title-case word by word: DuckDB has no initcap, and "SAN  francisco" must become
-        -- "San Francisco".
-        nullif(array_to_string(list_transform(
-            string_split(lower(regexp_replace(trim(first_name), '\s+', ' ', 'g')), ' '),
-            lambda w: upper(left(w, 1)) || substr(w, 2)
-        ), ' '), '') as first_name,
-        nullif(lower(trim(email)), '') as email,
-        nullif(array_to_string(list_transform(
-            string_split(lower(regexp_replace(trim(city), '\s+', ' ', 'g')), ' '),
-            lambda w: upper(left(w, 1)) || substr(w, 2)
-        ), ' '), '') as city,
-        try_cast(trim(age) as integer) as raw_age,
-        nullif(lower(trim(tier)), '') as tier,
-        try_cast(trim(signup_date) as date) as signup_date,
-        try_cast(trim(purchase_frequency) as double) as purchase_frequency,
-        try_cast(trim(avg_order_value) as double) as avg_order_value,
-        try_cast(trim(days_since_last_purchase) as integer) as days_since_last_purchase,
-        try_cast(trim(days_since_last_engagement) as integer) as days_since_last_engagement,
-        try_cast(trim(historical_open_rate) as double) as open_rate,
-        try_cast(trim(historical_click_rate) as double) as click_rate
-    from source
+    {%- for role in src.roles %}
+        {{ src.expression(role) }} as "__role_{{ role }}",
+    {%- endfor %}
+    {%- for attribute in src.attributes %}
+        "{{ attribute }}",
+    {%- endfor %}
+    from {{ src.relation }}
 )
 
 select
-    customer_id,
-    first_name,
-    email,
-    regexp_full_match(coalesce(email, ''), '[^@\s]+@[^@\s]+\.[^@\s]+') as email_is_valid,
-    city,
+    nullif(trim(cast("__role_customer_id" as varchar)), '') as customer_id,
+{%- if src.has('first_name') %}
+    {{ title_case('"__role_first_name"') }} as first_name,
+{%- endif %}
+{%- if src.has('email') %}
+    nullif(lower(trim(cast("__role_email" as varchar))), '') as email,
+    regexp_full_match(coalesce(lower(trim(cast("__role_email" as varchar))), ''),
+        '[^@\s]+@[^@\s]+\.[^@\s]+') as email_is_valid,
+{%- endif %}
+{%- if src.has('city') %}
+    {{ title_case('"__role_city"') }} as city,
+{%- endif %}
+{%- if src.has('age') %}
     -- Ages outside 13-110 are data-entry errors ("0", "999", "-4"), not customers.
-    case when raw_age between 13 and 110 then raw_age end as age,
-    tier,
-    signup_date,
-    greatest(purchase_frequency, 0) as purchase_frequency,
-    greatest(avg_order_value, 0) as avg_order_value,
-    greatest(days_since_last_purchase, 0) as days_since_last_purchase,
-    greatest(days_since_last_engagement, 0) as days_since_last_engagement,
-    greatest(least(open_rate, 1.0), 0.0) as open_rate,
-    greatest(least(click_rate, 1.0), 0.0) as click_rate
-from cleaned
+    case when try_cast("__role_age" as integer) between 13 and 110
+        then try_cast("__role_age" as integer) end as age,
+{%- endif %}
+{%- if src.has('tier') %}
+    nullif(lower(trim(cast("__role_tier" as varchar))), '') as tier,
+{%- endif %}
+{%- if src.has('signup_date') %}
+    try_cast("__role_signup_date" as date) as signup_date,
+{%- endif %}
+{%- for role in ['recency_days', 'frequency', 'monetary', 'avg_order_value', 'open_rate',
+                 'click_rate', 'last_engagement_days'] if src.has(role) %}
+    try_cast("__role_{{ role }}" as double) as {{ role }},
+{%- endfor %}
+{%- for attribute in src.attributes %}
+    "{{ attribute }}",
+{%- endfor %}
+from source

@@ -1,0 +1,258 @@
+"""The input contract (sources:), rules as data, tied scores, merge tags and init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from cpo.cli import main
+from cpo.project import Project
+from tests.conftest import file_hash
+from tests.sample import copy_sample_project, query
+
+CUSTOMERS = "seeds/customers.csv"
+
+
+def edit(project: Path, change) -> None:
+    path = project / "cpo.yml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def write_csv(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Path:
+    """A sample project built once (so 'cpo.duckdb unchanged' is checked against a real file)."""
+    project = copy_sample_project(tmp_path / "p")
+    assert main(["build", "--project-dir", str(project)]) == 0
+    return project
+
+
+def run_cli(project: Path, capsys) -> tuple[int, str]:
+    code = main(["build", "--project-dir", str(project)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _columns(mapping: dict):
+    def change(config):
+        config["sources"]["customers"]["columns"] = mapping
+
+    return change
+
+
+BAD_INPUTS = {
+    "mapped_column_missing": (
+        _columns({"customer_id": "customer_id", "frequency": "orders_per_year"}),
+        [
+            "sources.customers.columns.frequency",
+            "orders_per_year",
+            "purchase_frequency",
+            "recency_days:",
+        ],
+    ),
+    "failing_expression": (
+        _columns({"customer_id": "customer_id", "monetary": "spend_usd * 2"}),
+        ["role 'monetary'", "spend_usd", "sources.customers.columns.monetary"],
+    ),
+    "not_a_role": (
+        _columns({"customer_id": "customer_id", "loyalty": "tier"}),
+        ["'loyalty' is not a role", "attributes"],
+    ),
+    "rule_not_boolean": (
+        lambda c: c["vars"]["segmentation"]["rules"].__setitem__(
+            0, {"name": "odd", "when": "recency_days + 1"}
+        ),
+        ["vars.segmentation.rules.0.when", "'odd'", "not a condition"],
+    ),
+    "rule_unknown_column": (
+        lambda c: c["vars"]["segmentation"]["rules"].__setitem__(
+            0, {"name": "womens", "when": "bought_womens = 1"}
+        ),
+        ["'womens'", "bought_womens", "Available: customer_id"],
+    ),
+    "rule_needs_unmapped_role": (
+        lambda c: (
+            c["sources"]["customers"]["columns"].pop("purchase_frequency", None)
+            or c["sources"]["customers"]["columns"].pop("frequency")
+        ),
+        ["'champions'", "f_score", "role frequency"],
+    ),
+    "rule_with_statement": (
+        lambda c: c["vars"]["segmentation"]["rules"].__setitem__(
+            0, {"name": "x", "when": "1=1; copy stg_customers to 'x.csv'"}
+        ),
+        ["vars.segmentation.rules.0.when", "single SQL expression"],
+    ),
+    "merge_tag_needs_unmapped_role": (
+        lambda c: c["sources"]["customers"]["columns"].pop("city"),
+        ["vars.messages.merge_tags.city", "city needs the role city"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_error_and_changes_nothing(built, capsys, case):
+    change, expected = BAD_INPUTS[case]
+    before = file_hash(built / "cpo.duckdb")
+    edit(built, change)
+    code, output = run_cli(built, capsys)
+    assert code == 1
+    assert "Traceback" not in output
+    for text in expected:
+        assert text in output, (text, output)
+    assert file_hash(built / "cpo.duckdb") == before
+
+
+def test_role_mapped_twice_is_an_error(built, capsys):
+    path = built / "cpo.yml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace(
+            "      frequency: purchase_frequency\n",
+            "      frequency: purchase_frequency\n      frequency: avg_order_value\n",
+        ),
+        encoding="utf-8",
+    )
+    before = file_hash(built / "cpo.duckdb")
+    code, output = run_cli(built, capsys)
+    assert code == 1 and "'frequency' is mapped twice" in output and "Traceback" not in output
+    assert file_hash(built / "cpo.duckdb") == before
+
+
+@pytest.mark.parametrize("header_only", [False, True])
+def test_empty_or_header_only_file_is_an_error(built, capsys, header_only):
+    header = (built / CUSTOMERS).read_text(encoding="utf-8").splitlines()[0] + "\n"
+    write_csv(built / "data" / "empty.csv", header if header_only else "")
+    edit(built, lambda c: c["sources"]["customers"].update(path="data/empty.csv"))
+    before = file_hash(built / "cpo.duckdb")
+    code, output = run_cli(built, capsys)
+    assert code == 1 and "Traceback" not in output
+    assert "sources.customers.path" in output
+    assert file_hash(built / "cpo.duckdb") == before
+
+
+def test_duplicate_and_blank_ids_fail_the_unique_and_not_null_tests(built, capsys):
+    rows = (built / CUSTOMERS).read_text(encoding="utf-8").splitlines()
+    first = rows[1]
+    blank = '""' + first[first.index(",") :]
+    (built / CUSTOMERS).write_text("\n".join([*rows, first, blank]) + "\n", encoding="utf-8")
+    before = file_hash(built / "cpo.duckdb")
+    code, output = run_cli(built, capsys)
+    assert code == 1 and "Traceback" not in output
+    assert "unique_stg_customers_customer_id" in output
+    assert "not_null_stg_customers_customer_id" in output
+    assert "SKIP" in output and "customer_features" in output  # downstream skipped
+    assert file_hash(built / "cpo.duckdb") == before
+
+
+def test_out_of_range_and_non_finite_values_fail_a_data_test(tmp_path):
+    project = copy_sample_project(tmp_path / "p")
+    rows = (project / CUSTOMERS).read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    bad = rows[1].split(",")
+    bad[header.index('"purchase_frequency"')] = "1e308"
+    bad[header.index('"historical_click_rate"')] = "7"
+    rows[1] = ",".join(bad)
+    (project / CUSTOMERS).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = Project.load(project).build(select=["+customer_features"])
+    result = {r.name: r for r in run.results}["customer_values_are_plausible"]
+    assert result.status == "fail"
+    assert result.rows == 3  # yearly spend not finite, click rate above 1, above open rate
+
+
+def write_tied(path: Path, order: str) -> None:
+    con = duckdb.connect()
+    con.execute(
+        f"""copy (
+            select 'C' || lpad(i::varchar, 6, '0') as customer_id,
+                case when i % 10 < 8 then 30 else i % 97 end as recency_days,
+                case when i % 10 < 9 then 1 else 1 + i % 5 end as frequency,
+                case when i % 10 < 7 then 50.0 else (i % 13) * 20.0 end as monetary
+            from range(3000) as t(i) order by {order}
+        ) to '{path}' (format parquet)"""
+    )
+    con.close()
+
+
+def test_segments_on_heavily_tied_data_do_not_depend_on_row_order(tmp_path):
+    results = []
+    for order in ("i", "i desc", "hash(i)"):
+        project = copy_sample_project(tmp_path / order.replace(" ", "_").replace("(", ""))
+        write_tied(project / "tied.parquet", order)
+
+        def change(config):
+            config["sources"]["customers"] = {
+                "path": "tied.parquet",
+                "columns": {
+                    "customer_id": "customer_id",
+                    "recency_days": "recency_days",
+                    "frequency": "frequency",
+                    "monetary": "monetary",
+                },
+            }
+            config["vars"]["segmentation"]["rules"] = [
+                r for r in config["vars"]["segmentation"]["rules"] if "tenure" not in r["when"]
+            ]
+            config["vars"]["messages"]["merge_tags"] = {"unsubscribe_url": "c.customer_id"}
+
+        edit(project, change)
+        run = Project.load(project).build(select=["+segments"])
+        assert run.success, [(r.name, r.message) for r in run.results if r.failed]
+        frame = query(
+            project,
+            "select customer_id, segment_id, f_score from segments "
+            "join customer_features using (customer_id) order by customer_id",
+        )
+        results.append(frame)
+    assert results[0].equals(results[1]) and results[0].equals(results[2])
+    # 90% identical frequency: all of them share one score, never split 1-5 by id.
+    tied = query(
+        project, "select count(distinct f_score) as n from customer_features where frequency = 1"
+    )
+    assert tied["n"][0] == 1
+
+
+def test_init_guesses_a_block_and_says_what_it_guessed(tmp_path, capsys):
+    write_csv(
+        tmp_path / "shop.csv",
+        "id,months_since_purchase,spend_last_year,bought_mens,area\n1,3,120.5,1,Urban\n",
+    )
+    assert main(["init", "--customers", str(tmp_path / "shop.csv")]) == 0
+    out = capsys.readouterr().out
+    block = yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("#")))
+    columns = block["sources"]["customers"]["columns"]
+    assert columns == {
+        "customer_id": "id",
+        "recency_days": "months_since_purchase * 30",
+        "monetary": "spend_last_year",
+    }
+    assert block["sources"]["customers"]["attributes"] == ["bought_mens", "area"]
+    assert "recency_days <- months_since_purchase (converted" in out
+
+
+def test_missing_name_never_leaves_a_dangling_word(tmp_path):
+    project = copy_sample_project(tmp_path / "p")
+    rows = (project / CUSTOMERS).read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    at = header.index('"first_name"')
+    for n in range(1, len(rows)):
+        cells = rows[n].split(",")
+        cells[at] = '""'
+        rows[n] = ",".join(cells)
+    (project / CUSTOMERS).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = Project.load(project).build()
+    assert run.success, [(r.name, r.message) for r in run.results if r.failed]
+    messages = query(project, "select subject, body, arm from messages")
+    assert not messages["body"].str.contains("there,").any()
+    assert not messages["subject"].str.contains("there,|, :| ,", regex=True).any()
+    personal = messages[messages["arm"].isin(["friendly", "informational"])]
+    assert personal["body"].str.startswith("Hello,").all()
