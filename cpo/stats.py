@@ -9,8 +9,13 @@ Conventions (every number in ``experiment_results`` can be recomputed by hand fr
   variance is the sample variance (divisor n − 1); a proportion's is p(1 − p); a ratio's is the
   delta-method unit variance ``(s²_num − 2 R s_num,den + R² s²_den) / mean_den²`` (n − 1 divisors),
   so that ``variance / n`` is the variance of the ratio estimate in every case.
-* **Effects**: absolute ``m_t − m_c``; relative ``(m_t − m_c) / |m_c|`` with delta-method variance
-  ``v_t / (n_t m_c²) + v_c m_t² / (n_c m_c⁴)``.
+* **Effects**: absolute ``m_t − m_c``; relative ``m_t / m_c − 1`` (needs m_c > 0), with
+  delta-method standard error ``√(v_t / (n_t m_c²) + v_c m_t² / (n_c m_c⁴))``.
+* **p-values always test the difference of means** (Welch t; z for proportions), whatever scale
+  is reported. A relative interval is Fieller's interval for m_t / m_c with the test's own
+  critical value, minus 1: it excludes 0 exactly when the test rejects, and its lower bound is
+  clamped at −100 % (a ratio of non-negative means is never negative). When m_c is not
+  distinguishable from 0 the interval is unbounded (+inf upper bound).
 * **Frequentist** (`frequentist_test`): Welch–Satterthwaite degrees of freedom
   ``(Σ c_i)² / Σ c_i² / (n_i − 1)`` over the variance components ``c_i`` above; Student-t
   intervals and p-values, p-values taken from survival functions (``t.sf``) so tiny values do not
@@ -329,46 +334,81 @@ def _check_alternative(alternative: str) -> None:
 
 @dataclass(frozen=True)
 class _Effect:
-    """An effect estimate with its variance components ``(c_i, n_i)`` for Welch df."""
+    """Arm means and the variance components ``(c_i, n_i)`` of each arm's mean.
 
-    estimate: float
-    components: tuple[tuple[float, int], ...]
+    ``treatment`` components add up to Var(m_t), ``control`` ones to Var(m_c); their sum is the
+    variance of the difference m_t − m_c, which every p-value tests whatever the reported scale.
+    """
+
     control_mean: float
     treatment_mean: float
+    treatment: tuple[tuple[float, int], ...]
+    control: tuple[tuple[float, int], ...]
     reason: str | None
 
+    @property
+    def components(self) -> tuple[tuple[float, int], ...]:
+        return self.treatment + self.control
 
-def _effect(control: Stats, treatment: Stats, relative: bool) -> _Effect:
-    """Estimate and delta-method variance components on the requested scale."""
+    @property
+    def var_treatment(self) -> float:
+        return sum(c for c, _ in self.treatment)
+
+    @property
+    def var_control(self) -> float:
+        return sum(c for c, _ in self.control)
+
+
+def _effect(control: Stats, treatment: Stats) -> _Effect:
+    """Arm means and the variance components of the difference of means."""
     mc, mt = control.mean, treatment.mean
     nc, nt = control.n, treatment.n
     small = f"need at least 2 units per arm, got control n={nc}, treatment n={nt}"
-    reason = _degenerate(
-        small if nc < 2 or nt < 2 else None, mc, mt, relative, "an arm mean is undefined"
-    )
+    reason = _degenerate(small if nc < 2 or nt < 2 else None, mc, mt, "an arm mean is undefined")
     if reason is not None:
-        return _Effect(NAN, (), mc, mt, reason)
-    vc, vt = control.variance, treatment.variance
-    if relative:
-        estimate = (mt - mc) / abs(mc)
-        comps = ((vt / (nt * mc**2), nt), (vc * mt**2 / (nc * mc**4), nc))
-    else:
-        estimate = mt - mc
-        comps = ((vt / nt, nt), (vc / nc, nc))
-    return _Effect(estimate, comps, mc, mt, None)
+        return _Effect(mc, mt, (), (), reason)
+    return _Effect(mc, mt, ((treatment.variance / nt, nt),), ((control.variance / nc, nc),), None)
 
 
-def _degenerate(
-    too_small: str | None, mc: float, mt: float, relative: bool, undefined: str
-) -> str | None:
+def _degenerate(too_small: str | None, mc: float, mt: float, undefined: str) -> str | None:
     """Why an effect cannot be estimated (None when it can): too few units, then NaN means."""
     if too_small is not None:
         return too_small
     if math.isnan(mc) or math.isnan(mt):
         return f"{undefined} (zero denominator sum)"
-    if relative and mc == 0:
-        return _ZERO_CONTROL
     return None
+
+
+def relative_se(mc: float, mt: float, var_c: float, var_t: float) -> float:
+    """Delta-method standard error of m_t / m_c − 1 from the variances of the two means."""
+    return math.sqrt(var_t / mc**2 + var_c * mt**2 / mc**4)
+
+
+def fieller_interval(
+    mc: float, mt: float, var_c: float, var_t: float, q: float
+) -> tuple[float, float]:
+    """Fieller's interval for the ratio m_t / m_c of two independent means.
+
+    The set of θ with ``(m_t − θ m_c)² ≤ q² (Var(m_t) + θ² Var(m_c))``. At θ = 1 this is exactly
+    the test of the difference, so the interval excludes 1 if and only if that test rejects.
+    When the control mean is not distinguishable from 0 (``m_c² ≤ q² Var(m_c)``) the set is
+    unbounded and ``(−inf, inf)`` is returned.
+
+    Args:
+        mc, mt: Control and treatment means.
+        var_c, var_t: Variances of those means.
+        q: Critical value (t or z) of the test.
+
+    Returns:
+        ``(low, high)`` bounds of the ratio (not yet minus 1).
+    """
+    a = mc * mc - q * q * var_c
+    b = mt * mc
+    c = mt * mt - q * q * var_t
+    if a <= 0:
+        return -math.inf, math.inf
+    root = math.sqrt(max(b * b - a * c, 0.0))
+    return (b - root) / a, (b + root) / a
 
 
 def _welch_df(components: Sequence[tuple[float, int]]) -> float:
@@ -440,32 +480,71 @@ def _test_effect(
     sequential: bool,
     sequential_tuning: float,
     method: str,
+    normal: bool = False,
 ) -> FrequentistResult:
-    """Turn an effect and its variance components into intervals and p-values."""
-    absolute = effect.treatment_mean - effect.control_mean
+    """Test the difference of means; report it or the relative lift with a matching interval.
+
+    The p-value always tests m_t − m_c (Welch t, or z when `normal`), whatever `relative` says.
+    A relative interval is Fieller's (see `fieller_interval`) with the test's own critical value,
+    so it excludes 0 exactly when the test rejects; its lower bound is never below −100 % (a mean
+    of non-negative outcomes cannot fall below zero). The relative lift needs a positive control
+    mean; otherwise it is NaN with a reason while the test and ``absolute_effect`` stand.
+    """
+    mc, mt = effect.control_mean, effect.treatment_mean
+    absolute = mt - mc
 
     def result(est: float, lo: float, hi: float, se: float, p: float, df: float, why: str | None):
         return FrequentistResult(
-            est, lo, hi, se, p, df, absolute, effect.control_mean, effect.treatment_mean,
+            est, lo, hi, se, p, df, absolute, mc, mt,
             relative, alternative, alpha, sequential, method, why,
         )  # fmt: skip
 
     if effect.reason is not None:
         return result(NAN, NAN, NAN, NAN, NAN, NAN, effect.reason)
-    se = math.sqrt(sum(c for c, _ in effect.components))
-    df = _welch_df(effect.components)
-    est = effect.estimate
+    var_t, var_c = effect.var_treatment, effect.var_control
+    se = math.sqrt(var_t + var_c)
+    df = math.inf if normal else _welch_df(effect.components)
     if not se > 0:
-        return result(est, NAN, NAN, se, NAN, df, "both arms have zero variance")
+        return result(NAN, NAN, NAN, se, NAN, df, "both arms have zero variance")
+    tail = alpha / 2 if alternative == "two-sided" else alpha
+    q = float(sps.norm.isf(tail)) if normal else float(sps.t.isf(tail, df))
     if sequential:
-        half = sequential_half_width(se, n_total, alpha, sequential_tuning)
-        p = sequential_p_value(est, se, n_total, sequential_tuning, alternative)
+        p = sequential_p_value(absolute, se, n_total, sequential_tuning, alternative)
+    elif normal:
+        p = _z_p_value(absolute / se, alternative)
     else:
-        tail = alpha / 2 if alternative == "two-sided" else alpha
-        half = float(sps.t.isf(tail, df)) * se
-        p = _t_p_value(est / se, df, alternative)
-    lo, hi = _interval(est, half, alternative)
-    return result(est, lo, hi, se, p, df, None)
+        p = _t_p_value(absolute / se, df, alternative)
+    if not relative:
+        half = sequential_half_width(se, n_total, alpha, sequential_tuning) if sequential else q * se
+        lo, hi = _interval(absolute, half, alternative)
+        return result(absolute, lo, hi, se, p, df, None)
+    if not mc > 0:
+        why = _ZERO_CONTROL if mc == 0 else "control mean is negative: relative effect undefined"
+        return result(NAN, NAN, NAN, NAN, p, df, why + " (see absolute_effect)")
+    est = mt / mc - 1.0
+    se_rel = relative_se(mc, mt, var_c, var_t)
+    if sequential:  # the sequence's half-width is se times this critical value
+        q = sequential_half_width(1.0, n_total, alpha, sequential_tuning)
+    low, high = fieller_interval(mc, mt, var_c, var_t, q)
+    lo, hi = _interval_bounds(low - 1.0, high - 1.0, alternative)
+    return result(est, max(lo, -1.0), hi, se_rel, p, df, None)
+
+
+def _interval_bounds(lo: float, hi: float, alternative: str) -> tuple[float, float]:
+    if alternative == "greater":
+        return lo, math.inf
+    if alternative == "less":
+        return -math.inf, hi
+    return lo, hi
+
+
+def _z_p_value(z: float, alternative: str) -> float:
+    """Normal p-value from survival functions."""
+    if alternative == "greater":
+        return float(sps.norm.sf(z))
+    if alternative == "less":
+        return float(sps.norm.sf(-z))
+    return float(min(1.0, 2.0 * sps.norm.sf(abs(z))))
 
 
 def _t_p_value(t_stat: float, df: float, alternative: str) -> float:
@@ -501,7 +580,8 @@ def frequentist_test(
     Args:
         control: Control arm statistics (`MeanStats`, `ProportionStats` or `RatioStats`).
         treatment: Treatment arm statistics of the same metric.
-        relative: Test the relative effect (m_t − m_c)/|m_c| instead of m_t − m_c.
+        relative: Report the relative lift m_t / m_c − 1 (Fieller interval) instead of
+            m_t − m_c. The p-value tests the difference of means either way.
         alpha: Error rate; the interval has coverage 1 − alpha.
         alternative: ``two-sided``, ``greater`` (treatment better) or ``less``.
         sequential: Use the always-valid confidence sequence (safe to peek).
@@ -516,7 +596,7 @@ def frequentist_test(
     _check_test_options(alpha, alternative, sequential_tuning)
     method = "sequential-cs" if sequential else "welch-t"
     return _test_effect(
-        _effect(control, treatment, relative),
+        _effect(control, treatment),
         n_total=control.n + treatment.n,
         relative=relative,
         alpha=alpha,
@@ -575,16 +655,23 @@ def bayesian_test(
             f"prior_variance must be positive (or None for a flat prior), got {prior_variance}"
         )
     _check_alpha(credible_level, "credible_level")
-    effect = _effect(control, treatment, relative)
-    absolute = effect.treatment_mean - effect.control_mean
-    variance = sum(c for c, _ in effect.components)
-    reason = effect.reason or (None if variance > 0 else "both arms have zero variance")
+    effect = _effect(control, treatment)
+    mc, mt = effect.control_mean, effect.treatment_mean
+    absolute = mt - mc
+    var_t, var_c = effect.var_treatment, effect.var_control
+    reason = effect.reason or (None if var_t + var_c > 0 else "both arms have zero variance")
+    if reason is None and relative and not mc > 0:
+        reason = _ZERO_CONTROL if mc == 0 else "control mean is negative: relative undefined"
     if reason is not None:
         return BayesianResult(NAN, NAN, NAN, NAN, NAN, (NAN, NAN), absolute, relative, reason)
-    mean = effect.estimate
+    if relative:
+        estimate, variance = mt / mc - 1.0, relative_se(mc, mt, var_c, var_t) ** 2
+    else:
+        estimate, variance = absolute, var_t + var_c
+    mean = estimate
     if prior_variance is not None:
         precision = 1.0 / variance + 1.0 / prior_variance
-        mean = (effect.estimate / variance + prior_mean / prior_variance) / precision
+        mean = (estimate / variance + prior_mean / prior_variance) / precision
         variance = 1.0 / precision
     sd = math.sqrt(variance)
     z = float(sps.norm.isf((1.0 - credible_level) / 2))
@@ -704,7 +791,7 @@ def post_stratify(
         )
     w = w / w.sum()
     return _test_effect(
-        _stratified_effect(strata_control, strata_treatment, w, relative),
+        _stratified_effect(strata_control, strata_treatment, w),
         n_total=sum(s.n for s in strata_control) + sum(s.n for s in strata_treatment),
         relative=relative,
         alpha=alpha,
@@ -716,22 +803,19 @@ def post_stratify(
 
 
 def _stratified_effect(
-    control: Sequence[Stats], treatment: Sequence[Stats], w: np.ndarray, relative: bool
+    control: Sequence[Stats], treatment: Sequence[Stats], w: np.ndarray
 ) -> _Effect:
     kept = [(c, t, wk) for c, t, wk in zip(control, treatment, w, strict=True) if wk > 0]
     mc = sum(wk * c.mean for c, _, wk in kept)
     mt = sum(wk * t.mean for _, t, wk in kept)
     small = any(c.n < 2 or t.n < 2 for c, t, _ in kept)
     too_small = "need at least 2 units per arm in every weighted stratum" if small else None
-    reason = _degenerate(too_small, mc, mt, relative, "a stratum mean is undefined")
+    reason = _degenerate(too_small, mc, mt, "a stratum mean is undefined")
     if reason is not None:
-        return _Effect(NAN, (), mc, mt, reason)
-    # Components of Var(M_t) and Var(M_c), scaled like frequentist_test's delta method.
-    scale_t, scale_c = (1 / mc**2, mt**2 / mc**4) if relative else (1.0, 1.0)
-    comps = [(wk**2 * t.variance / t.n * scale_t, t.n) for _, t, wk in kept]
-    comps += [(wk**2 * c.variance / c.n * scale_c, c.n) for c, _, wk in kept]
-    estimate = (mt - mc) / abs(mc) if relative else mt - mc
-    return _Effect(estimate, tuple(comps), mc, mt, None)
+        return _Effect(mc, mt, (), (), reason)
+    comps_t = tuple((wk**2 * t.variance / t.n, t.n) for _, t, wk in kept)
+    comps_c = tuple((wk**2 * c.variance / c.n, c.n) for c, _, wk in kept)
+    return _Effect(mc, mt, comps_t, comps_c, None)
 
 
 # --------------------------------------------------------------------------- small samples
@@ -794,7 +878,9 @@ def proportion_test(
     When any expected cell of the 2×2 table (successes/failures × arm) is below `min_expected`,
     the p-value comes from `scipy.stats.fisher_exact` and the interval from Wilson scores
     (Newcombe for the difference, MOVER-R for the relative lift); ``method`` is
-    ``fisher-exact``. Otherwise this is `frequentist_test` (``method="welch-t"``).
+    ``fisher-exact``. Otherwise it is the two-proportion z test of p_t − p_c with the unpooled
+    variance ``p(1 − p)/n`` per arm (``method="z-test"``); the relative interval is Fieller's
+    with the same z, so it agrees with the test.
 
     Args:
         control: Control `ProportionStats`.
@@ -809,8 +895,16 @@ def proportion_test(
     """
     _check_test_options(alpha, alternative, 1.0)
     if not _needs_exact(control, treatment, min_expected):
-        return frequentist_test(
-            control, treatment, relative=relative, alpha=alpha, alternative=alternative
+        return _test_effect(
+            _effect(control, treatment),
+            n_total=control.n + treatment.n,
+            relative=relative,
+            alpha=alpha,
+            alternative=alternative,
+            sequential=False,
+            sequential_tuning=1.0,
+            method="z-test",
+            normal=True,
         )
     welch = frequentist_test(control, treatment, relative=relative, alpha=alpha)
     absolute = treatment.mean - control.mean if control.n and treatment.n else NAN
