@@ -29,6 +29,8 @@ STEPS = (
     "observed_events.py",
     "simulated_events.py",
     "experiment_results.py",
+    "_experiment_files.py",
+    "observed_outcomes.py",
 )
 
 ASSIGNMENTS_STEP = """

@@ -218,9 +218,15 @@ def _format(error: dict[str, Any]) -> tuple[str, str]:
         message = f"unknown setting (misspelt?); accepted keys: {', '.join(model.model_fields)}"
     elif kind == "value_error":
         message = message.removeprefix("Value error, ")
-        if ": " in message and message.split(": ", 1)[0].replace("[", "").replace(
-            "]", ""
-        ).replace(".", "").replace("_", "").isalnum():
+        if (
+            ": " in message
+            and message.split(": ", 1)[0]
+            .replace("[", "")
+            .replace("]", "")
+            .replace(".", "")
+            .replace("_", "")
+            .isalnum()
+        ):
             head, message = message.split(": ", 1)
             key += "." + head
     return key, f"{message}; got {error.get('input')!r}" if kind != "value_error" else message

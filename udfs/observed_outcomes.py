@@ -74,8 +74,10 @@ def model(ctx: Any) -> pa.Table:
     """).fetchone()
     if total == 0:
         raise fail(
-            ctx, f"{KEY}.path", "the outcome table has no rows: an empty outcome source is an "
-            "error (point path: at the file with one row per customer)"
+            ctx,
+            f"{KEY}.path",
+            "the outcome table has no rows: an empty outcome source is an "
+            "error (point path: at the file with one row per customer)",
         )
     if no_id or duplicates:
         raise fail(
