@@ -41,8 +41,8 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def read_text(ctx: Any, files: list[Path]) -> Any:
-    """A relation over the files with every column as text."""
+def read_text(ctx: Any, files: list[Path]) -> str:
+    """A SELECT over the files with every column as text."""
     csv = [p for p in files if p.suffix.lower() != ".parquet"]
     parquet = [p for p in files if p.suffix.lower() == ".parquet"]
     parts = []
@@ -55,12 +55,16 @@ def read_text(ctx: Any, files: list[Path]) -> Any:
     if parquet:
         listed = ", ".join(literal(str(p)) for p in parquet)
         parts.append(f"select * from read_parquet([{listed}], union_by_name = true)")
-    return ctx.sql("\nunion all by name\n".join(parts))
+    return "\nunion all by name\n".join(parts)
 
 
-def require_columns(ctx: Any, relation: Any, wanted: dict[str, str], key: str) -> None:
+def columns(ctx: Any, query: str) -> list[str]:
+    """The column names of a query."""
+    return list(ctx.sql(f"select * from ({query}) limit 0").columns)
+
+
+def require_columns(ctx: Any, present: list[str], wanted: dict[str, str], key: str) -> None:
     """Error naming the roles whose mapped column is missing from the file."""
-    present = list(relation.columns)
     missing = {role: col for role, col in wanted.items() if col not in present}
     if missing:
         shown = ", ".join(f"{role} -> {col!r}" for role, col in missing.items())

@@ -444,19 +444,27 @@ def _validity(ctx: Any, config: ExperimentConfig) -> Validity:
     """).fetchone()
     ctx.ref("observed_outcomes")
     ctx.ref("assignments")
-    if outcome_unknown:
-        rejected["outcome_row_of_unassigned_customer"] = int(outcome_unknown)
-    if rejected:
-        ctx.log.warning("rejected outcome rows", extra={"by_reason": rejected})
-    total = sum(n for _, n in observed) + int(outcome_rows)
-    share = sum(rejected.values()) / total if total else 0.0
+    by_source = {
+        "observed events": (rejected, sum(n for _, n in observed)),
+        "outcome-table rows": (
+            {"outcome_row_of_unassigned_customer": int(outcome_unknown)} if outcome_unknown else {},
+            int(outcome_rows),
+        ),
+    }
+    reasons = []
+    for name, (counts, total) in by_source.items():
+        if counts:
+            ctx.log.warning(f"rejected {name}", extra={"by_reason": counts, "total": total})
+        share = sum(counts.values()) / total if total else 0.0
+        if share > config.max_rejected_share:
+            shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+            reasons.append(f"{share:.0%} of {name} were rejected ({shown})")
     reason = None
-    if share > config.max_rejected_share:
-        shown = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items()))
+    if reasons:
         reason = (
-            f"{share:.0%} of observed outcome rows were rejected ({shown}), more than "
-            f"max_rejected_share {config.max_rejected_share:.0%}: fix the files (or "
-            "attribution_days) before reading any result"
+            f"{'; '.join(reasons)}: more than max_rejected_share "
+            f"{config.max_rejected_share:.0%}; fix the files (or attribution_days) before "
+            "reading any result"
         )
     simulated = bool(ctx.ref("stg_events").filter("source = 'simulated'").limit(1).fetchall())
     return Validity(reason, simulated)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 from _experiment_design import experiment_config
+from _experiment_files import columns as columns_of
 from _experiment_files import fail, ident, literal, paths, read_text, require_columns
 
 KEY = "vars.experiment.assignments"
@@ -44,24 +45,26 @@ def model(ctx: Any) -> pa.Table:
         return SCHEMA.empty_table()
     columns = {"customer_id": "customer_id", "arm": "arm", **(setting.get("columns") or {})}
     wanted = {role: col for role, col in columns.items() if col}
-    relation = read_text(ctx, paths(ctx, setting["path"], f"{KEY}.path"))
-    require_columns(ctx, relation, wanted, f"{KEY}.columns")
+    source = read_text(ctx, paths(ctx, setting["path"], f"{KEY}.path"))
+    require_columns(ctx, columns_of(ctx, source), wanted, f"{KEY}.columns")
     at = wanted.get("assigned_at")
     seg = wanted.get("segment_id")
-    table = ctx.sql(f"""
+    table = f"""
         select
             nullif(trim({ident(wanted["customer_id"])}), '') as customer_id,
             nullif(trim({ident(wanted["arm"])}), '') as arm,
             {f"nullif(trim({ident(seg)}), '')" if seg else "null::varchar"} as segment_id,
             {f"nullif(trim({ident(at)}), '')" if at else "null::varchar"} as raw_at,
-            {f"try_cast(trim({ident(at)}) as timestamp)" if at else "null::timestamp"} as at
-        from ({relation.sql_query()})
-    """)
-    counts = table.aggregate(
-        "count(*), count(*) filter (where customer_id is null), "
-        "count(*) filter (where arm is null), count(*) - count(distinct customer_id), "
-        "count(*) filter (where raw_at is not null and at is null)"
-    ).fetchone()
+            {f"try_cast(trim({ident(at)}) as timestamp)" if at else "null::timestamp"} as parsed_at
+        from ({source})
+    """
+    counts = ctx.sql(f"""
+        select count(*), count(*) filter (where customer_id is null),
+               count(*) filter (where arm is null), count(*) - count(distinct customer_id)
+                   - count(*) filter (where customer_id is null),
+               count(*) filter (where raw_at is not null and parsed_at is null)
+        from ({table})
+    """).fetchone()
     total, no_id, no_arm, duplicates, bad_at = counts
     if total == 0:
         raise fail(ctx, f"{KEY}.path", "the assignment file has no rows; nothing to analyse")
@@ -85,7 +88,7 @@ def model(ctx: Any) -> pa.Table:
             f"{KEY}.columns.assigned_at",
             f"{bad_at} value(s) of {at!r} are not timestamps (use e.g. 2026-11-24 09:00:00)",
         )
-    found = [r[0] for r in table.aggregate("arm, count(*)", "arm").order("arm").fetchall()]
+    found = [r[0] for r in ctx.sql(f"select distinct arm from ({table}) order by 1").fetchall()]
     known = [a.name for a in config.arms]
     unknown = [a for a in found if a not in known]
     if unknown:
@@ -96,11 +99,11 @@ def model(ctx: Any) -> pa.Table:
             f"({', '.join(known)}); list every arm with its planned weight",
         )
     start = raw.get("start_at")
-    at_sql = "at" if at or not start else f"try_cast({literal(str(start))} as timestamp)"
+    at_sql = "parsed_at" if at or not start else f"try_cast({literal(str(start))} as timestamp)"
     out = ctx.sql(f"""
         select {literal(config.id)} as experiment_id, customer_id, arm, segment_id,
                {at_sql} as assigned_at
-        from ({table.sql_query()})
+        from ({table})
         order by customer_id
     """)
     ctx.log.info("external assignment", extra={"customers": total, "arms": len(found)})

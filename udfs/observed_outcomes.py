@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 from _experiment_design import experiment_config
+from _experiment_files import columns as columns_of
 from _experiment_files import fail, ident, paths, read_text, require_columns
 
 KEY = "vars.experiment.outcomes"
@@ -45,16 +46,17 @@ def model(ctx: Any) -> pa.Table:
     if not setting:
         return pa.table({"customer_id": pa.array([], pa.string())})
     id_column = (setting.get("columns") or {}).get("customer_id", "customer_id")
-    relation = read_text(ctx, paths(ctx, setting["path"], f"{KEY}.path"))
-    require_columns(ctx, relation, {"customer_id": id_column}, f"{KEY}.columns")
+    query = read_text(ctx, paths(ctx, setting["path"], f"{KEY}.path"))
+    present = columns_of(ctx, query)
+    require_columns(ctx, present, {"customer_id": id_column}, f"{KEY}.columns")
     columns = needed_columns(raw)
-    missing = [c for c in columns if c not in relation.columns]
+    missing = [c for c in columns if c not in present]
     if missing:
         raise fail(
             ctx,
             "vars.experiment.metrics",
             f"metric columns {missing} are not in the outcome table (columns: "
-            f"{list(relation.columns)}); fix column:/covariate: or the file",
+            f"{present}); fix column:/covariate: or the file",
         )
     values = ", ".join(
         f"try_cast(nullif(trim({ident(c)}), '') as double) as {ident(c)}" for c in columns
@@ -64,7 +66,7 @@ def model(ctx: Any) -> pa.Table:
         f"and try_cast(trim({ident(c)}) as double) is null)"
         for c in columns
     )
-    source = f"from ({relation.sql_query()})"
+    source = f"from ({query})"
     total, no_id, duplicates, not_numbers = ctx.sql(f"""
         select count(*), count(*) filter (where nullif(trim({ident(id_column)}), '') is null),
                count(*) - count(distinct nullif(trim({ident(id_column)}), '')) - count(*) filter

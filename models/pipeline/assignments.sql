@@ -14,7 +14,8 @@
 {%- if exp is not mapping -%}
     {{ fail("cpo.yml: vars.experiment must be a mapping with id, salt and arms") }}
 {%- endif -%}
-{%- for key in ['id', 'salt'] if exp.get(key) is none or exp.get(key) == '' -%}
+{%- for key in (['id'] if exp.get('assignments') else ['id', 'salt'])
+    if exp.get(key) is none or exp.get(key) == '' -%}
     {{ fail("cpo.yml: vars.experiment." ~ key ~ " is not set; add it (see the sample cpo.yml)") }}
 {%- endfor -%}
 {%- set arms = exp.get('arms') -%}
