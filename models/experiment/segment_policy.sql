@@ -51,6 +51,7 @@ select
     s.metric,
     coalesce(w.arm, '{{ control | replace("'", "''") }}') as send_arm,
     s.basis,
+    w.effect_scale,
     w.estimate,
     w.ci_low,
     w.ci_high,
