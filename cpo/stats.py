@@ -668,6 +668,9 @@ def bayesian_test(
         estimate, variance = mt / mc - 1.0, relative_se(mc, mt, var_c, var_t) ** 2
     else:
         estimate, variance = absolute, var_t + var_c
+    if not variance > 0:
+        why = "the effect has zero variance (no events in an arm)"
+        return BayesianResult(NAN, NAN, NAN, NAN, NAN, (NAN, NAN), absolute, relative, why)
     mean = estimate
     if prior_variance is not None:
         precision = 1.0 / variance + 1.0 / prior_variance
