@@ -31,6 +31,7 @@ STEPS = (
     "experiment_results.py",
     "_experiment_files.py",
     "observed_outcomes.py",
+    "external_assignments.py",
 )
 
 ASSIGNMENTS_STEP = """

@@ -427,9 +427,19 @@ def _power_rows(data: ReportData) -> list[dict[str, Any]]:
     overall = overall_results(data)
     if overall.empty:
         return []
-    comparisons = max(len(set(overall["arm"])) * len(set(overall["metric"])), 1)
+    if "metric_role" in overall:
+        roles = overall["metric_role"]
+    else:
+        roles = pd.Series(["primary"] * len(overall), index=overall.index)
+    arms = max(len(set(overall["arm"])), 1)
+    family = {
+        role: arms * len(set(overall.loc[roles == role, "metric"])) for role in set(roles)
+    }
     rows = []
     for r in overall.itertuples():
+        role = getattr(r, "metric_role", "primary")
+        # Each family's Bonferroni bound; guardrails are tested at alpha.
+        comparisons = 1 if role == "guardrail" else max(family.get(role, 1), 1)
         mde = data.metric_settings.get(str(r.metric), {}).get("mde", 0.1)
         needed = None
         p = getattr(r, "control_mean", None)

@@ -31,6 +31,7 @@ STEPS = (
     "experiment_results.py",
     "_experiment_files.py",
     "observed_outcomes.py",
+    "external_assignments.py",
 )
 ARMS = ("control", "urgent", "informational", "friendly")
 
@@ -493,7 +494,7 @@ def test_design_table_matches_the_planning_formula() -> None:
         ("friendly", "open_rate"),
     ]
     row = table[0]
-    assert row.alpha_per_test == pytest.approx(0.05 / 4)  # 2 treatment arms x 2 metrics
+    assert row.alpha_per_test == pytest.approx(0.05 / 4)  # 2 arms x 2 secondary metrics
     assert row.n_required_per_arm == pytest.approx(
         stats.sample_size_per_arm(0.2, 0.02, 0.0125, 0.8)
     )

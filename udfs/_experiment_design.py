@@ -366,9 +366,10 @@ def experiment_config(
     )
 
 
-def family_size(config: ExperimentConfig) -> int:
-    """Tests in the multiple-comparison family of the overall results: treatment arms × metrics."""
-    return max(len(config.treatments) * len(config.metrics), 1)
+def family_size(config: ExperimentConfig, role: str = "primary") -> int:
+    """Tests in one multiple-comparison family of the overall results: treatment arms × the
+    metrics of `role` (primary metrics decide; secondary ones are corrected on their own)."""
+    return max(len(config.treatments) * len(config.family(role)), 1)
 
 
 @dataclass(frozen=True)
@@ -378,7 +379,8 @@ class DesignRow:
     Attributes:
         arm, metric: The comparison (arm against control).
         baseline: Expected control rate; mde_relative: the metric's configured relative MDE.
-        alpha_per_test: α / (treatment arms × metrics): the Bonferroni bound of the Holm family.
+        alpha_per_test: α / (treatment arms × metrics of the same role): the Bonferroni bound of
+            the metric's Holm family (α for guardrails).
         n_required_per_arm: Units per arm to detect the MDE with `power` (unrounded).
         n_control, n_treatment: Units each arm gets from `n_customers` and the weights.
         mde_reachable_relative: Relative lift detectable with those units (NaN if none).
@@ -413,7 +415,6 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
         power: Target power (default `min_power` of the settings is usually passed).
     """
     total = sum(a.weight for a in config.arms) or 1.0
-    alpha = config.alpha / family_size(config)
     n_control = n_customers * config.weight(config.control) / total
     rows = []
     for arm in config.treatments:
@@ -422,6 +423,8 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
         for m in config.metrics:
             if m.type != "proportion" or m.baseline is None:
                 continue
+            # Guardrails are tested one-sided at alpha (planned here two-sided at alpha).
+            alpha = config.alpha / (1 if m.role == "guardrail" else family_size(config, m.role))
             delta = m.sign * m.mde * m.baseline
             needed = stats.sample_size_per_arm(m.baseline, delta, alpha, power)
             reach, achieved, note = math.nan, math.nan, None
