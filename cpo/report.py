@@ -432,9 +432,7 @@ def _power_rows(data: ReportData) -> list[dict[str, Any]]:
     else:
         roles = pd.Series(["primary"] * len(overall), index=overall.index)
     arms = max(len(set(overall["arm"])), 1)
-    family = {
-        role: arms * len(set(overall.loc[roles == role, "metric"])) for role in set(roles)
-    }
+    family = {role: arms * len(set(overall.loc[roles == role, "metric"])) for role in set(roles)}
     rows = []
     for r in overall.itertuples():
         role = getattr(r, "metric_role", "primary")
