@@ -353,6 +353,8 @@ def test_sample_ratio_mismatch_is_invalid(tmp_path: Path) -> None:
     assert all(r["srm_p_value"] < 0.001 for r in overall_rows)
     assert {r["decision"] for r in overall_rows} == {"invalid"}
     assert "sample ratio mismatch" in overall_rows[0]["decision_reason"]
+    # Every result, segment rows included, is invalid.
+    assert {r["decision"] for r in rows(con, "select * from experiment_results")} == {"invalid"}
 
 
 def test_bad_metric_setting_names_the_key(tmp_path: Path) -> None:

@@ -447,3 +447,17 @@ def test_degenerate_ratio_and_empty_arm_give_reasons() -> None:
     assert math.isnan(res.estimate) and "zero denominator" in (res.reason or "")
     empty = proportion_test(ProportionStats(0, 0), ProportionStats(10, 3))
     assert empty.method == "fisher-exact" and empty.reason == "an arm is empty"
+
+
+def test_p_value_does_not_depend_on_the_reported_scale() -> None:
+    """`effect: relative | absolute` changes only the estimate and interval, never the test."""
+    skewed = [
+        (MeanStats.from_values([0, 0, 0, 120, 0, 0, 35, 0, 0, 0] * 30),
+         MeanStats.from_values([0, 80, 0, 120, 0, 0, 35, 0, 60, 0] * 30)),
+        (ProportionStats(5000, 110), ProportionStats(5000, 150)),
+    ]  # fmt: skip
+    for c, t in skewed:
+        test = proportion_test if isinstance(c, ProportionStats) else frequentist_test
+        rel, absolute = test(c, t), test(c, t, relative=False)
+        assert rel.p_value == absolute.p_value
+        assert (rel.ci_low > 0) == (absolute.ci_low > 0) == (rel.p_value < 0.05)

@@ -376,7 +376,9 @@ def _level(
             evidence = _guardrail(comp, config.alpha)
             alternative = f"one-sided harm ({harm_alternative(comp.metric)})"
         srm_p = srm.get(comp.segment_id, math.nan)
-        decision = _final(evidence, srm_p, validity)
+        # A mismatch overall invalidates every row, segment rows included.
+        worst = min((p for p in (srm_p, srm.get(OVERALL, math.nan)) if _finite(p)), default=srm_p)
+        decision = _final(evidence, worst, validity)
         rows.append(
             _row(experiment_id, comp, p_adj, srm_p, evidence, decision, alternative, config)
         )
