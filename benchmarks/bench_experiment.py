@@ -29,6 +29,9 @@ STEPS = (
     "observed_events.py",
     "simulated_events.py",
     "experiment_results.py",
+    "_experiment_files.py",
+    "observed_outcomes.py",
+    "external_assignments.py",
 )
 
 ASSIGNMENTS_STEP = """

@@ -96,6 +96,12 @@ class ReportData:
     calls: pd.DataFrame | None = None
     weights: Mapping[str, float] = field(default_factory=dict)
     metric_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    policy: pd.DataFrame | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the results rest on simulated outcomes (they then decide nothing)."""
+        return self.results is not None and "simulated" in set(self.results["decision"])
 
 
 def write_report(config: ProjectConfig, out: Path | None = None) -> Path:
@@ -173,12 +179,26 @@ def _read(db: Database, base: dict[str, Any], database: Path) -> ReportData:
         if experiment_id not in ids and ids:
             experiment_id = ids[0]
         results = results[results["experiment_id"] == experiment_id].reset_index(drop=True)
-    if results is None or results.empty:
+    arms = base["weights"]
+    if (results is None or results.empty) and len(arms) == 1:
+        results = None
+        notices.append(
+            f"One arm only ({next(iter(arms))}): there is nothing to compare, so the analysis "
+            "was skipped. Add a control or a holdout arm to measure an effect."
+        )
+    elif results is None or results.empty:
         results = None
         notices.append(
             "No experiment results yet: build the experiment models "
             "(`python runner.py build`) once assignments and events exist."
         )
+    policy = None
+    if "segment_policy" in have:
+        policy = frame(
+            "select * from segment_policy where experiment_id = ? order by segment_id",
+            [experiment_id],
+        )
+        policy = None if policy.empty else policy
     segments = {}
     if "segment_profiles" in have:
         segments = dict(db.fetch("select segment_id, segment_name from segment_profiles")[1])
@@ -249,6 +269,7 @@ def _read(db: Database, base: dict[str, Any], database: Path) -> ReportData:
         blocked=blocked,
         variants=variants,
         calls=calls,
+        policy=policy,
     )
 
 
@@ -380,6 +401,13 @@ def verdict(data: ReportData) -> Verdict:
         for r in primary.itertuples()
     )
     decisions = set(primary["decision"])
+    if "simulated" in decisions:
+        return Verdict(
+            "simulated",
+            "No decision: the outcomes are simulated",
+            ("These outcomes come from vars.experiment.simulation, not from customers; they "
+             "show how the analysis works and decide nothing.", *reasons),
+        )  # fmt: skip
     if "invalid" in decisions:
         return Verdict("invalid", "Invalid experiment: do not trust these results", reasons)
     ships = primary[primary["decision"] == "ship"]
@@ -399,9 +427,17 @@ def _power_rows(data: ReportData) -> list[dict[str, Any]]:
     overall = overall_results(data)
     if overall.empty:
         return []
-    comparisons = max(len(set(overall["arm"])) * len(set(overall["metric"])), 1)
+    if "metric_role" in overall:
+        roles = overall["metric_role"]
+    else:
+        roles = pd.Series(["primary"] * len(overall), index=overall.index)
+    arms = max(len(set(overall["arm"])), 1)
+    family = {role: arms * len(set(overall.loc[roles == role, "metric"])) for role in set(roles)}
     rows = []
     for r in overall.itertuples():
+        role = getattr(r, "metric_role", "primary")
+        # Each family's Bonferroni bound; guardrails are tested at alpha.
+        comparisons = 1 if role == "guardrail" else max(family.get(role, 1), 1)
         mde = data.metric_settings.get(str(r.metric), {}).get("mde", 0.1)
         needed = None
         p = getattr(r, "control_mean", None)
@@ -583,14 +619,18 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="no-database"><h2>Nothing to report yet</h2>
 <p>The report is built from the project's database, which does not exist yet.</p></section>
 {% else %}
+{% if d.simulated %}<div id="simulated-banner" class="notice" role="alert"><b>Simulated
+outcomes.</b> Every result below comes from simulated events (vars.experiment.simulation), not
+from customers: no arm is shipped or rejected on them.</div>{% endif %}
 <section id="decision" class="verdict"
 style="border-color: {{ decision_colors.get(verdict.decision, '#57606a') }}">
   <h2>Decision: {{ verdict.title }}</h2>
   <ul>{% for reason in verdict.reasons %}<li>{{ reason }}</li>{% endfor %}</ul>
   <p class="note">Primary metric decisions per arm against <b>{{ d.control }}
-</b>, at α = {{ d.alpha }}
-  with p-values adjusted across arms × metrics; an arm is never shipped when under-powered,
-  when its adjusted p ≥ α, or when a guardrail metric is significantly worse.</p>
+</b>, at α = {{ d.alpha }}, p-values of the difference of means adjusted across arms × primary
+  metrics: ship when significantly better and no guardrail (one-sided for harm) is harmed; a
+  non-significant result is no ship when the test had power for the MDE, else inconclusive.
+  Secondary metrics inform and never decide.</p>
 </section>
 
 {% if overall %}
@@ -635,8 +675,35 @@ src="{{ plots['plot-forest'] }}">
   <h2>Lift by segment</h2>
   <figure><img id="plot-heatmap" alt="Heatmap of the primary metric's lift per segment and arm"
 src="{{ plots['plot-heatmap'] }}">
-  <figcaption>* adjusted p &lt; α (adjusted across arms × metrics × segments). Segment results are
+  <figcaption>* adjusted p &lt; α (segment-level families). Segment results are
   for exploration; the decision rests on the overall result.</figcaption></figure>
+</section>
+{% endif %}
+
+{% if d.policy is not none %}
+<section id="segment-policy">
+  <h2>What to send next, per segment</h2>
+  <table>
+    <thead><tr><th>segment</th><th>send</th><th>basis</th><th class="n">lift</th>
+    <th class="n">interval</th><th class="n">p adj.</th><th>evidence</th></tr></thead>
+    <tbody>
+    {% for r in d.policy.to_dict('records') %}
+    <tr><td>{{ d.segments.get(r.segment_id, r.segment_id) }}</td><td><b>{{ r.send_arm }}</b></td>
+      <td>{{ r.basis }}</td>
+      {% if r.effect_scale == 'absolute' %}
+      <td class="n">{{ r.estimate | num(4) }}</td>
+      <td class="n">[{{ r.ci_low | num(4) }}, {{ r.ci_high | num(4) }}]</td>
+      {% else %}
+      <td class="n">{{ r.estimate | pct(1, True) }}</td>
+      <td class="n">[{{ r.ci_low | pct(1, True) }}, {{ r.ci_high | pct(1, True) }}]</td>
+      {% endif %}
+      <td class="n">{{ r.p_value_adjusted | pval }}</td>
+      <td class="muted">{{ r.evidence }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  <p class="note">The significant winner of the primary metric in each segment (segment-level
+  correction, no guardrail harmed), otherwise the control.</p>
 </section>
 {% endif %}
 

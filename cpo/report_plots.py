@@ -33,6 +33,8 @@ DECISION_COLORS = {
     "no_ship": "#cf222e",
     "inconclusive": "#9a6700",
     "invalid": "#8250df",
+    "simulated": "#57606a",
+    "info": "#6e7781",
 }
 ARM_PALETTE = ("#0969da", "#e36209", "#1a7f37", "#8250df", "#bf3989", "#0a7e8c", "#953800")
 CONTROL_COLOR = "#6e7781"

@@ -29,6 +29,9 @@ STEPS = (
     "observed_events.py",
     "simulated_events.py",
     "experiment_results.py",
+    "_experiment_files.py",
+    "observed_outcomes.py",
+    "external_assignments.py",
 )
 ARMS = ("control", "urgent", "informational", "friendly")
 
@@ -202,13 +205,15 @@ def test_open_rate_recomputed_by_hand(fixture_db: duckdb.DuckDBPyConnection) -> 
     yc, _ = per_customer(fixture_db, "control", expr)
     yt, _ = per_customer(fixture_db, "urgent", expr)
     nc, nt, pc, pt = yc.size, yt.size, yc.mean(), yt.mean()
-    # Relative lift with the delta method and Welch df, proportion variance p(1 - p).
-    c_t, c_c = pt * (1 - pt) / (nt * pc**2), pc * (1 - pc) * pt**2 / (nc * pc**4)
-    se = math.sqrt(c_t + c_c)
-    df = (c_t + c_c) ** 2 / (c_t**2 / (nt - 1) + c_c**2 / (nc - 1))
-    estimate = (pt - pc) / pc
-    p_value = 2 * sps.t.sf(abs(estimate / se), df)
-    half = sps.t.isf(0.025, df) * se
+    # The two-proportion z test of the difference; the relative lift is the ratio of means
+    # with Fieller's interval at the same z.
+    vt, vc = pt * (1 - pt) / nt, pc * (1 - pc) / nc
+    p_value = 2 * sps.norm.sf(abs(pt - pc) / math.sqrt(vt + vc))
+    estimate = pt / pc - 1
+    z = sps.norm.isf(0.025)
+    a, b, c = pc * pc - z * z * vc, pt * pc, pt * pt - z * z * vt
+    root = math.sqrt(b * b - a * c)
+    ci = (max((b - root) / a - 1, -1.0), (b + root) / a - 1)
     row = overall(fixture_db, "open_rate", "urgent")
     assert (row["n_control"], row["n_treatment"]) == (nc, nt) == (100, 100)
     assert row["control_mean"] == pytest.approx(pc)
@@ -216,8 +221,8 @@ def test_open_rate_recomputed_by_hand(fixture_db: duckdb.DuckDBPyConnection) -> 
     assert row["absolute_effect"] == pytest.approx(pt - pc)
     assert row["estimate"] == pytest.approx(estimate)
     assert row["p_value"] == pytest.approx(p_value)
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((estimate - half, estimate + half))
-    assert row["method"] == "welch-t" and row["cuped"] is False
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(ci)
+    assert row["method"] == "z-test" and row["cuped"] is False
 
 
 def test_cuped_ratio_and_corrections_recomputed(fixture_db: duckdb.DuckDBPyConnection) -> None:
@@ -249,8 +254,17 @@ def test_cuped_ratio_and_corrections_recomputed(fixture_db: duckdb.DuckDBPyConne
         fixture_db, "select * from experiment_results where segment_id is null order by arm, metric"
     )
     assert len(results) == 3 * 5
-    holm = stats.adjust_pvalues([r["p_value"] for r in results], "holm")
-    assert [r["p_value_adjusted"] for r in results] == pytest.approx(holm)
+    # Each family is corrected on its own: primary (arms x primary metrics), secondary (arms x
+    # secondary metrics); guardrails are one-sided for harm and not adjusted.
+    for family in ("primary", "secondary"):
+        chosen = [r for r in results if r["metric_role"] == family]
+        holm = stats.adjust_pvalues([r["p_value"] for r in chosen], "holm")
+        assert [r["p_value_adjusted"] for r in chosen] == pytest.approx(holm)
+    for r in results:
+        if r["metric_role"] == "guardrail":
+            assert r["p_value_adjusted"] == r["p_value"] and r["alternative"].startswith("one")
+        if r["metric_role"] == "secondary":
+            assert r["decision"] == "info"
     srm = sps.chisquare([100, 100, 100, 100]).pvalue
     assert [r["srm_p_value"] for r in results] == pytest.approx([srm] * len(results))
     segments = {
@@ -298,20 +312,20 @@ def test_no_events_zero_arm_single_segment_are_inconclusive(tmp_path: Path) -> N
     assert con.sql("select count(*) from stg_events").fetchone()[0] == 0
     assert con.sql("select count(*) from simulated_events").fetchone()[0] == 0
     results = rows(con, "select * from experiment_results")
-    assert {r["decision"] for r in results} == {"inconclusive"}
+    assert {r["decision"] for r in results if r["metric_role"] == "primary"} == {"inconclusive"}
     assert {r["segment_id"] for r in results} == {None, "only"}
     friendly = [r for r in results if r["arm"] == "friendly"]
     assert friendly and all(
         "no customers assigned to arm 'friendly'" in r["decision_reason"] for r in friendly
     )
     open_rate = overall(con, "open_rate", "urgent")
-    assert "control mean is zero" in open_rate["decision_reason"]
+    assert "under-powered" in open_rate["decision_reason"]
     assert open_rate["estimate"] is None and open_rate["absolute_effect"] == 0
     # SRM ignores the empty arm: the three others are balanced.
     assert open_rate["srm_p_value"] == pytest.approx(1.0)
 
 
-def test_all_zero_control_is_inconclusive(tmp_path: Path) -> None:
+def test_all_zero_control_is_still_tested_on_the_difference(tmp_path: Path) -> None:
     root = make_project(tmp_path)
     table = read_csv(root / "seeds" / "assignments.csv")
     control = {r[1] for r in table[1:] if r[2] == "control"}
@@ -322,9 +336,10 @@ def test_all_zero_control_is_inconclusive(tmp_path: Path) -> None:
     for arm in ("urgent", "informational", "friendly"):
         row = overall(con, "open_rate", arm)
         assert row["control_mean"] == 0
-        assert row["decision"] == "inconclusive"
-        assert "control mean is zero" in row["decision_reason"]
-        assert row["absolute_effect"] > 0
+        # The relative lift is undefined, but the test of the difference is not.
+        assert row["estimate"] is None and row["absolute_effect"] > 0
+        assert row["p_value"] < 1e-6
+        assert row["decision"] == "ship", row["decision_reason"]
 
 
 def test_sample_ratio_mismatch_is_invalid(tmp_path: Path) -> None:
@@ -338,17 +353,21 @@ def test_sample_ratio_mismatch_is_invalid(tmp_path: Path) -> None:
     assert all(r["srm_p_value"] < 0.001 for r in overall_rows)
     assert {r["decision"] for r in overall_rows} == {"invalid"}
     assert "sample ratio mismatch" in overall_rows[0]["decision_reason"]
+    # Every result, segment rows included, is invalid.
+    assert {r["decision"] for r in rows(con, "select * from experiment_results")} == {"invalid"}
 
 
 def test_bad_metric_setting_names_the_key(tmp_path: Path) -> None:
     root = make_project(tmp_path)
     bad = [{"name": "open_rate", "type": "proportion", "event": "opened"}]
     result = Project.load(root, vars={"experiment": {"metrics": bad}}).build()
-    (failed,) = [r for r in result.results if r.status == "error"]
-    assert failed.name == "observed_events"  # the first experiment node checks the settings
-    assert failed.message.startswith("cpo.yml")
-    assert "got 'opened'" in failed.message
-    assert "must be one of delivered, open, click, conversion, unsubscribe" in failed.message
+    failed = {r.name: r.message for r in result.results if r.status == "error"}
+    assert "observed_events" in failed  # the root experiment nodes check the settings
+    message = failed["observed_events"]
+    assert message.startswith("cpo.yml") and "vars.experiment.metrics[0].event" in message
+    assert "got 'opened'" in message
+    assert "'delivered', 'open', 'click', 'conversion' or 'unsubscribe'" in message
+    assert not result.success and not (root / "experiment.duckdb").exists()
 
 
 # --------------------------------------------------------------------------- simulation
@@ -414,16 +433,23 @@ def test_simulation_recovers_the_truth_and_decides(tmp_path: Path) -> None:
         plain, adjusted = overall(con, "open_rate", arm), overall(con, "open_rate_cuped", arm)
         assert adjusted["ci_high"] - adjusted["ci_low"] < plain["ci_high"] - plain["ci_low"]
     # urgent lifts opens but its unsubscribe guardrail is significantly worse: never ship.
+    # Simulated outcomes never decide; evidence_decision keeps what the data would support.
+    results = rows(con, "select * from experiment_results")
+    assert {r["decision"] for r in results} == {"simulated"}
     urgent = overall(con, "open_rate", "urgent")
-    assert urgent["decision"] == "no_ship"
+    assert urgent["evidence_decision"] == "no_ship"
     assert "guardrail unsubscribe_rate" in urgent["decision_reason"]
     friendly = overall(con, "open_rate", "friendly")
-    assert friendly["decision"] == "ship", friendly["decision_reason"]
+    assert friendly["evidence_decision"] == "ship", friendly["decision_reason"]
     assert friendly["power"] >= 0.8 and friendly["chance_to_win"] > 0.99
     informational = overall(con, "open_rate", "informational")
-    assert informational["decision"] in ("no_ship", "inconclusive")
+    assert informational["evidence_decision"] in ("no_ship", "inconclusive")
     guardrail = overall(con, "unsubscribe_rate", "urgent")
-    assert guardrail["decision"] == "no_ship" and guardrail["chance_to_win"] < 0.01
+    assert guardrail["evidence_decision"] == "no_ship" and guardrail["chance_to_win"] < 0.01
+    # The segment policy never picks a winner on simulated outcomes.
+    policy = rows(con, "select * from segment_policy")
+    assert policy and {p["basis"] for p in policy} == {"simulated"}
+    assert {p["send_arm"] for p in policy} == {"control"}
 
 
 def test_simulation_is_deterministic(tmp_path: Path) -> None:
@@ -470,7 +496,7 @@ def test_design_table_matches_the_planning_formula() -> None:
         ("friendly", "open_rate"),
     ]
     row = table[0]
-    assert row.alpha_per_test == pytest.approx(0.05 / 4)  # 2 treatment arms x 2 metrics
+    assert row.alpha_per_test == pytest.approx(0.05 / 4)  # 2 arms x 2 secondary metrics
     assert row.n_required_per_arm == pytest.approx(
         stats.sample_size_per_arm(0.2, 0.02, 0.0125, 0.8)
     )

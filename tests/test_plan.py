@@ -49,6 +49,6 @@ def test_plan_prints_the_experiment_design_from_the_project_hook(tmp_path):
     assert any(t.startswith("Experiment design (5,000 customers") for t in titles)
     rows = dict(plan.tables)[titles[0]]
     open_rate = next(r for r in rows if r["metric"] == "open_rate" and r["arm"] == "urgent")
-    # Holm family: alpha split over 3 treatment arms x 6 metrics (Bonferroni bound).
-    expected = stats.sample_size_per_arm(0.2, 0.02, alpha=0.05 / 18, power=0.8)
+    # Primary family: alpha split over 3 treatment arms x 1 primary metric (Bonferroni bound).
+    expected = stats.sample_size_per_arm(0.2, 0.02, alpha=0.05 / 3, power=0.8)
     assert open_rate["needed per arm"] == int(-(-expected // 1))

@@ -13,7 +13,7 @@ import pytest
 from cpo.db import Database
 from cpo.project import Project
 from cpo.report import PLOT_IDS, ReportData, verdict, write_report
-from tests.sample import copy_sample_project
+from tests.sample import copy_sample_project, query
 from tests.test_export import find_pii
 
 
@@ -194,3 +194,18 @@ def test_verdict_is_inconclusive_or_no_ship_otherwise() -> None:
         verdict(data_with([row("a", "no_ship", 0.0), row("b", "inconclusive", 0.1)])).decision
         == "inconclusive"
     )
+
+
+def test_report_on_simulated_outcomes_has_a_banner_and_never_ships(report_html: str) -> None:
+    # The sample project's outcomes are simulated: the banner says so and nothing is shipped.
+    assert 'id="simulated-banner"' in report_html
+    assert "Decision: No decision: the outcomes are simulated" in report_html
+    assert "Decision: Ship" not in report_html
+
+
+def test_report_shows_the_segment_policy(report_html: str, sample_build: Path) -> None:
+    policy = query(sample_build, "select segment_id, send_arm from segment_policy")
+    assert not policy.empty
+    section = report_html[report_html.index('id="segment-policy"') :]
+    section = section[: section.index("</section>")]
+    assert section.count("<tr><td>") == len(policy)

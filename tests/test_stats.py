@@ -113,31 +113,38 @@ def test_welch_df_hand_computed() -> None:
     assert res.p_value == pytest.approx(2 * sps.t.sf(2.0 / math.sqrt(sc + st), df))
 
 
-def test_relative_effect_uses_delta_method(samples: tuple[np.ndarray, np.ndarray]) -> None:
+def test_relative_effect_tests_the_difference_with_a_fieller_interval(
+    samples: tuple[np.ndarray, np.ndarray],
+) -> None:
     c, t = samples
     res = frequentist_test(MeanStats.from_values(c), MeanStats.from_values(t))
-    mc, mt, vc, vt = c.mean(), t.mean(), c.var(ddof=1), t.var(ddof=1)
-    a, b = vt / (55 * mc**2), vc * mt**2 / (40 * mc**4)
-    df = (a + b) ** 2 / (a**2 / 54 + b**2 / 39)
-    assert res.estimate == pytest.approx((mt - mc) / mc)
-    assert res.se == pytest.approx(math.sqrt(a + b))
-    assert res.df == pytest.approx(df)
-    half = sps.t.ppf(0.975, df) * math.sqrt(a + b)
-    assert res.ci_low == pytest.approx(res.estimate - half)
+    mc, mt, vc, vt = c.mean(), t.mean(), c.var(ddof=1) / 40, t.var(ddof=1) / 55
+    welch = sps.ttest_ind(t, c, equal_var=False)
+    # The p-value and df are Welch's on the difference of means, whatever the reported scale.
+    assert res.p_value == pytest.approx(welch.pvalue, rel=1e-9)
+    assert res.df == pytest.approx(welch.df, rel=1e-9)
+    assert res.estimate == pytest.approx(mt / mc - 1)
+    assert res.se == pytest.approx(math.sqrt(vt / mc**2 + vc * mt**2 / mc**4))
+    # Fieller: the bounds solve (mt - r mc)^2 = q^2 (vt + r^2 vc) for r = 1 + bound.
+    q = sps.t.isf(0.025, welch.df)
+    for bound in (res.ci_low, res.ci_high):
+        r = 1 + bound
+        assert (mt - r * mc) ** 2 == pytest.approx(q * q * (vt + r * r * vc), rel=1e-9)
     assert res.absolute_effect == pytest.approx(mt - mc)
 
 
-def test_relative_effect_divides_by_absolute_control_mean() -> None:
+def test_relative_effect_needs_a_positive_control_mean() -> None:
     c, t = MeanStats(4, -8.0, 20.0), MeanStats(4, -4.0, 6.0)
     res = frequentist_test(c, t)
-    assert res.estimate == pytest.approx((-1 - -2) / 2)  # positive: treatment is higher
+    assert math.isnan(res.estimate) and "negative" in (res.reason or "")
+    assert res.p_value == frequentist_test(c, t, relative=False).p_value
 
 
 def test_tiny_p_value_does_not_underflow() -> None:
     c = ProportionStats(100_000, 10_000)
-    t = ProportionStats(100_000, 16_000)
-    res = frequentist_test(c, t)
-    assert 0.0 < res.p_value < 1e-100
+    t = ProportionStats(100_000, 12_500)
+    res = frequentist_test(c, t, relative=False)
+    assert 0.0 < res.p_value < 1e-60
     assert 2 * (1 - sps.t.cdf(abs(res.estimate / res.se), res.df)) == 0.0  # naive way underflows
 
 
@@ -155,11 +162,13 @@ def test_one_sided_alternatives() -> None:
 def test_zero_baseline_reports_reason_and_absolute_effect() -> None:
     c, t = MeanStats(10, 0.0, 0.0), MeanStats(10, 5.0, 5.0)
     rel = frequentist_test(c, t)
-    assert math.isnan(rel.estimate) and math.isnan(rel.p_value)
+    assert math.isnan(rel.estimate)
     assert rel.reason is not None and "control mean is zero" in rel.reason
     assert rel.absolute_effect == 0.5
     absolute = frequentist_test(c, t, relative=False)
     assert absolute.estimate == 0.5 and absolute.p_value < 0.05
+    # The test of the difference still stands when the relative lift is undefined.
+    assert rel.p_value == absolute.p_value
     bayes = bayesian_test(c, t)
     assert math.isnan(bayes.chance_to_win) and "zero" in (bayes.reason or "")
 
@@ -174,7 +183,7 @@ def test_fewer_than_two_units_gives_nans_not_errors() -> None:
 
 def test_zero_variance_gives_reason() -> None:
     res = frequentist_test(ProportionStats(50, 0), ProportionStats(50, 0), relative=False)
-    assert res.estimate == 0.0 and math.isnan(res.p_value)
+    assert math.isnan(res.estimate) and math.isnan(res.p_value)
     assert res.reason == "both arms have zero variance"
 
 
@@ -214,11 +223,12 @@ def test_sequential_interval_is_wider_and_p_value_is_its_inverse() -> None:
     seq = frequentist_test(c, t, sequential=True)
     assert seq.method == "sequential-cs"
     assert seq.estimate == fixed.estimate and seq.se == fixed.se
+    absolute = frequentist_test(c, t, sequential=True, relative=False)
     assert seq.ci_low < fixed.ci_low and seq.ci_high > fixed.ci_high
     assert seq.p_value > fixed.p_value
     # At alpha = p-value the confidence sequence just touches 0.
-    half = sequential_half_width(seq.se, 6000, seq.p_value, 5000)
-    assert half == pytest.approx(abs(seq.estimate), rel=1e-8)
+    half = sequential_half_width(absolute.se, 6000, seq.p_value, 5000)
+    assert half == pytest.approx(abs(absolute.estimate), rel=1e-8)
     at_p = frequentist_test(c, t, sequential=True, alpha=seq.p_value)
     assert at_p.ci_low == pytest.approx(0.0, abs=1e-10)
 
@@ -334,9 +344,9 @@ def test_wilson_interval_known_values() -> None:
 
 
 def test_proportion_test_uses_fisher_for_small_counts() -> None:
-    # Expected cells: successes 11 × 20/40 = 5.5 per arm, failures 14.5: all ≥ 5 → Welch.
+    # Expected cells: successes 11 × 20/40 = 5.5 per arm, failures 14.5: all ≥ 5 → z test.
     res = proportion_test(ProportionStats(20, 2), ProportionStats(20, 9), relative=False)
-    assert res.method == "welch-t"
+    assert res.method == "z-test"
     # Successes 7 × 12/24 = 3.5 per arm < 5 → Fisher.
     small = proportion_test(ProportionStats(12, 1), ProportionStats(12, 6), relative=False)
     assert small.method == "fisher-exact"
@@ -437,3 +447,17 @@ def test_degenerate_ratio_and_empty_arm_give_reasons() -> None:
     assert math.isnan(res.estimate) and "zero denominator" in (res.reason or "")
     empty = proportion_test(ProportionStats(0, 0), ProportionStats(10, 3))
     assert empty.method == "fisher-exact" and empty.reason == "an arm is empty"
+
+
+def test_p_value_does_not_depend_on_the_reported_scale() -> None:
+    """`effect: relative | absolute` changes only the estimate and interval, never the test."""
+    skewed = [
+        (MeanStats.from_values([0, 0, 0, 120, 0, 0, 35, 0, 0, 0] * 30),
+         MeanStats.from_values([0, 80, 0, 120, 0, 0, 35, 0, 60, 0] * 30)),
+        (ProportionStats(5000, 110), ProportionStats(5000, 150)),
+    ]  # fmt: skip
+    for c, t in skewed:
+        test = proportion_test if isinstance(c, ProportionStats) else frequentist_test
+        rel, absolute = test(c, t), test(c, t, relative=False)
+        assert rel.p_value == absolute.p_value
+        assert (rel.ci_low > 0) == (absolute.ci_low > 0) == (rel.p_value < 0.05)

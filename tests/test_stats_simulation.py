@@ -106,3 +106,87 @@ def test_cuped_shrinks_standard_error_and_stays_unbiased() -> None:
     tolerance = 4 * np.std(estimates) / math.sqrt(sims)
     assert abs(np.mean(estimates) - effect) < tolerance
     assert 0.92 <= _coverage(hits) <= 0.98
+
+
+def test_relative_intervals_of_skewed_means_cover_never_below_minus_one_and_agree() -> None:
+    """Fieller's relative interval on a rare, skewed outcome (spend: mostly zeros)."""
+    rng = np.random.default_rng(7)
+    n, p_c, p_t, mean_spend = 3000, 0.03, 0.036, 60.0
+    truth = p_t / p_c - 1
+    hits, agree = [], []
+    for _ in range(SIMS):
+        yc = (rng.random(n) < p_c) * rng.gamma(2.0, mean_spend / 2, n)
+        yt = (rng.random(n) < p_t) * rng.gamma(2.0, mean_spend / 2, n)
+        res = frequentist_test(MeanStats.from_values(yc), MeanStats.from_values(yt))
+        assert res.ci_low >= -1.0
+        hits.append(res.ci_low <= truth <= res.ci_high)
+        agree.append((res.p_value < 0.05) == (res.ci_low > 0 or res.ci_high < 0))
+    assert 0.93 <= _coverage(hits) <= 0.97
+    assert all(agree)  # the interval excludes 0 exactly when the test rejects
+
+
+def test_absolute_proportion_intervals_cover_the_truth() -> None:
+    rng = np.random.default_rng(31)
+    n, pc, pt = 4000, 0.10, 0.12
+    hits = [
+        (
+            r := frequentist_test(
+                ProportionStats(n, int(a)), ProportionStats(n, int(b)), relative=False
+            )
+        ).ci_low
+        <= pt - pc
+        <= r.ci_high
+        for a, b in zip(rng.binomial(n, pc, SIMS), rng.binomial(n, pt, SIMS), strict=True)
+    ]
+    assert 0.93 <= _coverage(hits) <= 0.97
+
+
+def test_primary_family_wise_error_of_the_decisions() -> None:
+    """Null experiments, 3 treatment arms, 1 primary and 3 secondary metrics: the share of
+    experiments where any arm ships stays <= alpha, and secondary metrics never change it."""
+    import sys
+    from pathlib import Path
+
+    udfs = str(Path(__file__).resolve().parents[1] / "udfs")
+    if udfs not in sys.path:
+        sys.path.insert(0, udfs)
+    from _experiment_design import experiment_config
+    from experiment_results import analyse
+
+    arms = ["control", "a", "b", "c"]
+    metrics = [{"name": "m0", "type": "proportion", "role": "primary", "event": "open"}]
+    metrics += [
+        {"name": f"s{i}", "type": "proportion", "role": "secondary", "event": "click"}
+        for i in range(3)
+    ]
+    raw = {"arms": [{"name": a, "weight": 1} for a in arms], "metrics": metrics}
+    config = experiment_config(raw)
+    primary_only = experiment_config({**raw, "metrics": metrics[:1]})
+    rng = np.random.default_rng(12)
+    sims, n, p = 600, 2000, 0.1
+    shipped = 0
+    for sim in range(sims):
+        counts = rng.binomial(n, p, (len(metrics), len(arms)))
+        rows = [
+            {
+                "experiment_id": "e",
+                "metric": m["name"],
+                "segment_id": s,
+                "arm": arm,
+                "n": n,
+                "sum": float(k),
+                "sum_squares": float(k),
+            }
+            for m, ks in zip(metrics, counts, strict=True)
+            for arm, k in zip(arms, ks, strict=True)
+            for s in (None,)  # overall only: the segment level then has nothing to test
+        ]
+        sizes = [("e", arm, "all", n) for arm in arms]
+        decided = [r for r in analyse(rows, sizes, config) if r["segment_id"] is None]
+        primary = [r["decision"] for r in decided if r["metric_role"] == "primary"]
+        if sim < 100:  # listing secondary metrics never changes a primary decision
+            alone = analyse(rows, sizes, primary_only)
+            assert primary == [r["decision"] for r in alone if r["segment_id"] is None]
+        shipped += "ship" in primary
+    se = math.sqrt(0.05 * 0.95 / sims)
+    assert shipped / sims <= 0.05 + 2 * se

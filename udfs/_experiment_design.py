@@ -1,30 +1,44 @@
 """Experiment settings (``vars: experiment:`` in cpo.yml) and design help.
 
-Shared by the ``simulated_events`` and ``experiment_results`` steps, and by ``plan``, which prints
-`design_table`: for each treatment arm and proportion metric with a ``baseline``, the sample size
-needed per arm to detect the metric's ``mde`` and the MDE reachable with the current customers.
+Shared by the experiment steps, and by ``plan``, which prints `design_table`: for each treatment
+arm and proportion metric with a ``baseline``, the sample size needed per arm to detect the
+metric's ``mde`` and the MDE reachable with the current customers.
 
-Settings (all optional; without ``metrics`` the analysis is empty)::
+The settings are one pydantic v2 model, `ExperimentVars` (unknown keys are errors), so the
+project's central settings schema can register it; `experiment_config` turns a validation error
+into a `ConfigurationError` naming the key path (``vars.experiment.metrics[2].type``) and the
+accepted values. Settings (all optional; without ``metrics`` the analysis is empty)::
 
     experiment:
       id: tone_test_2026_11          # experiment_id of the assignments
       control: control               # name of the control arm
-      arms: [{name: control, weight: 1}, {name: urgent, weight: 1}, ...]
-      metrics:                       # see `Metric`
-        - {name: open_rate, type: proportion, role: primary, event: open, mde: 0.1, baseline: 0.2}
+      arms:                          # weights are relative (any non-negative numbers)
+        - {name: control, weight: 1}
+        - {name: urgent, weight: 1}
+        - {name: holdout, weight: 1, message: none}   # receives nothing: a holdout
+      assignments:                   # an assignment made elsewhere (arm names are then free)
+        {path: data/assignments.csv, columns: {customer_id: id, arm: group}}
+      outcomes:                      # one row per customer, one column per outcome
+        {path: data/outcomes.csv, columns: {customer_id: id}}
+      metrics:                       # see `MetricVars`
+        - {name: open_rate, type: proportion, role: primary, event: open, mde: 0.1}
+        - {name: spend, type: mean, role: secondary, column: spend}
       alpha: 0.05
       correction: holm               # holm | bh
       min_power: 0.8
       mde: 0.10                      # default relative MDE for metrics without one
       effect: relative               # relative | absolute: what `estimate` reports
+      max_rejected_share: 0.2        # more rejected events than this: results invalid
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cpo import stats
 from cpo.errors import ConfigurationError
@@ -36,44 +50,232 @@ DIRECTIONS = ("increase", "decrease")
 VALUES = ("count", "revenue")
 
 ErrorFactory = Callable[[str, str], ConfigurationError]
+Fraction = Annotated[float, Field(gt=0, lt=1, strict=False)]
+Name = Annotated[str, Field(min_length=1)]
+Event = Literal["delivered", "open", "click", "conversion", "unsubscribe"]
 
 
 def _default_error(key: str, message: str) -> ConfigurationError:
     return ConfigurationError(message, path="cpo.yml", key=key)
 
 
-@dataclass(frozen=True)
-class Arm:
-    """An experiment arm and its planned allocation weight."""
-
-    name: str
-    weight: float
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class Metric:
+class ArmVars(_Strict):
+    """One arm: ``name``, relative ``weight``, and ``message: none`` for a holdout."""
+
+    name: Name
+    weight: Annotated[float, Field(ge=0)]
+    message: Literal["none"] | None = None
+
+
+class FileColumns(_Strict):
+    """Roles mapped to file columns (``customer_id`` required)."""
+
+    customer_id: Name = "customer_id"
+    arm: Name | None = None
+    assigned_at: Name | None = None
+    segment_id: Name | None = None
+
+
+class AssignmentsVars(_Strict):
+    """An assignment made outside CPO: a CSV or Parquet file, one row per customer."""
+
+    path: Name
+    columns: FileColumns = FileColumns(arm="arm")
+
+    @model_validator(mode="after")
+    def _arm_column(self) -> AssignmentsVars:
+        if self.columns.arm is None:
+            raise ValueError("columns.arm is required: the file column holding the arm name")
+        return self
+
+
+class OutcomesVars(_Strict):
+    """Per-customer outcomes: one row per customer, one numeric column per outcome."""
+
+    path: Name | list[Name]
+    columns: FileColumns = FileColumns()
+
+
+class EventsVars(_Strict):
+    """Where observed events come from."""
+
+    path: Name | list[Name] = "seeds/events*.csv"
+
+
+class MetricVars(_Strict):
     """A metric declared under ``experiment.metrics``.
 
     Attributes:
         name: Metric name (the ``metric`` column of the results).
-        type: ``proportion`` (share of customers with ≥ 1 `event`), ``mean`` (per-customer sum
-            of `value` over `event`s, customers without events count as 0) or ``ratio`` (sum of
-            `numerator` events / sum of `denominator` events, delta method).
-        role: ``primary``, ``secondary`` or ``guardrail``.
+        type: ``proportion`` (share of customers with ≥ 1 `event`, or with `column` > 0),
+            ``mean`` (per-customer sum of `value` over `event`s, or the `column`; customers
+            without events or outcome rows count as 0) or ``ratio`` (sum of `numerator` events /
+            sum of `denominator` events, delta method).
+        role: ``primary`` (decides), ``secondary`` (informs, never decides) or ``guardrail``
+            (one-sided test for harm; a harmed guardrail blocks shipping).
         direction: ``increase`` or ``decrease``: which way is better.
-        event: The event of a proportion or mean metric.
-        value: ``count`` (events) or ``revenue`` (their revenue), for a mean metric.
+        event: The event of a proportion or mean metric (event stream).
+        column: The outcome-table column of a proportion or mean metric.
+        value: ``count`` (events) or ``revenue`` (their revenue), for a mean metric on events.
         numerator, denominator: Events counted by a ratio metric.
-        covariate: A numeric ``stg_customers`` column used for CUPED (not for ratios).
-        mde: Minimum detectable effect, relative to the control mean (planning and power).
+        covariate: Numeric pre-period column for CUPED: from the outcome table when
+            ``outcomes`` is set, else from ``stg_customers`` (not for ratios).
+        mde: Minimum detectable effect, relative to the control mean (power of null results).
         baseline: Expected control rate of a proportion metric (planning only).
     """
+
+    name: Name
+    type: Literal["proportion", "mean", "ratio"]
+    role: Literal["primary", "secondary", "guardrail"] = "secondary"
+    direction: Literal["increase", "decrease"] = "increase"
+    event: Event | None = None
+    column: Name | None = None
+    value: Literal["count", "revenue"] = "count"
+    numerator: Event | None = None
+    denominator: Event | None = None
+    covariate: Name | None = None
+    mde: Fraction | None = None
+    baseline: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> MetricVars:
+        if self.type == "ratio":
+            if self.numerator is None or self.denominator is None:
+                raise ValueError("a ratio metric needs numerator and denominator events")
+            if self.covariate:
+                raise ValueError("CUPED is supported for proportion and mean metrics only")
+        elif (self.event is None) == (self.column is None):
+            raise ValueError(
+                "a proportion or mean metric needs exactly one source: event: "
+                f"({', '.join(EVENTS)}) or column: (an outcome-table column)"
+            )
+        return self
+
+
+class ExperimentVars(_Strict):
+    """The ``vars.experiment`` block (pydantic v2, unknown keys are errors)."""
+
+    id: Name = "experiment"
+    salt: str | None = None
+    start_at: str | None = None
+    fallback: Name = "control"
+    control: Name = "control"
+    arms: list[ArmVars] | None = None
+    assignments: AssignmentsVars | None = None
+    outcomes: OutcomesVars | None = None
+    events: EventsVars = EventsVars()
+    metrics: list[MetricVars] | None = None
+    alpha: Fraction = 0.05
+    correction: Literal["holm", "bh"] = "holm"
+    min_power: Fraction = 0.8
+    mde: Fraction = 0.1
+    effect: Literal["relative", "absolute"] = "relative"
+    attribution_days: Annotated[float, Field(gt=0)] = 7
+    max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.2
+    simulation: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentVars:
+        if self.metrics is not None and not self.metrics:
+            raise ValueError(
+                "metrics: declare at least one metric, e.g. [{name: open_rate, "
+                "type: proportion, role: primary, event: open}]"
+            )
+        names = [m.name for m in self.metrics or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metrics: metric names must be unique, got {names}")
+        arms = [a.name for a in self.arms or []]
+        if len(set(arms)) != len(arms):
+            raise ValueError(f"arms: each arm name must appear once, got {arms}")
+        if self.arms is not None and not sum(a.weight for a in self.arms) > 0:
+            raise ValueError("arms: the weights add up to 0; give at least one arm a weight > 0")
+        if self.outcomes is None:
+            for i, m in enumerate(self.metrics or []):
+                if m.column is not None:
+                    raise ValueError(
+                        f"metrics[{i}].column: {m.column!r} needs an outcome table: set "
+                        "vars.experiment.outcomes: {path: ..., columns: {customer_id: ...}}"
+                    )
+        return self
+
+
+def _format(error: dict[str, Any]) -> tuple[str, str]:
+    """(key path, message) of one pydantic error."""
+    key = "vars.experiment"
+    for part in error["loc"]:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part not in ("str", "list[str]", "list[constrained-str]", "constrained-str"):
+            key += f".{part}"
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        parents = [p for p in error["loc"][:-1] if isinstance(p, str)]
+        model = _NESTED.get(parents[-1], ExperimentVars) if parents else ExperimentVars
+        message = f"unknown setting (misspelt?); accepted keys: {', '.join(model.model_fields)}"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        if (
+            ": " in message
+            and message.split(": ", 1)[0]
+            .replace("[", "")
+            .replace("]", "")
+            .replace(".", "")
+            .replace("_", "")
+            .isalnum()
+        ):
+            head, message = message.split(": ", 1)
+            key += "." + head
+    return key, f"{message}; got {error.get('input')!r}" if kind != "value_error" else message
+
+
+_NESTED: dict[str, type[BaseModel]] = {
+    "arms": ArmVars,
+    "metrics": MetricVars,
+    "assignments": AssignmentsVars,
+    "outcomes": OutcomesVars,
+    "events": EventsVars,
+    "columns": FileColumns,
+}
+
+
+def parse_vars(raw: Any, error: ErrorFactory = _default_error) -> ExperimentVars:
+    """Validate ``vars.experiment`` into `ExperimentVars`.
+
+    Raises:
+        ConfigurationError: naming the first invalid key path and the accepted values.
+    """
+    if not isinstance(raw, dict):
+        raise error("vars.experiment", "must be a mapping with at least 'metrics:'")
+    try:
+        return ExperimentVars.model_validate(raw)
+    except ValidationError as e:
+        key, message = _format(e.errors(include_url=False)[0])
+        raise error(key, message) from None
+
+
+@dataclass(frozen=True)
+class Arm:
+    """An experiment arm, its planned allocation weight, and whether it is a holdout."""
+
+    name: str
+    weight: float
+    holdout: bool = False
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A validated metric (see `MetricVars` for the meaning of each field)."""
 
     name: str
     type: str
     role: str
     direction: str = "increase"
     event: str | None = None
+    column: str | None = None
     value: str = "count"
     numerator: str | None = None
     denominator: str | None = None
@@ -89,7 +291,7 @@ class Metric:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The validated ``vars.experiment`` block."""
+    """The validated ``vars.experiment`` block, as the steps use it."""
 
     id: str
     control: str
@@ -99,6 +301,9 @@ class ExperimentConfig:
     correction: str = "holm"
     min_power: float = 0.8
     relative: bool = True
+    external: bool = False
+    outcomes: bool = False
+    max_rejected_share: float = 0.2
 
     @property
     def treatments(self) -> tuple[Arm, ...]:
@@ -109,76 +314,9 @@ class ExperimentConfig:
         """The planned weight of `arm` (0 for an arm that is not configured)."""
         return next((a.weight for a in self.arms if a.name == arm), 0.0)
 
-
-def _choice(
-    raw: Mapping[str, Any],
-    key: str,
-    allowed: Sequence[str],
-    default: str | None,
-    where: str,
-    error: ErrorFactory,
-) -> str:
-    value = raw.get(key, default)
-    if value not in allowed:
-        raise error(f"{where}.{key}", f"must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
-
-
-def _fraction(
-    raw: Mapping[str, Any], key: str, default: float | None, where: str, error: ErrorFactory
-) -> float | None:
-    value = raw.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise error(f"{where}.{key}", f"must be a number strictly between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _event(raw: Mapping[str, Any], key: str, where: str, error: ErrorFactory) -> str:
-    value = raw.get(key)
-    if value not in EVENTS:
-        raise error(f"{where}.{key}", f"must be one of {', '.join(EVENTS)}, got {value!r}")
-    return str(value)
-
-
-def parse_metric(
-    raw: Any, index: int, default_mde: float, error: ErrorFactory = _default_error
-) -> Metric:
-    """Validate one entry of ``experiment.metrics``."""
-    where = f"vars.experiment.metrics[{index}]"
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not raw["name"]:
-        raise error(
-            where,
-            "each metric needs at least a name, a type and an event, e.g. "
-            "{name: open_rate, type: proportion, role: primary, event: open}",
-        )
-    kind = _choice(raw, "type", METRIC_TYPES, None, where, error)
-    fields: dict[str, Any] = {
-        "name": raw["name"],
-        "type": kind,
-        "role": _choice(raw, "role", ROLES, "secondary", where, error),
-        "direction": _choice(raw, "direction", DIRECTIONS, "increase", where, error),
-        "mde": _fraction(raw, "mde", default_mde, where, error),
-        "baseline": _fraction(raw, "baseline", None, where, error),
-    }
-    if kind == "ratio":
-        fields["numerator"] = _event(raw, "numerator", where, error)
-        fields["denominator"] = _event(raw, "denominator", where, error)
-        if raw.get("covariate"):
-            raise error(
-                f"{where}.covariate",
-                "CUPED is supported for proportion and mean "
-                "metrics only; remove the covariate of a ratio",
-            )
-    else:
-        fields["event"] = _event(raw, "event", where, error)
-        fields["value"] = _choice(raw, "value", VALUES, "count", where, error)
-        covariate = raw.get("covariate")
-        if covariate is not None and not (isinstance(covariate, str) and covariate):
-            raise error(f"{where}.covariate", f"must be a stg_customers column, got {covariate!r}")
-        fields["covariate"] = covariate
-    return Metric(**fields)
+    def family(self, role: str) -> tuple[Metric, ...]:
+        """The metrics of one role (``primary``, ``secondary``, ``guardrail``)."""
+        return tuple(m for m in self.metrics if m.role == role)
 
 
 def experiment_config(
@@ -194,60 +332,44 @@ def experiment_config(
     Raises:
         ConfigurationError: A setting is missing or invalid (naming its key path).
     """
-    if not isinstance(raw, Mapping):
-        raise error("vars.experiment", "must be a mapping with at least 'metrics:'")
-    where = "vars.experiment"
-    control = str(raw.get("control", "control"))
-    arms_raw = raw.get("arms") or [{"name": a, "weight": 1} for a in default_arms]
-    arms = []
-    for i, arm in enumerate(arms_raw):
-        name = arm.get("name") if isinstance(arm, Mapping) else None
-        weight = arm.get("weight") if isinstance(arm, Mapping) else None
-        if (
-            not name
-            or isinstance(weight, bool)
-            or not isinstance(weight, int | float)
-            or weight < 0
-        ):
-            raise error(
-                f"{where}.arms[{i}]", f"each arm needs a name and a weight >= 0, got {arm!r}"
-            )
-        arms.append(Arm(str(name), float(weight)))
-    if control not in {a.name for a in arms}:
+    v = parse_vars(raw, error)
+    arms = tuple(
+        Arm(a.name, float(a.weight), a.message == "none")
+        for a in (v.arms or [ArmVars(name=n, weight=1) for n in default_arms])
+    )
+    if v.control not in {a.name for a in arms}:
         raise error(
-            f"{where}.control",
-            f"control arm {control!r} is not among the arms {[a.name for a in arms]}",
+            "vars.experiment.control",
+            f"control arm {v.control!r} is not among the arms {[a.name for a in arms]}",
         )
-    default_mde = _fraction(raw, "mde", 0.1, where, error)
-    # No metrics declared yet is allowed (the analysis is then empty); a declared list must
-    # be a non-empty list of valid metrics.
-    metrics_raw = raw.get("metrics", [])
-    if not isinstance(metrics_raw, list) or ("metrics" in raw and not metrics_raw):
-        raise error(
-            f"{where}.metrics",
-            "declare at least one metric, e.g. [{name: open_rate, "
-            "type: proportion, role: primary, event: open}]",
+    metrics = tuple(
+        Metric(
+            **{
+                **m.model_dump(exclude={"mde"}),
+                "mde": m.mde if m.mde is not None else v.mde,
+            }
         )
-    metrics = tuple(parse_metric(m, i, default_mde, error) for i, m in enumerate(metrics_raw))
-    names = [m.name for m in metrics]
-    if len(set(names)) != len(names):
-        raise error(f"{where}.metrics", f"metric names must be unique, got {names}")
-    effect = _choice(raw, "effect", ("relative", "absolute"), "relative", where, error)
+        for m in v.metrics or []
+    )
     return ExperimentConfig(
-        id=str(raw.get("id", "experiment")),
-        control=control,
-        arms=tuple(arms),
+        id=v.id,
+        control=v.control,
+        arms=arms,
         metrics=metrics,
-        alpha=_fraction(raw, "alpha", 0.05, where, error),
-        correction=_choice(raw, "correction", ("holm", "bh"), "holm", where, error),
-        min_power=_fraction(raw, "min_power", 0.8, where, error),
-        relative=effect == "relative",
+        alpha=v.alpha,
+        correction=v.correction,
+        min_power=v.min_power,
+        relative=v.effect == "relative",
+        external=v.assignments is not None,
+        outcomes=v.outcomes is not None,
+        max_rejected_share=v.max_rejected_share,
     )
 
 
-def family_size(config: ExperimentConfig) -> int:
-    """Tests in the multiple-comparison family of the overall results: treatment arms × metrics."""
-    return max(len(config.treatments) * len(config.metrics), 1)
+def family_size(config: ExperimentConfig, role: str = "primary") -> int:
+    """Tests in one multiple-comparison family of the overall results: treatment arms × the
+    metrics of `role` (primary metrics decide; secondary ones are corrected on their own)."""
+    return max(len(config.treatments) * len(config.family(role)), 1)
 
 
 @dataclass(frozen=True)
@@ -257,7 +379,8 @@ class DesignRow:
     Attributes:
         arm, metric: The comparison (arm against control).
         baseline: Expected control rate; mde_relative: the metric's configured relative MDE.
-        alpha_per_test: α / (treatment arms × metrics): the Bonferroni bound of the Holm family.
+        alpha_per_test: α / (treatment arms × metrics of the same role): the Bonferroni bound of
+            the metric's Holm family (α for guardrails).
         n_required_per_arm: Units per arm to detect the MDE with `power` (unrounded).
         n_control, n_treatment: Units each arm gets from `n_customers` and the weights.
         mde_reachable_relative: Relative lift detectable with those units (NaN if none).
@@ -292,7 +415,6 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
         power: Target power (default `min_power` of the settings is usually passed).
     """
     total = sum(a.weight for a in config.arms) or 1.0
-    alpha = config.alpha / family_size(config)
     n_control = n_customers * config.weight(config.control) / total
     rows = []
     for arm in config.treatments:
@@ -301,6 +423,8 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
         for m in config.metrics:
             if m.type != "proportion" or m.baseline is None:
                 continue
+            # Guardrails are tested one-sided at alpha (planned here two-sided at alpha).
+            alpha = config.alpha / (1 if m.role == "guardrail" else family_size(config, m.role))
             delta = m.sign * m.mde * m.baseline
             needed = stats.sample_size_per_arm(m.baseline, delta, alpha, power)
             reach, achieved, note = math.nan, math.nan, None

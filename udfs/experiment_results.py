@@ -3,25 +3,29 @@
 Reads the sufficient statistics in ``experiment_metrics`` and the arm sizes in ``assignments``;
 every number comes from `cpo.stats` on those sums, so it can be recomputed by hand:
 
-* **Test**: CUPED-adjusted Welch t-test when the metric has a ``covariate`` (θ pooled over the
-  two arms compared); otherwise `cpo.stats.proportion_test` for proportions (Fisher's exact test
-  when an expected count is below 5) and `cpo.stats.frequentist_test` for means and ratios.
-  ``estimate`` is the relative lift (``effect: absolute`` in the settings for the difference).
-* **Bayesian**: `cpo.stats.bayesian_test` on the same statistics, flat prior. ``chance_to_win``
-  is the probability that the treatment is *better* in the metric's direction, and the risks are
-  the expected losses (in that direction) of choosing control or treatment.
-* **Multiple testing**: overall p-values are adjusted across treatment arms × metrics with the
-  configured correction (``holm`` default); segment p-values across arms × metrics × segments.
-* **SRM**: chi-square of arm sizes against the configured weights, over arms that have
-  customers (an arm without customers is reported as such, not as a mismatch).
-* **Power**: at the metric's relative ``mde``, with the observed control variance (CUPED-adjusted
-  when used) and the achieved arm sizes, at α divided by the family size (Bonferroni bound of the
-  correction), i.e. the power the decision rule actually has.
-* **Decision**: ``invalid`` if SRM p < 0.001; ``inconclusive`` when the comparison is undefined
-  (empty arm, zero control, no events) or under-powered (power < ``min_power``);
-  ``no_ship`` when significantly worse, when a guardrail metric of the same arm is worse at
-  unadjusted p < α, or when a well-powered test finds no significant effect; ``ship`` only when
-  the adjusted p < α in the good direction, power ≥ ``min_power`` and no guardrail is worse.
+* **Test**: p-values always test the difference of means: Welch t (CUPED-adjusted when the
+  metric has a ``covariate``, θ pooled over the two arms compared), the two-proportion z test
+  for proportions (Fisher's exact test when an expected count is below 5). ``effect`` only
+  changes what ``estimate`` and its interval report: the relative lift m_t / m_c − 1 with
+  Fieller's interval (never below −100 %, excludes 0 exactly when the test rejects), or the
+  difference m_t − m_c.
+* **Families**: primary metrics decide; their family is treatment arms × primary metrics,
+  corrected with ``correction`` (holm default). Secondary metrics are corrected within their own
+  family (arms × secondary metrics) and never decide (decision ``info``). Guardrails are tested
+  one-sided for harm at α, uncorrected (more sensitive, the safe side): a harmed guardrail makes
+  the arm ``no_ship``. Segment rows form their own families (segments × arms × metrics).
+* **Power** only qualifies a non-significant primary result: at the metric's relative ``mde``,
+  observed control variance and achieved sizes, at α / primary-family size. Power ≥
+  ``min_power``: ``no_ship`` (no effect as large as the MDE); below: ``inconclusive:
+  under-powered``. It never blocks a significant result.
+* **Validity**: SRM (chi-square of arm sizes against the relative ``weight``s) p < 0.001, or
+  more than ``max_rejected_share`` (default 20 %) of observed event or outcome rows rejected,
+  makes every row ``invalid`` with the reason.
+* **Simulated outcomes** (``source = 'simulated'`` in stg_events): every decision is
+  ``simulated``; ``evidence_decision`` keeps what the data would support.
+* **Bayesian**: `cpo.stats.bayesian_test`, flat prior; ``chance_to_win`` in the metric's
+  direction and the expected losses.
+* One arm only: nothing to compare, the table is empty and the log says so.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from _experiment_design import ExperimentConfig, Metric, experiment_config, family_size
+from _experiment_design import ExperimentConfig, Metric, experiment_config
 from scipy import stats as sps
 
 from cpo import stats
@@ -64,6 +68,10 @@ SCHEMA = pa.schema(
         ("risk_treatment", pa.float64()),
         ("srm_p_value", pa.float64()),
         ("power", pa.float64()),
+        ("metric_direction", pa.string()),
+        ("test_family", pa.string()),
+        ("alternative", pa.string()),
+        ("evidence_decision", pa.string()),
         ("decision", pa.string()),
         ("decision_reason", pa.string()),
     ]
@@ -138,6 +146,7 @@ def compare(
     segment_id: str | None,
     config: ExperimentConfig,
     power_alpha: float,
+    alternative: str = "two-sided",
 ) -> Comparison:
     """Test one arm against control on one metric from their `experiment_metrics` rows."""
     n_c = int(control["n"]) if control else 0
@@ -152,11 +161,13 @@ def compare(
     if use_cuped:
         adjusted = stats.cuped(_cuped_stats(control), _cuped_stats(treatment))
         c, t = adjusted.control, adjusted.treatment
-        freq = stats.frequentist_test(c, t, relative=config.relative, alpha=config.alpha)
+    opts = {"relative": config.relative, "alpha": config.alpha, "alternative": alternative}
+    if use_cuped:
+        freq = stats.frequentist_test(c, t, **opts)
     elif metric.type == "proportion":
-        freq = stats.proportion_test(c, t, relative=config.relative, alpha=config.alpha)
+        freq = stats.proportion_test(c, t, **opts)
     else:
-        freq = stats.frequentist_test(c, t, relative=config.relative, alpha=config.alpha)
+        freq = stats.frequentist_test(c, t, **opts)
     bayes = stats.bayesian_test(c, t, relative=config.relative)
     exact = metric.type == "proportion" and not use_cuped
     power = _power(metric, c, n_t, power_alpha, exact)
@@ -173,66 +184,72 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def _worse(comp: Comparison, alpha: float) -> bool:
-    """Significantly worse in the metric's direction at unadjusted p < alpha."""
+def harm_alternative(metric: Metric) -> str:
+    """The one-sided alternative under which a guardrail is harmed."""
+    return "less" if metric.sign > 0 else "greater"
+
+
+def _harmed(comp: Comparison, alpha: float) -> bool:
+    """A guardrail significantly worse: one-sided harm p < alpha."""
     f = comp.freq
-    return (
-        comp.reason is None
-        and f is not None
-        and _finite(f.p_value)
-        and f.p_value < alpha
-        and f.absolute_effect * comp.metric.sign < 0
-    )
+    return f is not None and _finite(f.p_value) and f.p_value < alpha
 
 
-def decide(
-    comp: Comparison,
-    p_adjusted: float | None,
-    srm_p: float,
-    guardrails_worse: list[str],
-    config: ExperimentConfig,
+def _primary(
+    comp: Comparison, p_adjusted: float | None, harmed: list[str], config: ExperimentConfig
 ) -> tuple[str, str]:
-    """The decision and its reason for one comparison."""
-    alpha, m = config.alpha, comp.metric
-    if _finite(srm_p) and srm_p < stats.SRM_ALPHA:
-        return "invalid", (
-            f"sample ratio mismatch (SRM p = {srm_p:.2g} < {stats.SRM_ALPHA}): "
-            "arm sizes do not match the configured weights; fix the assignment "
-            "before reading any result"
-        )
-    if comp.reason is not None:
+    """The evidence decision of a primary comparison (before validity and simulation)."""
+    alpha, m, f = config.alpha, comp.metric, comp.freq
+    if comp.reason is not None and (f is None or not _finite(f.p_value)):
         return "inconclusive", comp.reason
-    if comp.freq is None or not _finite(comp.freq.estimate):
-        return "inconclusive", "the effect is undefined for these data"
-    if not _finite(p_adjusted):
-        return "inconclusive", "no adjusted p-value"
-    assert p_adjusted is not None and comp.freq is not None
-    better = comp.freq.absolute_effect * m.sign > 0
-    significant = p_adjusted < alpha
-    if significant and not better:
-        return (
-            "no_ship",
-            f"{m.name} is significantly worse (adjusted p = {p_adjusted:.3g} < {alpha})",
+    if f is None or not _finite(p_adjusted):
+        return "inconclusive", "the test is undefined for these data"
+    assert p_adjusted is not None
+    better = f.absolute_effect * m.sign > 0
+    if p_adjusted < alpha and not better:
+        return "no_ship", f"{m.name} is significantly worse (adjusted p = {p_adjusted:.3g})"
+    if harmed:
+        names = ", ".join(harmed)
+        return "no_ship", f"guardrail {names} significantly harmed (one-sided p < {alpha})"
+    if p_adjusted < alpha:
+        return "ship", (
+            f"{m.name} significantly better (adjusted p = {p_adjusted:.3g} < {alpha}), "
+            "no guardrail harmed"
         )
-    others = [g for g in guardrails_worse if g != m.name]
-    if others:
-        return "no_ship", f"guardrail {', '.join(others)} significantly worse (p < {alpha})"
-    powered = _finite(comp.power) and comp.power >= config.min_power
-    if not powered:
-        shown = f"{comp.power:.2f}" if _finite(comp.power) else "undefined"
-        return "inconclusive", (
-            f"under-powered: power {shown} < {config.min_power} to detect a "
-            f"{m.mde:.0%} change; more customers are needed"
-        )
-    if not significant:
+    shown = f"{comp.power:.2f}" if _finite(comp.power) else "undefined"
+    if _finite(comp.power) and comp.power >= config.min_power:
         return "no_ship", (
-            f"no significant effect (adjusted p = {p_adjusted:.3g} >= {alpha}) "
-            f"although the test had power {comp.power:.2f} for a {m.mde:.0%} change"
+            f"no effect as large as the MDE: adjusted p = {p_adjusted:.3g} >= {alpha} with power "
+            f"{shown} to detect a {m.mde:.0%} change"
         )
-    return "ship", (
-        f"{m.name} significantly better (adjusted p = {p_adjusted:.3g} < {alpha}), "
-        f"power {comp.power:.2f}, no guardrail worse"
+    return "inconclusive", (
+        f"under-powered: not significant (adjusted p = {p_adjusted:.3g}) and power {shown} < "
+        f"{config.min_power} to detect a {m.mde:.0%} change; more customers are needed"
     )
+
+
+def _secondary(comp: Comparison, p_adjusted: float | None, alpha: float) -> tuple[str, str]:
+    f = comp.freq
+    if f is None or not _finite(p_adjusted):
+        return "info", comp.reason or "the test is undefined for these data"
+    assert p_adjusted is not None
+    if p_adjusted < alpha:
+        way = "better" if f.absolute_effect * comp.metric.sign > 0 else "worse"
+        text = f"significantly {way} (adjusted p = {p_adjusted:.3g} within the secondary family)"
+    else:
+        text = f"not significant (adjusted p = {p_adjusted:.3g})"
+    return "info", text + "; secondary metrics inform, never decide"
+
+
+def _guardrail(comp: Comparison, alpha: float) -> tuple[str, str]:
+    f = comp.freq
+    if f is None or not _finite(f.p_value):
+        return "info", comp.reason or "the test is undefined for these data"
+    if _harmed(comp, alpha):
+        return "no_ship", (
+            f"guardrail {comp.metric.name} harmed (one-sided p = {f.p_value:.3g} < {alpha})"
+        )
+    return "info", f"no harm detected (one-sided p = {f.p_value:.3g})"
 
 
 # --------------------------------------------------------------------------- assembly
@@ -249,7 +266,9 @@ def _row(
     comp: Comparison,
     p_adj: float | None,
     srm_p: float,
+    evidence: tuple[str, str],
     decision: tuple[str, str],
+    alternative: str,
     config: ExperimentConfig,
 ) -> dict[str, Any]:
     f, b, m = comp.freq, comp.bayes, comp.metric
@@ -258,6 +277,7 @@ def _row(
         ctw, (risk_c, risk_t) = b.chance_to_win, b.risk
         if m.sign < 0:  # "win" means a decrease
             ctw, risk_c, risk_t = 1.0 - ctw, risk_t, risk_c
+    family = {"primary": "primary", "secondary": "secondary", "guardrail": "guardrail"}[m.role]
     values = {
         "experiment_id": experiment_id,
         "metric": m.name,
@@ -283,6 +303,10 @@ def _row(
         "risk_treatment": risk_t,
         "srm_p_value": srm_p,
         "power": comp.power,
+        "metric_direction": m.direction,
+        "test_family": family,
+        "alternative": alternative,
+        "evidence_decision": evidence[0],
         "decision": decision[0],
         "decision_reason": decision[1],
     }
@@ -296,24 +320,68 @@ def _srm(sizes: Mapping[str, int], config: ExperimentConfig) -> float:
     return stats.srm_pvalue([sizes[a] for a in arms], [config.weight(a) for a in arms])
 
 
-def _family(
+@dataclass(frozen=True)
+class Validity:
+    """What overrides every decision: an ingestion problem, or simulated outcomes."""
+
+    invalid_reason: str | None = None
+    simulated: bool = False
+
+
+def _final(evidence: tuple[str, str], srm_p: float, validity: Validity) -> tuple[str, str]:
+    if validity.invalid_reason:
+        return "invalid", validity.invalid_reason
+    if _finite(srm_p) and srm_p < stats.SRM_ALPHA:
+        return "invalid", (
+            f"sample ratio mismatch (SRM p = {srm_p:.2g} < {stats.SRM_ALPHA}): arm sizes do not "
+            "match the configured weights; fix the assignment before reading any result"
+        )
+    if validity.simulated:
+        return "simulated", (
+            f"outcomes are simulated, not observed: no decision (the simulated data would "
+            f"give {evidence[0]}: {evidence[1]})"
+        )
+    return evidence
+
+
+def _level(
     comps: list[Comparison],
     srm: Mapping[str | None, float],
     experiment_id: str,
     config: ExperimentConfig,
+    validity: Validity,
 ) -> list[dict[str, Any]]:
-    """Adjust one family's p-values, then decide each comparison."""
-    raw = [c.freq.p_value if c.freq and c.reason is None else None for c in comps]
-    adjusted = stats.adjust_pvalues(raw, config.correction)
-    worse: dict[tuple[str, str | None], list[str]] = {}
-    for c in comps:
-        if c.metric.role == "guardrail" and _worse(c, config.alpha):
-            worse.setdefault((c.arm, c.segment_id), []).append(c.metric.name)
+    """Adjust each family's p-values within the family, then decide each comparison."""
+    adjusted: dict[int, float | None] = {}
+    for role in ("primary", "secondary"):
+        idx = [i for i, c in enumerate(comps) if c.metric.role == role]
+        raw = [comps[i].freq.p_value if comps[i].freq else None for i in idx]
+        for i, p in zip(idx, stats.adjust_pvalues(raw, config.correction), strict=True):
+            adjusted[i] = p
+    harmed: dict[tuple[str, str | None], list[str]] = {}
+    for i, c in enumerate(comps):
+        if c.metric.role == "guardrail":
+            adjusted[i] = c.freq.p_value if c.freq else None
+            if _harmed(c, config.alpha):
+                harmed.setdefault((c.arm, c.segment_id), []).append(c.metric.name)
     rows = []
-    for comp, p_adj in zip(comps, adjusted, strict=True):
+    for i, comp in enumerate(comps):
+        p_adj, role = adjusted.get(i), comp.metric.role
+        if role == "primary":
+            evidence = _primary(comp, p_adj, harmed.get((comp.arm, comp.segment_id), []), config)
+            alternative = "two-sided"
+        elif role == "secondary":
+            evidence, alternative = _secondary(comp, p_adj, config.alpha), "two-sided"
+        else:
+            evidence = _guardrail(comp, config.alpha)
+            alternative = f"one-sided harm ({harm_alternative(comp.metric)})"
         srm_p = srm.get(comp.segment_id, math.nan)
-        decision = decide(comp, p_adj, srm_p, worse.get((comp.arm, comp.segment_id), []), config)
-        rows.append(_row(experiment_id, comp, p_adj, srm_p, decision, config))
+        # A mismatch overall invalidates every row, segment rows included.
+        worst = min((p for p in (srm_p, srm.get(OVERALL, math.nan)) if _finite(p)), default=srm_p)
+        decision = _final(evidence, worst, validity)
+        rows.append(
+            _row(experiment_id, comp, p_adj, srm_p, evidence, decision, alternative, config)
+        )
     return rows
 
 
@@ -321,6 +389,7 @@ def analyse(
     metrics_rows: list[dict[str, Any]],
     sizes: list[tuple[str, str, str, int]],
     config: ExperimentConfig,
+    validity: Validity = Validity(),
 ) -> list[dict[str, Any]]:
     """All result rows from `experiment_metrics` rows and (experiment, arm, segment, n) sizes."""
     index = {(r["experiment_id"], r["metric"], r["segment_id"], r["arm"]): r for r in metrics_rows}
@@ -336,9 +405,15 @@ def analyse(
         arms = [a.name for a in config.treatments]
         arms += sorted(a for a in arm_n[OVERALL] if a not in arms and a != config.control)
         srm = {s: _srm(arm_n[s], config) for s in arm_n}
-        base_alpha = config.alpha / family_size(config)
+        primaries = max(len(config.family("primary")), 1)
+        secondaries = max(len(config.family("secondary")), 1)
         for level in ([OVERALL], segments):
-            alpha = base_alpha / (1 if level == [OVERALL] else max(len(segments), 1))
+            k = len(arms) * (1 if level == [OVERALL] else max(len(segments), 1))
+            power_alpha = {
+                "primary": config.alpha / max(k * primaries, 1),
+                "secondary": config.alpha / max(k * secondaries, 1),
+                "guardrail": config.alpha,
+            }
             comps = [
                 compare(
                     m,
@@ -347,14 +422,54 @@ def analyse(
                     arm=arm,
                     segment_id=s,
                     config=config,
-                    power_alpha=alpha,
+                    power_alpha=power_alpha[m.role],
+                    alternative=harm_alternative(m) if m.role == "guardrail" else "two-sided",
                 )
                 for s in level
                 for arm in arms
                 for m in config.metrics
             ]
-            rows.extend(_family(comps, srm, experiment_id, config))
+            rows.extend(_level(comps, srm, experiment_id, config, validity))
     return rows
+
+
+def _validity(ctx: Any, config: ExperimentConfig) -> Validity:
+    """Rejected observed rows (events and outcome-table rows) and simulated outcomes."""
+    summary = ctx.ref("event_summary").fetchall()
+    observed = [(status, int(n)) for source, status, n in summary if source == "observed"]
+    rejected = {s: n for s, n in observed if s not in ("accepted", "duplicate")}
+    outcome_rows, outcome_unknown = ctx.sql("""
+        select count(*), count(*) filter (where a.customer_id is null)
+        from "observed_outcomes" as o
+        left join (select distinct cast(customer_id as varchar) as customer_id
+                   from "assignments") as a using (customer_id)
+    """).fetchone()
+    ctx.ref("observed_outcomes")
+    ctx.ref("assignments")
+    by_source = {
+        "observed events": (rejected, sum(n for _, n in observed)),
+        "outcome-table rows": (
+            {"outcome_row_of_unassigned_customer": int(outcome_unknown)} if outcome_unknown else {},
+            int(outcome_rows),
+        ),
+    }
+    reasons = []
+    for name, (counts, total) in by_source.items():
+        if counts:
+            ctx.log.warning(f"rejected {name}", extra={"by_reason": counts, "total": total})
+        share = sum(counts.values()) / total if total else 0.0
+        if share > config.max_rejected_share:
+            shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+            reasons.append(f"{share:.0%} of {name} were rejected ({shown})")
+    reason = None
+    if reasons:
+        reason = (
+            f"{'; '.join(reasons)}: more than max_rejected_share "
+            f"{config.max_rejected_share:.0%}; fix the files (or attribution_days) before "
+            "reading any result"
+        )
+    simulated = bool(ctx.ref("stg_events").filter("source = 'simulated'").limit(1).fetchall())
+    return Validity(reason, simulated)
 
 
 def model(ctx: Any) -> pa.Table:
@@ -366,6 +481,12 @@ def model(ctx: Any) -> pa.Table:
     if not config.metrics:
         ctx.log.warning("no metrics under vars.experiment.metrics: experiment_results is empty")
         return SCHEMA.empty_table()
+    if len(config.arms) < 2:
+        ctx.log.warning(
+            "one arm only: nothing to compare, experiment_results is empty",
+            extra={"arm": config.arms[0].name},
+        )
+        return SCHEMA.empty_table()
     metrics = ctx.ref("experiment_metrics").to_arrow_table().to_pylist()
     ctx.ref("assignments")
     sizes = ctx.sql("""
@@ -373,7 +494,8 @@ def model(ctx: Any) -> pa.Table:
                coalesce(cast(segment_id as varchar), 'unsegmented'), count(*)
         from "assignments" group by all order by all
     """).fetchall()
-    rows = analyse(metrics, sizes, config)
+    validity = _validity(ctx, config)
+    rows = analyse(metrics, sizes, config, validity)
     decisions: dict[str, int] = {}
     for r in rows:
         if r["segment_id"] is None:

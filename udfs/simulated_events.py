@@ -16,7 +16,8 @@ of ``stg_customers`` and ``s`` the ``covariate_strength``: the mean of m is exac
 true open rate of an arm is ``delivered · open`` (times the segment mix) and the true relative
 lift between arms is the ratio of their rates, while CUPED has a correlated covariate to use.
 
-``enabled``: true, false, or ``auto`` (default: simulate only while no observed events exist).
+``enabled``: true, false, or ``auto`` (default: simulate only while no observed events exist,
+and never with an outcome table or an external assignment).
 Deterministic: the same assignments, settings and ``seed`` give the same events.
 """
 
@@ -189,6 +190,9 @@ def simulate(
 
 def _enabled(ctx: Any, setting: Any) -> bool:
     if setting == "auto":
+        # An outcome table or an assignment made elsewhere means real outcomes: never simulate.
+        if ctx.var("experiment.outcomes", None) or ctx.var("experiment.assignments", None):
+            return False
         observed = ctx.ref("observed_events").aggregate("count(*)").fetchone()[0]
         return observed == 0
     if not isinstance(setting, bool):

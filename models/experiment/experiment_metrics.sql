@@ -6,16 +6,22 @@
       proportion: y = 1 if the customer has at least one `event`, else 0
       mean:       y = number of `event`s (value: count) or their summed revenue (value: revenue)
       ratio:      num = number of `numerator` events, den = number of `denominator` events
-      covariate:  x = the stg_customers column (averaged over duplicated ids; NULL counts as 0)
+      column:     with vars.experiment.outcomes, a metric may read an outcome-table column
+                  instead of an event: proportion y = 1 if the value > 0, mean y = the value;
+                  customers absent from the outcome table (or with an empty cell) count as 0
+      covariate:  x = the outcome-table column when vars.experiment.outcomes is set, else the
+                  stg_customers column (averaged over duplicated ids); NULL counts as 0
     Columns: n, sum = Σy, sum_squares = Σy², sum_num/sum_num_sq/sum_den/sum_den_sq/sum_num_den
     for ratios, sum_x/sum_x2/sum_xy for CUPED. -#}
 {%- set metrics = var('experiment.metrics', []) %}
 {%- set events = ['delivered', 'open', 'click', 'conversion', 'unsubscribe'] %}
+{%- set outcomes = var('experiment.outcomes', none) %}
 {%- set ns = namespace(covariates=[]) %}
 {%- for m in metrics %}{% if m.get('covariate') and m.get('type') != 'ratio' %}
 {%- set ns.covariates = ns.covariates + [m['covariate']] %}{% endif %}{% endfor %}
 {%- macro ev(name) %}'{{ name | replace("'", "''") }}'{% endmacro %}
 {%- macro count_of(name) %}coalesce(e."n_{{ name }}", 0){% endmacro %}
+{%- macro col(name) %}coalesce(o."{{ name | replace('"', '""') }}", 0)::double{% endmacro %}
 with per_customer_events as (
     select
         experiment_id,
@@ -27,7 +33,7 @@ with per_customer_events as (
     from {{ ref('stg_events') }}
     group by all
 ),
-{%- if ns.covariates %}
+{%- if ns.covariates and not outcomes %}
 
 covariates as (
     select
@@ -47,7 +53,11 @@ units as (
         coalesce(cast(a.segment_id as varchar), 'unsegmented') as segment_id,
         {%- for m in metrics %}
         {%- set i = loop.index0 %}
-        {%- if m['type'] == 'proportion' %}
+        {%- if m.get('column') and m['type'] == 'proportion' %}
+        cast({{ col(m['column']) }} > 0 as double) as y_{{ i }},
+        {%- elif m.get('column') %}
+        {{ col(m['column']) }} as y_{{ i }},
+        {%- elif m['type'] == 'proportion' %}
         cast({{ count_of(m['event']) }} > 0 as double) as y_{{ i }},
         {%- elif m['type'] == 'mean' and m.get('value', 'count') == 'revenue' %}
         coalesce(e."revenue_{{ m['event'] }}", 0)::double as y_{{ i }},
@@ -57,7 +67,9 @@ units as (
         {{ count_of(m['numerator']) }}::double as num_{{ i }},
         {{ count_of(m['denominator']) }}::double as den_{{ i }},
         {%- endif %}
-        {%- if m.get('covariate') and m['type'] != 'ratio' %}
+        {%- if m.get('covariate') and m['type'] != 'ratio' and outcomes %}
+        {{ col(m['covariate']) }} as x_{{ i }},
+        {%- elif m.get('covariate') and m['type'] != 'ratio' %}
         coalesce(c."x_{{ m['covariate'] }}", 0) as x_{{ i }},
         {%- endif %}
         {%- endfor %}
@@ -66,8 +78,11 @@ units as (
     left join per_customer_events as e
         on e.experiment_id = cast(a.experiment_id as varchar)
         and e.customer_id = cast(a.customer_id as varchar)
-    {%- if ns.covariates %}
+    {%- if ns.covariates and not outcomes %}
     left join covariates as c on c.customer_id = cast(a.customer_id as varchar)
+    {%- endif %}
+    {%- if outcomes %}
+    left join {{ ref('observed_outcomes') }} as o on o.customer_id = cast(a.customer_id as varchar)
     {%- endif %}
 ),
 

@@ -25,6 +25,7 @@ select
     a.variant_id,
     a.segment_id,
     a.is_fallback,
+    a.is_holdout,
     a.fallback_reason,
     a.assigned_at,
     coalesce(o.delivered_events, 0) > 0 as is_delivered,

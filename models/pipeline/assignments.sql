@@ -5,13 +5,17 @@
   arm (no rounding: the hash is a number in [0, 1) cut at the cumulative weights). Analysis is
   intention-to-treat: when the arm's variant for the customer's segment was not approved, the
   customer gets the fallback arm's message, and is_fallback / fallback_reason say so.
+  Holdout arms (message: none) get no variant (variant_id NULL, is_holdout true), hence no
+  message row. With vars.experiment.assignments set, the assignment made elsewhere
+  (external_assignments) is used as is, and nothing here depends on generated variants.
 #}
 {%- set exp = var('experiment') -%}
 {%- set fail = exceptions.raise_compiler_error -%}
 {%- if exp is not mapping -%}
     {{ fail("cpo.yml: vars.experiment must be a mapping with id, salt and arms") }}
 {%- endif -%}
-{%- for key in ['id', 'salt'] if exp.get(key) is none or exp.get(key) == '' -%}
+{%- for key in (['id'] if exp.get('assignments') else ['id', 'salt'])
+    if exp.get(key) is none or exp.get(key) == '' -%}
     {{ fail("cpo.yml: vars.experiment." ~ key ~ " is not set; add it (see the sample cpo.yml)") }}
 {%- endfor -%}
 {%- set arms = exp.get('arms') -%}
@@ -34,10 +38,11 @@
     {%- if arm.name in ns.names -%}
         {{ fail(where ~ "arm " ~ arm.name ~ " is listed twice") }}
     {%- endif -%}
-    {%- if arm.name not in known -%}
+    {%- if arm.name not in known and arm.get('message') != 'none' and not exp.get('assignments') -%}
         {{ fail(where ~ "arm " ~ arm.name ~ " is neither the control nor a tone of "
                 ~ "vars.generation.tones (" ~ known[:-2] | join(', ') ~ "), so it would never "
-                ~ "get its own message; add the tone or rename the arm") }}
+                ~ "get its own message; add the tone, rename the arm, or make it a holdout with "
+                ~ "message: none") }}
     {%- endif -%}
     {%- set ns.names = ns.names + [arm.name] -%}
 {%- endfor -%}
@@ -47,11 +52,29 @@
             ~ "a weight > 0") }}
 {%- endif -%}
 {%- set fallback = exp.get('fallback', 'control') -%}
+{%- macro lit(value) %}'{{ value | string | replace("'", "''") }}'{% endmacro -%}
+{%- set holdouts = arms | selectattr('message', 'defined') | selectattr('message', 'equalto', 'none')
+    | map(attribute='name') | list -%}
+{%- if exp.get('assignments') %}
+select
+    cast(x.experiment_id as varchar) as experiment_id,
+    x.customer_id,
+    x.arm,
+    null::varchar as variant_id,
+    coalesce(x.segment_id, cast(s.segment_id as varchar)) as segment_id,
+    false as is_fallback,
+    null::varchar as fallback_reason,
+    x.arm in ({% for h in holdouts or [''] %}{{ lit(h) }}{{ ', ' if not loop.last }}{% endfor %}) as is_holdout,
+    null::double as bucket,
+    x.assigned_at
+from {{ ref('external_assignments') }} as x
+left join {{ ref('segments') }} as s on cast(s.customer_id as varchar) = x.customer_id
+{%- else %}
 with bucketed as (
     select
         s.customer_id,
         s.segment_id,
-        ('0x' || substr(md5('{{ exp.id }}:{{ exp.salt }}:' || s.customer_id), 1, 13))::bigint
+        ('0x' || substr(md5({{ lit(exp.id ~ ':' ~ exp.salt ~ ':') }} || s.customer_id), 1, 13))::bigint
             / 4503599627370496.0 as bucket
     from {{ ref('segments') }} as s
 ),
@@ -59,13 +82,17 @@ with bucketed as (
 armed as (
     select
         *,
+        {%- if arms | length == 1 %}
+        {{ lit(arms[0].name) }} as arm
+    {%- else %}
         case
         {%- for arm in arms[:-1] %}
             {%- set ns.cumulative = ns.cumulative + arm.weight %}
-            when bucket < {{ ns.cumulative / total }} then '{{ arm.name }}'
+            when bucket < {{ ns.cumulative / total }} then {{ lit(arm.name) }}
         {%- endfor %}
-            else '{{ arms[-1].name }}'
+            else {{ lit(arms[-1].name) }}
         end as arm
+    {%- endif %}
     from bucketed
 ),
 
@@ -74,24 +101,32 @@ approved as (
 )
 
 select
-    '{{ exp.id }}' as experiment_id,
+    {{ lit(exp.id) }} as experiment_id,
     a.customer_id,
     a.arm,
-    coalesce(own.variant_id, fb.variant_id) as variant_id,
+    case when not a.is_holdout then coalesce(own.variant_id, fb.variant_id) end as variant_id,
     a.segment_id,
-    own.variant_id is null as is_fallback,
+    own.variant_id is null and not a.is_holdout as is_fallback,
     case
+        when a.is_holdout then null
         when own.variant_id is not null then null
         when fb.variant_id is not null then 'no approved ' || a.arm || ' variant for segment; '
             || '{{ fallback }} message sent'
         else 'no approved variant for this arm nor for the fallback arm {{ fallback }}'
     end as fallback_reason,
+    a.is_holdout,
     round(a.bucket, 6) as bucket,
-    timestamp '{{ exp.get("start_at", "2026-11-24 09:00:00") }}' as assigned_at
-from armed as a
+    cast({{ lit(exp.get("start_at", "2026-11-24 09:00:00")) }} as timestamp) as assigned_at
+from (
+    select
+        *,
+        arm in ({% for h in holdouts or [''] %}{{ lit(h) }}{{ ', ' if not loop.last }}{% endfor %}) as is_holdout
+    from armed
+) as a
 left join approved as own
     on own.tone = a.arm
     and (own.segment_id = a.segment_id or (a.arm = 'control' and own.segment_id is null))
 left join approved as fb
     on fb.tone = '{{ fallback }}'
     and (fb.segment_id = a.segment_id or ('{{ fallback }}' = 'control' and fb.segment_id is null))
+{%- endif %}
