@@ -17,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cpo.config import ProjectConfig, lookup
 from cpo.errors import ModelError
+from cpo.macros import dialect_of, macros
 from cpo.nodes import MATERIALIZATIONS, MODEL, TEST, Node
 
 _PLACEHOLDER = re.compile(r"__cpo_ref__\(([^)]+)\)__")
@@ -93,6 +94,7 @@ class Compiler:
             "env_var": self._env_var_function(where),
             "is_incremental": is_incremental,
             "exceptions": _Exceptions(where),
+            **macros(dialect_of(self.config)),  # hash_bucket, regex_match, ... (cpo/macros.py)
         }
         try:
             template = self.env.from_string(node.raw)
