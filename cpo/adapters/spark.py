@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -90,6 +92,8 @@ def session(settings: SparkSettings) -> Any:
             ) from e
         with contextlib.suppress(Exception):
             _SESSION.sparkContext.setLogLevel("ERROR")
+        # pyspark logs every failed query with its JVM stack; the adapter reports it instead.
+        logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
         return _SESSION
 
 
@@ -104,6 +108,10 @@ def stop_session() -> None:
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
+    # Spark's message, without the logical plan and JVM stack that follow it.
+    sqlstate = re.search(r"SQLSTATE: \w+", text)
+    if sqlstate:
+        text = text[: sqlstate.end()]
     lines = [line for line in text.splitlines() if line.strip() and "JVM stacktrace" not in line]
     kept = []
     for line in lines:
@@ -334,6 +342,14 @@ class SparkDatabase:
                 dtype=object,
             )
 
+        # pandas_udf reads the arity and Series types from the signature.
+        names = [f"a{i}" for i in range(len(fn.parameters))]
+        run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY, annotation=pd.Series)
+             for n in names],
+            return_annotation=pd.Series,
+        )
+        run.__annotations__ = {**dict.fromkeys(names, pd.Series), "return": pd.Series}
         udf = pandas_udf(run, returnType=spark_type(fn.return_type))  # type: ignore[call-overload]
         if fn.side_effects:
             udf = udf.asNondeterministic()

@@ -59,9 +59,24 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         if not (isinstance(left, exp.Cast) and left.to.is_type("double")):
             node.set("this", exp.cast(left.copy(), exp.DataType.build("double")))
         return node
+    if isinstance(node, exp.Sub) and (_is_date(node.this) or _is_date(node.expression)):
+        # DuckDB: date - date is a number of days; Spark's is an INTERVAL.
+        parts = [node.this.transform(_rewrite), node.expression.transform(_rewrite)]
+        return exp.Anonymous(this="datediff", expressions=parts)
+    if isinstance(node, exp.Round) and isinstance(node.args.get("decimals"), exp.Literal):
+        places = node.args["decimals"]
+        if places.is_int and 0 < int(places.this) <= 15:
+            # DuckDB rounds a double as round(x * 10^n) / 10^n; Spark rounds its decimal text,
+            # which differs for 24.044999999999998 (DuckDB 24.05, Spark 24.04).
+            scale = f"cast(1e{int(places.this)} as double)"
+            inner = node.this.transform(_rewrite)
+            return sqlglot.parse_one(
+                f"(round(cast(({inner.sql('spark')}) as double) * {scale}, 0) / {scale})",
+                read="spark",
+            )
     if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
         # list(x ORDER BY k): Spark's collect_list has no order; sort (k, x) structs instead.
-        order = node.this
+        order = node.this.transform(_rewrite)
         value = order.this
         keys = order.expressions
         if len(keys) != 1 or keys[0].args.get("desc"):
@@ -81,6 +96,17 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
                 "use {{ hash_bucket(expr) }} for a hash bucket in [0, 1)",
             )
     return node
+
+
+def _is_date(node: exp.Expression) -> bool:
+    """A date literal (``DATE '...'``, ``cast('...' as date)``) or ``current_date``."""
+    if isinstance(node, exp.CurrentDate):
+        return True
+    return (
+        isinstance(node, exp.Cast | exp.TsOrDsToDate | exp.StrToDate | exp.DateStrToDate)
+        and (not isinstance(node, exp.Cast) or node.to.is_type("date"))
+        and isinstance(node.this, exp.Literal)
+    )
 
 
 def _called(tree: exp.Expression) -> Iterable[str]:

@@ -51,8 +51,7 @@ with bucketed as (
     select
         s.customer_id,
         s.segment_id,
-        ('0x' || substr(md5('{{ exp.id }}:{{ exp.salt }}:' || s.customer_id), 1, 13))::bigint
-            / 4503599627370496.0 as bucket
+        {{ hash_bucket("'" ~ exp.id ~ ":" ~ exp.salt ~ ":' || s.customer_id") }} as bucket
     from {{ ref('segments') }} as s
 ),
 

@@ -36,7 +36,7 @@ select
     customer_id,
     first_name,
     email,
-    regexp_full_match(coalesce(email, ''), '[^@\s]+@[^@\s]+\.[^@\s]+') as email_is_valid,
+    {{ regex_match("coalesce(email, '')", '[^@\s]+@[^@\s]+\.[^@\s]+') }} as email_is_valid,
     city,
     -- Ages outside 13-110 are data-entry errors ("0", "999", "-4"), not customers.
     case when raw_age between 13 and 110 then raw_age end as age,
