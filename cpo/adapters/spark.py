@@ -192,7 +192,7 @@ class SparkRelation:
         import sqlglot
 
         tree = sqlglot.parse_one(f"select {text}", read="duckdb")
-        return [to_spark(e.sql("duckdb"))[len("SELECT ") :] for e in tree.expressions]
+        return [to_spark(f"select {e.sql('duckdb')}")[len("SELECT ") :] for e in tree.expressions]
 
     def project(self, expressions: str) -> SparkRelation:
         """Select expressions (DuckDB syntax), like DuckDB's ``relation.project``."""

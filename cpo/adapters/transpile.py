@@ -29,7 +29,6 @@ HINTS = {
     "REGEXP_FULL_MATCH": "use {{ regex_match(text, 'pattern') }}",
     "TIMEZONE": "use {{ utc_timestamp(text) }} for text with an offset",
     "TO_DAYS": "use interval N day",
-    "EPOCH_US": "use unix_micros(cast(x as timestamp))",
     "LIST_TRANSFORM": "use a lambda with transform(list, x -> ...)",
 }
 # Words sqlglot renders like calls that are syntax, not functions.
@@ -58,6 +57,30 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         left = node.this
         if not (isinstance(left, exp.Cast) and left.to.is_type("double")):
             node.set("this", exp.cast(left.copy(), exp.DataType.build("double")))
+        return node
+    if isinstance(node, exp.Anonymous) and str(node.name).lower() == "epoch_us":
+        # Microseconds since the epoch (the timestamp read as UTC: the session's time zone).
+        value = node.expressions[0].transform(_rewrite).sql("spark")
+        return sqlglot.parse_one(f"unix_micros(cast({value} as timestamp))", read="spark")
+    if isinstance(node, exp.Select) and any(
+        isinstance(e, exp.Star) and e.args.get("replace") for e in node.expressions
+    ):
+        # SELECT * REPLACE (e AS c): Spark has EXCEPT but no REPLACE; the replaced columns
+        # move to the end (name the output columns where their order matters).
+        expressions = []
+        for e in node.expressions:
+            if isinstance(e, exp.Star) and e.args.get("replace"):
+                replaced = [r.transform(_rewrite) for r in e.args["replace"]]
+                star = e.copy()
+                star.set("replace", None)
+                star.set(
+                    "except_",
+                    [*(star.args.get("except_") or []), *(exp.column(r.alias) for r in replaced)],
+                )
+                expressions += [star, *replaced]
+            else:
+                expressions.append(e)
+        node.set("expressions", expressions)
         return node
     if isinstance(node, exp.Sub) and (_is_date(node.this) or _is_date(node.expression)):
         # DuckDB: date - date is a number of days; Spark's is an INTERVAL.

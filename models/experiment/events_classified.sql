@@ -61,7 +61,7 @@ select
         when a.customer_id is null then 'unknown_customer'
         when a.assigned_at is null
             or t.event_at < a.assigned_at
-            or t.event_at >= a.assigned_at + interval ({{ var('experiment.attribution_days', 7) }}) day
+            or t.event_at >= a.assigned_at + interval {{ var('experiment.attribution_days', 7) }} day
             then 'outside_attribution_window'
     end as reason
 from typed as t
