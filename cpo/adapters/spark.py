@@ -345,8 +345,10 @@ class SparkDatabase:
         # pandas_udf reads the arity and Series types from the signature.
         names = [f"a{i}" for i in range(len(fn.parameters))]
         run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY, annotation=pd.Series)
-             for n in names],
+            [
+                inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY, annotation=pd.Series)
+                for n in names
+            ],
             return_annotation=pd.Series,
         )
         run.__annotations__ = {**dict.fromkeys(names, pd.Series), "return": pd.Series}
