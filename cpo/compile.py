@@ -28,6 +28,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cpo.config import ProjectConfig, lookup
 from cpo.errors import ModelError
+from cpo.macros import dialect_of, macros
 from cpo.nodes import MATERIALIZATIONS, MODEL, TEST, Node
 from cpo.settings import IDENTIFIER, SqlExpression
 
@@ -369,6 +370,7 @@ class Compiler:
             "exceptions": _Exceptions(where),
             "literal": sql_literal,
             "identifier": sql_identifier,
+            **macros(dialect_of(self.config)),  # hash_bucket, regex_match, ... (cpo/macros.py)
         }
         try:
             template = self.env.from_string(node.raw)

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from cpo import telemetry
+from cpo.adapters import atomic_build, check_dialect, database_exists, open_adapter
 from cpo.artifacts import NodeResult, write_manifest, write_run_results
 from cpo.calls import LEDGER_COLUMNS, Cache, CallLayer
 from cpo.compile import Compiler, check_config, generic_test_sql, quote
 from cpo.config import ProjectConfig, load_config
-from cpo.db import Database, atomic_database
+from cpo.db import Database
 from cpo.errors import CPOError, ModelError, UsageError
 from cpo.execute import OnResult, Runner
 from cpo.graph import Graph
@@ -178,10 +179,10 @@ class Project:
         return self._graph
 
     def _existing_relations(self) -> set[str]:
-        if not self.config.database_path.exists():
+        if not database_exists(self.config):
             return set()
         try:
-            db = Database(self.config.database_path, read_only=True)
+            db = open_adapter(self.config, read_only=True)
         except CPOError:
             return set()
         try:
@@ -223,6 +224,7 @@ class Project:
             if test.test and test.test.model and test.test.model not in enabled:
                 continue  # tests of disabled nodes are disabled too
             tests.append(test)
+        check_dialect(self.config, [*nodes, *tests])  # what the target engine cannot run
         return Graph.build(nodes, tests)
 
     # -- verbs -------------------------------------------------------------------------------
@@ -328,7 +330,7 @@ class Project:
     ) -> RunResult:
         """Run the selected data tests against the current database (read-only)."""
         database = self.config.database_path
-        if not database.exists():
+        if not database_exists(self.config):
             raise UsageError(f"{database.name} does not exist yet; run 'build' first")
         graph = self.graph()
         _, tests = graph.select(select, exclude, available=self._existing)
@@ -336,7 +338,7 @@ class Project:
         log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
         paths = self._write_compiled(graph)
         started = time.perf_counter()
-        db = Database(database, read_only=True, functions=sql_functions(self.config))
+        db = open_adapter(self.config, read_only=True, functions=sql_functions(self.config))
         try:
             runner = Runner(
                 self.config, graph, db, run_id, log, _as_str(paths), on_result=self.on_result
@@ -372,9 +374,9 @@ class Project:
         if limit < 0:
             raise UsageError(f"--limit must be 0 or more rows, got {limit}")
         database = self.config.database_path
-        if not database.exists():
+        if not database_exists(self.config):
             raise UsageError(f"{database.name} does not exist yet; run 'build' first")
-        db = Database(database, read_only=True, functions=sql_functions(self.config))
+        db = open_adapter(self.config, read_only=True, functions=sql_functions(self.config))
         try:
             if select:
                 graph = self.graph()
@@ -687,11 +689,11 @@ class Project:
             runner.log.warning(message, extra={"wal": aside.name})
             self.notices.append(message[0].upper() + message[1:] + ".")
 
-        with atomic_database(self.config.database_path, on_stale_wal=stale_wal) as (
+        with atomic_build(self.config, on_stale_wal=stale_wal) as (
             staging,
             commit,
         ):
-            runner.db = Database(staging, functions=sql_functions(self.config))
+            runner.db = open_adapter(self.config, staging, functions=sql_functions(self.config))
             try:
                 from cpo.sources import memory_limit, sql_string
 

@@ -20,7 +20,7 @@ typed as (
         -- An explicit offset (Z, +02:00) is converted to UTC; naive timestamps are taken as UTC.
         case
             when regexp_matches(trim(event_at), '(Z|[+-]\d{2}(:?\d{2})?)$')
-                then timezone('UTC', try_cast(trim(event_at) as timestamptz))
+                then {{ utc_timestamp('trim(event_at)') }}
             else try_cast(trim(event_at) as timestamp)
         end as event_at,
         nullif(trim(revenue), '') as raw_revenue,
@@ -61,7 +61,7 @@ select
         when a.customer_id is null then 'unknown_customer'
         when a.assigned_at is null
             or t.event_at < a.assigned_at
-            or t.event_at >= a.assigned_at + to_days({{ var('experiment.attribution_days', 7) }})
+            or t.event_at >= a.assigned_at + interval {{ var('experiment.attribution_days', 7) }} day
             then 'outside_attribution_window'
     end as reason
 from typed as t

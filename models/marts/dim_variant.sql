@@ -14,14 +14,19 @@ with screening as (
     group by variant_id
 ),
 
-titles as (
-    select
-        v.variant_id,
-        list(d.title order by u.pos) as citation_titles
+cited as (
+    select v.variant_id, u.document_id, u.pos
     from {{ ref('variants') }} as v,
         unnest(v.citations) with ordinality as u(document_id, pos)
-    left join {{ ref('stg_content') }} as d on d.document_id = u.document_id
-    group by v.variant_id
+),
+
+titles as (
+    select
+        c.variant_id,
+        list(d.title order by c.pos) as citation_titles
+    from cited as c
+    left join {{ ref('stg_content') }} as d on d.document_id = c.document_id
+    group by c.variant_id
 )
 
 select

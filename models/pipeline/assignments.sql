@@ -52,7 +52,6 @@
             ~ "a weight > 0") }}
 {%- endif -%}
 {%- set fallback = exp.get('fallback', 'control') -%}
-{%- macro lit(value) %}'{{ value | string | replace("'", "''") }}'{% endmacro -%}
 {%- set holdouts = arms | selectattr('message', 'defined') | selectattr('message', 'equalto', 'none')
     | map(attribute='name') | list -%}
 {%- if exp.get('assignments') %}
@@ -64,7 +63,7 @@ select
     coalesce(x.segment_id, cast(s.segment_id as varchar)) as segment_id,
     false as is_fallback,
     null::varchar as fallback_reason,
-    x.arm in ({% for h in holdouts or [''] %}{{ lit(h) }}{{ ', ' if not loop.last }}{% endfor %}) as is_holdout,
+    x.arm in ({% for h in holdouts or [''] %}{{ literal(h) }}{{ ', ' if not loop.last }}{% endfor %}) as is_holdout,
     null::double as bucket,
     x.assigned_at
 from {{ ref('external_assignments') }} as x
@@ -74,8 +73,7 @@ with bucketed as (
     select
         s.customer_id,
         s.segment_id,
-        ('0x' || substr(md5({{ lit(exp.id ~ ':' ~ exp.salt ~ ':') }} || s.customer_id), 1, 13))::bigint
-            / 4503599627370496.0 as bucket
+        {{ hash_bucket(literal(exp.id ~ ':' ~ exp.salt ~ ':') ~ ' || s.customer_id') }} as bucket
     from {{ ref('segments') }} as s
 ),
 
@@ -83,14 +81,14 @@ armed as (
     select
         *,
         {%- if arms | length == 1 %}
-        {{ lit(arms[0].name) }} as arm
+        {{ literal(arms[0].name) }} as arm
     {%- else %}
         case
         {%- for arm in arms[:-1] %}
             {%- set ns.cumulative = ns.cumulative + arm.weight %}
-            when bucket < {{ ns.cumulative / total }} then {{ lit(arm.name) }}
+            when bucket < {{ ns.cumulative / total }} then {{ literal(arm.name) }}
         {%- endfor %}
-            else {{ lit(arms[-1].name) }}
+            else {{ literal(arms[-1].name) }}
         end as arm
     {%- endif %}
     from bucketed
@@ -101,7 +99,7 @@ approved as (
 )
 
 select
-    {{ lit(exp.id) }} as experiment_id,
+    {{ literal(exp.id) }} as experiment_id,
     a.customer_id,
     a.arm,
     case when not a.is_holdout then coalesce(own.variant_id, fb.variant_id) end as variant_id,
@@ -116,11 +114,11 @@ select
     end as fallback_reason,
     a.is_holdout,
     round(a.bucket, 6) as bucket,
-    cast({{ lit(exp.get("start_at", "2026-11-24 09:00:00")) }} as timestamp) as assigned_at
+    cast({{ literal(exp.get("start_at", "2026-11-24 09:00:00")) }} as timestamp) as assigned_at
 from (
     select
         *,
-        arm in ({% for h in holdouts or [''] %}{{ lit(h) }}{{ ', ' if not loop.last }}{% endfor %}) as is_holdout
+        arm in ({% for h in holdouts or [''] %}{{ literal(h) }}{{ ', ' if not loop.last }}{% endfor %}) as is_holdout
     from armed
 ) as a
 left join approved as own

@@ -1,0 +1,284 @@
+"""The Spark target: transpiling, cross-engine macros, identical results, atomic publish.
+
+Tests marked ``spark`` need pyspark and Java; they share one local[2] session and one build of
+a reduced sample (500 customers) on both engines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpo.adapters.transpile import UnsupportedSqlError, to_spark
+from cpo.errors import ModelError
+from cpo.macros import macros
+from cpo.project import Project
+from tests.sample import copy_sample_project
+
+CUSTOMERS = 500
+
+
+def _spark_missing() -> str | None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (pip install -e '.[spark]')"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "java is not installed (Debian: openjdk-17-jre-headless)"
+    return None
+
+
+needs_spark = pytest.mark.skipif(_spark_missing() is not None, reason=str(_spark_missing()))
+
+
+def _normal(value: Any) -> Any:
+    """A value comparable across engines (dates, timestamps, decimals, lists, NaN)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list | tuple):
+        return tuple(_normal(v) for v in value)
+    return value
+
+
+def _rows(table: Any) -> tuple[list[str], list[tuple]]:
+    columns = list(table.column_names)
+    rows = [tuple(_normal(r[c]) for c in columns) for r in table.to_pylist()]
+    return columns, sorted(rows, key=_key)
+
+
+def _key(row: tuple) -> str:
+    return repr(tuple(f"{v:.6g}" if isinstance(v, float) else v for v in row))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal; floats within 1e-9 relative (sums of doubles depend on Spark's partition order)."""
+    if isinstance(a, float) and isinstance(b, float | int):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _spark_project(root: Path) -> Path:
+    project = copy_sample_project(root)
+    lines = (project / "seeds" / "customers.csv").read_text(encoding="utf-8").splitlines()
+    text = "\n".join(lines[: CUSTOMERS + 1]) + "\n"
+    (project / "seeds" / "customers.csv").write_text(text, encoding="utf-8")
+    return project
+
+
+# -- no Spark needed ---------------------------------------------------------------------------
+
+
+def test_transpile_keeps_duckdb_semantics() -> None:
+    sql = to_spark(
+        "select round(a * b, 2) as m, x / 3 as d, DATE '2026-11-24' - signup_date as days, "
+        "* replace (upper(c) as c) from t"
+    )
+    assert "CAST(x AS DOUBLE) / 3" in sql  # DuckDB divides in double precision
+    assert "DATEDIFF(CAST('2026-11-24' AS DATE), signup_date)" in sql  # days, not an interval
+    assert "ROUND(CAST((a * b) AS DOUBLE) * CAST(1e2 AS DOUBLE), 0)" in sql
+    assert "EXCEPT (c)" in sql and "UPPER(c) AS c" in sql  # Spark has no * REPLACE
+    ordered = to_spark("select list(t order by p) from x")
+    assert "ARRAY_SORT(COLLECT_LIST(STRUCT(p AS k, t AS v)))" in ordered
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct", "hint"),
+    [
+        ("select regexp_full_match(email, 'a+')", "regexp_full_match", "regex_match"),
+        ("select ('0x' || substr(md5(id), 1, 13))::bigint from t", "hexadecimal", "hash_bucket"),
+        ("select timezone('UTC', ts) from t", "timezone", "utc_timestamp"),
+        ("select no_such_function(1)", "no_such_function", ""),
+    ],
+)
+def test_transpile_refuses_what_spark_cannot_run(sql: str, construct: str, hint: str) -> None:
+    with pytest.raises(UnsupportedSqlError) as raised:
+        to_spark(sql)
+    assert construct in str(raised.value)
+    assert hint in str(raised.value)
+
+
+def test_registered_functions_are_allowed() -> None:
+    assert "LOOKS_LIKE_INJECTION(b)" in to_spark(
+        "select looks_like_injection(b)", ["looks_like_injection"]
+    )
+
+
+def test_a_model_spark_cannot_run_fails_at_compile_time(tmp_path: Path) -> None:
+    project = copy_sample_project(tmp_path / "p")
+    model = project / "models" / "segments" / "segments_rules.sql"
+    model.write_text(
+        model.read_text(encoding="utf-8").replace(
+            "select\n        customer_id,",
+            "select\n        regexp_full_match(customer_id, 'C.*') as x, customer_id,",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ModelError) as raised:
+        Project.load(project, target="spark").compile()
+    message = str(raised.value)
+    assert "segments_rules" in message and "regexp_full_match" in message
+    assert "regex_match" in message  # how to fix it
+    Project.load(project).compile()  # DuckDB runs it: only the Spark target refuses
+
+
+def test_macros_render_each_dialect() -> None:
+    duck, spark = macros("duckdb"), macros("spark")
+    assert "'0x'" in duck["hash_bucket"]("id") and "conv(" in spark["hash_bucket"]("id")
+    assert duck["regex_match"]("t", "a'b").startswith("regexp_full_match((t), 'a''b')")
+    assert r"\z" in spark["regex_match"]("t", "a+")
+    with pytest.raises(ValueError, match="dialect"):
+        macros("postgres")
+
+
+def test_spark_target_settings_are_validated(tmp_path: Path) -> None:
+    from cpo.adapters import spark_settings
+    from cpo.errors import ConfigurationError
+
+    project = copy_sample_project(tmp_path / "p")
+    config = project / "cpo.yml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "    master: local[2]\n", "    master: local[2]\n    mastr: x\n"
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        spark_settings(Project.load(project, target="spark").config)
+    assert "mastr" in str(raised.value.key) and raised.value.line
+
+
+# -- Spark -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def spark_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reduced sample built on DuckDB and on Spark (local[2]) in one folder."""
+    if _spark_missing():
+        pytest.skip(_spark_missing())
+    project = _spark_project(tmp_path_factory.mktemp("spark") / "sample")
+    duck = Project.load(project).build()
+    assert duck.success, [(r.name, r.message) for r in duck.results if r.failed]
+    # seed + run (the data tests run on Spark in test_show_ls_test_on_the_spark_target).
+    spark = Project.load(project, target="spark")
+    for run in (spark.seed(), Project.load(project, target="spark").run()):
+        assert run.success, [(r.name, r.message) for r in run.results if r.failed]
+        assert run.committed
+    yield project
+    from cpo.adapters.spark import stop_session
+
+    stop_session()
+
+
+def _open(project: Path, target: str | None) -> Any:
+    from cpo.adapters import open_adapter
+
+    return open_adapter(Project.load(project, target=target).config, read_only=True)
+
+
+def _table(db: Any, name: str) -> Any:
+    relation = db.relation(f'select * from "{name}"')
+    return relation.to_arrow_table()
+
+
+@needs_spark
+@pytest.mark.spark
+def test_hash_bucket_is_identical_on_both_engines(spark_sample: Path) -> None:
+    duck, spark = _open(spark_sample, None), _open(spark_sample, "spark")
+    keys = ", ".join(f"({k})" for k in range(10))
+    ids = (
+        "select 'exp:salt:' || c.customer_id || ':' || cast(v.k as varchar) as id "
+        f'from "customers" as c, (values {keys}) as v(k)'
+    )
+    duck_sql = f"select id, {macros('duckdb')['hash_bucket']('id')} as b from ({ids})"
+    spark_sql = f"select id, {macros('spark')['hash_bucket']('id')} as b from ({ids})"
+    expected = dict(duck.fetch(duck_sql)[1])
+    got = dict(spark.fetch(spark_sql)[1])
+    duck.close()
+    spark.close()
+    assert len(expected) == 5000
+    assert got == expected  # bit for bit: the same double for every id
+    assert all(0 <= b < 1 for b in got.values())
+
+
+@needs_spark
+@pytest.mark.spark
+def test_every_table_is_identical_on_spark_and_duckdb(spark_sample: Path) -> None:
+    duck, spark = _open(spark_sample, None), _open(spark_sample, "spark")
+    try:
+        names = set(spark.relations())
+        assert {"segments", "assignments", "messages", "experiment_results"} <= names
+        assert names == set(duck.relations()) - {"llm_calls"} | ({"llm_calls"} & names)
+        for name in sorted(names - {"llm_calls", "run_errors"}):
+            d_columns, d_rows = _rows(_table(duck, name))
+            s_columns, s_rows = _rows(_table(spark, name))
+            assert s_columns == d_columns, name
+            assert len(s_rows) == len(d_rows), name
+            differ = [(d, s) for d, s in zip(d_rows, s_rows, strict=True) if not _same(d, s)]
+            assert not differ, f"{name} differs between DuckDB and Spark: {differ[:2]}"
+        # The acceptance point in one line: the same segment and arm for every customer.
+        q = 'select customer_id, segment_id, arm, variant_id from "assignments"'
+        assert sorted(spark.fetch(q)[1]) == sorted(duck.fetch(q)[1])
+        assert len(spark.fetch(q)[1]) == CUSTOMERS
+    finally:
+        duck.close()
+        spark.close()
+
+
+@needs_spark
+@pytest.mark.spark
+def test_show_ls_test_on_the_spark_target(spark_sample: Path) -> None:
+    project = Project.load(spark_sample, target="spark")
+    columns, rows = project.show(select="segment_profiles", limit=3)
+    assert "segment_id" in columns and len(rows) == 3
+    columns, rows = project.show(inline="select count(*) as n from stg_customers")
+    assert rows == [(CUSTOMERS,)]
+    assert "assignments" in {n.name for n in project.ls()}
+    run = Project.load(spark_sample, target="spark").test(select=["+segments"])
+    assert run.results and all(r.status == "pass" for r in run.results)
+
+
+@needs_spark
+@pytest.mark.spark
+def test_a_failed_spark_build_leaves_the_published_tables(spark_sample: Path) -> None:
+    from cpo.adapters import spark_settings
+    from cpo.adapters.warehouse import POINTER, current_version, schema_dir
+
+    config = Project.load(spark_sample, target="spark").config
+    settings = spark_settings(config)
+    pointer = (schema_dir(settings) / POINTER).read_text(encoding="utf-8")
+    published = current_version(settings)
+    files = sorted(p.relative_to(published) for p in published.rglob("*"))
+    before = _open(spark_sample, "spark").fetch('select * from "segment_profiles"')[1]
+
+    # segments builds, then segment_profiles fails: nothing of this build may be published.
+    model = spark_sample / "models" / "segments" / "segment_profiles.sql"
+    original = model.read_text(encoding="utf-8")
+    model.write_text(original.replace("count(*) as customers", "no_such_column as customers"))
+    try:
+        run = Project.load(spark_sample, target="spark").build(select=["segments+"])
+    finally:
+        model.write_text(original, encoding="utf-8")
+    assert not run.success and not run.committed
+    assert any(r.name == "segments" and r.status == "success" for r in run.results)
+    assert (schema_dir(settings) / POINTER).read_text(encoding="utf-8") == pointer
+    assert sorted(p.relative_to(published) for p in published.rglob("*")) == files
+    assert _open(spark_sample, "spark").fetch('select * from "segment_profiles"')[1] == before
+    assert not list(schema_dir(settings).glob(".building-*"))  # the staging folder is gone
