@@ -98,6 +98,8 @@ class MessagesSettings(BaseModel):
 
     merge_tags: dict[str, str | MergeTag] = Field(default_factory=dict)
     strip_citations: bool = True
+    # Variables of prompts/footer.txt (brand, postal address, ...), appended to every message.
+    footer: dict[str, str] = Field(default_factory=dict)
 
 
 class ContentRule(BaseModel):

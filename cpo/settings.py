@@ -88,7 +88,7 @@ class Section(BaseModel):
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            known = list(cls.model_fields)
+            known = [field.alias or name for name, field in cls.model_fields.items()]
             for key in data:
                 if key not in known:
                     raise unknown_key_error(key, known)
@@ -221,7 +221,16 @@ class ProviderSettings(BaseModel):
 class TargetSettings(Section):
     """Where a build writes and which provider serves each AI step."""
 
+    type: Literal["duckdb", "spark"] = "duckdb"
     database: NonEmptyStr = "cpo.duckdb"
+    # Spark targets only (checked further by cpo.adapters.spark_settings).
+    master: NonEmptyStr | None = None
+    remote: NonEmptyStr | None = None
+    warehouse: NonEmptyStr | None = None
+    schema_: NonEmptyStr | None = Field(default=None, alias="schema")
+    catalog: NonEmptyStr | None = None
+    conf: dict[str, str | int | float | bool] | None = None
+    shuffle_partitions: PositiveInt | None = None
     providers: dict[
         Literal["retrieval", "generation", "safety", "groundedness"],
         ProviderSettings | list[ProviderSettings],

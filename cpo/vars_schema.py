@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from cpo.providers.base import HARM_CATEGORIES
+from cpo import experiment_settings
+from cpo.segmentation import ContentSettings, MessagesSettings, SegmentationSettings
 from cpo.settings import (
     Identifier,
     NonEmptyStr,
@@ -176,6 +178,14 @@ class GenerationVars(Section):
     brand: NonEmptyStr = "our brand"
 
 
+class GroundingVars(Section):
+    """``vars.safety.policy.grounding``: lexical support thresholds (cpo/grounding.py)."""
+
+    enabled: bool = True
+    min_support: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_uncited_words: NonNegativeInt = 2
+
+
 class PolicyVars(Section):
     """``vars.safety.policy`` (merged over `cpo.policy.DEFAULT_POLICY`)."""
 
@@ -187,6 +197,7 @@ class PolicyVars(Section):
     merge_tag_chars: NonNegativeInt | None = None
     pii_allow: list[str] | None = None
     urgency_terms: list[str] | None = None
+    grounding: GroundingVars | None = None
 
 
 class SafetyVars(Section):
@@ -276,9 +287,12 @@ class ExperimentVars(Section):
 
 
 register_vars_section("as_of_date", AsOfDate)
-register_vars_section("segmentation", SegmentationVars)
+# Segmentation rules, merge tags and content rules: one model each, owned by cpo.segmentation.
+register_vars_section("segmentation", SegmentationSettings)
 register_vars_section("retrieval", RetrievalVars)
 register_vars_section("generation", GenerationVars)
 register_vars_section("safety", SafetyVars)
-register_vars_section("messages", MessagesVars)
-register_vars_section("experiment", ExperimentVars)
+register_vars_section("messages", MessagesSettings)
+register_vars_section("content", ContentSettings)
+# vars.experiment: one model, shared with the experiment steps (cpo/experiment_settings.py).
+register_vars_section("experiment", experiment_settings.ExperimentVars)

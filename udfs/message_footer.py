@@ -13,6 +13,7 @@ import pandas as pd
 
 from cpo.errors import ConfigurationError, ModelError
 from cpo.prompting import PromptRenderer, render_footer
+from cpo.segmentation import merge_tag_names
 
 
 def _variables(ctx) -> dict:
@@ -22,7 +23,8 @@ def _variables(ctx) -> dict:
 def config(ctx):
     # Checked whenever the project is compiled: build, compile, plan and ls all stop here.
     try:
-        render_footer(PromptRenderer(ctx.config.path("prompts")), _variables(ctx))
+        prompts = PromptRenderer(ctx.config.path("prompts"), merge_tag_names(ctx.config))
+        render_footer(prompts, _variables(ctx))
     except ModelError as error:  # as is: the message names prompts/footer.txt and its line
         raise ConfigurationError(error.message, path=error.path, line=error.line) from None
     return {}
