@@ -226,5 +226,3 @@ def parse_vars(raw: Any, error: ErrorFactory = _default_error) -> ExperimentVars
     except ValidationError as e:
         key, message = _format(e.errors(include_url=False)[0])
         raise error(key, message) from None
-
-

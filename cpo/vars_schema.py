@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from cpo.providers.base import HARM_CATEGORIES
 from cpo import experiment_settings
+from cpo.providers.base import HARM_CATEGORIES
 from cpo.segmentation import ContentSettings, MessagesSettings, SegmentationSettings
 from cpo.settings import (
     Identifier,

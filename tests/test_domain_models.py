@@ -277,7 +277,6 @@ def test_segment_profiles(db):
 
 
 def test_unknown_method_fails_with_the_key_to_fix(tmp_path):
-    from cpo.errors import CPOError
 
     project = copy_sample_project(tmp_path / "p")
     # The settings schema refuses it before anything is built.

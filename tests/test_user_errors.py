@@ -136,7 +136,10 @@ def test_negative_max_cost_names_the_flag(capsys, project):
 
 def test_unknown_target_says_it_came_from_the_flag(capsys, project):
     text = fails_cleanly(capsys, project, "build", "--target", "prod")
-    assert "unknown target 'prod'; defined targets: offline, azure, openai, spark; fix --target" in text
+    assert (
+        "unknown target 'prod'; defined targets: offline, azure, openai, spark; fix --target"
+        in text
+    )
 
 
 @pytest.mark.parametrize("query", ["select 42 as x;", "select 42 as x -- the answer"])

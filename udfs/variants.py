@@ -176,8 +176,6 @@ def _request(ctx, settings: dict, profile: dict | None, tone: str, docs: list[Do
         "focus_terms": focus,
         "temperature": settings["temperature"],
         "max_tokens": settings["max_tokens"],
-        # What a model may write as {{ tag }}; any other tag blocks its answer.
-        "merge_tags": list(ctx.services.prompts.merge_tags),
     }
     return GenerationRequest(
         key=variant_id(segment_id, tone),

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError, ProviderError
-from cpo.prompting import MERGE_TAGS
 from cpo.providers.answers import Answer, Problem, read_answer
 from cpo.providers.base import Document, GenerationRequest, GenerationResult
 from cpo.providers.credentials import (
@@ -200,7 +199,7 @@ class OpenAIChatProvider:
         return read_answer(
             reply.text,
             document_ids=[d.document_id for d in request.documents],
-            merge_tags=params.get("merge_tags") or MERGE_TAGS,
+            merge_tags=params.get("merge_tags") or (),
             max_subject_chars=int(params.get("max_subject_chars", 60) or 60),
         )
 
@@ -413,12 +412,14 @@ def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
     return [*messages, {"role": "user", "content": prompt}]
 
 
-def parse_answer(text: str, document_ids: tuple[str, ...] = ()) -> dict[str, Any] | None:
+def parse_answer(
+    text: str, document_ids: tuple[str, ...] = (), merge_tags: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
     """The answer in `text` as ``{"subject", "body", "citations"}``, or None when unusable.
 
     A thin wrapper over `cpo.providers.answers.read_answer` (which also says why).
     """
-    answer = read_answer(text, document_ids=document_ids, merge_tags=MERGE_TAGS)
+    answer = read_answer(text, document_ids=document_ids, merge_tags=merge_tags)
     if not isinstance(answer, Answer):
         return None
     return {"subject": answer.subject, "body": answer.body, "citations": list(answer.citations)}
