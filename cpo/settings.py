@@ -438,6 +438,10 @@ def _to_configuration_error(
     elif first["type"] == "secret":
         loc = (*loc, first["ctx"]["key"])
         message = message.split(": ", 1)[1]
+    elif first["type"] == "value_error" and (path := _KEY_PREFIX.match(message)):
+        # A model-level check that names the key it concerns ("arms[0].weight: ..."): point there.
+        loc = (*loc, *_key_parts(path.group(1)))
+        message = path.group(2).removesuffix(f", got {describe(first.get('input'))}")
     else:
         alternatives = [_message(d) for d, other in deepest if other == loc]
         if len(alternatives) > 1 and all(", got " in a for a in alternatives):
@@ -451,6 +455,17 @@ def _to_configuration_error(
         more = len(others)
         message += f" (and {more} more problem{'s' if more > 1 else ''}; fix this one first)"
     return _error(origin, prefix + loc, message)
+
+
+_KEY_PREFIX = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.S)
+
+
+def _key_parts(path: str) -> list[str | int]:
+    """``metrics[0].column`` -> ``["metrics", 0, "column"]``."""
+    parts: list[str | int] = []
+    for name, index in re.findall(r"([A-Za-z_]\w*)|\[(\d+)\]", path):
+        parts.append(name if name else int(index))
+    return parts
 
 
 def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
@@ -481,7 +496,9 @@ def _message(detail: Mapping[str, Any]) -> str:
         return detail["msg"]
     if kind in ("sql_expression", "custom", "value_error"):
         text = detail["msg"].removeprefix("Value error, ")
-        return text if "got" in text or kind == "sql_expression" else f"{text}, got {got}"
+        if "got" in text or kind == "sql_expression" or isinstance(detail.get("input"), Mapping):
+            return text
+        return f"{text}, got {got}"
     if kind == "missing":
         return "is required but not set"
     if kind == "literal_error":

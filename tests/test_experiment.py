@@ -20,6 +20,7 @@ import pytest
 from scipy import stats as sps
 
 from cpo import stats
+from cpo.errors import ConfigurationError
 from cpo.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -360,14 +361,14 @@ def test_sample_ratio_mismatch_is_invalid(tmp_path: Path) -> None:
 def test_bad_metric_setting_names_the_key(tmp_path: Path) -> None:
     root = make_project(tmp_path)
     bad = [{"name": "open_rate", "type": "proportion", "event": "opened"}]
-    result = Project.load(root, vars={"experiment": {"metrics": bad}}).build()
-    failed = {r.name: r.message for r in result.results if r.status == "error"}
-    assert "observed_events" in failed  # the root experiment nodes check the settings
-    message = failed["observed_events"]
-    assert message.startswith("cpo.yml") and "vars.experiment.metrics[0].event" in message
-    assert "got 'opened'" in message
-    assert "'delivered', 'open', 'click', 'conversion' or 'unsubscribe'" in message
-    assert not result.success and not (root / "experiment.duckdb").exists()
+    # The one settings schema refuses it when the project loads, before anything is built.
+    with pytest.raises(ConfigurationError) as caught:
+        Project.load(root, vars={"experiment": {"metrics": bad}}).build()
+    message = str(caught.value)
+    assert message.startswith("--vars: vars.experiment.metrics[0].event")
+    assert "got the string 'opened'" in message
+    assert "expected one of: delivered, open, click, conversion, unsubscribe" in message
+    assert not (root / "experiment.duckdb").exists()
 
 
 # --------------------------------------------------------------------------- simulation

@@ -254,7 +254,7 @@ def _break(root: Path, case: str) -> str:
         expect = "vars.experiment.metrics[0].rol"
     elif case == "bad_metric_type":
         experiment["metrics"][2]["type"] = "average"
-        expect = "'proportion', 'mean' or 'ratio'"
+        expect = "expected one of: proportion, mean, ratio"
     else:
         raise AssertionError(case)
     set_experiment(root, experiment)
