@@ -8,9 +8,10 @@ experiment setting is refused when ``cpo.yml`` is read; the experiment steps
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cpo.errors import ConfigurationError
 
@@ -28,6 +29,18 @@ Event = Literal["delivered", "open", "click", "conversion", "unsubscribe"]
 
 def _default_error(key: str, message: str) -> ConfigurationError:
     return ConfigurationError(message, path="cpo.yml", key=key)
+
+
+def _timestamp(value: str | None) -> str | None:
+    """``start_at``: a timestamp like 2026-11-24 09:00:00 (it becomes a SQL literal)."""
+    if value is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"expected a timestamp like '2026-11-24 09:00:00', got {value!r}"
+            ) from None
+    return value
 
 
 class _Strict(BaseModel):
@@ -132,7 +145,7 @@ class ExperimentVars(_Strict):
 
     id: Name = "experiment"
     salt: str | None = None
-    start_at: str | None = None
+    start_at: Annotated[str | None, AfterValidator(_timestamp)] = None
     fallback: Name = "control"
     control: Name = "control"
     arms: list[ArmVars] | None = None

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlglot import exp
 
 from cpo.errors import ConfigurationError
+from cpo.settings import SqlExpression
 
 _SLUG = r"^[a-z][a-z0-9_]*$"
 # Which role(s) a feature column needs, to say what to map when a rule uses a missing one.
@@ -46,7 +47,7 @@ class SegmentRule(BaseModel):
     name: str = Field(pattern=_SLUG, description="segment id, e.g. champions")
     title: str | None = Field(default=None, description="display name (default from name)")
     description: str = ""
-    when: str = Field(min_length=1, description="SQL condition over customer_features")
+    when: SqlExpression = Field(description="SQL condition over customer_features")
 
 
 class DefaultSegment(BaseModel):
@@ -87,7 +88,7 @@ class MergeTag(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sql: str = Field(min_length=1)
+    sql: SqlExpression
     fallback: str = ""
 
 
@@ -96,7 +97,7 @@ class MessagesSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    merge_tags: dict[str, str | MergeTag] = Field(default_factory=dict)
+    merge_tags: dict[str, SqlExpression | MergeTag] = Field(default_factory=dict)
     strip_citations: bool = True
     # Variables of prompts/footer.txt (brand, postal address, ...), appended to every message.
     footer: dict[str, str] = Field(default_factory=dict)
@@ -126,7 +127,8 @@ def _validated(model: type[BaseModel], raw: Any, key: str, config: Any) -> Any:
         return model.model_validate(raw if raw is not None else {})
     except ValidationError as e:
         first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+        parts = [p for p in first["loc"] if not str(p).startswith("function-after")]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
         path = f"{key}.{loc}" if loc else key
         message = first["msg"]
         if first["type"] == "extra_forbidden":
@@ -251,12 +253,12 @@ def segment_rules(config: Any, columns: list[str], boolean_columns: set[str]) ->
     rules = []
     seen = {settings.default.name}
     for index, rule in enumerate(settings.rules):
-        key = f"vars.segmentation.rules.{index}.when"
+        key = f"vars.segmentation.rules[{index}].when"
         what = f"segment rule {rule.name!r}"
         if rule.name in seen:
             raise _error(
                 config,
-                f"vars.segmentation.rules.{index}.name",
+                f"vars.segmentation.rules[{index}].name",
                 f"segment {rule.name!r} is defined twice (rules and default need distinct names)",
             )
         seen.add(rule.name)
@@ -347,7 +349,7 @@ def content_rules(config: Any) -> list[dict[str, str]]:
         except re.error as e:
             raise _error(
                 config,
-                f"vars.content.rules.{index}.must_match",
+                f"vars.content.rules[{index}].must_match",
                 f"content rule {rule.name!r}: not a regular expression ({e})",
             ) from None
         rules.append(rule.model_dump())

@@ -505,6 +505,15 @@ def _format_of(path: str) -> str | None:
     return None
 
 
+def _check_utf8(root: Path, shown: str) -> None:
+    """Raise naming the first non-UTF-8 byte (file:line: column) of the CSV files of `shown`."""
+    from cpo.yamlfile import decode_utf8
+
+    for path in sorted(root.glob(shown)) if not Path(shown).is_absolute() else [Path(shown)]:
+        if path.suffix.lower() in (".csv", ".tsv", ".txt") and path.is_file():
+            decode_utf8(path.read_bytes(), shown if "*" not in shown else str(path.name))
+
+
 def _connection() -> Any:
     from cpo.db import Database  # the one module that talks to DuckDB
 
@@ -516,6 +525,7 @@ def _describe(root: Path, relation: str, key: str, shown: str) -> list[tuple[str
     try:
         rows = con.execute(f"describe select * from {relation}").fetchall()
     except ModelError as e:
+        _check_utf8(root, shown)  # a bad byte is named with its file, line and column
         raise _error(root, f"{key}.path", f"cannot read {shown!r}: {_first_line(e)}") from None
     finally:
         con.close()

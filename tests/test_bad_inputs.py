@@ -131,8 +131,8 @@ CASES = [
     # --- cpo.yml: values that used to surface as engine errors -------------------------------
     Case(
         "min_r-high",
-        replace("champions: {min_r: 4", "champions: {min_r: high"),
-        ("vars.segmentation.rules.champions.min_r: expected an RFM score, an integer from 1 to 5",),
+        replace("when: r_score >= 4 and f_score", "when: r_score >= high and f_score"),
+        ("vars.segmentation.rules[1].when", "high"),
     ),
     Case(
         "top_k-negative",
@@ -197,18 +197,18 @@ CASES = [
     Case(
         "merge-tag-two-statements",
         replace(
-            "first_name: \"coalesce(c.first_name, 'there')\"",
-            "first_name: \"coalesce(c.first_name, 'there'); copy stg_customers to 'x.csv'\"",
+            "first_name: {sql: c.first_name,",
+            "first_name: {sql: \"c.first_name; copy stg_customers to 'x.csv'\",",
         ),
-        ("vars.messages.merge_tags.first_name: must be one SQL expression",),
+        ("vars.messages.merge_tags.first_name.sql: must be one SQL expression",),
     ),
     Case(
         "merge-tag-subquery",
         replace(
-            "first_name: \"coalesce(c.first_name, 'there')\"",
-            'first_name: "(select max(email) from stg_customers)"',
+            "first_name: {sql: c.first_name,",
+            'first_name: {sql: "(select max(email) from stg_customers)",',
         ),
-        ("vars.messages.merge_tags.first_name: must be a SQL expression over the row's columns",),
+        ("vars.messages.merge_tags.first_name.sql: must be a SQL expression over the row's columns",),
     ),
     # --- cpo.yml: engine settings --------------------------------------------------------------
     Case("unknown-top-level-key", append("bogus: 1\n"), ("bogus: unknown key 'bogus'",)),
@@ -262,8 +262,8 @@ CASES = [
     Case(
         "vars-injection-threshold",
         nothing,
-        ("--vars: vars.segmentation.rules.champions.min_r",),
-        ("--vars", "{segmentation: {rules: {champions: {min_r: " + repr(ATTACK) + "}}}}"),
+        ("--vars: vars.segmentation.rules[0].when",),
+        ("--vars", "{segmentation: {rules: [{name: x, when: " + repr(ATTACK) + "}]}}"),
     ),
     Case(
         "vars-on_unscreened",

@@ -69,7 +69,7 @@ def test_the_domain_sections_are_registered():
         (
             "vars:\n  segmentation:\n    rules:\n      new_customer_max_tenure_days: 90\n"
             "      champions: {min_r: high, min_f: 4, min_m: 4}\n",
-            "cpo.yml:8: vars.segmentation.rules.champions.min_r: expected an RFM score",
+            "cpo.yml:6: vars.segmentation.rules: expected a list, got a mapping",
         ),
         ("telemetry: {exporter: jaeger}\n", "cpo.yml:4: telemetry.exporter: expected one of:"),
         ("sources: [a]\n", "cpo.yml:4: sources: expected a mapping, got list"),
