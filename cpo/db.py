@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from cpo.compile import quote
+from cpo.compile import sql_literal as _literal
 from cpo.errors import ModelError, UsageError
 
 STAGING_MARK = ".building-"
@@ -338,10 +339,6 @@ def _seed_reader(path: Path, display_path: str, name: str) -> str:
     if path.suffix == ".json":
         return f"read_json_auto({literal})"
     return f"read_json_auto({literal}, format = 'newline_delimited')"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _csv_header(path: Path, display_path: str, name: str) -> list[str]:

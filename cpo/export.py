@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cpo.compile import quote
+from cpo.compile import sql_literal as _literal
 from cpo.db import Database
 from cpo.errors import CPOError, UsageError
 from cpo.logs import project_salt
@@ -347,7 +348,3 @@ def _publish(
             old = staging / f".old-{relative}"
             final.rename(old)
         os.replace(staging / relative, final)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

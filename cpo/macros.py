@@ -23,7 +23,9 @@ _SCALE = "cast(4503599627370496 as double)"
 
 
 def _literal(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
+    from cpo.compile import sql_literal  # the one quoting helper (compile imports this module)
+
+    return sql_literal(str(text))
 
 
 def hash_bucket(expr: str, *, dialect: str = "duckdb") -> str:

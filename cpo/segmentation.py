@@ -333,8 +333,9 @@ def merge_tag_sql(config: Any, columns: list[str]) -> dict[str, str]:
             raise _error(config, key, f"merge tag {tag!r}: {_missing_message(unknown[0], columns)}")
         text = tree.sql(dialect="duckdb")
         if fallback is not None:
-            literal = "'" + fallback.replace("'", "''") + "'"
-            text = f"coalesce(nullif(trim(cast(({text}) as varchar)), ''), {literal})"
+            from cpo.compile import sql_literal  # the one quoting helper
+
+            text = f"coalesce(nullif(trim(cast(({text}) as varchar)), ''), {sql_literal(fallback)})"
         result[tag] = text
     return result
 

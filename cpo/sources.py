@@ -130,8 +130,10 @@ class SourcesSettings(BaseModel):
 
 
 def sql_string(text: str) -> str:
-    """A SQL string literal (the value quoted, single quotes doubled)."""
-    return "'" + str(text).replace("'", "''") + "'"
+    """A SQL string literal, by the project's one quoting helper (`cpo.compile.sql_literal`)."""
+    from cpo.compile import sql_literal
+
+    return sql_literal(str(text))
 
 
 def quote(name: str) -> str:

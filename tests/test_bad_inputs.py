@@ -208,7 +208,10 @@ CASES = [
             "first_name: {sql: c.first_name,",
             'first_name: {sql: "(select max(email) from stg_customers)",',
         ),
-        ("vars.messages.merge_tags.first_name.sql: must be a SQL expression over the row's columns",),
+        (
+            "vars.messages.merge_tags.first_name.sql: "
+            "must be a SQL expression over the row's columns",
+        ),
     ),
     # --- cpo.yml: engine settings --------------------------------------------------------------
     Case("unknown-top-level-key", append("bogus: 1\n"), ("bogus: unknown key 'bogus'",)),

@@ -124,7 +124,8 @@ def test_role_mapped_twice_is_an_error(built, capsys):
     )
     before = file_hash(built / "cpo.duckdb")
     code, output = run_cli(built, capsys)
-    assert code == 1 and "frequency: duplicate key 'frequency'" in output and "Traceback" not in output
+    assert code == 1 and "frequency: duplicate key 'frequency'" in output
+    assert "Traceback" not in output
     assert file_hash(built / "cpo.duckdb") == before
 
 

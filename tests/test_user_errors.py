@@ -63,7 +63,11 @@ ARM = "{name: friendly, weight: 0.25}"
     ("old", "new", "message"),
     [
         # All weights 0 used to crash with ZeroDivisionError in assignments.sql (exit 2).
-        ("weight: 0.25}", "weight: 0}", "cpo.yml:200: vars.experiment.arms: the weights add up to 0"),
+        (
+            "weight: 0.25}",
+            "weight: 0}",
+            "cpo.yml:200: vars.experiment.arms: the weights add up to 0",
+        ),
         # A quoted weight used to crash with TypeError (exit 2); the settings schema names it.
         (
             "weight: 0.25}",
@@ -73,7 +77,11 @@ ARM = "{name: friendly, weight: 0.25}"
         # An arm that is not a tone used to build, sending every one of its customers the
         # fallback message.
         (ARM, "{name: funny, weight: 0.25}", "arm funny is neither the control nor a tone"),
-        (ARM, "{name: urgent, weight: 0.25}", "cpo.yml:200: vars.experiment.arms: each arm name must appear once"),
+        (
+            ARM,
+            "{name: urgent, weight: 0.25}",
+            "cpo.yml:200: vars.experiment.arms: each arm name must appear once",
+        ),
         ("    salt: ", "    #salt: ", "vars.experiment.salt is not set"),
     ],
 )

@@ -32,8 +32,10 @@ def paths(ctx: Any, setting: str | list[str], key: str) -> list[Path]:
 
 
 def literal(value: str) -> str:
-    """A SQL string literal (the one quoting rule for file names in these steps)."""
-    return "'" + value.replace("'", "''") + "'"
+    """A SQL string literal, by the project's one quoting helper (`cpo.compile.sql_literal`)."""
+    from cpo.compile import sql_literal
+
+    return sql_literal(str(value))
 
 
 def ident(name: str) -> str:
