@@ -90,7 +90,7 @@ BAD_INPUTS = {
         lambda c: c["vars"]["segmentation"]["rules"].__setitem__(
             0, {"name": "x", "when": "1=1; copy stg_customers to 'x.csv'"}
         ),
-        ["vars.segmentation.rules[0].when", "single SQL expression"],
+        ["vars.segmentation.rules[0].when", "must be one SQL expression"],
     ),
     "merge_tag_needs_unmapped_role": (
         lambda c: c["sources"]["customers"]["columns"].pop("city"),
