@@ -260,22 +260,7 @@ class Database:
             columns = [r[0] for r in self.con.sql(f"describe select * from {reader}").fetchall()]
         except duckdb.Error as e:
             raise _seed_error(e, display_path, name, path) from e
-        missing = [c for c in required_columns if c not in columns]
-        if missing:
-            raise ModelError(
-                f"seed {name!r} is missing required column(s) {', '.join(missing)}; "
-                f"it has: {', '.join(columns)}",
-                path=display_path,
-                line=1,
-                node=name,
-            )
-        unknown = [c for c in column_types if c not in columns]
-        if unknown:
-            raise ModelError(
-                f"column_types names unknown column(s) {', '.join(unknown)}",
-                path=display_path,
-                node=name,
-            )
+        check_seed_columns(name, display_path, columns, required_columns, column_types)
         select = ", ".join(
             f"cast({quote(c)} as {column_types[c]}) as {quote(c)}"
             if c in column_types
@@ -339,6 +324,32 @@ def _seed_reader(path: Path, display_path: str, name: str) -> str:
     if path.suffix == ".json":
         return f"read_json_auto({literal})"
     return f"read_json_auto({literal}, format = 'newline_delimited')"
+
+
+def check_seed_columns(
+    name: str,
+    display_path: str,
+    columns: Sequence[str],
+    required_columns: Sequence[str],
+    column_types: Mapping[str, str],
+) -> None:
+    """Raise when a seed lacks a required column or ``column_types`` names an unknown one."""
+    missing = [c for c in required_columns if c not in columns]
+    if missing:
+        raise ModelError(
+            f"seed {name!r} is missing required column(s) {', '.join(missing)}; "
+            f"it has: {', '.join(columns)}",
+            path=display_path,
+            line=1,
+            node=name,
+        )
+    unknown = [c for c in column_types if c not in columns]
+    if unknown:
+        raise ModelError(
+            f"column_types names unknown column(s) {', '.join(unknown)}",
+            path=display_path,
+            node=name,
+        )
 
 
 def _csv_header(path: Path, display_path: str, name: str) -> list[str]:

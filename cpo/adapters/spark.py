@@ -533,7 +533,7 @@ class SparkDatabase:
         """
         from pyspark.sql.types import StringType, StructField, StructType
 
-        from cpo.db import _csv_header
+        from cpo.db import _csv_header, check_seed_columns
 
         spark = self.spark
         try:
@@ -558,22 +558,7 @@ class SparkDatabase:
                 f"cannot load seed {name!r}: {_first_line(e)}", path=display_path, node=name
             ) from e
         columns = list(frame.columns)
-        missing = [c for c in required_columns if c not in columns]
-        if missing:
-            raise ModelError(
-                f"seed {name!r} is missing required column(s) {', '.join(missing)}; "
-                f"it has: {', '.join(columns)}",
-                path=display_path,
-                line=1,
-                node=name,
-            )
-        unknown = [c for c in column_types if c not in columns]
-        if unknown:
-            raise ModelError(
-                f"column_types names unknown column(s) {', '.join(unknown)}",
-                path=display_path,
-                node=name,
-            )
+        check_seed_columns(name, display_path, columns, required_columns, column_types)
         view = f"__cpo_seed_{hashlib.md5(name.encode()).hexdigest()[:8]}"  # noqa: S324
         frame.createOrReplaceTempView(view)
         select = ", ".join(
