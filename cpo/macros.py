@@ -72,7 +72,15 @@ def utc_timestamp(text: str, *, dialect: str = "duckdb") -> str:
     return f"timezone('UTC', try_cast(({text}) as timestamptz))"
 
 
+def is_finite(expr: str, *, dialect: str = "duckdb") -> str:
+    """True for a finite number (not NaN, not ±infinity); DuckDB's ``isfinite``."""
+    if dialect == "spark":
+        return f"(({expr}) = ({expr}) and abs({expr}) < double('Infinity'))"
+    return f"isfinite({expr})"
+
+
 _MACROS: dict[str, Callable[..., str]] = {
+    "is_finite": is_finite,
     "hash_bucket": hash_bucket,
     "regex_match": regex_match,
     "regex_search": regex_search,

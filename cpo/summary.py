@@ -54,8 +54,7 @@ def collect(
 
 
 def _tables(db: Any) -> set[str]:
-    found = db.execute("select table_name from information_schema.tables").fetchall()
-    return {name for (name,) in found}
+    return set(db.relations())  # the adapter's own catalogue (DuckDB or Spark)
 
 
 def _calls(rows: list[Sequence[Any]]) -> dict[str, Any]:

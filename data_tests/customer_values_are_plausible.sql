@@ -5,15 +5,15 @@
 -#}
 {%- set src = sources.customers %}
 {%- set checks = [] %}
-{%- set checks = checks + ([("not isfinite(recency_days) or recency_days < 0", "recency_days is negative or not finite")] if src.has('recency_days') else []) %}
-{%- set checks = checks + ([("not isfinite(frequency) or frequency < 0", "frequency is negative or not finite")] if src.has('frequency') else []) %}
-{%- set checks = checks + ([("not isfinite(monetary) or monetary < 0", "monetary is negative or not finite")] if src.has('monetary') else []) %}
-{%- set checks = checks + ([("not isfinite(avg_order_value) or avg_order_value < 0", "avg_order_value is negative or not finite")] if src.has('avg_order_value') else []) %}
-{%- set checks = checks + ([("not isfinite(frequency * avg_order_value)", "frequency x avg_order_value (yearly spend) is not finite")] if src.has('frequency', 'avg_order_value') else []) %}
+{%- set checks = checks + ([("not " ~ is_finite("recency_days") ~ " or recency_days < 0", "recency_days is negative or not finite")] if src.has('recency_days') else []) %}
+{%- set checks = checks + ([("not " ~ is_finite("frequency") ~ " or frequency < 0", "frequency is negative or not finite")] if src.has('frequency') else []) %}
+{%- set checks = checks + ([("not " ~ is_finite("monetary") ~ " or monetary < 0", "monetary is negative or not finite")] if src.has('monetary') else []) %}
+{%- set checks = checks + ([("not " ~ is_finite("avg_order_value") ~ " or avg_order_value < 0", "avg_order_value is negative or not finite")] if src.has('avg_order_value') else []) %}
+{%- set checks = checks + ([("not " ~ is_finite("frequency * avg_order_value") ~ "", "frequency x avg_order_value (yearly spend) is not finite")] if src.has('frequency', 'avg_order_value') else []) %}
 {%- set checks = checks + ([("not (open_rate between 0 and 1)", "open_rate is outside 0-1")] if src.has('open_rate') else []) %}
 {%- set checks = checks + ([("not (click_rate between 0 and 1)", "click_rate is outside 0-1")] if src.has('click_rate') else []) %}
 {%- set checks = checks + ([("click_rate > open_rate", "click_rate is above open_rate")] if src.has('open_rate', 'click_rate') else []) %}
-{%- set checks = checks + ([("not isfinite(last_engagement_days) or last_engagement_days < 0", "last_engagement_days is negative or not finite")] if src.has('last_engagement_days') else []) %}
+{%- set checks = checks + ([("not " ~ is_finite("last_engagement_days") ~ " or last_engagement_days < 0", "last_engagement_days is negative or not finite")] if src.has('last_engagement_days') else []) %}
 {%- if checks %}
 {%- for condition, problem in checks %}
 select customer_id, '{{ problem }}' as problem

@@ -8,5 +8,5 @@ where false
     or {{ score }} is null or {{ score }} not between 1 and 5
 {%- endfor %}
 {%- if 'monetary' in columns %}
-    or not isfinite(monetary)
+    or not {{ is_finite('monetary') }}
 {%- endif %}

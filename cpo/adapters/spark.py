@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from cpo.adapters import SparkSettings
-from cpo.adapters.transpile import UnsupportedSqlError, to_spark
+from cpo.adapters.transpile import UnsupportedSqlError, file_views, to_spark
 from cpo.adapters.warehouse import VIEWS, current_version, relations
 from cpo.compile import quote
-from cpo.errors import ModelError
+from cpo.errors import ModelError, UsageError
 
 _LOCK = threading.Lock()
 _SESSION: Any = None
@@ -262,6 +262,7 @@ class SparkDatabase:
         self.path = str(self.version or settings.warehouse_path / settings.schema)
         self.functions = list(functions)
         self._names = [f.name for f in self.functions]
+        self._file_views: set[str] = set()
         suffix = "" if published else "__staging"
         self.database = f"{settings.schema}{suffix}"
         self._spark: Any = None
@@ -369,9 +370,31 @@ class SparkDatabase:
 
     def _sql(self, sql: str) -> str:
         try:
-            return to_spark(sql, self._names)
+            text = to_spark(sql, self._names)
         except UnsupportedSqlError as e:
             raise ModelError(f"SQL uses {e}") from None
+        if "__cpo_" in text:
+            self._register_files(sql)
+        return text
+
+    def _register_files(self, sql: str) -> None:
+        """Files a model reads with DuckDB's read_csv/read_parquet/read_json become temp views
+        (sources in cpo.yml); CSV columns are read as strings with a header, as DuckDB does."""
+        for name, fmt, path in file_views(sql):
+            if name in self._file_views:
+                continue
+            reader = self.spark.read
+            try:
+                if fmt == "csv":
+                    frame = reader.option("header", True).option("inferSchema", True).csv(path)
+                elif fmt == "parquet":
+                    frame = reader.parquet(path)
+                else:
+                    frame = reader.json(path)
+            except Exception as e:
+                raise ModelError(f"cannot read {path!r} on Spark: {_first_line(e)}") from e
+            frame.createOrReplaceTempView(name)
+            self._file_views.add(name)
 
     def _frame(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         text = self._sql(sql)
@@ -405,6 +428,35 @@ class SparkDatabase:
     def relation(self, sql: str, params: Sequence[Any] | None = None) -> SparkRelation:
         """A lazy Spark relation for a query (what Python steps receive)."""
         return SparkRelation(self._frame(sql, params), self)
+
+    def preview(self, sql: str, limit: int) -> tuple[list[str], list[tuple]]:
+        """Run one user-written query, read-only and with no file access: (columns, rows).
+
+        Raises:
+            UsageError: the text is not a single query, or it reads files.
+            ModelError: the query fails.
+        """
+        import sqlglot
+        from sqlglot import exp
+
+        try:
+            trees = [t for t in sqlglot.parse(sql, read="duckdb") if t is not None]
+        except sqlglot.errors.ParseError as e:
+            raise UsageError(f"the query does not parse: {str(e).splitlines()[0]}") from e
+        if len(trees) != 1:
+            raise UsageError(
+                f"show --inline runs exactly one query; this text has {len(trees)} statements"
+            )
+        if not isinstance(trees[0], exp.Query):
+            raise UsageError("show --inline runs read-only queries (SELECT, WITH, FROM)")
+        if file_views(sql):
+            raise UsageError("show --inline cannot read files; query the built tables")
+        frame = self._frame(sql)
+        try:
+            rows = [tuple(r) for r in frame.limit(int(limit)).collect()]
+        except Exception as e:
+            raise ModelError(_first_line(e)) from e
+        return list(frame.columns), rows
 
     def relations(self) -> dict[str, str]:
         """Tables and views of this version: name -> ``table`` or ``view``."""

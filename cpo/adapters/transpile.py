@@ -14,6 +14,7 @@ DECIMAL and round to 6 places), and ``list(x order by k)`` keeps its order.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -51,7 +52,44 @@ def spark_functions() -> frozenset[str]:
     return frozenset(line.strip().upper() for line in text.splitlines() if line.strip())
 
 
+FILE_READERS = {exp.ReadCSV: "csv", exp.ReadParquet: "parquet"}
+"""DuckDB's file-reading table functions, read on Spark through temporary views (`file_views`)."""
+
+
+def file_view_name(fmt: str, path: str) -> str:
+    """The temporary view the Spark adapter registers for a file (or glob) read by a model."""
+    return f"__cpo_{fmt}_{hashlib.md5(path.encode()).hexdigest()[:12]}"  # noqa: S324 (a name)
+
+
+def file_views(sql: str) -> list[tuple[str, str, str]]:
+    """(view name, format, path) of every file a DuckDB statement reads with a table function."""
+    found = []
+    for tree in sqlglot.parse(sql, read="duckdb"):
+        for kind, fmt in FILE_READERS.items():
+            for node in tree.find_all(kind) if tree is not None else ():
+                if isinstance(node.this, exp.Literal):
+                    path = str(node.this.this)
+                    found.append((file_view_name(fmt, path), fmt, path))
+        for node in tree.find_all(exp.Anonymous) if tree is not None else ():
+            if str(node.name).lower() in ("read_json_auto", "read_json") and node.expressions:
+                first = node.expressions[0]
+                if isinstance(first, exp.Literal):
+                    path = str(first.this)
+                    found.append((file_view_name("json", path), "json", path))
+    return found
+
+
 def _rewrite(node: exp.Expression) -> exp.Expression:
+    for kind, fmt in FILE_READERS.items():
+        if isinstance(node, kind) and isinstance(node.this, exp.Literal):
+            return exp.to_identifier(file_view_name(fmt, str(node.this.this)))
+    if (
+        isinstance(node, exp.Anonymous)
+        and str(node.name).lower() in ("read_json_auto", "read_json")
+        and node.expressions
+        and isinstance(node.expressions[0], exp.Literal)
+    ):
+        return exp.to_identifier(file_view_name("json", str(node.expressions[0].this)))
     if isinstance(node, exp.Div) and not node.args.get("typed"):
         # DuckDB's `/` is floating-point division; Spark's keeps DECIMAL (scale 6).
         left = node.this

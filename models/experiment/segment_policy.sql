@@ -29,7 +29,9 @@ segments as (
             else 'observed'
         end as basis,
         string_agg(arm || ': ' || evidence_decision || coalesce(' (adjusted p = '
-            || printf('%.3g', p_value_adjusted) || ')', ''), '; ' order by arm) as arms_summary
+            || case when p_value_adjusted >= 0.001 then printf('%.3f', p_value_adjusted)
+                    else printf('%.1e', p_value_adjusted) end  -- same text on DuckDB and Spark
+            || ')', ''), '; ' order by arm) as arms_summary
     from rows
     group by experiment_id, segment_id
 ),
