@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cpo.project import Project  # noqa: E402
+from cpo.engine.project import Project  # noqa: E402
 from tests.emulator import Emulator  # noqa: E402
 from tests.sample import copy_sample_project  # noqa: E402
 

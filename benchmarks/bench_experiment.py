@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from cpo.project import Project
+from cpo.engine.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = (

@@ -1,4 +1,5 @@
-"""Benchmark cpo.stats: sufficient statistics for 1,000,000 assignments × 5 metrics, then tests.
+"""Benchmark cpo.experiments.stats: sufficient statistics for 1,000,000 assignments × 5 metrics,
+then tests.
 
 Prints one JSON line: the time to aggregate per-arm sufficient statistics with numpy (what the
 SQL aggregates do in the pipeline) and the time to compute every result (frequentist, sequential,
@@ -16,7 +17,7 @@ import time
 
 import numpy as np
 
-from cpo.stats import (
+from cpo.experiments.stats import (
     MeanStats,
     ProportionStats,
     RatioStats,

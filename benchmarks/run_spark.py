@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from synth import write_customers  # noqa: E402
 
-from cpo.project import Project  # noqa: E402
+from cpo.engine.project import Project  # noqa: E402
 from tests.sample import copy_sample_project  # noqa: E402
 
 

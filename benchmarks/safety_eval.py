@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # this checkout's cpo, not whichever one is installed
     sys.path.insert(0, str(ROOT))
 
-from cpo.config import load_config, lookup  # noqa: E402
-from cpo.policy import (  # noqa: E402
+from cpo.engine.config import load_config, lookup  # noqa: E402
+from cpo.personalization.policy import (  # noqa: E402
     Check,
     approved,
     harm_checks,

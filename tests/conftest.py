@@ -32,7 +32,7 @@ def file_hash(path: Path) -> str:
 @pytest.fixture(scope="session")
 def built_mini_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The mini project after one successful build (built once per session; do not modify)."""
-    from cpo.project import Project
+    from cpo.engine.project import Project
 
     root = copy_fixture("mini", tmp_path_factory.mktemp("template") / "mini")
     run = Project.load(root).build()
@@ -58,7 +58,7 @@ def built_mini(tmp_path: Path, built_mini_template: Path) -> Path:
 
 @dataclass(frozen=True)
 class CliResult:
-    """Exit code and captured output of one `cpo.cli.main` call."""
+    """Exit code and captured output of one `cpo.engine.cli.main` call."""
 
     code: int
     out: str
@@ -67,8 +67,8 @@ class CliResult:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    """Run ``cpo.cli.main(args)`` in-process and capture its exit code, stdout and stderr."""
-    from cpo.cli import main
+    """Run ``cpo.engine.cli.main(args)`` in-process and capture its exit code, stdout and stderr."""
+    from cpo.engine.cli import main
 
     def run(*args: str | Path) -> CliResult:
         capsys.readouterr()  # drop anything printed before

@@ -28,7 +28,7 @@ def copy_sample_project(destination: Path) -> Path:
 
 def query(project: Path, sql: str, params: list[Any] | None = None) -> Any:
     """Run a query on a built project's database (read-only); return a pandas DataFrame."""
-    from cpo.db import Database
+    from cpo.adapters.duckdb import Database
 
     db = Database(project / "cpo.duckdb", read_only=True)
     try:
@@ -40,7 +40,7 @@ def query(project: Path, sql: str, params: list[Any] | None = None) -> Any:
 @pytest.fixture(scope="session")
 def sample_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample project, built offline once; tests must only read it."""
-    from cpo.project import Project
+    from cpo.engine.project import Project
 
     project_dir = copy_sample_project(tmp_path_factory.mktemp("sample"))
     run = Project.load(project_dir).build()

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 from conftest import file_hash
 
-from cpo.project import Project
+from cpo.engine.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 SLOW_STEP = '''"""A step that, when asked, says it started and then hangs (killed mid-build)."""

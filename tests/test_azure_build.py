@@ -15,7 +15,7 @@ import duckdb
 import pytest
 import yaml
 
-from cpo.project import Project, RunResult
+from cpo.engine.project import Project, RunResult
 from tests.conftest import file_hash
 from tests.emulator import Emulator, EmulatorKeys, FakeTokenCredential, RecordedRequest
 from tests.sample import copy_sample_project
@@ -379,7 +379,7 @@ def test_a_service_down_for_good_stops_the_step_and_keeps_earlier_results(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     project = make_project(tmp_path / "p", emu)
     (project / "cpo.duckdb").write_bytes((azure_build.project / "cpo.duckdb").read_bytes())
@@ -426,7 +426,7 @@ def test_a_wrong_key_fails_clearly_without_a_retry_storm(
     wrong_service: str,
     step: str,
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     project = make_project(tmp_path / "p", emu)
     use_env(monkeypatch, azure_env(emu, **{variable: WRONG_KEY}))
@@ -447,7 +447,7 @@ def test_a_missing_endpoint_fails_before_any_call(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     project = make_project(tmp_path / "p", emu)
     use_env(monkeypatch, azure_env(emu, AZURE_CONTENT_SAFETY_ENDPOINT=None))
@@ -469,7 +469,7 @@ def test_plan_counts_calls_without_calling_and_the_budget_stops_the_build(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     project = make_project(tmp_path / "p", emu)
     use_env(monkeypatch, azure_env(emu))
@@ -507,7 +507,7 @@ def test_plan_after_a_build_plans_no_call(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     emu.reset()
     use_env(monkeypatch, azure_env(emu))

@@ -24,12 +24,12 @@ from azure.search.documents.indexes.models import (
     SimpleField,
 )
 
-from cpo.calls import LEDGER_COLUMNS, Cache, CallLayer
-from cpo.config import CallSettings, Price
+from cpo.engine.calls import LEDGER_COLUMNS, Cache, CallLayer
+from cpo.engine.config import CallSettings, Price
+from cpo.engine.services import StepProvider
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.azure_search import azure_search_factory
 from cpo.providers.base import Document, Hits, RetrievalRequest
-from cpo.services import StepProvider
 from tests.emulator import Emulator, FakeTokenCredential, RecordedRequest
 from tests.emulator.vectors import embed_text
 
@@ -203,7 +203,7 @@ def test_embeddings_429_is_retryable_with_retry_after(emu: Emulator, step: str) 
     e: Any = info.value
     assert (e.retryable, e.retry_after_s, e.status) == (True, 2.0, 429)
     assert "Azure OpenAI" in str(e) and emu.keys.openai not in str(e)
-    assert len(of(emu.requests, "/embeddings")) == 1  # no SDK retry: cpo.calls owns retries
+    assert len(of(emu.requests, "/embeddings")) == 1  # no SDK retry: cpo.engine.calls owns retries
     assert not of(emu.requests, "/docs/search.index")  # nothing uploaded without vectors
     assert not of(emu.requests, "/docs/search.post.search")
 

@@ -145,7 +145,7 @@ def test_429_is_retryable_with_retry_after(
     with pytest.raises(ProviderError) as info:
         azure_openai_factory({}, openai_env(emu)).generate(REQUEST)
     assert failure(info) == (True, expected, 429)
-    assert len(emu.requests) == 1  # no SDK-internal retry: cpo.calls owns retries
+    assert len(emu.requests) == 1  # no SDK-internal retry: cpo.engine.calls owns retries
 
 
 @pytest.mark.parametrize("where", ["prompt", "completion"])

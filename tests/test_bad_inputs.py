@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import file_hash
 
-from cpo.cli import main
+from cpo.engine.cli import main
 from tests.sample import copy_sample_project
 
 ATTACK = (

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from cpo.docs import write_docs
-from cpo.export import load_manifest
-from cpo.project import Project
-from cpo.report import PLOT_IDS, write_report
+from cpo.engine.docs import write_docs
+from cpo.engine.export import load_manifest
+from cpo.engine.project import Project
+from cpo.reporting.report import PLOT_IDS, write_report
 
 CHROMIUM = next(
     (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),

@@ -1,4 +1,4 @@
-"""Unit tests of the call layer (cpo/calls.py) with a tiny fake provider and a temp cache."""
+"""Unit tests of the call layer (cpo/engine/calls.py) with a tiny fake provider and a temp cache."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cpo.calls import LEDGER_COLUMNS, Cache, CallLayer, RateLimiter
-from cpo.config import CallSettings, Price
+from cpo.engine.calls import LEDGER_COLUMNS, Cache, CallLayer, RateLimiter
+from cpo.engine.config import CallSettings, Price
 from cpo.errors import BudgetExceededError, ModelError, ProviderError
 from cpo.providers.base import GenerationRequest, GenerationResult
 from cpo.providers.failures import provider_error

@@ -1,4 +1,4 @@
-"""The CLI end to end (``cpo.cli.main``): exit codes, exact messages, and bad input.
+"""The CLI end to end (``cpo.engine.cli.main``): exit codes, exact messages, and bad input.
 
 Every bad-input case must exit 1, say which file and line (or key) to fix, show no traceback,
 and leave the database byte-identical to the last successful build.
@@ -256,7 +256,9 @@ def test_debug_shows_traceback(cli, built_mini, command):
 
 def test_udfs_import_error_names_file_and_line(cli, built_mini):
     before = file_hash(built_mini / "mini.duckdb")
-    _write(built_mini, "udfs/functions.py", "from cpo.udf import sql_function\n\nx = 1 / 0\n")
+    _write(
+        built_mini, "udfs/functions.py", "from cpo.engine.udf import sql_function\n\nx = 1 / 0\n"
+    )
     result = cli("build", "--project-dir", built_mini)
     _assert_failed_cleanly(result, built_mini, before)
     assert result.err == (

@@ -9,11 +9,11 @@ import duckdb
 import pytest
 from conftest import file_hash
 
-from cpo.compile import Compiler, resolve_refs
-from cpo.config import load_config
+from cpo.engine.compile import Compiler, resolve_refs
+from cpo.engine.config import load_config
+from cpo.engine.nodes import MODEL, SEED, Node
+from cpo.engine.project import Project
 from cpo.errors import ModelError
-from cpo.nodes import MODEL, SEED, Node
-from cpo.project import Project
 
 
 def _model(name: str, raw: str, **config) -> Node:

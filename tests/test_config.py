@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import file_hash
 
-from cpo.config import CallSettings, load_config, parse_cli_vars
+from cpo.engine.config import CallSettings, load_config, parse_cli_vars
 from cpo.errors import ConfigurationError
 
 BASE = "name: mini\ntarget: dev\ntargets:\n  dev:\n    database: mini.duckdb\n"

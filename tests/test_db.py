@@ -1,4 +1,5 @@
-"""`cpo.db`: seeds, materializations, SQL functions and the atomic swap, on real DuckDB."""
+"""`cpo.adapters.duckdb`: seeds, materializations, SQL functions and the atomic swap, on real
+DuckDB."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import pandas as pd
 import pytest
 from conftest import file_hash
 
-from cpo.db import Database, SqlFunction, atomic_database, remove_stale_staging, staging_path
+from cpo.adapters.duckdb import (
+    Database,
+    SqlFunction,
+    atomic_database,
+    remove_stale_staging,
+    staging_path,
+)
 from cpo.errors import ModelError
 
 

@@ -1,4 +1,5 @@
-"""`cpo.docs`: the offline docs site (lineage SVG, node pages with columns, tests, counts)."""
+"""`cpo.engine.docs`: the offline docs site (lineage SVG, node pages with columns, tests,
+counts)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cpo.docs import BOX_H, BOX_W, layout, slug, write_docs
-from cpo.export import load_manifest
-from cpo.project import Project
+from cpo.engine.docs import BOX_H, BOX_W, layout, slug, write_docs
+from cpo.engine.export import load_manifest
+from cpo.engine.project import Project
 from tests.sample import copy_sample_project
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from cpo.artifacts import NodeResult
-from cpo.db import Database
+from cpo.adapters.duckdb import Database
+from cpo.engine.artifacts import NodeResult
+from cpo.engine.logs import hash_id
+from cpo.engine.nodes import TEST, Node
+from cpo.engine.project import Project, RunResult
 from cpo.errors import ConfigurationError
-from cpo.logs import hash_id
-from cpo.nodes import TEST, Node
-from cpo.project import Project, RunResult
 from tests.sample import copy_sample_project
 
 MODELS = (

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 from conftest import file_hash
 
-from cpo.project import Project
+from cpo.engine.project import Project
 
 MODELS_IN_ORDER = [
     "stg_people",

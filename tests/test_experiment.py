@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from cpo import stats
+from cpo.engine.project import Project
 from cpo.errors import ConfigurationError
-from cpo.project import Project
+from cpo.experiments import stats
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "experiment"

@@ -1,4 +1,4 @@
-"""`cpo.export`: Parquet/CSV exports that round-trip, leave PII out, and never half-write."""
+"""`cpo.engine.export`: Parquet/CSV exports that round-trip, leave PII out, and never half-write."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cpo.db import Database
+from cpo.adapters.duckdb import Database
+from cpo.engine.export import (
+    MANIFEST_NAME,
+    STAGING_PREFIX,
+    export_tables,
+    load_manifest,
+    pii_columns,
+)
+from cpo.engine.logs import hash_id
 from cpo.errors import UsageError
-from cpo.export import MANIFEST_NAME, STAGING_PREFIX, export_tables, load_manifest, pii_columns
-from cpo.logs import hash_id
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_URI = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
@@ -293,12 +299,12 @@ def test_export_before_any_build_is_a_clear_error(tmp_path: Path) -> None:
 def test_failed_export_leaves_the_previous_export_untouched(
     sample_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cpo.export
+    import cpo.engine.export
 
     database, out = sample_build / "cpo.duckdb", tmp_path / "out"
     export_tables(database, {}, out_dir=out, tables=["dim_segment"])
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real = cpo.export._write_table
+    real = cpo.engine.export._write_table
     calls = []
 
     def fail_on_second(*args, **kwargs):
@@ -307,7 +313,7 @@ def test_failed_export_leaves_the_previous_export_untouched(
             raise UsageError("disk full (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cpo.export, "_write_table", fail_on_second)
+    monkeypatch.setattr(cpo.engine.export, "_write_table", fail_on_second)
     with pytest.raises(UsageError, match="simulated"):
         export_tables(database, {}, out_dir=out, tables=["dim_segment", "dim_variant"])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from cpo.cli import main
-from cpo.project import Project
+from cpo.engine.cli import main
+from cpo.engine.project import Project
 from tests.sample import copy_sample_project, query
 
 README = Path(__file__).resolve().parent.parent / "README.md"

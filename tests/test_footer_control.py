@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cpo.engine.project import Project
 from cpo.errors import CPOError
-from cpo.project import Project
 from tests.sample import copy_sample_project, query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_a_control_that_fails_screening_stops_the_build_before_assignment(
 def test_a_missing_key_is_reported_against_the_step_that_needs_it(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     project = copy_sample_project(tmp_path / "p")
     code = main(["build", "--project-dir", str(project), "--target", "openai"])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cpo.engine.graph import Graph
+from cpo.engine.nodes import MODEL, SEED, Node
+from cpo.engine.project import Project
 from cpo.errors import ModelError, UsageError
-from cpo.graph import Graph
-from cpo.nodes import MODEL, SEED, Node
-from cpo.project import Project
 
 ALL_NODES = {
     "people",

@@ -1,4 +1,5 @@
-"""Lexical grounding (cpo/grounding.py): each sentence supported by the document it cites."""
+"""Lexical grounding (cpo/personalization/grounding.py): each sentence supported by the document it
+cites."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpo import grounding
 from cpo.errors import ConfigurationError
-from cpo.policy import screen
+from cpo.personalization import grounding
+from cpo.personalization.policy import screen
 
 CORPUS = json.loads((Path(__file__).parent / "fixtures" / "grounding_corpus.json").read_text())
 DOCS = CORPUS["documents"]

@@ -23,13 +23,13 @@ import duckdb
 import pytest
 from conftest import file_hash
 
-from cpo.db import Database, atomic_database
+from cpo.adapters.duckdb import Database, atomic_database
+from cpo.engine.logs import SALT_FILE, hash_id
+from cpo.engine.project import Project
 from cpo.errors import CPOError
-from cpo.logs import SALT_FILE, hash_id
-from cpo.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from cpo.cli import entrypoint; entrypoint()"]
+CLI = [sys.executable, "-c", "from cpo.engine.cli import entrypoint; entrypoint()"]
 
 
 def _count(database: Path, table: str) -> int:
@@ -450,7 +450,7 @@ def test_without_a_salt_variable_a_random_project_salt_is_created_once(
         [
             sys.executable,
             "-c",
-            "from cpo.logs import hash_id; import sys; print(hash_id(42, root=sys.argv[1]))",
+            "from cpo.engine.logs import hash_id; import sys; print(hash_id(42, root=sys.argv[1]))",
             str(mini_project),
         ],
         cwd=REPO,

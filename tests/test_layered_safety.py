@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cpo.cli import main
+from cpo.engine.cli import main
 from cpo.errors import ConfigurationError
 from cpo.providers.base import SafetyRequest, SafetyResult, get_provider_factory
 from cpo.providers.layered_safety import combine, make_layered_safety

@@ -30,23 +30,25 @@ def modules_importing(prefix: str) -> set[str]:
 
 
 def test_only_db_and_the_duckdb_provider_import_duckdb():
-    assert modules_importing("duckdb") == {"cpo/db.py", "cpo/providers/bm25.py"}
+    assert modules_importing("duckdb") == {"cpo/adapters/duckdb.py", "cpo/providers/bm25.py"}
 
 
 def test_only_the_cli_knows_the_terminal():
-    assert modules_importing("rich") == {"cpo/cli.py"}
-    assert modules_importing("cpo.cli") == set()
+    assert modules_importing("rich") == {"cpo/engine/cli.py"}
+    assert modules_importing("cpo.engine.cli") == set()
 
 
 def test_vendor_sdks_are_imported_only_by_providers_and_the_telemetry_exporter():
     users = modules_importing("openai") | modules_importing("azure")
     assert users
-    assert all(u.startswith("cpo/providers/") or u == "cpo/telemetry.py" for u in users), users
+    assert all(u.startswith("cpo/providers/") or u == "cpo/engine/telemetry.py" for u in users), (
+        users
+    )
 
 
 def test_importing_the_engine_loads_no_vendor_sdk():
     code = (
-        "import sys, cpo.project, cpo.providers.builtin, cpo.providers.azure_search, "
+        "import sys, cpo.engine.project, cpo.providers.builtin, cpo.providers.azure_search, "
         "cpo.providers.openai_chat, cpo.providers.azure_content_safety\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('openai', 'azure')))"
     )
@@ -58,4 +60,7 @@ def test_importing_the_engine_loads_no_vendor_sdk():
 
 def test_the_engine_does_not_import_the_project_api_back():
     # Layering runs one way: cli -> project -> the rest (tracking only names RunResult in types).
-    assert modules_importing("cpo.project") <= {"cpo/cli.py", "cpo/tracking.py"}
+    assert modules_importing("cpo.engine.project") <= {
+        "cpo/engine/cli.py",
+        "cpo/reporting/tracking.py",
+    }

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cpo.errors import ConfigurationError
-from cpo.policy import approved, harm_checks
+from cpo.personalization.policy import approved, harm_checks
 from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, get_provider_factory
 from cpo.providers.llm_judge import (
     VerdictError,

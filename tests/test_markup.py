@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from cpo.cli import main
-from cpo.policy import find_formulas, find_markup, policy_checks
+from cpo.engine.cli import main
+from cpo.personalization.policy import find_formulas, find_markup, policy_checks
 from tests import fake_providers
 from tests.sample import copy_sample_project, query
 

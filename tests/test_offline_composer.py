@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cpo.errors import ConfigurationError, ModelError, ProviderError
-from cpo.prompting import PromptRenderer, variant_template
+from cpo.personalization.prompting import PromptRenderer, variant_template
 from cpo.providers.base import Document, GenerationRequest
 from cpo.providers.offline_composer import (
     is_usable,

@@ -452,7 +452,7 @@ def test_blocklists_also_match_masked_spellings(screen):
 
 # --- issue 15 / 10.8: the shared normaliser, idioms, and the measured floors -----------------
 
-from cpo.normalize import normalize  # noqa: E402
+from cpo.personalization.normalize import normalize  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 import yaml
 
-from cpo.project import Project
+from cpo.engine.project import Project
 from tests.sample import copy_sample_project, query
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from scipy.stats import chisquare
 
-from cpo.project import Project
+from cpo.engine.project import Project
 from tests.sample import copy_sample_project, query
 
 ISSUE_TABLES = (

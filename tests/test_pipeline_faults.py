@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from cpo.cli import main
+from cpo.engine.cli import main
 from tests import fake_providers
 from tests.conftest import file_hash
 from tests.sample import copy_sample_project, query

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from cpo.cli import main
-from cpo.project import Project
+from cpo.engine.cli import main
+from cpo.engine.project import Project
 from tests.sample import copy_sample_project
 
 
@@ -41,7 +41,7 @@ def test_plan_after_a_build_finds_nothing_to_call(tmp_path, capsys):
 
 
 def test_plan_prints_the_experiment_design_from_the_project_hook(tmp_path):
-    from cpo import stats
+    from cpo.experiments import stats
 
     project_dir = copy_sample_project(tmp_path / "p")
     plan = Project.load(project_dir).plan()

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from cpo.errors import ConfigurationError
-from cpo.policy import (
+from cpo.personalization.policy import (
     DEFAULT_THRESHOLD,
     INJECTION_PATTERNS,
     Check,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cpo.cli import main
-from cpo.logs import hash_id
+from cpo.engine.cli import main
+from cpo.engine.logs import hash_id
 from tests.conftest import copy_fixture
 from tests.sample import copy_sample_project
 from tests.test_export import find_pii as pii_hits

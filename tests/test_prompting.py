@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cpo.errors import ModelError
-from cpo.prompting import (
+from cpo.personalization.prompting import (
     VARIANT_PARTS,
     PromptRenderer,
     render_template_text,

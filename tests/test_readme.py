@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cpo.cli import README_END, README_START, reference_markdown
+from cpo.engine.cli import README_END, README_START, reference_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -22,7 +22,7 @@ def test_cli_reference_is_generated_from_the_parser():
     block = text[text.index(README_START) + len(README_START) : text.index(README_END)]
     assert block.strip() == reference_markdown().strip(), (
         "README CLI reference is stale: run "
-        "python -c 'from cpo.cli import update_readme; update_readme()'"
+        "python -c 'from cpo.engine.cli import update_readme; update_readme()'"
     )
 
 
@@ -39,7 +39,7 @@ def test_readme_has_at_least_five_query_examples():
 
 
 def test_readme_queries_run_against_the_sample_build(sample_build):
-    from cpo.db import Database
+    from cpo.adapters.duckdb import Database
 
     db = Database(sample_build / "cpo.duckdb", read_only=True)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpo.cli import main
+from cpo.engine.cli import main
 from tests.llama_server import find_model, llama_server, server_python
 from tests.sample import copy_sample_project, query
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cpo.calls import AdaptiveLimit
+from cpo.engine.calls import AdaptiveLimit
+from cpo.engine.project import Project
 from cpo.errors import BudgetExceededError
-from cpo.project import Project
 from cpo.providers.base import Document, GenerationRequest
 from cpo.providers.failures import http_failure
 from cpo.providers.openai_chat import azure_openai_factory, openai_factory
@@ -249,7 +249,7 @@ def test_a_one_slot_server_is_not_flooded(emu: Emulator, tmp_path: Path) -> None
 def test_a_model_whose_every_answer_is_unusable_still_gives_every_customer_the_control(
     emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     project = make_project(tmp_path / "p", emu)
     emu.set_faults(service="openai", answer_text="<the email body>")

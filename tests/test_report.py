@@ -1,4 +1,4 @@
-"""`cpo.report`: a self-contained, escaped, PII-free HTML report that never crashes."""
+"""`cpo.reporting.report`: a self-contained, escaped, PII-free HTML report that never crashes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cpo.db import Database
-from cpo.project import Project
-from cpo.report import PLOT_IDS, ReportData, verdict, write_report
+from cpo.adapters.duckdb import Database
+from cpo.engine.project import Project
+from cpo.reporting.report import PLOT_IDS, ReportData, verdict, write_report
 from tests.sample import copy_sample_project, query
 from tests.test_export import find_pii
 

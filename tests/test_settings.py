@@ -1,4 +1,5 @@
-"""One settings schema (``cpo.settings``), its registry, and values reaching SQL as literals."""
+"""One settings schema (``cpo.engine.settings``), its registry, and values reaching SQL as
+literals."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import pytest
 from conftest import file_hash
 from pydantic import Field
 
-from cpo.compile import bind_values, mark_values, sql_identifier, sql_literal
-from cpo.config import load_config
+from cpo.engine.compile import bind_values, mark_values, sql_identifier, sql_literal
+from cpo.engine.config import load_config
+from cpo.engine.project import Project
+from cpo.engine.settings import Section, SqlExpression, register_vars_section, vars_sections
+from cpo.engine.yamlfile import read_yaml
 from cpo.errors import ConfigurationError, ModelError
-from cpo.project import Project
-from cpo.settings import Section, SqlExpression, register_vars_section, vars_sections
-from cpo.yamlfile import read_yaml
 
 BASE = "name: p\ntargets:\n  dev: {database: p.duckdb}\n"
 
@@ -113,7 +114,7 @@ def test_a_project_registers_its_own_section(tmp_path):
         error = error_of(tmp_path, "vars:\n  mine_for_test: {sise: 3}\n")
         assert "vars.mine_for_test.sise: unknown key 'sise' (did you mean 'size'?)" in str(error)
     finally:
-        from cpo import settings
+        from cpo.engine import settings
 
         settings._VARS_SECTIONS.pop("mine_for_test")
 

@@ -8,8 +8,8 @@ import duckdb
 import pytest
 import yaml
 
-from cpo.cli import main
-from cpo.project import Project
+from cpo.engine.cli import main
+from cpo.engine.project import Project
 from tests.conftest import file_hash
 from tests.sample import copy_sample_project, query
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from cpo.adapters.transpile import UnsupportedSqlError, to_spark
+from cpo.engine.macros import macros
+from cpo.engine.project import Project
 from cpo.errors import ModelError
-from cpo.macros import macros
-from cpo.project import Project
 from tests.sample import copy_sample_project
 
 CUSTOMERS = 500

@@ -1,4 +1,5 @@
-"""Hand-checked values for cpo.stats: every convention in the module docstring is asserted here."""
+"""Hand-checked values for cpo.experiments.stats: every convention in the module docstring is
+asserted here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from scipy import integrate
 from scipy import stats as sps
 
 from cpo.errors import ConfigurationError, ModelError
-from cpo.stats import (
+from cpo.experiments.stats import (
     SRM_ALPHA,
     CupedStats,
     MeanStats,

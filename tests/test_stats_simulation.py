@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from cpo.stats import (
+from cpo.experiments.stats import (
     MeanStats,
     ProportionStats,
     adjust_pvalues,

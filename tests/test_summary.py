@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cpo import summary
-from cpo.calls import CallLayer
-from cpo.project import Project
+from cpo.engine.calls import CallLayer
+from cpo.engine.project import Project
 from cpo.providers.base import GenerationRequest, GenerationResult
 from cpo.providers.failures import provider_error
+from cpo.reporting import summary
 from tests.fake_providers import use_providers
 from tests.sample import copy_sample_project, query
 from tests.test_calls import FakeProvider, make_layer, requests
@@ -52,7 +52,7 @@ def test_all_personalised_blocked_is_said_first_with_reasons_and_a_query() -> No
 def test_a_step_whose_every_item_failed_fails_with_the_provider_reason(
     sample_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from cpo.cli import main
+    from cpo.engine.cli import main
 
     segments = query(sample_build, "select segment_id from segment_profiles")["segment_id"]
     tones = ("urgent", "informational", "friendly")

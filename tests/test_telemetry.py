@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from cpo import telemetry
-from cpo.artifacts import NodeResult
+from cpo.engine import telemetry
+from cpo.engine.artifacts import NodeResult
+from cpo.engine.telemetry import configure, node_span, run_span, settings_from
 from cpo.errors import ConfigurationError
-from cpo.telemetry import configure, node_span, run_span, settings_from
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cpo.artifacts import NodeResult
-from cpo.db import Database
+from cpo.adapters.duckdb import Database
+from cpo.engine.artifacts import NodeResult
+from cpo.engine.project import Project, RunResult
 from cpo.errors import ConfigurationError
-from cpo.project import Project, RunResult
-from cpo.tracking import track_run
+from cpo.reporting.tracking import track_run
 from tests.sample import copy_sample_project
 
 

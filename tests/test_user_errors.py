@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cpo.cli import main
-from cpo.config import parse_cli_vars
+from cpo.engine.cli import main
+from cpo.engine.config import parse_cli_vars
 from tests.sample import copy_sample_project
 
 

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cpo import stats
-from cpo.experiment_settings import (  # noqa: F401 (re-exported for the steps)
+from cpo.experiments import stats
+from cpo.experiments.settings import (  # noqa: F401 (re-exported for the steps)
     _NESTED,
     DIRECTIONS,
     EVENTS,
@@ -214,7 +214,7 @@ def design_table(config: ExperimentConfig, n_customers: int, power: float = 0.8)
     Only proportion metrics with a ``baseline`` can be planned (means and ratios need a variance
     that is only known after the experiment). Unequal arms use the harmonic mean of the two arm
     sizes as the equivalent per-arm size. The reachable MDE is the smallest detectable increase
-    (`cpo.stats.mde`), also for metrics where a decrease is better.
+    (`cpo.experiments.stats.mde`), also for metrics where a decrease is better.
 
     Args:
         config: The validated experiment settings.

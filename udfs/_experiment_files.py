@@ -32,8 +32,9 @@ def paths(ctx: Any, setting: str | list[str], key: str) -> list[Path]:
 
 
 def literal(value: str) -> str:
-    """A SQL string literal, by the project's one quoting helper (`cpo.compile.sql_literal`)."""
-    from cpo.compile import sql_literal
+    """A SQL string literal, by the project's one quoting helper
+    (`cpo.engine.compile.sql_literal`)."""
+    from cpo.engine.compile import sql_literal
 
     return sql_literal(str(value))
 

@@ -8,7 +8,7 @@ control, written by a person, is not. Fail-closed: a variant that could not be c
 
 from __future__ import annotations
 
-from cpo import grounding
+from cpo.personalization import grounding
 from cpo.providers.base import GroundednessRequest
 
 CHECK = "grounding:groundedness"

@@ -1,7 +1,7 @@
 """Experiment results: each treatment arm against control, per metric, overall and per segment.
 
 Reads the sufficient statistics in ``experiment_metrics`` and the arm sizes in ``assignments``;
-every number comes from `cpo.stats` on those sums, so it can be recomputed by hand:
+every number comes from `cpo.experiments.stats` on those sums, so it can be recomputed by hand:
 
 * **Test**: p-values always test the difference of means: Welch t (CUPED-adjusted when the
   metric has a ``covariate``, θ pooled over the two arms compared), the two-proportion z test
@@ -23,7 +23,7 @@ every number comes from `cpo.stats` on those sums, so it can be recomputed by ha
   makes every row ``invalid`` with the reason.
 * **Simulated outcomes** (``source = 'simulated'`` in stg_events): every decision is
   ``simulated``; ``evidence_decision`` keeps what the data would support.
-* **Bayesian**: `cpo.stats.bayesian_test`, flat prior; ``chance_to_win`` in the metric's
+* **Bayesian**: `cpo.experiments.stats.bayesian_test`, flat prior; ``chance_to_win`` in the metric's
   direction and the expected losses.
 * One arm only: nothing to compare, the table is empty and the log says so.
 """
@@ -39,7 +39,7 @@ import pyarrow as pa
 from _experiment_design import ExperimentConfig, Metric, experiment_config
 from scipy import stats as sps
 
-from cpo import stats
+from cpo.experiments import stats
 
 OVERALL = None
 SCHEMA = pa.schema(
@@ -126,7 +126,7 @@ def _power(metric: Metric, control: stats.Stats, n_t: int, alpha: float, exact: 
     if not (n_c > 0 and n_t > 0) or math.isnan(mc) or mc == 0:
         return math.nan
     delta = metric.sign * metric.mde * abs(mc)
-    if exact:  # an unadjusted proportion: the planning formula of cpo.stats
+    if exact:  # an unadjusted proportion: the planning formula of cpo.experiments.stats
         if not (0 < mc < 1 and 0 < mc + delta < 1):
             return math.nan
         return stats.power(mc, delta, 2 / (1 / n_c + 1 / n_t), alpha)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pandas as pd
 
 from cpo.errors import ConfigurationError, ModelError
-from cpo.prompting import PromptRenderer, render_footer
-from cpo.segmentation import merge_tag_names
+from cpo.personalization.prompting import PromptRenderer, render_footer
+from cpo.personalization.segmentation import merge_tag_names
 
 
 def _variables(ctx) -> dict:

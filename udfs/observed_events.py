@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from cpo.compile import sql_literal
+from cpo.engine.compile import sql_literal
 
 DEFAULT_PATH = "seeds/events*.csv"
 REQUIRED = ("customer_id", "event", "event_at")

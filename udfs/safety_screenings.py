@@ -19,7 +19,7 @@ import dataclasses
 import pandas as pd
 from _groundedness import groundedness_rows
 
-from cpo import policy
+from cpo.personalization import policy
 from cpo.providers.base import SafetyRequest
 
 COLUMNS = ["variant_id", "check", "severity", "passed", "reason"]

@@ -60,7 +60,7 @@ def model(ctx: Any) -> pd.DataFrame:
     Returns:
         One row per customer: customer_id, segment_id, segment_name, segment_description.
     """
-    from cpo.sources import source_view
+    from cpo.personalization.sources import source_view
 
     settings = read_settings(ctx)
     relation = ctx.ref("customer_features")

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cpo.compile import quote
+from cpo.engine.compile import quote
 
 EVENTS = ("delivered", "open", "click", "conversion", "unsubscribe")
 RATE_KEYS = ("delivered", "open", "click", "conversion", "unsubscribe", "revenue_mean")

@@ -1,8 +1,9 @@
 """SQL functions over text, shared with the Python screening so one rule set serves both.
 
-Every function normalises the text first (`cpo.normalize`: NFKC, zero-width and control
+Every function normalises the text first (`cpo.personalization.normalize`: NFKC, zero-width and
+control
 characters stripped, look-alikes and digits-for-letters folded), exactly as the screen of
-generated copy does (`cpo.policy`).
+generated copy does (`cpo.personalization.policy`).
 
 * ``looks_like_injection(text)``: instructions aimed at a language model, in English, French,
   Spanish, German, Italian or Portuguese (``cpo/providers/lexicons/injection.yml``).
@@ -16,13 +17,14 @@ generated copy does (`cpo.policy`).
 
 from __future__ import annotations
 
-from cpo import policy
-from cpo.udf import sql_function
+from cpo.engine.udf import sql_function
+from cpo.personalization import policy
 
 
 @sql_function(parameters=["VARCHAR"], return_type="BOOLEAN")
 def looks_like_injection(text: str | None) -> bool:
-    """True when `text` holds instructions aimed at a language model (`cpo.policy` patterns)."""
+    """True when `text` holds instructions aimed at a language model (`cpo.personalization.policy`
+    patterns)."""
     return bool(text) and bool(policy.find_injection(text))
 
 

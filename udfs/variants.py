@@ -18,7 +18,7 @@ import json
 import pandas as pd
 
 from cpo.errors import ProviderError
-from cpo.prompting import CONTROL, variant_template
+from cpo.personalization.prompting import CONTROL, variant_template
 from cpo.providers.base import Document, GenerationRequest
 
 HUMAN = "human"

@@ -1,4 +1,5 @@
-"""Database adapters: DuckDB (the default, `cpo.db`) or Apache Spark (`cpo.adapters.spark`).
+"""Database adapters: DuckDB (the default, `cpo.adapters.duckdb`) or Apache Spark
+(`cpo.adapters.spark`).
 
 A target chooses its engine with ``type:`` in ``cpo.yml``::
 
@@ -164,7 +165,7 @@ def open_adapter(
             read_only=read_only,
             functions=functions,
         )
-    from cpo.db import Database
+    from cpo.adapters.duckdb import Database
 
     return Database(path or config.database_path, read_only=read_only, functions=functions)
 
@@ -173,7 +174,8 @@ def open_adapter(
 def atomic_build(
     config: Any, on_stale_wal: Callable[[Path], None] | None = None
 ) -> Iterator[tuple[Path, Any]]:
-    """Yield a staging location and a ``commit`` that publishes it (see `cpo.db.atomic_database`).
+    """Yield a staging location and a ``commit`` that publishes it (see
+    `cpo.adapters.duckdb.atomic_database`).
 
     Open the staging database with ``open_adapter(config, staging)``. Without ``commit`` the
     staging copy is deleted and the published database is left exactly as it was.
@@ -184,7 +186,7 @@ def atomic_build(
         with atomic_version(spark_settings(config)) as staged:
             yield staged
         return
-    from cpo.db import atomic_database
+    from cpo.adapters.duckdb import atomic_database
 
     with atomic_database(config.database_path, on_stale_wal=on_stale_wal) as staged:
         yield staged
@@ -199,6 +201,6 @@ def check_dialect(config: Any, nodes: Sequence[Any]) -> None:
     if target_type(config) != "spark":
         return
     from cpo.adapters.transpile import check_nodes
-    from cpo.steps import sql_functions
+    from cpo.engine.steps import sql_functions
 
     check_nodes(nodes, [f.name for f in sql_functions(config)])

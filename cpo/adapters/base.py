@@ -1,4 +1,5 @@
-"""What the engine needs from a database adapter (DuckDB's `cpo.db.Database`, Spark's adapter)."""
+"""What the engine needs from a database adapter (DuckDB's `cpo.adapters.duckdb.Database`, Spark's
+adapter)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The Apache Spark adapter: the only module that imports pyspark.
 
-It has the public surface of `cpo.db.Database`. SQL arrives in DuckDB's dialect (the models'
+It has the public surface of `cpo.adapters.duckdb.Database`. SQL arrives in DuckDB's dialect (the
+models'
 own) and is transpiled by `cpo.adapters.transpile`. Tables are Parquet folders of a version
 folder (`cpo.adapters.warehouse`), registered in a Spark database of this session; views are
 kept as their SQL and recreated when the version is opened. Python steps receive a
@@ -27,7 +28,7 @@ from typing import Any
 from cpo.adapters import SparkSettings
 from cpo.adapters.transpile import UnsupportedSqlError, file_views, to_spark
 from cpo.adapters.warehouse import VIEWS, current_version, relations
-from cpo.compile import quote
+from cpo.engine.compile import quote
 from cpo.errors import ModelError, UsageError
 
 _LOCK = threading.Lock()
@@ -585,7 +586,7 @@ class SparkDatabase:
         """
         from pyspark.sql.types import StringType, StructField, StructType
 
-        from cpo.db import _csv_header, check_seed_columns
+        from cpo.adapters.duckdb import _csv_header, check_seed_columns
 
         spark = self.spark
         try:

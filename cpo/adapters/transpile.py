@@ -1,7 +1,7 @@
 """DuckDB SQL to Spark SQL with sqlglot, failing loudly on what would not run or would differ.
 
 sqlglot translates most of DuckDB's dialect. What it cannot express raises here, at compile
-time, naming the construct (and the cross-engine macro of `cpo.macros` to use instead):
+time, naming the construct (and the cross-engine macro of `cpo.engine.macros` to use instead):
 
 * sqlglot's own "unsupported" errors (``ErrorLevel.RAISE``);
 * functions Spark does not have (checked against Spark's function list, shipped with CPO);
@@ -229,7 +229,7 @@ def check_nodes(nodes: Sequence[object], functions: Sequence[str] = ()) -> None:
     Raises:
         ModelError: naming the model, its file and the construct.
     """
-    from cpo.compile import resolve_refs
+    from cpo.engine.compile import resolve_refs
 
     by_name = {getattr(n, "name", ""): n for n in nodes}
     for node in nodes:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cpo.db import _alive  # one liveness check for stale staging copies
+from cpo.adapters.duckdb import _alive  # one liveness check for stale staging copies
 
 POINTER = "CURRENT"
 BUILDING = ".building-"

@@ -4,7 +4,7 @@
 (``FourSeverityLevels`` answers 0/2/4/6) and blocklist hits as ``name:item``. Blocklists named
 in the request are created and filled once per provider instance. Text over the service's
 10,000-character limit is split and the worst severity of the parts is kept.
-SDK retries are off: `cpo.calls` retries.
+SDK retries are off: `cpo.engine.calls` retries.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
     shields = [p for p in layers if getattr(p, "prompt_shields", False)]
     if not shields:
         return documents
-    from cpo.calls import cache_key
+    from cpo.engine.calls import cache_key
 
     settings = step.calls.settings
     cache = step.calls.cache

@@ -3,7 +3,7 @@
 ``index()`` creates or updates the index (fields ``document_id`` (key), ``title``, ``body``,
 ``category``, ``audience``, ``keywords``, ``expires_at``) and uploads documents in batches;
 ``search()`` runs full-text, semantic or hybrid queries, filtered by audience. The admin key
-writes, the query key (when set) reads. SDK retries are off: `cpo.calls` retries.
+writes, the query key (when set) reads. SDK retries are off: `cpo.engine.calls` retries.
 
 Hybrid mode embeds on the client with an Azure OpenAI embedding deployment: ``index()`` adds a
 ``Collection(Edm.Single)`` vector field (HNSW, cosine) and uploads each document's title+body

@@ -2,7 +2,7 @@
 
 A provider turns one request into one result for one step kind (``retrieval``, ``generation``,
 ``safety``). Providers do no caching, retrying, rate limiting or accounting: the call layer
-(`cpo.calls`) wraps every provider the same way. Built-in providers register exactly as an
+(`cpo.engine.calls`) wraps every provider the same way. Built-in providers register exactly as an
 outside one would, with `register_provider`.
 """
 

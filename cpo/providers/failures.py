@@ -1,6 +1,6 @@
 """How a provider call failed, told to the call layer as attributes of a `ProviderError`.
 
-`cpo.calls` retries, waits and records; it decides from ``retryable``, ``retry_after_s``,
+`cpo.engine.calls` retries, waits and records; it decides from ``retryable``, ``retry_after_s``,
 ``status`` and ``blocked`` on the error, so every provider classifies its failures the same way.
 """
 

@@ -6,7 +6,8 @@ Two providers of kind ``groundedness`` (method ``detect``), chosen per target in
 * ``azure_content_safety``: Azure AI Content Safety's ``text:detectGroundedness`` (preview API),
   sent through the ``ContentSafetyClient`` pipeline, so auth (key, Key Vault reference or
   ``DefaultAzureCredential``), TLS and timeouts are those of the safety provider;
-* ``offline``: the lexical check of `cpo.grounding` (also the stand-in ``plan`` uses).
+* ``offline``: the lexical check of `cpo.personalization.grounding` (also the stand-in ``plan``
+uses).
 
 The ``grounding:groundedness`` check fails when the service detects ungrounded text.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cpo import grounding
+from cpo.personalization import grounding
 from cpo.providers.base import GroundednessRequest, GroundednessResult
 from cpo.providers.failures import azure_failure, provider_error
 
@@ -27,7 +28,7 @@ MAX_SOURCES = 55_000  # ... and for all grounding sources together
 
 
 class OfflineGroundedness:
-    """`cpo.grounding`'s sentence check, answering like the service does."""
+    """`cpo.personalization.grounding`'s sentence check, answering like the service does."""
 
     kind = "groundedness"
     name = "offline"

@@ -9,7 +9,8 @@ its citation `` [DOC_ID]``; all other text comes from the tone's composition tem
 
 - ``template`` (required): the composition template text. Variables: ``sentences`` (the cited
   sentences as one paragraph), ``sentence_list`` (the same, one string per sentence), ``title``
-  (the top document's title), ``tone``, the merge tags (printed verbatim, see `cpo.prompting`)
+  (the top document's title), ``tone``, the merge tags (printed verbatim, see
+  `cpo.personalization.prompting`)
   and anything in ``variables``.
 - ``template_name``: the template's file, named in errors (default ``<template>``).
 - ``subject_template``: the subject pattern text, same variables (default ``{{ title }}``);
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError, ProviderError
-from cpo.prompting import render_template_text
+from cpo.personalization.prompting import render_template_text
 from cpo.providers.base import Document, GenerationRequest, GenerationResult
 
 VERSION = "1"

@@ -3,7 +3,8 @@
 It answers the same question as Azure AI Content Safety's ``text:analyze`` (severities for Hate,
 SelfHarm, Sexual and Violence, plus blocklist hits) with no network:
 
-* The text is first normalised (`cpo.normalize.normalize`, the same normaliser as the injection
+* The text is first normalised (`cpo.personalization.normalize.normalize`, the same normaliser as
+the injection
   check): NFKC, zero-width and control characters stripped, look-alike letters and digits standing
   for letters folded, masked profanity ("sh*t", "f***ing", "b-i-t-c-h") spelled out again, so
   none of these hides a word from the lexicon or the model.
@@ -33,7 +34,7 @@ from typing import Any
 import yaml
 
 from cpo.errors import ConfigurationError, ProviderError
-from cpo.normalize import PROFANE_WORDS, normalize, unmask_profanity  # noqa: F401 (re-exported)
+from cpo.personalization.normalize import PROFANE_WORDS, normalize, unmask_profanity  # noqa: F401 (re-exported)
 from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult
 
 OUTPUT_TYPES = ("EightSeverityLevels", "FourSeverityLevels")

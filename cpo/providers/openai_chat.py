@@ -6,7 +6,8 @@ Both speak chat completions or the Responses API and answer a JSON object
 when the server rejects the previous one (llama.cpp answers HTTP 500); the provider remembers what
 the server accepts. Answers are read by `cpo.providers.answers` (code fences, prose, missing
 citations, tag spacing...); an unusable one gets at most one repair request, then becomes a
-result with ``blocked_reason`` set, never an exception. SDK retries are off: `cpo.calls` retries,
+result with ``blocked_reason`` set, never an exception. SDK retries are off: `cpo.engine.calls`
+retries,
 using the classification on the `ProviderError`.
 """
 

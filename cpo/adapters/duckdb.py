@@ -1,0 +1,579 @@
+"""The only engine module that talks to DuckDB: connect, load seeds, materialise, swap atomically.
+
+A build never writes ``cpo.duckdb`` in place: it copies it to a staging file beside it, builds
+there, and renames the staging file over ``cpo.duckdb`` only when everything succeeded. A rename
+is atomic on POSIX, so a failed or killed build leaves the old file byte-identical, and readers
+holding the old file open keep reading the old inode undisturbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cpo.engine.compile import quote
+from cpo.engine.compile import sql_literal as _literal
+from cpo.errors import ModelError, UsageError
+
+STAGING_MARK = ".building-"
+
+
+@dataclass(frozen=True)
+class SqlFunction:
+    """A scalar Python function callable from SQL (declared in ``udfs/`` with `cpo.engine.udf`)."""
+
+    name: str
+    function: Callable[..., Any]
+    parameters: tuple[str, ...]
+    return_type: str
+    side_effects: bool = False
+    vectorized: bool = False
+
+
+class Database:
+    """A DuckDB connection with the project's SQL functions registered.
+
+    Args:
+        path: The database file (or ``:memory:``).
+        read_only: Open without write access (for ``test``, ``show``, ``compile``).
+        functions: SQL functions to register on the connection.
+        threads: DuckDB worker threads (None: DuckDB's default).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        functions: Sequence[SqlFunction] = (),
+        threads: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        config: dict[str, Any] = {"autoinstall_known_extensions": False}
+        if threads:
+            config["threads"] = threads
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only, config=config)
+        except duckdb.Error as e:
+            raise ModelError(f"cannot open database {self.path}: {e}") from e
+        for function in functions:
+            self._register(function)
+
+    def _register(self, fn: SqlFunction) -> None:
+        self.con.create_function(
+            fn.name,
+            fn.function,
+            [duckdb.sqltype(p) for p in fn.parameters],
+            duckdb.sqltype(fn.return_type),
+            type="arrow" if fn.vectorized else "native",
+            side_effects=fn.side_effects,
+        )
+
+    def close(self) -> None:
+        """Checkpoint and close, so the file on disk is complete with no WAL beside it."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.execute("checkpoint")
+        self.con.close()
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
+        """Run a statement and return the DuckDB cursor.
+
+        Raises:
+            ModelError: with DuckDB's message, when the statement fails.
+        """
+        try:
+            return self.con.execute(sql, params)
+        except duckdb.Error as e:
+            raise ModelError(_message(e)) from e
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Run a query and return (column names, rows)."""
+        cursor = self.execute(sql, params)
+        return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    def preview(self, sql: str, limit: int) -> tuple[list[str], list[tuple]]:
+        """Run one user-written query with no access to files or the network: (columns, rows).
+
+        The text must parse (with DuckDB's own parser) as exactly one ``SELECT`` (``WITH``,
+        ``FROM``-first and ``VALUES`` queries included); the statement runs as written, never
+        pasted into a wrapper, after ``enable_external_access`` is switched off for this
+        database, so ``read_csv``, ``COPY``, ``ATTACH`` and friends cannot reach the disk.
+
+        Raises:
+            UsageError: the text is not a single query.
+            ModelError: the query fails.
+        """
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as e:
+            raise UsageError(f"the query does not parse: {str(e).strip()}") from e
+        if not statements:
+            raise UsageError("show --inline got no query (only comments or ';')")
+        if len(statements) != 1:
+            raise UsageError(
+                f"show --inline runs exactly one query; this text has {len(statements)} "
+                "statements (remove the extra ';'-separated statements)"
+            )
+        kind = statements[0].type
+        if kind != duckdb.StatementType.SELECT:
+            raise UsageError(
+                f"show --inline runs read-only queries (SELECT, WITH, FROM); "
+                f"this is a {kind.name} statement"
+            )
+        self.con.execute("set enable_external_access = false")
+        self.con.execute("set lock_configuration = true")
+        try:
+            cursor = self.con.execute(statements[0].query)
+            columns = [d[0] for d in cursor.description or []]
+            return columns, cursor.fetchmany(limit) if limit else []
+        except duckdb.Error as e:
+            raise ModelError(_message(e)) from e
+
+    def relation(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyRelation:
+        """A lazy relation for a query (what Python steps receive from ``ctx.ref``/``ctx.sql``)."""
+        if params:
+            return self.con.query(sql, params=params)
+        return self.con.sql(sql)
+
+    def relations(self) -> dict[str, str]:
+        """Existing tables and views in the main schema: name -> ``table`` or ``view``."""
+        rows = self.con.execute(
+            "select table_name, table_type from information_schema.tables "
+            "where table_schema = 'main' and table_catalog = current_database()"
+        ).fetchall()
+        return {name: "view" if kind == "VIEW" else "table" for name, kind in rows}
+
+    def count(self, name: str) -> int:
+        """Row count of a relation."""
+        return int(self.con.execute(f"select count(*) from {quote(name)}").fetchone()[0])
+
+    def columns(self, name: str) -> list[tuple[str, str]]:
+        """(column, type) pairs of a relation."""
+        rows = self.con.execute(f"describe {quote(name)}").fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def drop(self, name: str) -> None:
+        """Drop a table or view of that name, whichever exists."""
+        kind = self.relations().get(name)
+        if kind:
+            self.con.execute(f"drop {kind} {quote(name)}")
+
+    def materialize_sql(
+        self, name: str, sql: str, materialized: str, unique_key: Sequence[str] | None = None
+    ) -> int | None:
+        """Create a view or table from SQL, or merge into an incremental table.
+
+        Returns:
+            Rows in the resulting table (None for views).
+        """
+        merging = materialized == "incremental" and self.relations().get(name) == "table"
+        try:
+            return self._materialize_sql(name, sql, materialized, unique_key)
+        except duckdb.Error as e:
+            hint = (
+                "\n  (merging into the existing table; if the model's columns changed, "
+                "rebuild it with --full-refresh)"
+                if merging
+                else ""
+            )
+            raise ModelError(_message(e) + hint) from e
+
+    def _materialize_sql(
+        self, name: str, sql: str, materialized: str, unique_key: Sequence[str] | None
+    ) -> int | None:
+        existing = self.relations().get(name)
+        if materialized == "view":
+            if existing == "table":
+                self.drop(name)
+            self.con.execute(f"create or replace view {quote(name)} as\n{sql}")
+            return None
+        if materialized == "incremental" and existing == "table":
+            self._merge(name, sql, unique_key or ())
+        else:
+            if existing == "view":
+                self.drop(name)
+            self.con.execute(f"create or replace table {quote(name)} as\n{sql}")
+        return self.count(name)
+
+    def _merge(self, name: str, sql: str, unique_key: Sequence[str]) -> None:
+        self.con.execute(f"create or replace temp table __cpo_increment as\n{sql}")
+        if unique_key:
+            keys = ", ".join(quote(k) for k in unique_key)
+            self.con.execute(
+                f"delete from {quote(name)} where ({keys}) in "
+                f"(select ({keys}) from __cpo_increment)"
+            )
+        self.con.execute(f"insert into {quote(name)} by name select * from __cpo_increment")
+        self.con.execute("drop table __cpo_increment")
+
+    def materialize_frame(self, name: str, frame: Any) -> int:
+        """Store what a Python step returned (DataFrame, Arrow table or relation) as a table.
+
+        Raises:
+            ModelError: the value is not a table-like object, or DuckDB cannot store it.
+        """
+        if isinstance(frame, duckdb.DuckDBPyRelation):
+            frame = frame.to_arrow_table()  # .arrow() is a one-shot reader in 1.5
+        if not (hasattr(frame, "columns") or hasattr(frame, "schema")):
+            raise ModelError(
+                "a Python step must return a pandas DataFrame, an Arrow table or a DuckDB "
+                f"relation, not {type(frame).__name__}"
+            )
+        try:
+            self.drop(name)
+            self.con.register("__cpo_frame", frame)
+            try:
+                self.con.execute(f"create table {quote(name)} as select * from __cpo_frame")
+            finally:
+                self.con.unregister("__cpo_frame")
+        except duckdb.Error as e:
+            raise ModelError(_message(e)) from e
+        return self.count(name)
+
+    def load_seed(
+        self,
+        name: str,
+        path: Path,
+        *,
+        column_types: Mapping[str, str],
+        required_columns: Sequence[str],
+        display_path: str,
+    ) -> int:
+        """Load a CSV or JSON(L) seed as a table; columns are VARCHAR unless typed.
+
+        Raises:
+            ModelError: a malformed row (with its line), a missing required column, a bad cast.
+        """
+        reader = _seed_reader(path, display_path, name)
+        try:
+            columns = [r[0] for r in self.con.sql(f"describe select * from {reader}").fetchall()]
+        except duckdb.Error as e:
+            raise _seed_error(e, display_path, name, path) from e
+        check_seed_columns(name, display_path, columns, required_columns, column_types)
+        select = ", ".join(
+            f"cast({quote(c)} as {column_types[c]}) as {quote(c)}"
+            if c in column_types
+            else quote(c)
+            for c in columns
+        )
+        try:
+            self.drop(name)
+            self.con.execute(f"create table {quote(name)} as select {select} from {reader}")
+        except duckdb.Error as e:
+            error = _seed_error(e, display_path, name, path)
+            if error.line is None and path.suffix == ".csv":
+                error.line = self._bad_cast_line(reader, column_types)
+            raise error from e
+        rows = self.count(name)
+        if rows == 0:
+            raise ModelError(
+                f"seed {name!r} has no rows (a header only, or an empty file): a build from it "
+                "would publish empty tables. Add the data, or remove the file if it is not used.",
+                path=display_path,
+                node=name,
+            )
+        return rows
+
+    def _bad_cast_line(self, reader: str, column_types: Mapping[str, str]) -> int | None:
+        """The file line of the first value that a ``column_types`` cast rejects."""
+        for column, kind in column_types.items():
+            c = quote(column)
+            try:
+                row = self.con.execute(
+                    f"select n from (select row_number() over () as n, {c} from {reader}) "
+                    f"where {c} is not null and try_cast({c} as {kind}) is null order by n limit 1"
+                ).fetchone()
+            except duckdb.Error:
+                return None
+            if row:
+                return int(row[0]) + 1  # the header is line 1
+        return None
+
+
+_CONVERT = re.compile(r"(Could not convert string )'.*?'(?= to \w)", re.DOTALL)
+
+
+def _message(error: Exception) -> str:
+    """DuckDB's message, without the data value a failed conversion quotes (it may be PII)."""
+    return _CONVERT.sub(r"\1'…'", str(error).strip())
+
+
+def _seed_reader(path: Path, display_path: str, name: str) -> str:
+    literal = _literal(str(path))
+    if path.suffix == ".csv":
+        # Columns come from the header, so DuckDB does not sniff the dialect: sniffing fails on
+        # a malformed row without saying which, while a fixed dialect reports the line.
+        columns = ", ".join(
+            f"{_literal(c)}: 'VARCHAR'" for c in _csv_header(path, display_path, name)
+        )
+        return (
+            f"read_csv({literal}, header = true, auto_detect = false, delim = ',', "
+            f"quote = '\"', escape = '\"', strict_mode = true, columns = {{{columns}}})"
+        )
+    if path.suffix == ".json":
+        return f"read_json_auto({literal})"
+    return f"read_json_auto({literal}, format = 'newline_delimited')"
+
+
+def check_seed_columns(
+    name: str,
+    display_path: str,
+    columns: Sequence[str],
+    required_columns: Sequence[str],
+    column_types: Mapping[str, str],
+) -> None:
+    """Raise when a seed lacks a required column or ``column_types`` names an unknown one."""
+    missing = [c for c in required_columns if c not in columns]
+    if missing:
+        raise ModelError(
+            f"seed {name!r} is missing required column(s) {', '.join(missing)}; "
+            f"it has: {', '.join(columns)}",
+            path=display_path,
+            line=1,
+            node=name,
+        )
+    unknown = [c for c in column_types if c not in columns]
+    if unknown:
+        raise ModelError(
+            f"column_types names unknown column(s) {', '.join(unknown)}",
+            path=display_path,
+            node=name,
+        )
+
+
+def _csv_header(path: Path, display_path: str, name: str) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+    except UnicodeDecodeError:
+        from cpo.engine.yamlfile import decode_utf8
+
+        decode_utf8(path.read_bytes(), display_path)  # raises, naming the byte's real line
+        raise
+    except (OSError, csv.Error) as e:
+        raise ModelError(
+            f"cannot read seed {name!r}: {e}", path=display_path, line=1, node=name
+        ) from e
+    if not header or any(not c.strip() for c in header) or len(set(header)) != len(header):
+        raise ModelError(
+            f"seed {name!r} needs a header row of distinct, non-empty column names; found {header}",
+            path=display_path,
+            line=1,
+            node=name,
+        )
+    return header
+
+
+def _seed_error(
+    error: Exception, display_path: str, name: str, path: Path | None = None
+) -> ModelError:
+    """A seed's load error with file, line and column, and never the file's content.
+
+    DuckDB echoes the offending row ("Original Line: ...") and quotes bad values; both can hold
+    personal data, so only the parts of its message known to be free of values are kept.
+    """
+    text = str(error).strip()
+    match = re.search(r"(?:CSV Error on Line|in line):?\s*(\d+)", text)
+    reason = _seed_reason(text)
+    if match and path is not None and "unterminated quote" in text:
+        column = _open_quote_column(path, int(match.group(1)))
+        if column:
+            reason = f"the value in column {column} has an unterminated quote"
+    return ModelError(
+        f"cannot load seed {name!r}: {reason}. Fix the file and rebuild.",
+        path=display_path,
+        line=int(match.group(1)) if match else None,
+        node=name,
+    )
+
+
+def _open_quote_column(path: Path, line: int) -> int | None:
+    """The 1-based column on file line `line` whose opening quote is never closed."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            text = next((t for n, t in enumerate(f, 1) if n == line), None)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text is None:
+        return None
+    column, quoted, opened = 1, False, None
+    for char in text.rstrip("\r\n"):
+        if char == '"':
+            quoted = not quoted
+            opened = column if quoted else opened
+        elif char == "," and not quoted:
+            column += 1
+    return opened if quoted else None
+
+
+def _seed_reason(text: str) -> str:
+    """What is wrong with a seed, from DuckDB's message, without any value from the file."""
+    counts = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if counts:
+        expected, found = int(counts.group(1)), int(counts.group(2))
+        return (
+            f"Expected Number of Columns: {expected} Found: {found} "
+            f"(column {min(expected, found) + 1})"
+        )
+    if "unterminated quote" in text:
+        return "a value has an unterminated quote"
+    cast = re.search(r"to (\w+) when casting from source column (\S+)", text)
+    if cast:
+        return f"a value in column {cast.group(2)} is not a valid {cast.group(1)}"
+    json_error = re.search(r"Malformed JSON.*?at byte (\d+) in line \d+: ([^.\n]*)", text)
+    if json_error:
+        return f"malformed JSON at byte {json_error.group(1)} ({json_error.group(2).strip()})"
+    first = text.split("Possible fixes")[0].splitlines()[0] if text else ""
+    # Unknown shapes: keep DuckDB's first line with anything quoted blanked out.
+    first = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first).strip().rstrip(".")
+    return first[:300] or "the file could not be read"
+
+
+def staging_path(database: Path) -> Path:
+    """The staging file a build of `database` writes into."""
+    return database.with_name(f".{database.name}{STAGING_MARK}{os.getpid()}")
+
+
+def remove_stale_staging(database: Path) -> list[Path]:
+    """Delete staging files left by builds that were killed (their process is gone)."""
+    removed = []
+    for path in database.parent.glob(f".{database.name}{STAGING_MARK}*"):
+        pid = path.name.rsplit(STAGING_MARK, 1)[-1].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            Path(f"{path}.wal").unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_no_writer(database: Path) -> None:
+    """Refuse to go on while another process holds `database` open for writing.
+
+    Raises:
+        ModelError: a read-write DuckDB session (an analyst's, another tool's) has the file.
+    """
+    if not database.exists():
+        return
+    try:
+        duckdb.connect(str(database), read_only=True).close()
+    except duckdb.Error as e:
+        text = str(e)
+        if "different configuration" in text and not Path(f"{database}.wal").exists():
+            return  # open in this very process (read-only, or written with nothing pending)
+        if "lock" not in text.lower() and "different configuration" not in text:
+            raise ModelError(f"cannot open database {database}: {text.strip()}") from e
+        pid = re.search(r"PID (\d+)", text)
+        holder = f" (pid {pid.group(1)})" if pid else ""
+        raise ModelError(
+            f"{database.name} is open for writing by another process{holder}: its changes "
+            "would be replayed onto the new build. Close that session (analysts: connect with "
+            f"read_only=True) and build again; {database.name} was left unchanged."
+        ) from e
+
+
+def set_aside_stale_wal(database: Path) -> Path | None:
+    """Move a WAL that no process is writing (a crashed session's) away from `database`.
+
+    DuckDB replays ``<database>.wal`` onto whatever file is at ``<database>`` when it is next
+    opened, so a foreign WAL left beside a freshly swapped-in build would re-apply the old
+    session's changes to it. The WAL is kept (renamed), not deleted.
+
+    Returns:
+        The WAL's new path, or None when there was none.
+    """
+    wal = Path(f"{database}.wal")
+    if not wal.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = wal.with_name(f"{wal.name}.stale-{stamp}-{os.getpid()}")
+    os.replace(wal, aside)
+    return aside
+
+
+def _checkpoint(path: Path) -> None:
+    """Fold ``<path>.wal`` into `path`, so the file alone is the whole database."""
+    wal = Path(f"{path}.wal")
+    if not wal.exists():
+        return
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("checkpoint")
+    finally:
+        con.close()
+    if wal.exists():
+        raise ModelError(f"could not checkpoint {path.name}; the build was not published")
+
+
+def _keep_permissions(source: Path, destination: Path) -> None:
+    """Give `destination` the mode (and, when allowed, the owner) of `source`."""
+    st = source.stat()
+    os.chmod(destination, stat.S_IMODE(st.st_mode))
+    if (st.st_uid, st.st_gid) != (destination.stat().st_uid, destination.stat().st_gid):
+        with contextlib.suppress(OSError):  # only root (or the owner's group) may chown
+            os.chown(destination, st.st_uid, st.st_gid)
+
+
+@contextlib.contextmanager
+def atomic_database(
+    database: Path, on_stale_wal: Callable[[Path], None] | None = None
+) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """Yield a staging copy of `database` and a ``commit`` function that swaps it in.
+
+    If ``commit`` is not called (a failure, an exception), the staging file is deleted and
+    `database` is left exactly as it was. ``commit`` publishes exactly the staging database:
+    it is checkpointed first (no WAL of its own), a session writing `database` makes the build
+    stop with a clear error (before and after the build), a crashed session's WAL is moved
+    aside (reported to `on_stale_wal`), and the old file's mode and owner are kept.
+
+    Raises:
+        ModelError: another process holds `database` open for writing.
+    """
+    remove_stale_staging(database)
+    check_no_writer(database)
+    staging = staging_path(database)
+    staging.unlink(missing_ok=True)
+    if database.exists():
+        shutil.copyfile(database, staging)
+    committed = False
+
+    def commit() -> None:
+        nonlocal committed
+        _checkpoint(staging)
+        check_no_writer(database)
+        aside = set_aside_stale_wal(database)
+        if aside and on_stale_wal:
+            on_stale_wal(aside)
+        if database.exists():
+            _keep_permissions(database, staging)
+        os.replace(staging, database)
+        committed = True
+
+    try:
+        yield staging, commit
+    finally:
+        if not committed:
+            staging.unlink(missing_ok=True)
+        Path(f"{staging}.wal").unlink(missing_ok=True)

@@ -1,0 +1,258 @@
+"""Lexical grounding: every sentence of a body must be supported by the document it cites.
+
+The numbers-and-dates check in `cpo.personalization.policy` catches invented figures; this module
+reads the
+words. A body is split into sentences; each sentence's citation markers (``[DOC_ID]``) say which
+documents it claims to come from. Its **support** is the share of its content words (lower-cased,
+crudely stemmed, stop words and merge tags removed) that appear in those documents.
+
+* A cited sentence passes when its support is at least ``min_support``.
+* An uncited sentence passes when the cited documents support it just as well, or when it is
+  connective copy ("Hi {{ first_name }},", "Thanks for being with us.") with at most
+  ``max_uncited_words`` content words outside a small vocabulary of greetings and sign-offs.
+* Placeholders and template echoes (``<the email body>``, ``[Your Name]``, ``Lorem ipsum``,
+  ``DOC_ID``) are blocked wherever they appear, subject included.
+
+Settings live in ``vars.safety.policy.grounding`` (`resolve`); check reasons never quote the copy,
+only sentence numbers, ids and scores, so they are safe to print and log.
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cpo.errors import ConfigurationError
+
+SETTINGS_KEY = "vars.safety.policy.grounding"
+DEFAULTS: Mapping[str, Any] = {"enabled": True, "min_support": 0.5, "max_uncited_words": 2}
+
+MERGE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+CITATION = re.compile(r"\[([A-Za-z0-9_.:\-]+)\]")
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# A sentence ends at . ! ? (and any closing quote) followed by space, or at a line break.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+_LEADING_CITATIONS = re.compile(r"^((?:\[[A-Za-z0-9_.:\-]+\]\s*)+)")
+
+STOP_WORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is it
+    its itself just me more most my myself no nor not now of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself yourselves
+    it's we're you're we've you've we'll you'll i'm let's that's there's what's here's don't
+    can't won't isn't aren't doesn't get got us one may might must shall every""".split()  # noqa: SIM905
+)
+PHATIC_WORDS = frozenset(
+    """hello hi hey dear greetings thanks thank thankful grateful appreciate team news update
+    updates note email message reply question questions customer customers help happy glad
+    pleased hope enjoy enjoyed wish wishes best regards cheers warm warmly soon see look looking
+    forward take care like love hear thought think share sharing know let always want wanted
+    something someone things thing today week day here ready whenever mind matters useful
+    interest interested welcome again visit store online website read find out more details
+    information below above just quick short latest""".split()  # noqa: SIM905
+)
+_PLACEHOLDERS = (
+    re.compile(r"<[^<>\n]{1,60}>"),  # <the email body>, <DOC_ID>, <subject>
+    re.compile(
+        r"\[(?:your|insert|name|company|brand|link|date|recipient|customer|first name|"
+        r"product|url|address|sender)[^\]\n]{0,40}\]",
+        re.IGNORECASE,
+    ),
+    re.compile(r"(?<!\{)\{(?:subject|body|citations|name|first_name|date)\}(?!\})", re.I),
+    re.compile(r"\blorem ipsum\b", re.IGNORECASE),
+    re.compile(r"\bDOC_ID\b"),
+    re.compile(r"\b(?:TODO|TBD|FIXME|XXX)\b"),
+    re.compile(r"\b(?:the email body|the subject line|document ids? cited)\b", re.IGNORECASE),
+    re.compile(r'"(?:subject|body|citations)"\s*:'),  # a JSON answer echoed as copy
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Checked grounding settings."""
+
+    enabled: bool = True
+    min_support: float = 0.5
+    max_uncited_words: int = 2
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a body: its text without citation markers, and the ids it cites."""
+
+    text: str
+    citations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one sentence is supported, and why (no copy quoted)."""
+
+    index: int
+    supported: bool
+    support: float
+    reason: str
+
+
+def resolve(settings: Mapping[str, Any] | None) -> Settings:
+    """Check ``vars.safety.policy.grounding``, naming the key that is wrong.
+
+    Raises:
+        ConfigurationError: An unknown key, or a value of the wrong type or range.
+    """
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown grounding setting {unknown[0]!r}; known: {', '.join(sorted(DEFAULTS))}",
+            path="cpo.yml",
+            key=f"{SETTINGS_KEY}.{unknown[0]}",
+        )
+    merged = {**DEFAULTS, **settings}
+    support = merged["min_support"]
+    if isinstance(support, bool) or not isinstance(support, int | float) or not 0 <= support <= 1:
+        raise ConfigurationError(
+            f"must be a number from 0 to 1, got {support!r}",
+            path="cpo.yml",
+            key=f"{SETTINGS_KEY}.min_support",
+        )
+    words = merged["max_uncited_words"]
+    if isinstance(words, bool) or not isinstance(words, int) or words < 0:
+        raise ConfigurationError(
+            f"must be a non-negative integer, got {words!r}",
+            path="cpo.yml",
+            key=f"{SETTINGS_KEY}.max_uncited_words",
+        )
+    if not isinstance(merged["enabled"], bool):
+        raise ConfigurationError(
+            "must be true or false", path="cpo.yml", key=f"{SETTINGS_KEY}.enabled"
+        )
+    return Settings(merged["enabled"], float(support), words)
+
+
+def split_sentences(body: str) -> list[Sentence]:
+    """Sentences of `body`, each with the citation markers written in or right after it.
+
+    ``"Members earn points. [D1] Shop now."`` gives ``Members earn points.`` citing ``D1`` and
+    ``Shop now.`` citing nothing: a marker opening a sentence belongs to the one before.
+    """
+    pieces = [p.strip() for p in _SENTENCE_BREAK.split(body) if p and p.strip()]
+    sentences: list[list[Any]] = []
+    for piece in pieces:
+        lead = _LEADING_CITATIONS.match(piece)
+        if lead and sentences:
+            sentences[-1][1].extend(CITATION.findall(lead.group(1)))
+            piece = piece[lead.end() :].strip()
+        if not piece:
+            continue
+        sentences.append([piece, CITATION.findall(piece)])
+    out = []
+    for text, cited in sentences:
+        clean = " ".join(CITATION.sub(" ", text).split())
+        if clean:
+            out.append(Sentence(clean, tuple(dict.fromkeys(cited))))
+    return out
+
+
+def stem(word: str) -> str:
+    """A crude English stem, enough to match ``jackets`` with ``jacket`` and ``earned``/``earn``."""
+    word = word.removesuffix("'s")
+    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + keep
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def content_words(text: str) -> list[str]:
+    """Stemmed content words of `text`: no merge tags, citations, stop words or 1-2 letter words."""
+    text = CITATION.sub(" ", MERGE_TAG.sub(" ", text)).lower().replace("\u2019", "'")
+    return [
+        stem(w) for w in WORD.findall(text) if w not in STOP_WORDS and (len(w) > 2 or w.isdigit())
+    ]
+
+
+def vocabulary(texts: Iterable[str]) -> frozenset[str]:
+    """The stemmed content words of some documents."""
+    return frozenset(w for t in texts for w in content_words(t))
+
+
+def support(sentence: str, evidence: frozenset[str]) -> float:
+    """Share of a sentence's content words found in `evidence` (1.0 for no content words)."""
+    words = content_words(sentence)
+    if not words:
+        return 1.0
+    return sum(w in evidence for w in words) / len(words)
+
+
+_PHATIC = frozenset(stem(w) for w in PHATIC_WORDS)
+
+
+def judge(
+    body: str,
+    cited_texts: Mapping[str, str],
+    settings: Settings,
+    citations: Sequence[str] = (),
+) -> list[Verdict]:
+    """A verdict for every sentence of `body`.
+
+    Args:
+        body: The body, with citation markers and merge tags.
+        cited_texts: Document id -> text of the documents the variant may rely on (retrieved and
+            cited); a marker naming any other id supports nothing.
+        settings: The thresholds.
+        citations: The variant's cited ids: an uncited sentence may lean on any of them.
+    """
+    everything = vocabulary(cited_texts.get(c, "") for c in citations if c in cited_texts)
+    verdicts = []
+    for number, sentence in enumerate(split_sentences(body), start=1):
+        if sentence.citations:
+            known = [c for c in sentence.citations if c in cited_texts]
+            evidence = vocabulary(cited_texts[c] for c in known)
+            score = support(sentence.text, evidence)
+            ids = ", ".join(sentence.citations)
+            if not known:
+                reason = f"unsupported_sentence: sentence {number} cites {ids}, no usable document"
+                verdicts.append(Verdict(number, False, 0.0, reason))
+            elif score + 1e-9 >= settings.min_support:
+                verdicts.append(Verdict(number, True, score, "supported"))
+            else:
+                reason = (
+                    f"unsupported_sentence: sentence {number} cites {ids} but only "
+                    f"{score:.0%} of its content words are in it (min {settings.min_support:.0%})"
+                )
+                verdicts.append(Verdict(number, False, score, reason))
+            continue
+        score = support(sentence.text, everything) if everything else 0.0
+        extra = [w for w in content_words(sentence.text) if w not in _PHATIC]
+        if len(extra) <= settings.max_uncited_words:
+            verdicts.append(Verdict(number, True, score, "connective"))
+        elif score + 1e-9 >= settings.min_support:
+            verdicts.append(Verdict(number, True, score, "supported_uncited"))
+        else:
+            reason = (
+                f"uncited_sentence: sentence {number} ({len(extra)} content words) cites no "
+                f"document and only {score:.0%} of it is in the cited documents"
+            )
+            verdicts.append(Verdict(number, False, score, reason))
+    return verdicts
+
+
+def find_placeholders(text: str) -> list[str]:
+    """Placeholder and template-echo fragments in `text` (merge tags excepted)."""
+    text = MERGE_TAG.sub(" ", text)
+    return [m.group(0) for p in _PLACEHOLDERS for m in p.finditer(text)]
+
+
+def supported_share(verdicts: Sequence[Verdict]) -> float:
+    """Share of sentences that carry a citation and are supported by it (for evaluation)."""
+    if not verdicts:
+        return 0.0
+    return sum(v.supported and v.reason == "supported" for v in verdicts) / len(verdicts)

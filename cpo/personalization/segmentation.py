@@ -1,0 +1,404 @@
+"""Domain settings over customers: segment rules, merge tags and content rules, as data.
+
+- ``vars.segmentation.rules``: a list of ``{name, title, description, when}``; ``when`` is a
+  SQL condition over ``customer_features`` (roles' features and the source's attributes). The
+  first matching rule wins; ``vars.segmentation.default`` names the segment of everyone else.
+- ``vars.messages.merge_tags``: tag -> SQL expression over ``stg_customers`` (alias ``c``), or
+  ``{sql, fallback}``: the fallback (possibly empty) replaces a missing or blank value.
+- ``vars.content.rules``: what a usable document of a category must say (a regular expression).
+
+Everything is checked when the project compiles: an unknown column names the rule (or tag) and
+the columns available, and which role to map to get it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlglot
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlglot import exp
+
+from cpo.engine.settings import SqlExpression
+from cpo.errors import ConfigurationError
+
+_SLUG = r"^[a-z][a-z0-9_]*$"
+# Which role(s) a feature column needs, to say what to map when a rule uses a missing one.
+NEEDS: dict[str, str] = {
+    "tenure_days": "signup_date",
+    "r_score": "recency_days",
+    "f_score": "frequency",
+    "m_score": "monetary (or frequency and avg_order_value)",
+    "monetary": "monetary (or frequency and avg_order_value)",
+    "rfm_score": "recency_days, frequency or monetary",
+    "rfm_code": "recency_days, frequency or monetary",
+    "engagement_score": "open_rate, click_rate or last_engagement_days",
+}
+
+
+class SegmentRule(BaseModel):
+    """One rule segment: customers matching ``when`` (and no earlier rule)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_SLUG, description="segment id, e.g. champions")
+    title: str | None = Field(default=None, description="display name (default from name)")
+    description: str = ""
+    when: SqlExpression = Field(description="SQL condition over customer_features")
+
+
+class DefaultSegment(BaseModel):
+    """The segment of customers no rule matches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_SLUG)
+    title: str | None = None
+    description: str = ""
+
+
+class SegmentationSettings(BaseModel):
+    """``vars.segmentation``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["rules", "kmeans"] = "rules"
+    k_min: int = Field(default=3, ge=2)
+    k_max: int = Field(default=8, ge=2)
+    seed: int = 42
+    sample_size: int = Field(default=20000, ge=100)
+    rules: list[SegmentRule] = Field(default_factory=list)
+    default: DefaultSegment = DefaultSegment(name="everyone_else", title="Everyone else")
+
+    @model_validator(mode="after")
+    def _k_range(self) -> SegmentationSettings:
+        if self.k_max < self.k_min:
+            raise ValueError(
+                f"segmentation.k_min ({self.k_min}) must be at most segmentation.k_max "
+                f"({self.k_max})"
+            )
+        return self
+
+
+class MergeTag(BaseModel):
+    """A merge tag's SQL expression over stg_customers (alias c) and its fallback text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sql: SqlExpression
+    fallback: str = ""
+
+
+class MessagesSettings(BaseModel):
+    """``vars.messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    merge_tags: dict[str, SqlExpression | MergeTag] = Field(default_factory=dict)
+    strip_citations: bool = True
+    # Variables of prompts/footer.txt (brand, postal address, ...), appended to every message.
+    footer: dict[str, str] = Field(default_factory=dict)
+
+
+class ContentRule(BaseModel):
+    """What every usable document of a category must contain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_SLUG)
+    category: str = Field(min_length=1)
+    must_match: str = Field(min_length=1, description="regular expression the body must match")
+    why: str = ""
+
+
+class ContentSettings(BaseModel):
+    """``vars.content``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[ContentRule] = Field(default_factory=list)
+
+
+def _validated(model: type[BaseModel], raw: Any, key: str, config: Any) -> Any:
+    try:
+        return model.model_validate(raw if raw is not None else {})
+    except ValidationError as e:
+        first = e.errors()[0]
+        parts = [p for p in first["loc"] if not str(p).startswith("function-after")]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+        path = f"{key}.{loc}" if loc else key
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = f"unknown key; expected one of: {', '.join(_fields(model, first['loc']))}"
+        raise _error(config, path, message) from None
+
+
+def _fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        info = getattr(current, "model_fields", {}).get(part)
+        annotation = getattr(info, "annotation", None)
+        args = getattr(annotation, "__args__", ()) or (annotation,)
+        current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(getattr(current, "model_fields", {}) or [])
+
+
+def _error(config: Any, key: str, message: str) -> ConfigurationError:
+    doc = getattr(config, "document", None)
+    line = doc.line_of(key) if doc is not None else None
+    return ConfigurationError(message, path="cpo.yml", line=line, key=key)
+
+
+def _vars(config: Any) -> Mapping[str, Any]:
+    return getattr(config, "vars", {}) or {}
+
+
+def segmentation_settings(config: Any) -> SegmentationSettings:
+    """``vars.segmentation``, validated."""
+    raw = _vars(config).get("segmentation")
+    return _validated(SegmentationSettings, raw, "vars.segmentation", config)
+
+
+def parse_condition(text: str, *, what: str, key: str, config: Any) -> exp.Expression:
+    """Parse one SQL expression; no query, statement or second expression.
+
+    Raises:
+        ConfigurationError: naming `what` (the rule or tag) and `key`.
+    """
+    try:
+        parsed = sqlglot.parse(text, read="duckdb")
+    except sqlglot.errors.ParseError as e:
+        detail = str(e).splitlines()[0][:200]
+        raise _error(config, key, f"{what}: cannot parse {text!r}: {detail}") from None
+    if len(parsed) != 1 or parsed[0] is None:
+        raise _error(config, key, f"{what}: {text!r} must be a single SQL expression")
+    tree = parsed[0]
+    if isinstance(tree, exp.Query | exp.Command | exp.DDL | exp.DML) or tree.find(exp.Query):
+        raise _error(
+            config, key, f"{what}: {text!r} must be an expression, not a query or statement"
+        )
+    return tree
+
+
+_BOOLEAN_NODES = (exp.Predicate, exp.Connector, exp.Not, exp.Boolean, exp.Is, exp.In)
+
+
+def _is_boolean(tree: exp.Expression, boolean_columns: set[str]) -> bool:
+    while isinstance(tree, exp.Paren):
+        tree = tree.this
+    if isinstance(tree, _BOOLEAN_NODES):
+        return True
+    if isinstance(tree, exp.Column):
+        return tree.name.lower() in boolean_columns
+    return False
+
+
+def _unknown_columns(tree: exp.Expression, available: list[str]) -> list[str]:
+    known = {c.lower() for c in available}
+    return sorted({c.name for c in tree.find_all(exp.Column) if c.name.lower() not in known})
+
+
+def _missing_message(column: str, available: list[str]) -> str:
+    need = NEEDS.get(column, column if column in _ROLE_NAMES else None)
+    hint = (
+        f" ({column} needs the role {need}: map it under sources.customers.columns)"
+        if need
+        else " (add the file's column to sources.customers.attributes to use it)"
+    )
+    return f"unknown column {column}{hint}. Available: {', '.join(available)}"
+
+
+_ROLE_NAMES = {
+    "first_name",
+    "email",
+    "city",
+    "age",
+    "tier",
+    "signup_date",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "open_rate",
+    "click_rate",
+    "last_engagement_days",
+}
+
+
+def segment_rules(config: Any, columns: list[str], boolean_columns: set[str]) -> dict[str, Any]:
+    """The validated rules as SQL for ``segments_rules``.
+
+    Args:
+        config: The project configuration.
+        columns: The columns of ``customer_features``.
+        boolean_columns: Which of them are boolean (usable alone as a condition).
+
+    Returns:
+        ``{"rules": [{id, title, description, condition}], "default": {...}}``; conditions
+        are re-printed by sqlglot, so they are single, normalised expressions.
+    """
+    settings = segmentation_settings(config)
+    if settings.method == "rules" and not settings.rules:
+        raise _error(
+            config,
+            "vars.segmentation.rules",
+            "no rules: add a list of {name, description, when}, e.g. "
+            "[{name: recent, when: 'recency_days <= 90'}], and a default segment",
+        )
+    rules = []
+    seen = {settings.default.name}
+    for index, rule in enumerate(settings.rules):
+        key = f"vars.segmentation.rules[{index}].when"
+        what = f"segment rule {rule.name!r}"
+        if rule.name in seen:
+            raise _error(
+                config,
+                f"vars.segmentation.rules[{index}].name",
+                f"segment {rule.name!r} is defined twice (rules and default need distinct names)",
+            )
+        seen.add(rule.name)
+        tree = parse_condition(rule.when, what=what, key=key, config=config)
+        unknown = _unknown_columns(tree, columns)
+        if unknown:
+            raise _error(config, key, f"{what}: {_missing_message(unknown[0], columns)}")
+        if not _is_boolean(tree, boolean_columns):
+            raise _error(
+                config,
+                key,
+                f"{what}: {rule.when!r} is not a condition; write a comparison that is true or "
+                "false, e.g. 'recency_days <= 90 and frequency >= 2'",
+            )
+        rules.append(
+            {
+                "id": rule.name,
+                "title": rule.title or _title(rule.name),
+                "description": rule.description,
+                "condition": tree.sql(dialect="duckdb"),
+            }
+        )
+    default = settings.default
+    return {
+        "rules": rules,
+        "default": {
+            "id": default.name,
+            "title": default.title or _title(default.name),
+            "description": default.description,
+        },
+    }
+
+
+def _title(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def messages_settings(config: Any) -> MessagesSettings:
+    """``vars.messages``, validated."""
+    return _validated(MessagesSettings, _vars(config).get("messages"), "vars.messages", config)
+
+
+def merge_tag_names(config: Any) -> tuple[str, ...]:
+    """The configured merge tags (the only ones prompts, policy and messages accept)."""
+    tags = tuple(messages_settings(config).merge_tags)
+    for tag in tags:
+        if not re.match(r"^[a-z_][a-z0-9_]*$", tag):
+            raise _error(
+                config,
+                f"vars.messages.merge_tags.{tag}",
+                "a merge tag name is lower-case letters, digits and _ (e.g. first_name)",
+            )
+    return tags
+
+
+def merge_tag_sql(config: Any, columns: list[str]) -> dict[str, str]:
+    """Tag -> SQL expression over ``stg_customers`` (alias c), fallbacks applied.
+
+    Raises:
+        ConfigurationError: a tag's expression does not parse, is a query, or uses a column
+            that ``stg_customers`` does not have (naming the tag and the role to map).
+    """
+    settings = messages_settings(config)
+    merge_tag_names(config)
+    result = {}
+    for tag, spec in settings.merge_tags.items():
+        sql, fallback = (spec, None) if isinstance(spec, str) else (spec.sql, spec.fallback)
+        key = f"vars.messages.merge_tags.{tag}"
+        tree = parse_condition(sql, what=f"merge tag {tag!r}", key=key, config=config)
+        unknown = _unknown_columns(tree, columns)
+        if unknown:
+            raise _error(config, key, f"merge tag {tag!r}: {_missing_message(unknown[0], columns)}")
+        text = tree.sql(dialect="duckdb")
+        if fallback is not None:
+            from cpo.engine.compile import sql_literal  # the one quoting helper
+
+            text = f"coalesce(nullif(trim(cast(({text}) as varchar)), ''), {sql_literal(fallback)})"
+        result[tag] = text
+    return result
+
+
+def content_rules(config: Any) -> list[dict[str, str]]:
+    """``vars.content.rules`` validated: each regular expression compiles."""
+    settings = _validated(ContentSettings, _vars(config).get("content"), "vars.content", config)
+    rules = []
+    for index, rule in enumerate(settings.rules):
+        try:
+            re.compile(rule.must_match)
+        except re.error as e:
+            raise _error(
+                config,
+                f"vars.content.rules[{index}].must_match",
+                f"content rule {rule.name!r}: not a regular expression ({e})",
+            ) from None
+        rules.append(rule.model_dump())
+    return rules
+
+
+def jinja_globals(config: Any) -> dict[str, Any]:
+    """The Jinja globals models use: ``sources``, ``segment_rules``, ``merge_tag_sql``..."""
+    from cpo.personalization.sources import (
+        SourceCatalog,
+        customer_columns,
+        feature_columns,
+        raw_sources,
+    )
+
+    catalog = SourceCatalog(Path(config.root), raw_sources(Path(config.root)))
+
+    def rules() -> dict[str, Any]:
+        view = catalog["customers"]
+        booleans = {a for a in view.attributes if view.attribute_types[a].upper() == "BOOLEAN"}
+        return segment_rules(config, feature_columns(view), booleans)
+
+    def tags() -> dict[str, str]:
+        return merge_tag_sql(config, customer_columns(catalog["customers"]))
+
+    return {
+        "sources": catalog,
+        "segment_rules": _as_model_error(rules),
+        "merge_tag_sql": _as_model_error(tags),
+        "content_rules": _as_model_error(lambda: content_rules(config)),
+        "feature_columns": _as_model_error(lambda: feature_columns(catalog["customers"])),
+    }
+
+
+def _as_model_error(function: Any) -> Any:
+    """Errors raised while a model renders must be ModelErrors to keep their cpo.yml key."""
+
+    def wrapped(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except ConfigurationError as e:
+            raise to_model_error(e) from None
+
+    return wrapped
+
+
+def to_model_error(error: ConfigurationError) -> Any:
+    """The same error (path, line, key) as a ModelError, which model rendering passes on."""
+    from cpo.errors import ModelError
+
+    return ModelError(error.message, path=error.path, line=error.line, key=error.key)

@@ -1,0 +1,148 @@
+"""The schema of the sample domain's ``vars:`` sections, registered with `cpo.engine.settings`.
+
+One model per section: ``as_of_date``, ``segmentation``, ``retrieval``, ``generation``,
+``safety``, ``messages`` and ``experiment``. Unknown keys and wrong values are errors naming the
+key path, its line and what is expected (`cpo.engine.settings.validate_settings`). Deeper rules that
+need more than one value (arms against tones, a metric's events) stay with the steps that use
+them (``udfs/_experiment_design.py``).
+
+``segmentation``, ``messages`` and ``content`` are `cpo.personalization.segmentation`'s models and
+``experiment`` is `cpo.experiments.settings`'s, shared with the steps that read them, so each
+section is validated by one model only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from cpo.engine.settings import (
+    Identifier,
+    NonEmptyStr,
+    NonNegativeInt,
+    Number,
+    PositiveInt,
+    Section,
+    register_vars_section,
+    unknown_key_error,
+)
+from cpo.experiments import settings as experiment_settings
+from cpo.personalization.segmentation import ContentSettings, MessagesSettings, SegmentationSettings
+from cpo.providers.base import HARM_CATEGORIES
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Severity = Annotated[int, Field(ge=0, le=7)]
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
+
+
+def _date(value: Any) -> str:
+    """``as_of_date``: '' (today) or an ISO date; YAML may give a date object."""
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"expected a date like 2026-11-24 (no time), got {value.isoformat()!r}")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date like 2026-11-24 (or '' for today), got {value!r}")
+    if value == "":
+        return value
+    try:
+        return dt.date.fromisoformat(value).isoformat() and value
+    except ValueError:
+        raise ValueError(
+            f"expected a date like 2026-11-24 (or '' for today), got {value!r}"
+        ) from None
+
+
+def _unique(values: list[str]) -> list[str]:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
+def _harm_categories(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if key not in HARM_CATEGORIES:
+                raise unknown_key_error(key, list(HARM_CATEGORIES))
+    return value
+
+
+AsOfDate = Annotated[Any, AfterValidator(_date)]
+
+
+# --- retrieval, generation, safety -------------------------------------------------------------
+
+
+class RetrievalVars(Section):
+    top_k: Annotated[int, Field(ge=1, le=100)] = 4
+    min_score: Number = 0.0
+    exclude_flagged: bool = True
+    keywords: str = ""
+
+
+class GenerationVars(Section):
+    tones: Annotated[list[Identifier], Field(min_length=1), AfterValidator(_unique)] = Field(
+        default_factory=lambda: ["urgent", "informational", "friendly"]
+    )
+    min_words: NonNegativeInt = 40
+    max_words: PositiveInt = 120
+    subject_max_chars: PositiveInt = 60
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.4
+    max_tokens: PositiveInt = 500
+    brand: NonEmptyStr = "our brand"
+
+
+class GroundingVars(Section):
+    """``vars.safety.policy.grounding``: lexical support thresholds
+    (cpo/personalization/grounding.py)."""
+
+    enabled: bool = True
+    min_support: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_uncited_words: NonNegativeInt = 2
+
+
+class PolicyVars(Section):
+    """``vars.safety.policy`` (merged over `cpo.personalization.policy.DEFAULT_POLICY`)."""
+
+    forbidden_phrases: list[str] | None = None
+    required_patterns: dict[str, str] | list[str] | None = None
+    subject_max_chars: NonNegativeInt | None = None
+    body_min_words: NonNegativeInt | None = None
+    body_max_words: NonNegativeInt | None = None
+    merge_tag_chars: NonNegativeInt | None = None
+    pii_allow: list[str] | None = None
+    urgency_terms: list[str] | None = None
+    grounding: GroundingVars | None = None
+
+
+class SafetyVars(Section):
+    thresholds: Annotated[dict[str, Severity], BeforeValidator(_harm_categories)] = Field(
+        default_factory=dict
+    )
+    output_type: Literal["FourSeverityLevels", "EightSeverityLevels"] = "EightSeverityLevels"
+    on_unscreened: Literal["fail", "warn"] = "fail"
+    required_harm_checks: Annotated[int, Field(ge=0, le=len(HARM_CATEGORIES))] = len(
+        HARM_CATEGORIES
+    )
+    blocklists: dict[str, list[NonEmptyStr]] = Field(default_factory=dict)
+    policy: PolicyVars = PolicyVars()
+
+
+register_vars_section("as_of_date", AsOfDate)
+# Segmentation rules, merge tags and content rules: one model each, owned by
+# cpo.personalization.segmentation.
+register_vars_section("segmentation", SegmentationSettings)
+register_vars_section("retrieval", RetrievalVars)
+register_vars_section("generation", GenerationVars)
+register_vars_section("safety", SafetyVars)
+register_vars_section("messages", MessagesSettings)
+register_vars_section("content", ContentSettings)
+# vars.experiment: one model, shared with the experiment steps (cpo/experiments/settings.py).
+register_vars_section("experiment", experiment_settings.ExperimentVars)

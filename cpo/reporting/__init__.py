@@ -1,0 +1,1 @@
+"""Reporting: the experiment report, its plots, the post-build summary and MLflow tracking."""
