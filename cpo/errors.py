@@ -57,12 +57,42 @@ class ModelError(CPOError):
 
 
 class ProviderError(CPOError):
-    """An AI service call failed after retries, or its configuration or credentials are wrong."""
+    """An AI service call failed, or its configuration or credentials are wrong.
+
+    The call layer decides from the fields whether to try again and how long to wait; every
+    provider classifies its failures into them (`cpo.providers.failures`).
+
+    Args:
+        message: What failed and how to fix it (never a secret).
+        retryable: Whether the same request may succeed later (timeouts, 408, 429, 5xx).
+        status: The HTTP status the service answered, if any.
+        retry_after: Seconds the service asked to wait (``Retry-After``), if it said.
+        timeout: The service did not answer in time (the call layer sends fewer at once).
+        path: As `CPOError`.
+        line: As `CPOError`.
+        node: As `CPOError`.
+        key: As `CPOError`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+        timeout: bool = False,
+        path: str | None = None,
+        line: int | None = None,
+        node: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path, line=line, node=node, key=key)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.timeout = timeout
 
 
 class BudgetExceededError(ProviderError):
     """The next paid call would take the build over its cost cap."""
-
-
-class SafetyViolationError(CPOError):
-    """Content failed safety screening where failing is fatal (``on_unscreened: fail``)."""

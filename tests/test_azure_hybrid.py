@@ -24,7 +24,7 @@ from azure.search.documents.indexes.models import (
     SimpleField,
 )
 
-from cpo.engine.calls import LEDGER_COLUMNS, Cache, CallLayer
+from cpo.engine.calls import LEDGER_COLUMNS, CallLayer, CallStore
 from cpo.engine.config import CallSettings, Price
 from cpo.engine.services import StepProvider
 from cpo.errors import ConfigurationError, ProviderError
@@ -201,7 +201,7 @@ def test_embeddings_429_is_retryable_with_retry_after(emu: Emulator, step: str) 
         else:
             provider.search(RetrievalRequest("s", "roses"))
     e: Any = info.value
-    assert (e.retryable, e.retry_after_s, e.status) == (True, 2.0, 429)
+    assert (e.retryable, e.retry_after, e.status) == (True, 2.0, 429)
     assert "Azure OpenAI" in str(e) and emu.keys.openai not in str(e)
     assert len(of(emu.requests, "/embeddings")) == 1  # no SDK retry: cpo.engine.calls owns retries
     assert not of(emu.requests, "/docs/search.index")  # nothing uploaded without vectors
@@ -224,7 +224,7 @@ def test_wrong_embedding_key_names_the_variable(emu: Emulator) -> None:
     with pytest.raises(ProviderError) as info:
         provider.search(RetrievalRequest("s", "roses"))
     assert "AZURE_OPENAI_API_KEY" in str(info.value) and "wrong-embed-key-42" not in str(info.value)
-    assert info.value.retryable is False  # type: ignore[attr-defined]
+    assert info.value.retryable is False
 
 
 def test_bearer_tokens_over_tls_for_both_services() -> None:
@@ -273,14 +273,14 @@ def index_tokens() -> int:
 def layer_for(tmp_path: Path, prices: dict[str, Price]) -> CallLayer:
     settings = CallSettings(concurrency=4, backoff_initial_s=0.01, backoff_max_s=0.05)
     layer = CallLayer(
-        Cache(tmp_path / "cache.sqlite"), settings, prices, None, "run", logging.getLogger("t")
+        CallStore(tmp_path / "cache.sqlite"), settings, prices, None, "run", logging.getLogger("t")
     )
     layer.sleep = lambda _s: None
     return layer
 
 
 def ledger(layer: CallLayer) -> list[dict[str, Any]]:
-    return [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in layer.cache.ledger()]
+    return [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in layer.ledger.rows()]
 
 
 def test_hits_carry_query_embedding_tokens_and_price_by_the_deployment(emu: Emulator) -> None:

@@ -66,7 +66,7 @@ def token_settings(emu: Emulator, **extra: Any) -> dict[str, Any]:
 
 def failure(excinfo: pytest.ExceptionInfo[ProviderError]) -> tuple[bool, float | None, int | None]:
     e = excinfo.value
-    return e.retryable, e.retry_after_s, e.status  # type: ignore[attr-defined]
+    return e.retryable, e.retry_after, e.status
 
 
 # -- generation --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Unit tests of the call layer (cpo/engine/calls.py) with a tiny fake provider and a temp cache."""
+"""Unit tests of the call layer (cpo/engine/calls/) with a tiny fake provider and a temp store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cpo.engine.calls import LEDGER_COLUMNS, Cache, CallLayer, RateLimiter
+from cpo.engine.calls import LEDGER_COLUMNS, CallLayer, CallStore, RateLimiter
 from cpo.engine.config import CallSettings, Price
 from cpo.errors import BudgetExceededError, ModelError, ProviderError
 from cpo.providers.base import GenerationRequest, GenerationResult
@@ -71,7 +71,7 @@ def make_layer(
         **settings,
     }
     layer = CallLayer(
-        Cache(tmp_path / ".cpo" / "cache.sqlite"),
+        CallStore(tmp_path / ".cpo" / "cache.sqlite"),
         CallSettings(**values),
         prices or {},
         max_cost,
@@ -84,7 +84,7 @@ def make_layer(
 
 
 def ledger(layer: CallLayer) -> list[dict]:
-    return [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in layer.cache.ledger()]
+    return [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in layer.ledger.rows()]
 
 
 def test_cache_hit_and_miss_persist_across_layers(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_cache_hit_and_miss_persist_across_layers(tmp_path: Path) -> None:
     first = make_layer(tmp_path, run_id="run-1")
     out1 = first.call_all("variants", provider, "generate", requests("a", "b"))
     assert [o.cache_hit for o in out1] == [False, False]
-    first.cache.close()
+    first.store.close()
 
     second = make_layer(tmp_path, run_id="run-2")
     out2 = second.call_all("variants", provider, "generate", requests("a", "b", "c"))
@@ -125,7 +125,7 @@ def test_failed_batch_keeps_what_was_paid_for(tmp_path: Path) -> None:
     layer = make_layer(tmp_path, concurrency=1)
     with pytest.raises(ProviderError):
         layer.call_all("variants", provider, "generate", requests("a", "b", "c", "d"))
-    layer.cache.close()
+    layer.store.close()
     provider.calls.clear()
     again = make_layer(tmp_path, run_id="run-2", concurrency=1)
     outcomes = again.call_all("variants", provider, "generate", requests("a", "b", "c", "d"))
@@ -134,7 +134,7 @@ def test_failed_batch_keeps_what_was_paid_for(tmp_path: Path) -> None:
 
 
 def test_retries_honour_retry_after_then_succeed(tmp_path: Path) -> None:
-    throttled = [provider_error("429", retryable=True, status=429, retry_after_s=7.0)] * 2
+    throttled = [provider_error("429", retryable=True, status=429, retry_after=7.0)] * 2
     provider = FakeProvider({"a": list(throttled)})
     layer = make_layer(tmp_path, max_attempts=3)
     outcome = layer.call_all("variants", provider, "generate", requests("a"))[0]

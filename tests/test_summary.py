@@ -129,7 +129,7 @@ def test_blocked_answers_are_cached_and_retry_failed_asks_again(tmp_path: Path) 
     retry.retry_failed = True
     retry.call_all("variants", provider, "generate", requests("a", "b"))
     assert sorted(provider.calls) == ["a", "a", "b", "b"]
-    rows = [r for r in layer.cache.ledger() if r[0] == "run-1"]
+    rows = [r for r in layer.ledger.rows() if r[0] == "run-1"]
     assert {(r[6], r[7], r[12]) for r in rows} == {(40, 10, "blocked: no_json: x")}
 
 

@@ -24,9 +24,36 @@ import duckdb
 
 from cpo.engine.compile import quote
 from cpo.engine.compile import sql_literal as _literal
-from cpo.errors import ModelError, UsageError
+from cpo.errors import ConfigurationError, ModelError, UsageError
 
 STAGING_MARK = ".building-"
+DUCKDB_VERSION = duckdb.__version__
+
+
+def private_connection(extension: Path, *, fix: str) -> duckdb.DuckDBPyConnection:
+    """A private in-memory connection (never the project's) with one extension file loaded.
+
+    Extension autoinstall and autoload are off: nothing is ever downloaded. Used by providers
+    that compute with DuckDB in memory (`cpo.providers.bm25`), so that only this module imports
+    duckdb.
+
+    Args:
+        extension: The ``.duckdb_extension`` file to load.
+        fix: What the user should do when it cannot be loaded (said in the error).
+
+    Raises:
+        ConfigurationError: the extension could not be loaded.
+    """
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    conn = duckdb.connect(":memory:", config=config)
+    try:
+        conn.execute(f"LOAD {_literal(str(extension))}")
+    except duckdb.Error as e:
+        conn.close()
+        raise ConfigurationError(
+            f"could not load the DuckDB extension from {extension}: {e}; {fix}"
+        ) from e
+    return conn
 
 
 @dataclass(frozen=True)

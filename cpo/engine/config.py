@@ -14,6 +14,7 @@ from typing import Any
 
 from cpo.engine.settings import (
     PROVIDER_KINDS,
+    CallsSettings,
     CpoSettings,
     Origin,
     TargetSettings,
@@ -45,18 +46,8 @@ class Target:
     providers: Mapping[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True)
-class CallSettings:
-    """Limits applied by the call layer around every provider call."""
-
-    concurrency: int = 8
-    requests_per_minute: float = 0.0
-    tokens_per_minute: float = 0.0
-    max_attempts: int = 6
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    breaker_failures: int = 5
-    timeout_s: float = 60.0
+CallSettings = CallsSettings
+"""The call layer's limits: one model, with its defaults, in `cpo.engine.settings`."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +156,7 @@ def load_config(
         paths=settings.paths.model_dump(),
         seeds=dict(settings.seeds),
         models=dict(settings.models),
-        calls=CallSettings(**settings.calls.model_dump()),
+        calls=settings.calls,
         max_cost_usd=None if cap is None else float(cap),
         prices={
             model: Price(input_per_1m=p.input_per_1m, output_per_1m=p.output_per_1m)

@@ -26,7 +26,7 @@ from cpo.adapters import atomic_build, check_dialect, database_exists, open_adap
 from cpo.adapters.duckdb import Database
 from cpo.engine import telemetry
 from cpo.engine.artifacts import NodeResult, write_manifest, write_run_results
-from cpo.engine.calls import LEDGER_COLUMNS, Cache, CallLayer
+from cpo.engine.calls import LEDGER_COLUMNS, LEDGER_TABLE, LEDGER_VIEW, CallLayer, CallStore
 from cpo.engine.compile import Compiler, check_config, generic_test_sql, quote
 from cpo.engine.config import ProjectConfig, load_config
 from cpo.engine.execute import OnResult, Runner
@@ -621,14 +621,19 @@ class Project:
         )
         paths = self._write_compiled(graph)
         started = time.perf_counter()
-        cache = Cache(self.config.root / self.config.cache_path)
+        store = CallStore(self.config.root / self.config.cache_path)
         calls = CallLayer(
-            cache, self.config.calls, self.config.prices, self.config.max_cost_usd, run_id, log
+            store, self.config.calls, self.config.prices, self.config.max_cost_usd, run_id, log
         )
         calls.retry_failed = self.retry_failed
         dry_run = services_out is not None
         services = Services(
-            self.config, calls, self.env, dry_run=dry_run, full_refresh=self.full_refresh
+            self.config,
+            calls,
+            self.env,
+            dry_run=dry_run,
+            full_refresh=self.full_refresh,
+            prompts=_prompt_renderer,
         )
         if services_out is not None:
             services_out.append(services)
@@ -653,7 +658,7 @@ class Project:
                     tracer=tracer,
                 )
                 results, committed = self._run_staged(
-                    runner, names, tests, cache, services, dry_run=dry_run, inspect=inspect
+                    runner, names, tests, store, services, dry_run=dry_run, inspect=inspect
                 )
                 failed = sum(r.failed for r in results)
                 span.set(
@@ -663,7 +668,7 @@ class Project:
                     status="error" if failed else "success",
                 )
         finally:
-            cache.close()
+            store.close()
             if tracer is not None:
                 telemetry.flush()
         return self._finish(
@@ -675,7 +680,7 @@ class Project:
         runner: Runner,
         names: Sequence[str],
         tests: Sequence[str],
-        cache: Cache,
+        store: CallStore,
         services: Services,
         *,
         dry_run: bool,
@@ -705,13 +710,13 @@ class Project:
                 results = runner.run(names, tests)
                 if not dry_run:
                     services.summary = build_summary(
-                        runner.db, cache.ledger(), runner.run_id, services.errors
+                        runner.db, store.ledger.rows(), runner.run_id, services.errors
                     )
                 ok = not any(r.failed for r in results)
                 if inspect and ok:
                     inspect(runner.db, runner.log)
                 if ok and not dry_run:
-                    _write_call_tables(runner.db, cache, services)
+                    _write_call_tables(runner.db, store, services)
             finally:
                 runner.db.close()
             if ok and not dry_run:
@@ -819,13 +824,26 @@ def _as_str(paths: Mapping[str, Path]) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def _write_call_tables(db: Database, cache: Cache, services: Services) -> None:
-    """Write ``llm_calls`` (every build's history) and ``run_errors`` (this build's)."""
+def _prompt_renderer(config: ProjectConfig) -> Any:
+    """The sandboxed renderer of ``prompts/`` with the domain's merge tags (`Services.prompts`).
+
+    To be supplied by the domain's plugin once plugins register it.
+    """
+    from cpo.personalization.prompting import PromptRenderer
+    from cpo.personalization.segmentation import merge_tag_names
+
+    return PromptRenderer(config.path("prompts"), merge_tags=merge_tag_names(config))
+
+
+def _write_call_tables(db: Database, store: CallStore, services: Services) -> None:
+    """Write ``provider_calls`` (every build's history), ``llm_calls`` (its former name, a view
+    over it) and ``run_errors`` (this build's)."""
     import pandas as pd
 
-    ledger = pd.DataFrame(cache.ledger(), columns=list(LEDGER_COLUMNS))
+    ledger = pd.DataFrame(store.ledger.rows(), columns=list(LEDGER_COLUMNS))
     ledger["cache_hit"] = ledger["cache_hit"].astype(bool)
-    db.materialize_frame("llm_calls", ledger)
+    db.materialize_frame(LEDGER_TABLE, ledger)
+    db.materialize_sql(LEDGER_VIEW, f"select * from {LEDGER_TABLE}", "view")
     errors = pd.DataFrame(services.errors, columns=["step", "item_key", "error", "at"])
     errors = errors.astype(
         {"step": "string", "item_key": "string", "error": "string", "at": "string"}

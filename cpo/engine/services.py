@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,10 +17,15 @@ from cpo.engine.calls import (
     decode,
     estimate_tokens,
     price_model,
+    retry_call,
 )
 from cpo.engine.config import ProjectConfig
-from cpo.errors import ConfigurationError, ProviderError
-from cpo.providers.base import get_provider_factory
+from cpo.errors import ConfigurationError
+from cpo.providers.base import corpus_fingerprint, get_provider_factory
+
+PromptsFactory = Callable[[ProjectConfig], Any]
+"""Makes the renderer of a project's prompts (``ctx.render``) from its configuration; supplied
+by whoever builds `Services` (the domain's prompt language is not the engine's)."""
 
 
 @dataclass(frozen=True)
@@ -29,13 +33,6 @@ class _Corpus:
     """What an index cache key hashes: the fingerprint of the documents indexed."""
 
     fingerprint: str
-
-
-def _fingerprint(documents: Sequence[Any]) -> str:
-    digest = hashlib.sha256()
-    for document in documents:
-        digest.update(repr(document).encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ class StepProvider:
         target = self.stand_in or self.provider
         documents = list(documents)
         persistent = self.stand_in is None and getattr(target, "persistent_index", False)
-        self.corpus = _fingerprint(documents)
+        self.corpus = corpus_fingerprint(documents)
         key = cache_key(target.describe(), "index", _Corpus(self.corpus), "")
         if persistent and not self.reindex and self.calls.cache.get(key) is not None:
             self.calls.record_index(self.step, target, cache_hit=True)
@@ -111,19 +108,13 @@ class StepProvider:
             )
 
     def _index_with_retries(self, target: Any, documents: list[Any]) -> int:
-        settings = self.calls.settings
-        delay = settings.backoff_initial_s
-        for attempt in range(1, max(1, settings.max_attempts) + 1):
-            try:
-                target.index(documents)
-                return attempt
-            except ProviderError as error:
-                if not getattr(error, "retryable", False) or attempt >= settings.max_attempts:
-                    raise
-                wait = getattr(error, "retry_after_s", None) or delay
-                self.calls.sleep(min(wait, settings.backoff_max_s * 4))
-                delay = min(delay * 2, settings.backoff_max_s)
-        raise AssertionError("unreachable")
+        """Index through the call layer's retry rule; returns the attempts it took."""
+
+        def attempt(number: int) -> int:
+            target.index(documents)
+            return number
+
+        return retry_call(attempt, self.calls.settings, sleep=lambda s: self.calls.sleep(s))
 
     def call_all(
         self, method: str, requests: Sequence[Any], *, salt: str = ""
@@ -168,7 +159,16 @@ class StepProvider:
 
 
 class Services:
-    """Created once per build; providers are made on first use so unused SDKs never load."""
+    """Created once per build; providers are made on first use so unused SDKs never load.
+
+    Args:
+        config: The project's configuration.
+        calls: The build's call layer.
+        env: The environment providers read (default ``os.environ``).
+        dry_run: ``plan``: cache misses are answered by offline stand-ins and recorded.
+        full_refresh: Rebuild service-side indexes even when their corpus is unchanged.
+        prompts: Makes the prompt renderer behind ``ctx.render`` (see `PromptsFactory`).
+    """
 
     def __init__(
         self,
@@ -178,8 +178,10 @@ class Services:
         *,
         dry_run: bool = False,
         full_refresh: bool = False,
+        prompts: PromptsFactory | None = None,
     ) -> None:
         self.config = config
+        self._prompts_factory = prompts
         self.calls = calls
         self.env = env if env is not None else os.environ
         self.dry_run = dry_run
@@ -249,14 +251,18 @@ class Services:
 
     @property
     def prompts(self) -> Any:
-        """The sandboxed renderer of ``prompts/``."""
-        if self._prompts is None:
-            from cpo.personalization.prompting import PromptRenderer
-            from cpo.personalization.segmentation import merge_tag_names
+        """The renderer of the project's prompts, made on first use by the `prompts` factory.
 
-            self._prompts = PromptRenderer(
-                self.config.path("prompts"), merge_tags=merge_tag_names(self.config)
-            )
+        Raises:
+            ConfigurationError: nothing supplied a prompt renderer.
+        """
+        if self._prompts is None:
+            if self._prompts_factory is None:
+                raise ConfigurationError(
+                    "this build has no prompt renderer: the project's steps render prompts, "
+                    "so build through cpo.engine.project.Project (which supplies one)"
+                )
+            self._prompts = self._prompts_factory(self.config)
         return self._prompts
 
     def record_error(self, step: str, item_key: str, error: str) -> None:

@@ -259,7 +259,6 @@ class CallsSettings(Section):
     backoff_initial_s: NonNegativeNumber = 0.5
     backoff_max_s: NonNegativeNumber = 30.0
     breaker_failures: PositiveInt = 5
-    timeout_s: NonNegativeNumber = 60.0
 
 
 class BudgetSettings(Section):

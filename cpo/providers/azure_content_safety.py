@@ -288,7 +288,7 @@ def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
     shields = [p for p in layers if getattr(p, "prompt_shields", False)]
     if not shields:
         return documents
-    from cpo.engine.calls import cache_key
+    from cpo.engine.calls import cache_key, retry_call
 
     settings = step.calls.settings
     cache = step.calls.cache
@@ -311,25 +311,21 @@ def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
                 if cached.get("attack_detected"):
                     reason = "excluded: Azure Prompt Shields detected a document attack"
                 continue
-            delay = settings.backoff_initial_s
-            for attempt in range(1, max(1, settings.max_attempts) + 1):
-                try:
-                    attack = shield.shield_document(text)
-                    cache.put(key, shield.name, shield.model, {"attack_detected": attack})
-                    if attack:
-                        reason = "excluded: Azure Prompt Shields detected a document attack"
-                    break
-                except ProviderError as e:
-                    if getattr(e, "status", None) in (401, 403):
-                        raise  # wrong credentials fail every document the same way
-                    if getattr(e, "retryable", False) and attempt < settings.max_attempts:
-                        wait = getattr(e, "retry_after_s", None) or delay
-                        step.calls.sleep(min(wait, settings.backoff_max_s))
-                        delay = min(delay * 2, settings.backoff_max_s)
-                        continue
-                    reason = f"excluded: Prompt Shields could not check it (fail-closed): {e}"
-                    failures.append(str(e))
-                    break
+            try:
+                attack = retry_call(
+                    lambda _, shield=shield, text=text: shield.shield_document(text),
+                    settings,
+                    sleep=lambda seconds: step.calls.sleep(seconds),
+                )
+            except ProviderError as e:
+                if e.status in (401, 403):
+                    raise  # wrong credentials fail every document the same way
+                reason = f"excluded: Prompt Shields could not check it (fail-closed): {e}"
+                failures.append(str(e))
+            else:
+                cache.put(key, shield.name, shield.model, {"attack_detected": attack})
+                if attack:
+                    reason = "excluded: Azure Prompt Shields detected a document attack"
             if reason:
                 break
         if reason and reason.startswith("excluded: Prompt Shields could not"):

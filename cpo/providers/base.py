@@ -8,9 +8,11 @@ outside one would, with `register_provider`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from cpo.errors import ConfigurationError
 
@@ -28,6 +30,18 @@ class Document:
     audience: str = ""
     keywords: str = ""
     expires_at: str | None = None
+
+
+def corpus_fingerprint(documents: Sequence[Document]) -> str:
+    """A digest of a document set, in order: equal digests mean the same corpus.
+
+    Retrieval answers depend on the corpus as well as the query, so cache keys of searches and
+    of service-side index builds include it, as does a provider's own description of its index.
+    """
+    digest = hashlib.sha256()
+    for document in documents:
+        digest.update(repr(document).encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,32 @@ class Hits(list[Hit]):
         super().__init__(hits)
         self.input_tokens = input_tokens
 
+    def to_cache(self) -> list[dict[str, Any]]:
+        """The hits as the cache's JSON: a list of ``{document_id, score}``."""
+        return [dataclasses.asdict(hit) for hit in self]
+
+    @classmethod
+    def from_cache(cls, data: Any) -> Hits:
+        """Hits back from `to_cache`'s JSON."""
+        return cls(Hit(**row) for row in data)
+
+
+class CachedResult:
+    """A result dataclass stored in the cache as its fields (`dataclasses.asdict`)."""
+
+    def to_cache(self) -> dict[str, Any]:
+        """The result as the cache's JSON."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_cache(cls, data: Any) -> Self:
+        """The result back from `to_cache`'s JSON (tuples were stored as lists)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        values = {k: tuple(v) if k in cls._tuples else v for k, v in data.items() if k in names}
+        return cls(**values)
+
+    _tuples: ClassVar[tuple[str, ...]] = ()
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -82,7 +122,7 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
-class GenerationResult:
+class GenerationResult(CachedResult):
     """A generated message. ``finish_reason == "content_filter"`` means the service refused.
 
     Attributes:
@@ -103,6 +143,8 @@ class GenerationResult:
     requests: int = 1
     estimated_tokens: bool = False
 
+    _tuples: ClassVar[tuple[str, ...]] = ("citations",)
+
 
 @dataclass(frozen=True)
 class SafetyRequest:
@@ -115,11 +157,22 @@ class SafetyRequest:
 
 
 @dataclass(frozen=True)
-class SafetyResult:
-    """Severities on Azure's 0-7 scale per harm category, and blocklist hits."""
+class SafetyResult(CachedResult):
+    """Severities on Azure's 0-7 scale per harm category, and blocklist hits.
+
+    Only these two fields come back from the cache: a subclass's extras (a judge's reasons and
+    tokens) describe the call that paid, not the verdict.
+    """
 
     severities: Mapping[str, int]
     blocklist_matches: tuple[str, ...] = ()
+
+    _tuples: ClassVar[tuple[str, ...]] = ("blocklist_matches",)
+
+    @classmethod
+    def from_cache(cls, data: Any) -> Self:
+        """The verdict back from the cache's JSON (always a plain `SafetyResult`)."""
+        return SafetyResult(data["severities"], tuple(data["blocklist_matches"]))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -132,12 +185,14 @@ class GroundednessRequest:
 
 
 @dataclass(frozen=True)
-class GroundednessResult:
+class GroundednessResult(CachedResult):
     """Whether ungrounded text was detected, its share of the text, and what (briefly)."""
 
     ungrounded: bool
     ungrounded_share: float = 0.0
     details: tuple[str, ...] = ()
+
+    _tuples: ClassVar[tuple[str, ...]] = ("details",)
 
 
 class Provider(Protocol):
@@ -163,6 +218,79 @@ class GenerationProvider(Provider, Protocol):
 
 class SafetyProvider(Provider, Protocol):
     def analyze(self, request: SafetyRequest) -> SafetyResult: ...
+
+
+class CacheCodec(Protocol):
+    """A result type the cache can store: JSON out with `to_cache`, back with `from_cache`."""
+
+    def to_cache(self) -> Any: ...
+
+    @classmethod
+    def from_cache(cls, data: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    """A step kind: the method its providers answer and the result type the cache stores.
+
+    Attributes:
+        name: The kind as ``cpo.yml`` names it (``providers.<name>``).
+        method: The provider method a step calls (``generate``).
+        result: The result type, with `to_cache`/`from_cache` (`CacheCodec`).
+    """
+
+    name: str
+    method: str
+    result: type[Any]
+
+    def encode(self, value: Any) -> Any:
+        """A provider's answer as the cache's JSON (a plain list of hits becomes `Hits`)."""
+        if not isinstance(value, self.result):
+            value = self.result(value)
+        return value.to_cache()
+
+    def decode(self, data: Any) -> Any:
+        """The answer back from the cache's JSON."""
+        return self.result.from_cache(data)
+
+
+_KINDS: dict[str, ProviderKind] = {}
+
+
+def register_kind(name: str, method: str, result: type[Any]) -> None:
+    """Declare a step kind: a new kind of provider needs no edit of the call layer.
+
+    Args:
+        name: The kind's name in ``cpo.yml`` (``providers.<name>``).
+        method: The provider method the call layer calls.
+        result: The result type (`CacheCodec`: ``to_cache()`` and ``from_cache(data)``).
+    """
+    _KINDS[name] = ProviderKind(name, method, result)
+
+
+def provider_kinds() -> tuple[str, ...]:
+    """The registered step kinds, in registration order."""
+    return tuple(_KINDS)
+
+
+def kind_for_method(method: str) -> ProviderKind:
+    """The kind whose providers answer `method` (``generate`` -> generation).
+
+    Raises:
+        KeyError: no registered kind has that method.
+    """
+    for kind in _KINDS.values():
+        if kind.method == method:
+            return kind
+    raise KeyError(
+        f"no provider kind answers {method!r}; known: {sorted(k.method for k in _KINDS.values())}"
+    )
+
+
+register_kind("retrieval", "search", Hits)
+register_kind("generation", "generate", GenerationResult)
+register_kind("safety", "analyze", SafetyResult)
+register_kind("groundedness", "detect", GroundednessResult)
 
 
 ProviderFactory = Callable[[Mapping[str, Any], Mapping[str, str]], Provider]

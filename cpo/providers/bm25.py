@@ -2,8 +2,8 @@
 
 The FTS extension is loaded from the ``duckdb-extension-fts`` wheel (pinned to the same version
 as ``duckdb``), never downloaded: extension autoinstall and autoload are switched off on the
-provider's private in-memory connection. This module is a provider module, so it may import
-duckdb itself; it never touches the project database.
+provider's private in-memory connection, opened by `cpo.adapters.duckdb.private_connection` (the
+only module that imports duckdb); it never touches the project database.
 
 Settings (``providers.retrieval`` in ``cpo.yml``, all optional besides ``type: bm25``):
 
@@ -18,7 +18,6 @@ Settings (``providers.retrieval`` in ``cpo.yml``, all optional besides ``type: b
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from collections import Counter
@@ -26,10 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from cpo.adapters.duckdb import DUCKDB_VERSION, private_connection
 from cpo.errors import ConfigurationError, ProviderError
-from cpo.providers.base import Document, Hit, RetrievalRequest
+from cpo.providers.base import Document, Hit, RetrievalRequest, corpus_fingerprint
 
 EXTENSION_PACKAGE = "duckdb_extension_fts"
 EXTENSION_DIST = "duckdb-extension-fts"
@@ -53,7 +51,7 @@ def fts_extension_path() -> Path:
     Raises:
         ConfigurationError: The wheel is missing or built for another duckdb version.
     """
-    version = duckdb.__version__
+    version = DUCKDB_VERSION
     package_dir = _extension_package_dir()
     if package_dir is None:
         raise ConfigurationError(
@@ -113,7 +111,7 @@ class Bm25Retrieval:
             "kind": self.kind,
             "name": self.name,
             "model": self.model,
-            "version": duckdb.__version__,
+            "version": DUCKDB_VERSION,
             "audience_mode": self.audience_mode,
             "audience_boost": self.audience_boost,
             "k1": self.k1,
@@ -149,7 +147,7 @@ class Bm25Retrieval:
                 "stemmer='english', stopwords='english', strip_accents=1, lower=1, overwrite=1)"
             )
             self._audiences = {d.document_id: _audiences(d.audience) for d in documents}
-            self._fingerprint = _fingerprint(rows)
+            self._fingerprint = corpus_fingerprint(documents)
 
     def search(self, request: RetrievalRequest) -> list[Hit]:
         """Return up to ``top_k`` hits scoring at least ``min_score``, best first.
@@ -211,38 +209,16 @@ def make_bm25(settings: Mapping[str, Any], env: Mapping[str, str]) -> Bm25Retrie
     )
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    path = fts_extension_path()
-    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    conn = duckdb.connect(":memory:", config=config)
-    try:
-        conn.execute(f"LOAD '{_sql_string(str(path))}'")
-    except duckdb.Error as e:
-        conn.close()
-        raise ConfigurationError(
-            f"could not load the DuckDB FTS extension from {path}: {e}; reinstall it with "
-            f"pip install --force-reinstall '{EXTENSION_DIST}=={duckdb.__version__}'"
-        ) from e
-    return conn
-
-
-def _sql_string(text: str) -> str:
-    return text.replace("'", "''")
+def _connect() -> Any:
+    return private_connection(
+        fts_extension_path(),
+        fix=f"reinstall it with pip install --force-reinstall '{EXTENSION_DIST}=={DUCKDB_VERSION}'",
+    )
 
 
 def _audiences(audience: str) -> frozenset[str]:
     # An audience may list several values ("new, vip"); empty means everyone.
     return frozenset(a.strip().lower() for a in (audience or "").split(",") if a.strip())
-
-
-def _fingerprint(rows: list[tuple[str, ...]]) -> str:
-    digest = hashlib.sha256()
-    for row in sorted(rows):
-        for value in row:
-            digest.update((value or "").encode("utf-8"))
-            digest.update(b"\x1f")
-        digest.update(b"\x1e")
-    return digest.hexdigest()[:16]
 
 
 def _number(settings: Mapping[str, Any], name: str, default: float) -> float:

@@ -1,7 +1,7 @@
-"""How a provider call failed, told to the call layer as attributes of a `ProviderError`.
+"""How a provider call failed, told to the call layer as the fields of a `ProviderError`.
 
-`cpo.engine.calls` retries, waits and records; it decides from ``retryable``, ``retry_after_s``,
-``status`` and ``blocked`` on the error, so every provider classifies its failures the same way.
+`cpo.engine.calls` retries, waits and records; it decides from ``retryable``, ``retry_after``,
+``status`` and ``timeout`` on the error, so every provider classifies its failures the same way.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ def provider_error(
     *,
     retryable: bool,
     status: int | None = None,
-    retry_after_s: float | None = None,
-    blocked: bool = False,
+    retry_after: float | None = None,
     timeout: bool = False,
     secrets: Iterable[str] = (),
 ) -> ProviderError:
-    """Build a `ProviderError` carrying its classification, with any secret scrubbed out.
+    """Build a classified `ProviderError` with any secret scrubbed out of its message.
 
     ``timeout`` marks a request the service did not answer in time (the call layer lowers its
     concurrency on timeouts and 429s).
@@ -35,13 +34,9 @@ def provider_error(
     for secret in secrets:
         if secret:
             message = message.replace(secret, "***")
-    error = ProviderError(message)
-    error.retryable = retryable  # type: ignore[attr-defined]
-    error.retry_after_s = retry_after_s  # type: ignore[attr-defined]
-    error.status = status  # type: ignore[attr-defined]
-    error.blocked = blocked  # type: ignore[attr-defined]
-    error.timeout = timeout  # type: ignore[attr-defined]
-    return error
+    return ProviderError(
+        message, retryable=retryable, status=status, retry_after=retry_after, timeout=timeout
+    )
 
 
 def is_retryable_status(status: int | None) -> bool:
@@ -113,7 +108,7 @@ def http_failure(
             message,
             retryable=True,
             status=status,
-            retry_after_s=retry_after_seconds(headers),
+            retry_after=retry_after_seconds(headers),
             secrets=secrets,
         )
     message = f"{service} rejected the request (HTTP {status}): {detail}"
