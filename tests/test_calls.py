@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import email.utils
+import json
 import logging
+import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from cpo.engine.calls import LEDGER_COLUMNS, CallLayer, CallStore, RateLimiter
+from cpo.engine.calls import LEDGER_COLUMNS, CallLayer, CallStore, RateLimiter, retry_call
 from cpo.engine.config import CallSettings, Price
+from cpo.engine.services import StepProvider
+from cpo.engine.settings import TargetSettings
 from cpo.errors import BudgetExceededError, ModelError, ProviderError
-from cpo.providers.base import GenerationRequest, GenerationResult
-from cpo.providers.failures import provider_error
+from cpo.providers import base
+from cpo.providers.base import (
+    Document,
+    GenerationRequest,
+    GenerationResult,
+    GroundednessResult,
+    Hit,
+    SafetyResult,
+    kind_for_method,
+    provider_kinds,
+    register_kind,
+)
+from cpo.providers.failures import http_failure, provider_error
 
 LOG = logging.getLogger("cpo.test_calls")
 
@@ -341,3 +359,186 @@ def test_rate_limiter_zero_means_no_limit() -> None:
     for _ in range(1000):
         limiter.acquire()
     assert clock.slept == []
+
+
+# -- one call path: typed errors, one retry rule, codecs on the result types, the ledger ------
+
+
+def test_provider_error_is_typed() -> None:
+    error = ProviderError("busy", retryable=True, status=503, retry_after=1.5, node="n")
+    assert (error.retryable, error.status, error.retry_after, error.timeout) == (
+        True,
+        503,
+        1.5,
+        False,
+    )
+    assert error.node == "n" and str(error) == "busy"
+    plain = ProviderError("bad key")
+    assert (plain.retryable, plain.status, plain.retry_after) == (False, None, None)
+    scrubbed = provider_error("key sk-123 refused", retryable=False, secrets=["sk-123"])
+    assert type(scrubbed) is ProviderError and scrubbed.message == "key *** refused"
+
+
+def test_retry_after_http_date_is_honoured(tmp_path: Path) -> None:
+    when = email.utils.formatdate(time.time() + 20, usegmt=True)
+    throttled = http_failure("svc", 429, {"Retry-After": when}, "slow down", auth_fix="")
+    assert throttled.retryable and throttled.status == 429
+    assert 17 <= (throttled.retry_after or 0) <= 20
+    layer = make_layer(tmp_path, max_attempts=2)
+    outcome = layer.call_all(
+        "variants", FakeProvider({"a": [throttled]}), "generate", requests("a")
+    )
+    assert outcome[0].error is None and outcome[0].attempts == 2
+    assert layer.sleeps == [throttled.retry_after]  # type: ignore[attr-defined]
+
+
+def test_retry_after_is_capped_and_5xx_backoff_has_jitter() -> None:
+    settings = CallSettings(max_attempts=4, backoff_initial_s=1.0, backoff_max_s=3.0)
+    errors = [
+        ProviderError("429", retryable=True, status=429, retry_after=600.0),
+        ProviderError("503", retryable=True, status=503),
+        ProviderError("503", retryable=True, status=503),
+    ]
+    slept: list[float] = []
+
+    def attempt(number: int) -> str:
+        if errors:
+            raise errors.pop(0)
+        return f"ok after {number}"
+
+    result = retry_call(attempt, settings, sleep=slept.append, jitter=lambda: 1.0)
+    assert result == "ok after 4"
+    # Retry-After capped at 4 x backoff_max_s; then 2 s and 4 s (capped to 3) plus 25 % jitter.
+    assert slept == [12.0, pytest.approx(2.5), pytest.approx(3.75)]
+
+
+def test_non_retryable_errors_are_raised_at_once() -> None:
+    slept: list[float] = []
+    calls: list[int] = []
+
+    def attempt(number: int) -> None:
+        calls.append(number)
+        raise ProviderError("bad request", retryable=False, status=400)
+
+    with pytest.raises(ProviderError, match="bad request"):
+        retry_call(attempt, CallSettings(max_attempts=5), sleep=slept.append)
+    assert calls == [1] and slept == []
+
+
+def test_index_retries_through_the_same_rule(tmp_path: Path) -> None:
+    class Index:
+        kind, name, model, persistent_index = "retrieval", "svc", "svc-model", True
+
+        def __init__(self) -> None:
+            self.failures = [ProviderError("503", retryable=True, status=503, retry_after=3.0)]
+            self.calls = 0
+
+        def describe(self) -> dict[str, str]:
+            return {"name": self.name}
+
+        def index(self, documents: list[Document]) -> None:
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+
+    layer = make_layer(tmp_path, max_attempts=3)
+    target = Index()
+    StepProvider("retrieval", "retrieval", target, layer).index([Document("D1", "t", "b")])
+    assert target.calls == 2 and layer.sleeps == [3.0]  # type: ignore[attr-defined]
+    row = ledger(layer)[-1]
+    assert (row["item_key"], row["attempts"]) == ("index", 2)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A result type of a kind the call layer has never heard of."""
+
+    value: float
+
+    def to_cache(self) -> dict[str, float]:
+        return {"v": self.value}
+
+    @classmethod
+    def from_cache(cls, data: dict[str, float]) -> Score:
+        return cls(data["v"])
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    key: str
+    text: str
+
+
+def test_a_new_provider_kind_needs_no_edit_of_the_call_layer(tmp_path: Path) -> None:
+    class Scorer:
+        kind, name, model = "scoring", "len", "len-1"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def describe(self) -> dict[str, str]:
+            return {"name": self.name}
+
+        def score(self, request: ScoreRequest) -> Score:
+            self.calls += 1
+            return Score(len(request.text))
+
+    register_kind("scoring", "score", Score)
+    try:
+        assert "scoring" in provider_kinds()
+        scorer = Scorer()
+        first = make_layer(tmp_path).call_all("s", scorer, "score", [ScoreRequest("a", "abc")])
+        again = make_layer(tmp_path).call_all("s", scorer, "score", [ScoreRequest("a", "abc")])
+        assert first[0].result == again[0].result == Score(3.0)
+        assert again[0].cache_hit and scorer.calls == 1
+        # cpo.yml accepts the kind, too: the settings schema reads the registry.
+        TargetSettings.model_validate({"providers": {"scoring": {"type": "len"}}})
+    finally:
+        base._KINDS.pop("scoring")
+    with pytest.raises(ValidationError, match="unknown key 'scoring'"):
+        TargetSettings.model_validate({"providers": {"scoring": {"type": "len"}}})
+
+
+def test_result_types_round_trip_through_the_cache_json() -> None:
+    results = {
+        "generate": GenerationResult("s", "b", ("D1",), input_tokens=3, blocked_reason="x"),
+        "analyze": SafetyResult({"Hate": 0}, ("word",)),
+        "detect": GroundednessResult(True, 0.5, ("claim",)),
+        "search": [Hit("D1", 1.5), Hit("D2", 0.5)],
+    }
+    for method, result in results.items():
+        kind = kind_for_method(method)
+        stored = json.loads(json.dumps(kind.encode(result)))
+        assert kind.decode(stored) == result, method
+
+
+def test_ledger_is_provider_calls_with_llm_calls_as_a_view(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    with sqlite3.connect(path) as con:  # a store written before the rename
+        con.execute(f"create table llm_calls ({', '.join(LEDGER_COLUMNS)})")
+        con.execute("insert into llm_calls (run_id, step) values ('old-run', 'variants')")
+    layer = CallLayer(CallStore(path), CallSettings(), {}, None, "new-run", LOG)
+    layer.call_all("variants", FakeProvider(), "generate", requests("a"))
+    assert [row[0] for row in layer.ledger.rows()] == ["old-run", "new-run"]  # history kept
+    layer.store.close()
+    with sqlite3.connect(path) as con:
+        kinds = dict(con.execute("select name, type from sqlite_master").fetchall())
+        assert (kinds["provider_calls"], kinds["llm_calls"]) == ("table", "view")
+        assert con.execute("select count(*) from llm_calls").fetchone() == (2,)
+
+
+def test_built_database_has_provider_calls_and_the_llm_calls_view(built_mini: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(built_mini / "mini.duckdb"), read_only=True) as con:
+        kinds = dict(
+            con.execute(
+                "select table_name, table_type from information_schema.tables "
+                "where table_name in ('provider_calls', 'llm_calls')"
+            ).fetchall()
+        )
+        assert kinds == {"provider_calls": "BASE TABLE", "llm_calls": "VIEW"}
+        table = con.execute("describe provider_calls").fetchall()
+        view = con.execute("describe llm_calls").fetchall()
+        assert [c[:2] for c in view] == [c[:2] for c in table]
+        assert [c[0] for c in table] == list(LEDGER_COLUMNS)

@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -34,19 +34,23 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError, core_schema
 
 from cpo.errors import ConfigurationError
+from cpo.providers.base import provider_kinds, provider_settings_model
 
 # Modules that register ``vars`` sections, imported on first validation. The domain's module is
 # listed here until sections register through entry points.
 VARS_SCHEMA_MODULES: list[str] = ["cpo.personalization.settings"]
-PROVIDER_KINDS = ("retrieval", "generation", "safety", "groundedness")
+PROVIDER_KINDS = provider_kinds()
+"""The step kinds registered when this module loaded (`cpo.providers.base.register_kind`)."""
 SECRET_KEYS = ("api_key", "key", "password", "secret")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _VARS_SECTIONS: dict[str, Any] = {}
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {}
 _loaded = False
@@ -231,10 +235,17 @@ class TargetSettings(Section):
     catalog: NonEmptyStr | None = None
     conf: dict[str, str | int | float | bool] | None = None
     shuffle_partitions: PositiveInt | None = None
-    providers: dict[
-        Literal["retrieval", "generation", "safety", "groundedness"],
-        ProviderSettings | list[ProviderSettings],
-    ] = {}
+    providers: dict[NonEmptyStr, ProviderSettings | list[ProviderSettings]] = {}
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _known_kinds(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            kinds = list(provider_kinds())
+            for kind in value:
+                if kind not in kinds:
+                    raise unknown_key_error(kind, kinds)
+        return value
 
     @model_validator(mode="after")
     def _only_safety_is_layered(self) -> TargetSettings:
@@ -367,7 +378,38 @@ def validate_settings(data: Any, origin: Origin) -> tuple[CpoSettings, dict[str,
         settings = CpoSettings.model_validate(dict(data))
     except ValidationError as e:
         raise _to_configuration_error(e, (), origin, dict(data)) from None
+    _validate_providers(settings, origin)
     return settings, validate_vars(settings.vars, origin)
+
+
+def _validate_providers(settings: CpoSettings, origin: Origin) -> None:
+    """Check each provider's settings against its registered model (`register_provider`)."""
+    for name, target in settings.targets.items():
+        for kind, value in (target.providers if target else {}).items():
+            listed = isinstance(value, list)
+            for index, provider in enumerate(value if isinstance(value, list) else [value]):
+                raw = provider.model_dump()
+                model = provider_settings_model(kind, str(raw["type"]))
+                if model is None:
+                    continue
+                prefix = ("targets", name, "providers", kind, *((index,) if listed else ()))
+                try:
+                    model.model_validate(raw)
+                except ValidationError as e:
+                    raise _to_configuration_error(e, prefix, origin, raw) from None
+
+
+def validate_model(model: type[ModelT], data: Mapping[str, Any], *, key: str) -> ModelT:
+    """Validate `data` (a provider's settings given in Python) against a settings model.
+
+    Raises:
+        ConfigurationError: naming ``cpo.yml``, the key path under `key` and what is expected.
+    """
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as e:
+        origin = Origin(line_of=lambda _: None)
+        raise _to_configuration_error(e, tuple(_key_parts(key)), origin, dict(data)) from None
 
 
 def validate_vars(values: Mapping[str, Any], origin: Origin) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
@@ -298,11 +299,34 @@ ProviderFactory = Callable[[Mapping[str, Any], Mapping[str, str]], Provider]
 target, including ``type``) and the environment (``os.environ`` or a test's dict)."""
 
 _REGISTRY: dict[tuple[str, str], ProviderFactory] = {}
+_SETTINGS: dict[tuple[str, str], type[Any] | str] = {}
 
 
-def register_provider(kind: str, name: str, factory: ProviderFactory) -> None:
-    """Register a provider factory under a step kind and a name used in ``cpo.yml``."""
+def register_provider(
+    kind: str, name: str, factory: ProviderFactory, *, settings: type[Any] | str | None = None
+) -> None:
+    """Register a provider factory under a step kind and a name used in ``cpo.yml``.
+
+    Args:
+        kind: The step kind (`provider_kinds`).
+        name: The provider's ``type`` in ``cpo.yml``.
+        factory: Makes the provider from its settings and the environment.
+        settings: The pydantic model of its settings (or ``"module:Model"``, imported when first
+            needed), validated with the rest of ``cpo.yml`` by `cpo.engine.settings`.
+    """
     _REGISTRY[(kind, name)] = factory
+    if settings is not None:
+        _SETTINGS[(kind, name)] = settings
+
+
+def provider_settings_model(kind: str, name: str) -> type[Any] | None:
+    """The registered settings model of a provider, or None when it checks its own settings."""
+    _load_builtins()
+    model = _SETTINGS.get((kind, name))
+    if isinstance(model, str):
+        module, _, attribute = model.partition(":")
+        model = _SETTINGS[(kind, name)] = getattr(importlib.import_module(module), attribute)
+    return model
 
 
 def get_provider_factory(kind: str, name: str) -> ProviderFactory:

@@ -31,6 +31,10 @@ BUILTINS = {
         "azure_groundedness_factory",
     ),
 }
+# Providers whose settings are a pydantic model, validated with the rest of cpo.yml.
+SETTINGS_MODELS = {
+    ("safety", "llm_judge"): "cpo.providers.llm_judge:LlmJudgeSettings",
+}
 # The offline provider that stands in for each kind when `plan` must not call a service.
 STAND_INS = {
     "retrieval": "bm25",
@@ -48,4 +52,9 @@ def _lazy(module: str, function: str):
 
 
 for (kind, name), (module_name, function_name) in BUILTINS.items():
-    register_provider(kind, name, _lazy(module_name, function_name))
+    register_provider(
+        kind,
+        name,
+        _lazy(module_name, function_name),
+        settings=SETTINGS_MODELS.get((kind, name)),
+    )

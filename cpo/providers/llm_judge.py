@@ -33,18 +33,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from pydantic import Field
+
+from cpo.engine.settings import (
+    NonEmptyStr,
+    NonNegativeNumber,
+    PositiveInt,
+    Section,
+    validate_model,
+)
 from cpo.errors import ConfigurationError
 from cpo.providers.base import HARM_CATEGORIES, GenerationRequest, SafetyRequest, SafetyResult
 
-FORMATS = ("auto", "json", "llama_guard", "yes_no")
-ENDPOINTS = ("openai", "azure_openai")
-SETTINGS = {
-    "type", "endpoint", "model", "deployment", "base_url", "api_version", "timeout_s",
-    "max_tokens", "rubric", "yes_no_rubric", "verdict_format", "ca_bundle", "verify",
-    "_credential",
-}  # fmt: skip
+VerdictFormat = Literal["auto", "json", "llama_guard", "yes_no"]
+Endpoint = Literal["openai", "azure_openai"]
+FORMATS: tuple[str, ...] = get_args(VerdictFormat)
+ENDPOINTS: tuple[str, ...] = get_args(Endpoint)
 UNSAFE_SEVERITY = 6
 """Severity given to a category a guard model calls unsafe without a severity (Azure: high)."""
 DEFAULT_RUBRIC = "prompts/safety/judge.txt"
@@ -75,6 +81,40 @@ CATEGORY_DEFINITIONS = {
     "used against people.",
 }
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+class LlmJudgeSettings(Section):
+    """``providers.safety`` of ``type: llm_judge`` (validated with the rest of ``cpo.yml``)."""
+
+    type: Literal["llm_judge"] = "llm_judge"
+    endpoint: Endpoint = "openai"
+    model: NonEmptyStr | None = None
+    deployment: NonEmptyStr | None = None
+    base_url: NonEmptyStr | None = None
+    api_version: NonEmptyStr | None = None
+    timeout_s: NonNegativeNumber | None = None
+    max_tokens: PositiveInt = 400
+    rubric: NonEmptyStr | None = None
+    yes_no_rubric: NonEmptyStr | None = None
+    verdict_format: VerdictFormat = "auto"
+    ca_bundle: NonEmptyStr | None = None
+    verify: bool | None = None
+    credential: Any = Field(default=None, alias="_credential")
+    """A token credential object (tests only; never in ``cpo.yml``)."""
+
+    def chat_settings(self) -> dict[str, Any]:
+        """The settings of the chat provider that asks for verdicts."""
+        chat = self.model_dump(
+            include={"model", "deployment", "base_url", "api_version", "timeout_s", "ca_bundle"},
+            exclude_none=True,
+        )
+        if self.verify is not None:
+            chat["verify"] = self.verify
+        if self.credential is not None:
+            chat["_credential"] = self.credential
+        chat.update(api="chat", structured_output=False, temperature=0.0)
+        chat["max_tokens"] = self.max_tokens
+        return chat
 
 
 class VerdictError(ValueError):
@@ -350,61 +390,14 @@ def make_llm_judge(settings: Mapping[str, Any], env: Mapping[str, str]) -> LlmJu
     Raises:
         ConfigurationError: An unknown setting or value, a missing rubric or credentials.
     """
-    unknown = sorted(set(settings) - SETTINGS)
-    if unknown:
-        raise ConfigurationError(
-            f"unknown llm_judge setting {unknown[0]!r}; known: {', '.join(sorted(SETTINGS))}",
-            path="cpo.yml",
-            key=f"{KEY}.{unknown[0]}",
-        )
-    endpoint = str(settings.get("endpoint", "openai"))
-    if endpoint not in ENDPOINTS:
-        raise ConfigurationError(
-            f"endpoint must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}",
-            path="cpo.yml",
-            key=f"{KEY}.endpoint",
-        )
-    verdict_format = str(settings.get("verdict_format", "auto"))
-    if verdict_format not in FORMATS:
-        raise ConfigurationError(
-            f"verdict_format must be one of {', '.join(FORMATS)}, got {verdict_format!r}",
-            path="cpo.yml",
-            key=f"{KEY}.verdict_format",
-        )
-    max_tokens = settings.get("max_tokens", 400)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ConfigurationError(
-            f"max_tokens must be a positive integer, got {max_tokens!r}",
-            path="cpo.yml",
-            key=f"{KEY}.max_tokens",
-        )
+    checked = validate_model(LlmJudgeSettings, settings, key=KEY)
     from cpo.providers.openai_chat import azure_openai_factory, openai_factory
 
-    chat_settings = {
-        k: v
-        for k, v in settings.items()
-        if k
-        in {
-            "model",
-            "deployment",
-            "base_url",
-            "api_version",
-            "timeout_s",
-            "ca_bundle",
-            "verify",
-            "_credential",
-        }
-    }
-    chat_settings.update(
-        api="chat", structured_output=False, temperature=0.0, max_tokens=max_tokens
-    )
-    factory = openai_factory if endpoint == "openai" else azure_openai_factory
+    factory = openai_factory if checked.endpoint == "openai" else azure_openai_factory
     return LlmJudge(
-        chat=factory(chat_settings, env),
-        rubric=_read_prompt(settings.get("rubric"), DEFAULT_RUBRIC, env, "rubric"),
-        yes_no_rubric=_read_prompt(
-            settings.get("yes_no_rubric"), DEFAULT_YES_NO, env, "yes_no_rubric"
-        ),
-        verdict_format=verdict_format,
-        max_tokens=max_tokens,
+        chat=factory(checked.chat_settings(), env),
+        rubric=_read_prompt(checked.rubric, DEFAULT_RUBRIC, env, "rubric"),
+        yes_no_rubric=_read_prompt(checked.yes_no_rubric, DEFAULT_YES_NO, env, "yes_no_rubric"),
+        verdict_format=checked.verdict_format,
+        max_tokens=checked.max_tokens,
     )
