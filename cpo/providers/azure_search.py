@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError
+from cpo.providers.azure_embeddings import AzureEmbeddings, azure_embeddings_factory
 from cpo.providers.base import Document, Hit, Hits, RetrievalRequest
 from cpo.providers.credentials import (
     Auth,
@@ -28,7 +29,6 @@ from cpo.providers.credentials import (
     resolve_auth,
 )
 from cpo.providers.failures import azure_failure, provider_error
-from cpo.providers.openai_chat import AzureEmbeddings, azure_embeddings_factory
 
 MODES = ("fulltext", "semantic", "hybrid")
 SEARCH_SCOPE_NOTE = "Search Index Data Reader/Contributor"

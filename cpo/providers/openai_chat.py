@@ -237,7 +237,7 @@ class OpenAIChatProvider:
                 self._service,
                 e.status_code,
                 e.response.headers,
-                _error_detail(e),
+                error_detail(e),
                 auth_fix=self._auth_fix,
                 secrets=self._secrets,
             ) from e
@@ -391,7 +391,7 @@ def _is_content_filter(error: Any) -> bool:
     )
 
 
-def _error_detail(error: Any) -> str:
+def error_detail(error: Any) -> str:
     body = error.body if isinstance(error.body, dict) else {}
     return str(body.get("message") or error.message)
 
@@ -457,17 +457,17 @@ def azure_openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) ->
     check_token_transport(endpoint, auth, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
     return OpenAIChatProvider(
         name="azure_openai",
-        client=_azure_client(endpoint, version, auth, chat.timeout_s, settings),
+        client=azure_openai_client(endpoint, version, auth, chat.timeout_s, settings),
         model=deployment,
         settings=chat,
         service=f"Azure OpenAI at {endpoint}",
-        auth_fix=_auth_fix(auth, "AZURE_OPENAI_API_KEY", "Cognitive Services OpenAI User"),
+        auth_fix=credentials_fix(auth, "AZURE_OPENAI_API_KEY", "Cognitive Services OpenAI User"),
         identity={"endpoint": endpoint, "api_version": version},
         secrets=auth.secrets,
     )
 
 
-def _azure_client(
+def azure_openai_client(
     endpoint: str, version: str, auth: Auth, timeout_s: float, settings: Mapping[str, Any]
 ) -> Any:
     """An ``AzureOpenAI`` client (or ``OpenAI`` on the v1 surface) with SDK retries off."""
@@ -494,7 +494,7 @@ def _azure_auth_kwargs(auth: Auth) -> dict[str, Any]:
     return {"azure_ad_token_provider": get_bearer_token_provider(auth.credential, COGNITIVE_SCOPE)}
 
 
-def _auth_fix(auth: Auth, key_var: str, role: str) -> str:
+def credentials_fix(auth: Auth, key_var: str, role: str) -> str:
     if auth.key is not None:
         return f"check {auth.source} (the key or its Key Vault reference) and the endpoint."
     return (
@@ -537,171 +537,9 @@ def openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) -> OpenA
     )
 
 
-# -- embeddings (client-side vectors for hybrid search) -----------------------------------------
-
-EMBEDDING_DEPLOYMENT_VAR = "AZURE_OPENAI_EMBEDDING_DEPLOYMENT"
-EMBEDDING_API_VERSION = "2024-10-21"
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """Vectors for some texts, in order, and the prompt tokens the service billed for them."""
-
-    vectors: list[list[float]]
-    input_tokens: int
-
-
-class AzureEmbeddings:
-    """Embeddings from one Azure OpenAI deployment; failures classified like generation's.
-
-    Args:
-        client: The SDK client, with ``max_retries=0``.
-        deployment: The embedding deployment, sent as ``model``.
-        dimensions: The vector length every answer must have.
-        send_dimensions: Ask for `dimensions` explicitly (``text-embedding-3`` models only).
-        batch_size: Texts per request.
-        service: Where the service is, for messages.
-        auth_fix: What to fix when the credentials are refused.
-        identity: Values that identify the vectors (endpoint, api version), no secrets.
-        secrets: Values that must never appear in messages.
-    """
-
-    def __init__(
-        self,
-        *,
-        client: Any,
-        deployment: str,
-        dimensions: int,
-        send_dimensions: bool,
-        batch_size: int,
-        service: str,
-        auth_fix: str,
-        identity: Mapping[str, Any],
-        secrets: tuple[str, ...] = (),
-    ) -> None:
-        self.client = client
-        self.deployment = deployment
-        self.dimensions = dimensions
-        self._send_dimensions = send_dimensions
-        self._batch_size = batch_size
-        self._service = service
-        self._auth_fix = auth_fix
-        self._identity = dict(identity)
-        self._secrets = secrets
-
-    def describe(self) -> dict[str, Any]:
-        """The deployment, dimensions, endpoint and api version (no secrets)."""
-        return {
-            "embedding_deployment": self.deployment,
-            "dimensions": self.dimensions,
-            **{f"embedding_{k}": v for k, v in self._identity.items()},
-        }
-
-    def embed(self, texts: list[str]) -> Embedded:
-        """One vector per text, in order, `batch_size` texts per request, and the tokens billed."""
-        vectors: list[list[float]] = []
-        tokens = 0
-        for start in range(0, len(texts), self._batch_size):
-            batch = self._embed_batch(texts[start : start + self._batch_size])
-            vectors += batch.vectors
-            tokens += batch.input_tokens
-        return Embedded(vectors, tokens)
-
-    def _embed_batch(self, texts: list[str]) -> Embedded:
-        import openai
-
-        kwargs: dict[str, Any] = {"model": self.deployment, "input": texts}
-        if self._send_dimensions:
-            kwargs["dimensions"] = self.dimensions
-        try:
-            response = self.client.embeddings.create(**kwargs)
-        except openai.APIStatusError as e:
-            raise http_failure(
-                self._service,
-                e.status_code,
-                e.response.headers,
-                _error_detail(e),
-                auth_fix=self._auth_fix,
-                secrets=self._secrets,
-            ) from e
-        except openai.APIConnectionError as e:  # includes APITimeoutError
-            raise provider_error(
-                f"{self._service} could not be reached or timed out (embeddings): {e}",
-                retryable=True,
-                secrets=self._secrets,
-            ) from e
-        except (openai.OpenAIError, ValueError) as e:
-            raise provider_error(
-                f"{self._service} sent an unreadable embeddings response: {e}",
-                retryable=True,
-                secrets=self._secrets,
-            ) from e
-        rows = sorted(response.data, key=lambda d: d.index)
-        usage = getattr(response, "usage", None)
-        return Embedded(
-            [self._checked(list(row.embedding)) for row in rows],
-            int(getattr(usage, "prompt_tokens", 0) or 0),
-        )
-
-    def _checked(self, vector: list[float]) -> list[float]:
-        if len(vector) != self.dimensions:
-            raise provider_error(
-                f"{self._service}: embedding deployment {self.deployment!r} returned "
-                f"{len(vector)}-dimensional vectors, but dimensions is {self.dimensions}; set "
-                f"providers.retrieval.dimensions: {len(vector)} in cpo.yml.",
-                retryable=False,
-                secrets=self._secrets,
-            )
-        return vector
-
-
-def azure_embeddings_factory(
-    settings: Mapping[str, Any], env: Mapping[str, str], *, dimensions: int, timeout_s: float
-) -> AzureEmbeddings:
-    """Embeddings from ``AZURE_OPENAI_ENDPOINT`` and ``AZURE_OPENAI_EMBEDDING_DEPLOYMENT``.
-
-    Auth as for generation (``AZURE_OPENAI_API_KEY``, Key Vault reference or token). Settings:
-    ``embedding_deployment`` and ``embedding_api_version`` (override the env),
-    ``embedding_batch_size`` (default 64), ``dimensions`` (sent only when set: older models
-    reject it), ``ca_bundle`` / ``verify``, ``_credential``.
-    """
-    who = "azure_search (mode: hybrid) embeddings"
-    endpoint = endpoint_from_env(env, "AZURE_OPENAI_ENDPOINT", who)
-    deployment = str(
-        settings.get("embedding_deployment") or require_env(env, EMBEDDING_DEPLOYMENT_VAR, who)
-    )
-    version = str(
-        settings.get("embedding_api_version")
-        or env.get("AZURE_OPENAI_API_VERSION")
-        or EMBEDDING_API_VERSION
-    )
-    batch = int(settings.get("embedding_batch_size", 64))
-    if not 1 <= batch <= 2048:
-        raise ConfigurationError(
-            f"embedding_batch_size must be 1 to 2048 (Azure OpenAI's limit), got {batch}",
-            path="cpo.yml",
-            key="providers.retrieval.embedding_batch_size",
-        )
-    auth = resolve_auth(settings, env, ("AZURE_OPENAI_API_KEY",))
-    check_token_transport(endpoint, auth, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
-    return AzureEmbeddings(
-        client=_azure_client(endpoint, version, auth, timeout_s, settings),
-        deployment=deployment,
-        dimensions=dimensions,
-        send_dimensions=settings.get("dimensions") is not None,
-        batch_size=batch,
-        service=f"Azure OpenAI at {endpoint}",
-        auth_fix=_auth_fix(auth, "AZURE_OPENAI_API_KEY", "Cognitive Services OpenAI User"),
-        identity={"endpoint": endpoint, "api_version": version},
-        secrets=auth.secrets,
-    )
-
-
 __all__ = [
-    "AzureEmbeddings",
     "ChatSettings",
     "OpenAIChatProvider",
-    "azure_embeddings_factory",
     "azure_openai_factory",
     "build_messages",
     "openai_factory",

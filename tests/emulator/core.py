@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+import re
 import threading
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -208,3 +211,49 @@ def error_reply(service: str, status: int, code: str, message: str) -> Reply:
     else:
         error = {"code": code, "message": message, "details": []}
     return Reply(status, {"error": error})
+
+
+def rate_text(state: EmulatorState, text: str) -> dict[str, int]:
+    """Per-category severity of a text from the emulator's safety terms (0 when none appear).
+
+    The one rating behind ``text:analyze`` and the safety judge's verdicts.
+    """
+    words = set(re.findall(r"[\w-]+", text.lower()))
+    found = dict.fromkeys(CATEGORIES, 0)
+    for word, (category, severity) in state.safety_terms.items():
+        if word in words:
+            found[category] = max(found[category], severity)
+    return found
+
+
+def chat_completion(
+    model: str,
+    content: str | None,
+    *,
+    finish: str = "stop",
+    usage: dict[str, int] | None,
+    choice: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """A ``chat.completion`` answer with one choice (the envelope every chat route sends)."""
+    return Reply(
+        200,
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "message": {"role": "assistant", "content": content},
+                    **(choice or {}),
+                }
+            ],
+            "usage": usage,
+            **(extra or {}),
+        },
+        headers=headers or {},
+    )

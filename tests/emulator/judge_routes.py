@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import uuid
 from typing import Any
 
-from tests.emulator.core import CATEGORIES, EmulatorState, Reply
+from tests.emulator.core import CATEGORIES, EmulatorState, Reply, chat_completion, rate_text
 
 GUARDS = ("llama-guard", "shieldgemma", "granite")
 DIRECTIVE = re.compile(r"\[\[judge:(\w+)\]\]")
@@ -39,16 +37,6 @@ def is_judge(body: dict[str, Any]) -> bool:
     return "safety judge" in system or "policy expert" in system
 
 
-def severities(state: EmulatorState, text: str) -> dict[str, int]:
-    """Per-category severity from the emulator's safety terms (0 when none appear)."""
-    words = set(re.findall(r"[\w-]+", text.lower()))
-    found = dict.fromkeys(CATEGORIES, 0)
-    for word, (category, severity) in state.safety_terms.items():
-        if word in words:
-            found[category] = max(found[category], severity)
-    return found
-
-
 def chat(state: EmulatorState, body: dict[str, Any], model: str) -> Reply:
     """The judge's chat completion."""
     messages = body.get("messages", [])
@@ -57,7 +45,7 @@ def chat(state: EmulatorState, body: dict[str, Any], model: str) -> Reply:
     match = TEXT.search(user)
     text = match.group(1) if match else user
     directive = (DIRECTIVE.search(text) or [None, ""])[1]
-    rated = severities(state, text)
+    rated = rate_text(state, text)
     finish = "stop"
     if directive == "filter":
         content, finish = None, "content_filter"
@@ -73,23 +61,8 @@ def chat(state: EmulatorState, body: dict[str, Any], model: str) -> Reply:
         content = "Yes" if rated[category] >= 4 else "No"
     else:
         content = _json_verdict(rated, directive)
-    return Reply(
-        200,
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": finish,
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-            "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160},
-        },
-    )
+    usage = {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160}
+    return chat_completion(model, content, finish=finish, usage=usage)
 
 
 def _json_verdict(rated: dict[str, int], directive: str) -> str:

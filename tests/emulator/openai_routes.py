@@ -17,6 +17,7 @@ from tests.emulator.core import (
     Faults,
     HTTPError,
     Reply,
+    chat_completion,
 )
 from tests.emulator.vectors import DEFAULT_DIMENSIONS, embed_text
 
@@ -178,24 +179,13 @@ def _chat(body: dict[str, Any], model: str, f: Faults) -> Reply:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
-    return Reply(
-        200,
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": finish,
-                    "message": {"role": "assistant", "content": content},
-                    "content_filter_results": filters,
-                }
-            ],
-            "usage": None if f.no_usage else usage,
-            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": filters}],
-        },
+    return chat_completion(
+        model,
+        content,
+        finish=finish,
+        usage=None if f.no_usage else usage,
+        choice={"content_filter_results": filters},
+        extra={"prompt_filter_results": [{"prompt_index": 0, "content_filter_results": filters}]},
         headers={"x-ratelimit-remaining-requests": "999", "x-ratelimit-remaining-tokens": "99999"},
     )
 

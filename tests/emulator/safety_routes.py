@@ -13,6 +13,7 @@ from tests.emulator.core import (
     HTTPError,
     Reply,
     error_reply,
+    rate_text,
 )
 
 BLOCKLIST_PATH = re.compile(
@@ -143,11 +144,7 @@ def _analyze(state: EmulatorState, body: dict[str, Any]) -> dict[str, Any]:
                 )
     if matches and body.get("haltOnBlocklistHit"):
         return {"blocklistsMatch": matches, "categoriesAnalysis": []}
-    severities = dict.fromkeys(CATEGORIES, 0)
-    words = set(re.findall(r"[\w-]+", lowered))
-    for word, (category, severity) in state.safety_terms.items():
-        if word in words:
-            severities[category] = max(severities[category], severity)
+    severities = rate_text(state, text)
     four = body.get("outputType", "FourSeverityLevels") == "FourSeverityLevels"
     wanted = body.get("categories") or list(CATEGORIES)
     analysis = [
