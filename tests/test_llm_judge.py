@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from cpo.engine.config import load_config
 from cpo.errors import ConfigurationError
 from cpo.personalization.policy import approved, harm_checks
 from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, get_provider_factory
 from cpo.providers.llm_judge import (
+    LlmJudgeSettings,
     VerdictError,
     make_llm_judge,
     parse_json_verdict,
@@ -151,6 +153,42 @@ def test_settings_are_checked():
         make_llm_judge({"rubric": "prompts/safety/missing.txt"}, good_env)
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
         make_llm_judge({}, {})
+
+
+@pytest.mark.parametrize(
+    ("judge", "key", "expected"),
+    [
+        ("{type: llm_judge, max_tokens: 0}", "max_tokens", "at least 1"),
+        ("{type: llm_judge, verdict_format: xml}", "verdict_format", "yes_no"),
+        ("{type: llm_judge, treshold: 3}", "treshold", "unknown key 'treshold'"),
+        ("{type: llm_judge, verify: 'no'}", "verify", "true or false"),
+    ],
+)
+def test_judge_settings_are_checked_with_cpo_yml(tmp_path, judge, key, expected):
+    """The judge's settings model is part of the one settings schema: key path and line."""
+    (tmp_path / "cpo.yml").write_text(
+        "name: t\ntargets:\n  judged:\n    providers:\n"
+        f"      safety:\n        - {{type: offline}}\n        - {judge}\n"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        load_config(tmp_path)
+    assert info.value.key == f"targets.judged.providers.safety[1].{key}"
+    assert info.value.path == "cpo.yml" and info.value.line == 7
+    assert expected in info.value.message
+
+
+def test_judge_settings_model_gives_the_chat_provider_its_settings():
+    checked = LlmJudgeSettings.model_validate({"model": "m", "timeout_s": 2, "verify": False})
+    chat = checked.chat_settings()
+    assert chat == {
+        "model": "m",
+        "timeout_s": 2.0,
+        "verify": False,
+        "api": "chat",
+        "structured_output": False,
+        "temperature": 0.0,
+        "max_tokens": 400,
+    }
 
 
 def test_packaged_rubric_matches_the_project_prompt():

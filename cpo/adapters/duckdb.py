@@ -44,7 +44,10 @@ def private_connection(extension: Path, *, fix: str) -> duckdb.DuckDBPyConnectio
     Raises:
         ConfigurationError: the extension could not be loaded.
     """
-    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
     conn = duckdb.connect(":memory:", config=config)
     try:
         conn.execute(f"LOAD {_literal(str(extension))}")

@@ -311,9 +311,13 @@ def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
                 if cached.get("attack_detected"):
                     reason = "excluded: Azure Prompt Shields detected a document attack"
                 continue
+
+            def check(_: int, shield: Any = shield, text: str = text) -> bool:
+                return bool(shield.shield_document(text))
+
             try:
                 attack = retry_call(
-                    lambda _, shield=shield, text=text: shield.shield_document(text),
+                    check,
                     settings,
                     sleep=lambda seconds: step.calls.sleep(seconds),
                 )

@@ -136,7 +136,7 @@ def azure_failure(
         message = f"{service}: could not obtain an Azure AD token ({error.message}); {auth_fix}"
         return provider_error(message, retryable=False, secrets=secrets)
     if isinstance(error, HttpResponseError) and error.status_code is not None:
-        headers = dict(error.response.headers) if error.response is not None else None
+        headers = dict(getattr(error.response, "headers", None) or {}) or None
         detail = getattr(error.error, "message", None) or error.reason or str(error)
         return http_failure(
             service, error.status_code, headers, detail, auth_fix=auth_fix, secrets=secrets

@@ -377,7 +377,7 @@ _FORMAT_REJECTED = re.compile(
 
 
 def _rejects_format(error: ProviderError) -> bool:
-    status = getattr(error, "status", None)
+    status = error.status
     if status in (400, 415, 422, 501):
         return True
     return status == 500 and bool(_FORMAT_REJECTED.search(error.message))
@@ -392,6 +392,7 @@ def _is_content_filter(error: Any) -> bool:
 
 
 def error_detail(error: Any) -> str:
+    """The service's own message in an ``openai`` SDK error (for a `ProviderError`)."""
     body = error.body if isinstance(error.body, dict) else {}
     return str(body.get("message") or error.message)
 
@@ -495,6 +496,7 @@ def _azure_auth_kwargs(auth: Auth) -> dict[str, Any]:
 
 
 def credentials_fix(auth: Auth, key_var: str, role: str) -> str:
+    """What to fix when the service refuses `auth` (names the variable or the role needed)."""
     if auth.key is not None:
         return f"check {auth.source} (the key or its Key Vault reference) and the endpoint."
     return (
