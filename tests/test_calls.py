@@ -379,10 +379,11 @@ def test_provider_error_is_typed() -> None:
     assert type(scrubbed) is ProviderError and scrubbed.message == "key *** refused"
 
 
-def test_retry_after_http_date_is_honoured(tmp_path: Path) -> None:
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_http_date_is_honoured(tmp_path: Path, status: int) -> None:
     when = email.utils.formatdate(time.time() + 20, usegmt=True)
-    throttled = http_failure("svc", 429, {"Retry-After": when}, "slow down", auth_fix="")
-    assert throttled.retryable and throttled.status == 429
+    throttled = http_failure("svc", status, {"Retry-After": when}, "slow down", auth_fix="")
+    assert throttled.retryable and throttled.status == status
     assert 17 <= (throttled.retry_after or 0) <= 20
     layer = make_layer(tmp_path, max_attempts=2)
     outcome = layer.call_all(
