@@ -119,6 +119,7 @@ class Breaker:
         self._lock = threading.Lock()
 
     def failure(self, message: str, *, fatal: bool) -> None:
+        """Count a failure that says the service is unusable (`counts_for_breaker`)."""
         with self._lock:
             self.failures += 1
             if fatal or self.failures >= self.limit:
@@ -135,6 +136,7 @@ class Breaker:
             self.open = True
 
     def success(self) -> None:
+        """A call succeeded: the count of failures in a row starts again."""
         with self._lock:
             self.failures = 0
 
