@@ -33,11 +33,11 @@ UNSCREENED = "harm:unscreened"
 """The failed row of a variant the safety provider could not screen: it is no screening."""
 
 APPROVAL_SQL = """select variant_id
-from {screenings}
-group by variant_id
-having bool_and(passed)
-    and count(*) filter (where "check" like {harm_like} and "check" <> {unscreened})
-        >= {required}"""
+    from {screenings}
+    group by variant_id
+    having bool_and(passed)
+        and count(*) filter (where "check" like {harm_like} and "check" <> {unscreened})
+            >= {required}"""
 """The approval rule over ``safety_screenings`` rows, as SQL (`approved` is the same in Python)."""
 
 
