@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError
+from cpo.personalization.checks import MERGE_TAG, refuse_unknown
 
 SETTINGS_KEY = "vars.safety.policy.grounding"
 DEFAULTS: Mapping[str, Any] = {"enabled": True, "min_support": 0.5, "max_uncited_words": 2}
 
-MERGE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 CITATION = re.compile(r"\[([A-Za-z0-9_.:\-]+)\]")
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # A sentence ends at . ! ? (and any closing quote) followed by space, or at a line break.
@@ -107,13 +107,7 @@ def resolve(settings: Mapping[str, Any] | None) -> Settings:
         ConfigurationError: An unknown key, or a value of the wrong type or range.
     """
     settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown grounding setting {unknown[0]!r}; known: {', '.join(sorted(DEFAULTS))}",
-            path="cpo.yml",
-            key=f"{SETTINGS_KEY}.{unknown[0]}",
-        )
+    refuse_unknown(settings, DEFAULTS, SETTINGS_KEY, "grounding")
     merged = {**DEFAULTS, **settings}
     support = merged["min_support"]
     if isinstance(support, bool) or not isinstance(support, int | float) or not 0 <= support <= 1:
@@ -215,33 +209,30 @@ def judge(
     for number, sentence in enumerate(split_sentences(body), start=1):
         if sentence.citations:
             known = [c for c in sentence.citations if c in cited_texts]
-            evidence = vocabulary(cited_texts[c] for c in known)
-            score = support(sentence.text, evidence)
+            score = support(sentence.text, vocabulary(cited_texts[c] for c in known))
             ids = ", ".join(sentence.citations)
             if not known:
                 reason = f"unsupported_sentence: sentence {number} cites {ids}, no usable document"
                 verdicts.append(Verdict(number, False, 0.0, reason))
-            elif score + 1e-9 >= settings.min_support:
-                verdicts.append(Verdict(number, True, score, "supported"))
-            else:
-                reason = (
-                    f"unsupported_sentence: sentence {number} cites {ids} but only "
-                    f"{score:.0%} of its content words are in it (min {settings.min_support:.0%})"
-                )
-                verdicts.append(Verdict(number, False, score, reason))
-            continue
-        score = support(sentence.text, everything) if everything else 0.0
-        extra = [w for w in content_words(sentence.text) if w not in _PHATIC]
-        if len(extra) <= settings.max_uncited_words:
-            verdicts.append(Verdict(number, True, score, "connective"))
-        elif score + 1e-9 >= settings.min_support:
-            verdicts.append(Verdict(number, True, score, "supported_uncited"))
+                continue
+            verdict = "supported"
+            why = (
+                f"unsupported_sentence: sentence {number} cites {ids} but only "
+                f"{score:.0%} of its content words are in it (min {settings.min_support:.0%})"
+            )
         else:
-            reason = (
+            score = support(sentence.text, everything) if everything else 0.0
+            extra = [w for w in content_words(sentence.text) if w not in _PHATIC]
+            if len(extra) <= settings.max_uncited_words:
+                verdicts.append(Verdict(number, True, score, "connective"))
+                continue
+            verdict = "supported_uncited"
+            why = (
                 f"uncited_sentence: sentence {number} ({len(extra)} content words) cites no "
                 f"document and only {score:.0%} of it is in the cited documents"
             )
-            verdicts.append(Verdict(number, False, score, reason))
+        supported = score + 1e-9 >= settings.min_support
+        verdicts.append(Verdict(number, supported, score, verdict if supported else why))
     return verdicts
 
 
