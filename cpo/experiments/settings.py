@@ -8,7 +8,7 @@ experiment setting is refused when ``cpo.yml`` is read; the experiment steps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -199,7 +199,7 @@ class ExperimentVars(_Strict):
         return self
 
 
-def _format(error: dict[str, Any]) -> tuple[str, str]:
+def _format(error: Mapping[str, Any]) -> tuple[str, str]:
     """(key path, message) of one pydantic error."""
     key = "vars.experiment"
     for part in error["loc"]:

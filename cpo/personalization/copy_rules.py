@@ -177,7 +177,7 @@ def find_pii(text: str, allow: Sequence[str] = ()) -> list[str]:
     numbers (`allow`, see `pii_allowed`) are exempt. The values themselves are never returned.
     """
     text = MERGE_TAG.sub(" ", text)
-    found = []
+    found: list[str] = []
     for kind, pattern in (("email", EMAIL), ("ssn", SSN), ("card_number", CARD), ("phone", PHONE)):
         hits = [m.group(0) for m in pattern.finditer(text)]
         found.extend(kind for h in hits if not pii_allowed(h, kind, allow))

@@ -55,6 +55,11 @@ def _decimal(text: str) -> Decimal | None:
         return None
 
 
+def _first_number(text: str) -> Decimal | None:
+    match = NUMBER.search(text)
+    return _decimal(match.group(0)) if match else None
+
+
 def _date_key(text: str) -> tuple[int | None, int, int] | None:
     """(year or None, month, day) of a date claim, so formats compare equal."""
     text = text.strip().lower()
@@ -77,13 +82,15 @@ class _Evidence:
 
 
 def _evidence(texts: Iterable[str]) -> _Evidence:
-    numbers, percents, dates = set(), set(), set()
+    numbers: set[Decimal] = set()
+    percents: set[Decimal] = set()
+    dates: set[tuple[int | None, int, int]] = set()
     for text in texts:
         for m in CLAIM.finditer(text):
             if m["date"] and (key := _date_key(m["date"])):
                 dates.add(key)
-            elif m["pct"]:
-                percents.add(_decimal(NUMBER.search(m["pct"]).group(0)))
+            elif m["pct"] and (pct := _first_number(m["pct"])) is not None:
+                percents.add(pct)
         numbers.update(d for n in NUMBER.findall(text) if (d := _decimal(n)) is not None)
         # A document saying "ten" grounds copy saying "10".
         numbers.update(Decimal(_NUMBER_WORDS[w.lower()]) for w in _NUMBER_WORD.findall(text))
@@ -100,7 +107,7 @@ def _grounded(match: re.Match[str], evidence: _Evidence) -> bool:
             (m, d) == (month, day) and (year is None or y is None or y == year)
             for y, m, d in evidence.dates
         )
-    value = _decimal(NUMBER.search(match.group(0)).group(0))
+    value = _first_number(match.group(0))
     if match["pct"]:
         return value in evidence.percents
     return value in evidence.numbers

@@ -399,18 +399,17 @@ def proportion_test(
         return _test_effect(_effect(control, treatment), n_total, options, "z-test", normal=True)
     welch = frequentist_test(control, treatment, relative=relative, alpha=alpha)
     absolute = treatment.mean - control.mean if control.n and treatment.n else NAN
-    base = {
-        "absolute_effect": absolute,
-        "control_mean": control.mean,
-        "treatment_mean": treatment.mean,
-        "relative": relative,
-        "alternative": alternative,
-        "alpha": alpha,
-        "sequential": False,
-        "method": "fisher-exact",
-    }
+
+    def fisher(
+        est: float, lo: float, hi: float, se: float, p: float, df: float, why: str | None = None
+    ) -> FrequentistResult:
+        return FrequentistResult(
+            est, lo, hi, se, p, df, absolute, control.mean, treatment.mean,
+            relative, alternative, alpha, False, "fisher-exact", why,
+        )  # fmt: skip
+
     if control.n == 0 or treatment.n == 0:
-        return FrequentistResult(NAN, NAN, NAN, NAN, NAN, NAN, **base, reason="an arm is empty")
+        return fisher(NAN, NAN, NAN, NAN, NAN, NAN, "an arm is empty")
     table = [
         [treatment.successes, treatment.n - treatment.successes],
         [control.successes, control.n - control.successes],
@@ -418,7 +417,7 @@ def proportion_test(
     p_value = float(sps.fisher_exact(table, alternative=alternative).pvalue)
     level = alpha if alternative == "two-sided" else 2 * alpha
     if relative and control.successes == 0:
-        return FrequentistResult(NAN, NAN, NAN, NAN, p_value, NAN, **base, reason=_ZERO_CONTROL)
+        return fisher(NAN, NAN, NAN, NAN, p_value, NAN, _ZERO_CONTROL)
     if relative:
         estimate = treatment.mean / control.mean - 1.0
         lo, hi = _mover_ratio(control, treatment, level)
@@ -426,7 +425,7 @@ def proportion_test(
         estimate = absolute
         lo, hi = _newcombe(control, treatment, level)
     lo, hi = one_sided(lo, hi, alternative)
-    return FrequentistResult(estimate, lo, hi, welch.se, p_value, welch.df, **base)
+    return fisher(estimate, lo, hi, welch.se, p_value, welch.df)
 
 
 def _needs_exact(c: ProportionStats, t: ProportionStats, min_expected: float) -> bool:
