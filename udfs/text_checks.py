@@ -3,7 +3,7 @@
 Every function normalises the text first (`cpo.personalization.normalize`: NFKC, zero-width and
 control
 characters stripped, look-alikes and digits-for-letters folded), exactly as the screen of
-generated copy does (`cpo.personalization.policy`).
+generated copy does (`cpo.personalization.injection` and `cpo.personalization.copy_rules`).
 
 * ``looks_like_injection(text)``: instructions aimed at a language model, in English, French,
   Spanish, German, Italian or Portuguese (``cpo/providers/lexicons/injection.yml``).
@@ -18,23 +18,22 @@ generated copy does (`cpo.personalization.policy`).
 from __future__ import annotations
 
 from cpo.engine.udf import sql_function
-from cpo.personalization import policy
+from cpo.personalization import copy_rules, injection
 
 
 @sql_function(parameters=["VARCHAR"], return_type="BOOLEAN")
 def looks_like_injection(text: str | None) -> bool:
-    """True when `text` holds instructions aimed at a language model (`cpo.personalization.policy`
-    patterns)."""
-    return bool(text) and bool(policy.find_injection(text))
+    """True when `text` holds instructions aimed at a language model (``injection.yml``)."""
+    return bool(text) and bool(injection.find_injection(text))
 
 
 @sql_function(parameters=["VARCHAR"], return_type="BOOLEAN")
 def looks_like_markup(text: str | None) -> bool:
     """True when `text` holds HTML/XML markup, a ``javascript:`` URL or an event handler."""
-    return bool(text) and bool(policy.find_markup(text))
+    return bool(text) and bool(copy_rules.find_markup(text))
 
 
 @sql_function(parameters=["VARCHAR"], return_type="BOOLEAN")
 def looks_like_formula(text: str | None) -> bool:
     """True when a line of `text` starts a spreadsheet formula, or it calls a formula function."""
-    return bool(text) and bool(policy.find_formulas(text))
+    return bool(text) and bool(copy_rules.find_formulas(text))

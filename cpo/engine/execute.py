@@ -17,6 +17,7 @@ from cpo.engine.config import ProjectConfig
 from cpo.engine.graph import Graph
 from cpo.engine.logs import hash_id
 from cpo.engine.nodes import MODEL, PYTHON, SEED, TEST, Node
+from cpo.engine.pii import pii_of
 from cpo.engine.steps import Context, load_module
 from cpo.engine.telemetry import node_span
 from cpo.errors import BudgetExceededError, CPOError
@@ -286,14 +287,14 @@ class Runner:
 
     def _hidden_columns(self, test: Node, columns: Sequence[str]) -> set[str]:
         """The sample columns whose values must be hashed."""
-        declared = set().union(*(_pii_columns(n) for n in self.graph.nodes.values()))
+        declared = set().union(*(pii_of(n.columns) for n in self.graph.nodes.values()))
         sensitive = {c for c in columns if c in declared or _is_customer_id(c)}
         spec = test.test
         if spec is None:
             return sensitive
         deps = [self.graph.nodes[n] for n in test.depends_on if n in self.graph.nodes]
         if spec.kind == "singular":
-            if any(_pii_columns(n) for n in deps):
+            if any(pii_of(n.columns) for n in deps):
                 # The query's own columns: only those declared non-PII are shown as they are.
                 known = {c for n in deps for c in n.columns} - declared
                 sensitive |= {c for c in columns if c not in known or _is_customer_id(c)}
@@ -306,14 +307,6 @@ class Runner:
 
 def _is_customer_id(column: str) -> bool:
     return column.lower().endswith("customer_id")
-
-
-def _pii_columns(node: Node) -> set[str]:
-    return {
-        name
-        for name, column in node.columns.items()
-        if isinstance(column, dict) and (column.get("meta") or {}).get("pii")
-    }
 
 
 def _verb(node: Node, rows: int | None) -> str:

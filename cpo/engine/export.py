@@ -35,6 +35,7 @@ from cpo.adapters.duckdb import Database
 from cpo.engine.compile import quote
 from cpo.engine.compile import sql_literal as _literal
 from cpo.engine.logs import project_salt
+from cpo.engine.pii import pii_of
 from cpo.errors import CPOError, UsageError
 
 FORMATS = ("parquet", "csv")
@@ -103,10 +104,9 @@ def declared_pii(manifest: Mapping[str, Any]) -> dict[str, frozenset[str]]:
     """Columns declared ``meta: {pii: true}`` in ``schema.yml``, per node of the manifest."""
     found: dict[str, frozenset[str]] = {}
     for name, node in (manifest.get("nodes") or {}).items():
-        columns = node.get("columns") or {}
-        pii = {c for c, spec in columns.items() if ((spec or {}).get("meta") or {}).get("pii")}
+        pii = pii_of(node.get("columns") or {})
         if pii:
-            found[name] = frozenset(pii)
+            found[name] = pii
     return found
 
 

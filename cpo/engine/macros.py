@@ -90,6 +90,17 @@ _MACROS: dict[str, Callable[..., str]] = {
 }
 
 
+def register_macro(name: str, function: Callable[..., Any]) -> None:
+    """Add a macro for model Jinja, as a domain package does for its own rules.
+
+    `function` takes the macro's arguments (as text) and ``dialect=``; it returns SQL text, or a
+    value for the template to use (a list the template loops over). The domain's modules
+    register when the settings schema loads them (`cpo.engine.settings.VARS_SCHEMA_MODULES`).
+    Registering a name again replaces it.
+    """
+    _MACROS[name] = function
+
+
 def macros(dialect: str = "duckdb") -> dict[str, Callable[..., str]]:
     """The macro functions for model Jinja, rendering SQL for `dialect` (duckdb or spark).
 
@@ -98,6 +109,9 @@ def macros(dialect: str = "duckdb") -> dict[str, Callable[..., str]]:
     """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
+    from cpo.engine.settings import vars_sections
+
+    vars_sections()  # loads the domain's modules, which register their macros
 
     def bind(function: Callable[..., str]) -> Callable[..., str]:
         def macro(*args: Any) -> str:

@@ -8,15 +8,19 @@ experiment setting is refused when ``cpo.yml`` is read; the experiment steps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cpo.engine.macros import register_macro
 from cpo.errors import ConfigurationError
 
-EVENTS = ("delivered", "open", "click", "conversion", "unsubscribe")
+Event = Literal["delivered", "open", "click", "conversion", "unsubscribe"]
+"""The event types, in funnel order: the one list. ``EVENTS`` is read from it, the SQL models
+read it through the ``experiment_events()`` macro, and settings are validated against it."""
+EVENTS: tuple[str, ...] = get_args(Event)
 METRIC_TYPES = ("proportion", "mean", "ratio")
 ROLES = ("primary", "secondary", "guardrail")
 DIRECTIONS = ("increase", "decrease")
@@ -25,7 +29,14 @@ VALUES = ("count", "revenue")
 ErrorFactory = Callable[[str, str], ConfigurationError]
 Fraction = Annotated[float, Field(gt=0, lt=1, strict=False)]
 Name = Annotated[str, Field(min_length=1)]
-Event = Literal["delivered", "open", "click", "conversion", "unsubscribe"]
+
+
+def _experiment_events(*, dialect: str = "duckdb") -> list[str]:
+    """``{{ experiment_events() }}`` in a model: the event types (`EVENTS`), as a list."""
+    return list(EVENTS)
+
+
+register_macro("experiment_events", _experiment_events)
 
 
 def _default_error(key: str, message: str) -> ConfigurationError:
@@ -188,7 +199,7 @@ class ExperimentVars(_Strict):
         return self
 
 
-def _format(error: dict[str, Any]) -> tuple[str, str]:
+def _format(error: Mapping[str, Any]) -> tuple[str, str]:
     """(key path, message) of one pydantic error."""
     key = "vars.experiment"
     for part in error["loc"]:

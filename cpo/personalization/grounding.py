@@ -26,37 +26,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError
+from cpo.personalization.checks import MERGE_TAG, data_file, refuse_unknown
 
 SETTINGS_KEY = "vars.safety.policy.grounding"
 DEFAULTS: Mapping[str, Any] = {"enabled": True, "min_support": 0.5, "max_uncited_words": 2}
 
-MERGE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 CITATION = re.compile(r"\[([A-Za-z0-9_.:\-]+)\]")
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # A sentence ends at . ! ? (and any closing quote) followed by space, or at a line break.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 _LEADING_CITATIONS = re.compile(r"^((?:\[[A-Za-z0-9_.:\-]+\]\s*)+)")
 
-STOP_WORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself yourselves
-    it's we're you're we've you've we'll you'll i'm let's that's there's what's here's don't
-    can't won't isn't aren't doesn't get got us one may might must shall every""".split()  # noqa: SIM905
-)
-PHATIC_WORDS = frozenset(
-    """hello hi hey dear greetings thanks thank thankful grateful appreciate team news update
-    updates note email message reply question questions customer customers help happy glad
-    pleased hope enjoy enjoyed wish wishes best regards cheers warm warmly soon see look looking
-    forward take care like love hear thought think share sharing know let always want wanted
-    something someone things thing today week day here ready whenever mind matters useful
-    interest interested welcome again visit store online website read find out more details
-    information below above just quick short latest""".split()  # noqa: SIM905
-)
+_WORDS = data_file("cpo.personalization", "rules/grounding_words.yml")
+STOP_WORDS = frozenset(str(w) for w in _WORDS["stop_words"])
+"""Words with no content (``rules/grounding_words.yml``)."""
+PHATIC_WORDS = frozenset(str(w) for w in _WORDS["phatic_words"])
+"""Greetings, sign-offs and connectives (``rules/grounding_words.yml``)."""
 _PLACEHOLDERS = (
     re.compile(r"<[^<>\n]{1,60}>"),  # <the email body>, <DOC_ID>, <subject>
     re.compile(
@@ -107,13 +92,7 @@ def resolve(settings: Mapping[str, Any] | None) -> Settings:
         ConfigurationError: An unknown key, or a value of the wrong type or range.
     """
     settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown grounding setting {unknown[0]!r}; known: {', '.join(sorted(DEFAULTS))}",
-            path="cpo.yml",
-            key=f"{SETTINGS_KEY}.{unknown[0]}",
-        )
+    refuse_unknown(settings, DEFAULTS, SETTINGS_KEY, "grounding")
     merged = {**DEFAULTS, **settings}
     support = merged["min_support"]
     if isinstance(support, bool) or not isinstance(support, int | float) or not 0 <= support <= 1:
@@ -215,33 +194,30 @@ def judge(
     for number, sentence in enumerate(split_sentences(body), start=1):
         if sentence.citations:
             known = [c for c in sentence.citations if c in cited_texts]
-            evidence = vocabulary(cited_texts[c] for c in known)
-            score = support(sentence.text, evidence)
+            score = support(sentence.text, vocabulary(cited_texts[c] for c in known))
             ids = ", ".join(sentence.citations)
             if not known:
                 reason = f"unsupported_sentence: sentence {number} cites {ids}, no usable document"
                 verdicts.append(Verdict(number, False, 0.0, reason))
-            elif score + 1e-9 >= settings.min_support:
-                verdicts.append(Verdict(number, True, score, "supported"))
-            else:
-                reason = (
-                    f"unsupported_sentence: sentence {number} cites {ids} but only "
-                    f"{score:.0%} of its content words are in it (min {settings.min_support:.0%})"
-                )
-                verdicts.append(Verdict(number, False, score, reason))
-            continue
-        score = support(sentence.text, everything) if everything else 0.0
-        extra = [w for w in content_words(sentence.text) if w not in _PHATIC]
-        if len(extra) <= settings.max_uncited_words:
-            verdicts.append(Verdict(number, True, score, "connective"))
-        elif score + 1e-9 >= settings.min_support:
-            verdicts.append(Verdict(number, True, score, "supported_uncited"))
+                continue
+            verdict = "supported"
+            why = (
+                f"unsupported_sentence: sentence {number} cites {ids} but only "
+                f"{score:.0%} of its content words are in it (min {settings.min_support:.0%})"
+            )
         else:
-            reason = (
+            score = support(sentence.text, everything) if everything else 0.0
+            extra = [w for w in content_words(sentence.text) if w not in _PHATIC]
+            if len(extra) <= settings.max_uncited_words:
+                verdicts.append(Verdict(number, True, score, "connective"))
+                continue
+            verdict = "supported_uncited"
+            why = (
                 f"uncited_sentence: sentence {number} ({len(extra)} content words) cites no "
                 f"document and only {score:.0%} of it is in the cited documents"
             )
-            verdicts.append(Verdict(number, False, score, reason))
+        supported = score + 1e-9 >= settings.min_support
+        verdicts.append(Verdict(number, supported, score, verdict if supported else why))
     return verdicts
 
 

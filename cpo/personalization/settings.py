@@ -30,6 +30,7 @@ from cpo.engine.settings import (
     unknown_key_error,
 )
 from cpo.experiments import settings as experiment_settings
+from cpo.personalization import harm  # the blocking and approval rules (registers its macro)
 from cpo.personalization.segmentation import ContentSettings, MessagesSettings, SegmentationSettings
 from cpo.providers.base import HARM_CATEGORIES
 
@@ -123,13 +124,15 @@ class PolicyVars(Section):
 
 
 class SafetyVars(Section):
+    """``vars.safety``: a category with no threshold takes `harm.DEFAULT_THRESHOLD`."""
+
     thresholds: Annotated[dict[str, Severity], BeforeValidator(_harm_categories)] = Field(
         default_factory=dict
     )
     output_type: Literal["FourSeverityLevels", "EightSeverityLevels"] = "EightSeverityLevels"
     on_unscreened: Literal["fail", "warn"] = "fail"
-    required_harm_checks: Annotated[int, Field(ge=0, le=len(HARM_CATEGORIES))] = len(
-        HARM_CATEGORIES
+    required_harm_checks: Annotated[int, Field(ge=0, le=len(HARM_CATEGORIES))] = (
+        harm.REQUIRED_HARM_CHECKS
     )
     blocklists: dict[str, list[NonEmptyStr]] = Field(default_factory=dict)
     policy: PolicyVars = PolicyVars()

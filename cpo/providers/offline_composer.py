@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpo.errors import ConfigurationError, ProviderError
+from cpo.personalization.checks import data_file
+from cpo.personalization.injection import about_a_model
 from cpo.personalization.prompting import render_template_text
 from cpo.providers.base import Document, GenerationRequest, GenerationResult
 
@@ -49,51 +51,23 @@ _TERMINAL = ".!?"
 _MIN_SENTENCE_WORDS = 3
 _NEAR_DUPLICATE = 0.8
 
-# Sentences that talk to a model rather than to a customer (prompt injection planted in
-# content) are never copied into a message.
-_INJECTION = re.compile(
-    r"""
-    \b(ignore|disregard|forget|override|bypass)\b[^.!?]{0,60}
-        \b(instructions?|prompts?|rules?|guidelines?|above|previous|prior)\b
-    | \b(system|developer|hidden)\s+(prompt|message|instructions?)\b
-    | \b(language\s+model|llms?|chatgpt|gpt-?\d\w*|ai\s+(assistant|model)|as\s+an\s+ai)\b
-    | \b(you\s+are\s+now|pretend\s+(to\s+be|you\s+are)|jailbreak|do\s+anything\s+now)\b
-    | \b(assistant|model|ai|bot)\b[^.!?]{0,40}\b(must|should|shall|will)\b[^.!?]{0,40}
-        \b(say|write|output|respond|reply|include|mention|print)\b
-    | <\|[a-z_]+\|> | \[/?INST\]
-    """,
-    re.IGNORECASE | re.VERBOSE,
-)
 # Template syntax inside content would reach the merge-tag stage; such sentences are skipped.
 _TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
+# The English phrase lists (conditions, back-references, stop words): lexicons/composer.yml.
+_PHRASES = data_file("cpo.providers", "lexicons/composer.yml")
 # A sentence stating when or under which condition an offer holds ("Offer ends 2026-12-31.")
 # travels with the other sentences of its document, so an offer is never quoted without it.
 _CONDITION = re.compile(
-    r"""
-    \b(ends?|expires?|until|valid\s+(until|through|thru)|while\s+(stocks|supplies)\s+last
-        |deadline|last\s+day|terms\s+apply)\b
-    | \b\d{4}-\d{2}-\d{2}\b
-    | \b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}\b
-    """,
-    re.IGNORECASE | re.VERBOSE,
+    "|".join([rf"\b({'|'.join(_PHRASES['conditions'])})\b", *_PHRASES["condition_dates"]]),
+    re.IGNORECASE,
 )
 # A sentence opening with a pronoun ("It weighs 340 g.") only makes sense after the sentence
 # before it in its document; it is used only together with that sentence.
-_REFERS_BACK = re.compile(
-    r"(it|its|it's|they|their|them|these|those|this|that|he|she|his|her|both|each|such)\b"
-    r"|the\s+(code|offer|discount|reward|deal)\b",
-    re.IGNORECASE,
-)
+_REFERS_BACK = re.compile(rf"({'|'.join(_PHRASES['refers_back'])})\b", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9$£€])")
 _WORD = re.compile(r"[a-z0-9]+")
 _WORD_KEEPING_MERGE_TAGS = re.compile(r"(?:\{\{.*?\}\}|\S)+")
-_STOPWORDS = frozenset(
-    {
-        *("a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have"),
-        *("in", "is", "it", "its", "of", "on", "or", "our", "so", "that", "the", "their"),
-        *("this", "to", "was", "we", "were", "will", "with", "you", "your"),
-    }
-)
+_STOPWORDS = frozenset(str(w) for w in _PHRASES["stopwords"])
 
 
 @dataclass(frozen=True)
@@ -238,7 +212,7 @@ def is_usable(sentence: str) -> bool:
     return (
         len(sentence.split()) >= _MIN_SENTENCE_WORDS
         and not _TEMPLATE_SYNTAX.search(sentence)
-        and not _INJECTION.search(sentence)
+        and not about_a_model(sentence)
     )
 
 

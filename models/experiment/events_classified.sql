@@ -50,7 +50,9 @@ select
     t.source,
     case
         when t.event is null
-            or t.event not in ('delivered', 'open', 'click', 'conversion', 'unsubscribe')
+            or t.event not in (
+                {%- for e in experiment_events() %}{{ literal(e) }}{{ ", " if not loop.last }}{% endfor -%}
+            )  -- the event types: cpo/experiments/settings.py (Event)
             then 'unknown_event_type'
         when t.event_at is null then 'unparseable_timestamp'
         when t.raw_revenue is not null and t.revenue is null then 'unparseable_revenue'

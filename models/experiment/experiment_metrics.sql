@@ -14,7 +14,7 @@
     Columns: n, sum = Σy, sum_squares = Σy², sum_num/sum_num_sq/sum_den/sum_den_sq/sum_num_den
     for ratios, sum_x/sum_x2/sum_xy for CUPED. -#}
 {%- set metrics = var('experiment.metrics', []) %}
-{%- set events = ['delivered', 'open', 'click', 'conversion', 'unsubscribe'] %}
+{%- set events = experiment_events() %}{#- cpo/experiments/settings.py: Event #}
 {%- set outcomes = var('experiment.outcomes', none) %}
 {%- set ns = namespace(covariates=[]) %}
 {%- for m in metrics %}{% if m.get('covariate') and m.get('type') != 'ratio' %}

@@ -10,7 +10,7 @@ import numpy as np
 from cpo.errors import ModelError
 from cpo.experiments.stats.frequentist import (
     FrequentistResult,
-    _check_test_options,
+    TestOptions,
     _degenerate,
     _Effect,
     _test_effect,
@@ -152,7 +152,7 @@ def post_stratify(
         ModelError: Lengths differ or weights are negative or all zero.
         ConfigurationError: An option is invalid.
     """
-    _check_test_options(alpha, alternative, sequential_tuning)
+    options = TestOptions(relative, alpha, alternative, sequential, sequential_tuning)
     if not len(strata_control) == len(strata_treatment) == len(weights) > 0:
         raise ModelError(
             "post_stratify needs one control stats, one treatment stats and one weight per "
@@ -164,16 +164,9 @@ def post_stratify(
             f"post_stratify weights must be non-negative with a positive sum: {weights}"
         )
     w = w / w.sum()
-    return _test_effect(
-        _stratified_effect(strata_control, strata_treatment, w),
-        n_total=sum(s.n for s in strata_control) + sum(s.n for s in strata_treatment),
-        relative=relative,
-        alpha=alpha,
-        alternative=alternative,
-        sequential=sequential,
-        sequential_tuning=sequential_tuning,
-        method="post-stratified",
-    )
+    n_total = sum(s.n for s in strata_control) + sum(s.n for s in strata_treatment)
+    effect = _stratified_effect(strata_control, strata_treatment, w)
+    return _test_effect(effect, n_total, options, "post-stratified")
 
 
 def _stratified_effect(

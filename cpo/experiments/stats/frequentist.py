@@ -192,25 +192,28 @@ def sequential_p_value(
     return math.exp(optimize.brentq(excess, lo, hi, xtol=1e-12, rtol=1e-12))
 
 
-def _interval(estimate: float, half: float, alternative: str) -> tuple[float, float]:
-    if alternative == "greater":
-        return estimate - half, math.inf
-    if alternative == "less":
-        return -math.inf, estimate + half
-    return estimate - half, estimate + half
+@dataclass(frozen=True)
+class TestOptions:
+    """The options every frequentist comparison takes (see `frequentist_test`), validated."""
+
+    relative: bool = True
+    alpha: float = 0.05
+    alternative: str = "two-sided"
+    sequential: bool = False
+    sequential_tuning: float = 5000
+
+    def __post_init__(self) -> None:
+        _check_alpha(self.alpha)
+        _check_alternative(self.alternative)
+        if not self.sequential_tuning > 0:
+            raise ConfigurationError(
+                "sequential_tuning must be a positive sample size (e.g. 5000), got "
+                f"{self.sequential_tuning}"
+            )
 
 
 def _test_effect(
-    effect: _Effect,
-    *,
-    n_total: int,
-    relative: bool,
-    alpha: float,
-    alternative: str,
-    sequential: bool,
-    sequential_tuning: float,
-    method: str,
-    normal: bool = False,
+    effect: _Effect, n_total: int, options: TestOptions, method: str, *, normal: bool = False
 ) -> FrequentistResult:
     """Test the difference of means; report it or the relative lift with a matching interval.
 
@@ -220,6 +223,8 @@ def _test_effect(
     of non-negative outcomes cannot fall below zero). The relative lift needs a positive control
     mean; otherwise it is NaN with a reason while the test and ``absolute_effect`` stand.
     """
+    relative, alpha, alternative = options.relative, options.alpha, options.alternative
+    sequential, sequential_tuning = options.sequential, options.sequential_tuning
     mc, mt = effect.control_mean, effect.treatment_mean
     absolute = mt - mc
 
@@ -240,15 +245,13 @@ def _test_effect(
     q = float(sps.norm.isf(tail)) if normal else float(sps.t.isf(tail, df))
     if sequential:
         p = sequential_p_value(absolute, se, n_total, sequential_tuning, alternative)
-    elif normal:
-        p = _z_p_value(absolute / se, alternative)
     else:
-        p = _t_p_value(absolute / se, df, alternative)
+        p = tail_p_value(absolute / se, alternative, df)
     if not relative:
         half = (
             sequential_half_width(se, n_total, alpha, sequential_tuning) if sequential else q * se
         )
-        lo, hi = _interval(absolute, half, alternative)
+        lo, hi = one_sided(absolute - half, absolute + half, alternative)
         return result(absolute, lo, hi, se, p, df, None)
     if not mc > 0:
         why = _ZERO_CONTROL if mc == 0 else "control mean is negative: relative effect undefined"
@@ -258,11 +261,12 @@ def _test_effect(
     if sequential:  # the sequence's half-width is se times this critical value
         q = sequential_half_width(1.0, n_total, alpha, sequential_tuning)
     low, high = fieller_interval(mc, mt, var_c, var_t, q)
-    lo, hi = _interval_bounds(low - 1.0, high - 1.0, alternative)
+    lo, hi = one_sided(low - 1.0, high - 1.0, alternative)
     return result(est, max(lo, -1.0), hi, se_rel, p, df, None)
 
 
-def _interval_bounds(lo: float, hi: float, alternative: str) -> tuple[float, float]:
+def one_sided(lo: float, hi: float, alternative: str) -> tuple[float, float]:
+    """The interval for `alternative`: a one-sided test leaves the other side unbounded."""
     if alternative == "greater":
         return lo, math.inf
     if alternative == "less":
@@ -270,31 +274,15 @@ def _interval_bounds(lo: float, hi: float, alternative: str) -> tuple[float, flo
     return lo, hi
 
 
-def _z_p_value(z: float, alternative: str) -> float:
-    """Normal p-value from survival functions."""
+def tail_p_value(statistic: float, alternative: str, df: float = math.inf) -> float:
+    """p-value of a z (``df`` infinite) or Student-t statistic, from survival functions so tiny
+    p-values stay positive."""
+    dist = sps.norm if math.isinf(df) else sps.t(df)
     if alternative == "greater":
-        return float(sps.norm.sf(z))
+        return float(dist.sf(statistic))
     if alternative == "less":
-        return float(sps.norm.sf(-z))
-    return float(min(1.0, 2.0 * sps.norm.sf(abs(z))))
-
-
-def _t_p_value(t_stat: float, df: float, alternative: str) -> float:
-    """Student-t p-value from survival functions, so tiny p-values stay positive."""
-    if alternative == "greater":
-        return float(sps.t.sf(t_stat, df))
-    if alternative == "less":
-        return float(sps.t.sf(-t_stat, df))
-    return float(min(1.0, 2.0 * sps.t.sf(abs(t_stat), df)))
-
-
-def _check_test_options(alpha: float, alternative: str, sequential_tuning: float) -> None:
-    _check_alpha(alpha)
-    _check_alternative(alternative)
-    if not sequential_tuning > 0:
-        raise ConfigurationError(
-            f"sequential_tuning must be a positive sample size (e.g. 5000), got {sequential_tuning}"
-        )
+        return float(dist.sf(-statistic))
+    return float(min(1.0, 2.0 * dist.sf(abs(statistic))))
 
 
 def frequentist_test(
@@ -325,18 +313,9 @@ def frequentist_test(
     Raises:
         ConfigurationError: alpha, alternative or sequential_tuning is invalid.
     """
-    _check_test_options(alpha, alternative, sequential_tuning)
+    options = TestOptions(relative, alpha, alternative, sequential, sequential_tuning)
     method = "sequential-cs" if sequential else "welch-t"
-    return _test_effect(
-        _effect(control, treatment),
-        n_total=control.n + treatment.n,
-        relative=relative,
-        alpha=alpha,
-        alternative=alternative,
-        sequential=sequential,
-        sequential_tuning=sequential_tuning,
-        method=method,
-    )
+    return _test_effect(_effect(control, treatment), control.n + treatment.n, options, method)
 
 
 # --------------------------------------------------------------------------- small samples
@@ -414,33 +393,23 @@ def proportion_test(
     Returns:
         A `FrequentistResult`.
     """
-    _check_test_options(alpha, alternative, 1.0)
+    options = TestOptions(relative, alpha, alternative, sequential=False, sequential_tuning=1.0)
     if not _needs_exact(control, treatment, min_expected):
-        return _test_effect(
-            _effect(control, treatment),
-            n_total=control.n + treatment.n,
-            relative=relative,
-            alpha=alpha,
-            alternative=alternative,
-            sequential=False,
-            sequential_tuning=1.0,
-            method="z-test",
-            normal=True,
-        )
+        n_total = control.n + treatment.n
+        return _test_effect(_effect(control, treatment), n_total, options, "z-test", normal=True)
     welch = frequentist_test(control, treatment, relative=relative, alpha=alpha)
     absolute = treatment.mean - control.mean if control.n and treatment.n else NAN
-    base = {
-        "absolute_effect": absolute,
-        "control_mean": control.mean,
-        "treatment_mean": treatment.mean,
-        "relative": relative,
-        "alternative": alternative,
-        "alpha": alpha,
-        "sequential": False,
-        "method": "fisher-exact",
-    }
+
+    def fisher(
+        est: float, lo: float, hi: float, se: float, p: float, df: float, why: str | None = None
+    ) -> FrequentistResult:
+        return FrequentistResult(
+            est, lo, hi, se, p, df, absolute, control.mean, treatment.mean,
+            relative, alternative, alpha, False, "fisher-exact", why,
+        )  # fmt: skip
+
     if control.n == 0 or treatment.n == 0:
-        return FrequentistResult(NAN, NAN, NAN, NAN, NAN, NAN, **base, reason="an arm is empty")
+        return fisher(NAN, NAN, NAN, NAN, NAN, NAN, "an arm is empty")
     table = [
         [treatment.successes, treatment.n - treatment.successes],
         [control.successes, control.n - control.successes],
@@ -448,18 +417,15 @@ def proportion_test(
     p_value = float(sps.fisher_exact(table, alternative=alternative).pvalue)
     level = alpha if alternative == "two-sided" else 2 * alpha
     if relative and control.successes == 0:
-        return FrequentistResult(NAN, NAN, NAN, NAN, p_value, NAN, **base, reason=_ZERO_CONTROL)
+        return fisher(NAN, NAN, NAN, NAN, p_value, NAN, _ZERO_CONTROL)
     if relative:
         estimate = treatment.mean / control.mean - 1.0
         lo, hi = _mover_ratio(control, treatment, level)
     else:
         estimate = absolute
         lo, hi = _newcombe(control, treatment, level)
-    if alternative == "greater":
-        hi = math.inf
-    elif alternative == "less":
-        lo = -math.inf
-    return FrequentistResult(estimate, lo, hi, welch.se, p_value, welch.df, **base)
+    lo, hi = one_sided(lo, hi, alternative)
+    return fisher(estimate, lo, hi, welch.se, p_value, welch.df)
 
 
 def _needs_exact(c: ProportionStats, t: ProportionStats, min_expected: float) -> bool:

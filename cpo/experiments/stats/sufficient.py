@@ -145,8 +145,14 @@ def _paired_sums(
     ba = np.asarray(b, dtype=float)
     if aa.shape != ba.shape:
         raise ModelError(mismatch.format(aa.size, ba.size))
-    sums = (aa.sum(), np.dot(aa, aa), ba.sum(), np.dot(ba, ba), np.dot(aa, ba))
-    return (int(aa.size), *(float(v) for v in sums))
+    return (
+        int(aa.size),
+        float(aa.sum()),
+        float(np.dot(aa, aa)),
+        float(ba.sum()),
+        float(np.dot(ba, ba)),
+        float(np.dot(aa, ba)),
+    )
 
 
 Stats = MeanStats | ProportionStats | RatioStats
