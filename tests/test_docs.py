@@ -19,7 +19,7 @@ def site(sample_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "docs"
     index = write_docs(
         load_manifest(sample_build / "target"),
-        sample_build / "cpo.duckdb",
+        Project.load(sample_build).config,
         sample_build / "target",
         out_dir=out,
     )
@@ -71,7 +71,7 @@ def test_docs_before_any_build(tmp_path: Path) -> None:
     project = copy_sample_project(tmp_path / "fresh")
     Project.load(project).compile()
     index = write_docs(
-        load_manifest(project / "target"), project / "cpo.duckdb", project / "target"
+        load_manifest(project / "target"), Project.load(project).config, project / "target"
     )
     html = index.read_text(encoding="utf-8")
     assert index == project / "target" / "docs" / "index.html"
