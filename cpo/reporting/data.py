@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from cpo.adapters import database_exists, open_adapter, target_type
+from cpo.adapters import database_exists, database_modified, open_adapter, target_type
 from cpo.adapters.base import Adapter
 from cpo.engine.config import ProjectConfig
 from cpo.errors import CPOError
@@ -99,11 +99,10 @@ def read_report_data(config: ProjectConfig) -> ReportData:
         exists = database_exists(config)
     except CPOError as e:
         return ReportData(**base, has_database=False, notices=(f"Cannot open the database: {e}",))
-    on_file = target_type(config) == "duckdb"
     if not exists:
         where = (
             f"{config.database_path.name} does not exist"
-            if on_file
+            if target_type(config) == "duckdb"
             else f"target {config.target.name} has no published build"
         )
         return ReportData(
@@ -119,7 +118,7 @@ def read_report_data(config: ProjectConfig) -> ReportData:
     except CPOError as e:
         return ReportData(**base, has_database=False, notices=(f"Cannot open the database: {e}",))
     try:
-        return _read(db, base, _modified(config.database_path) if on_file else None)
+        return _read(db, base, _modified(config))
     finally:
         db.close()
 
@@ -128,14 +127,12 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _modified(path: Path) -> str | None:
-    """When a database file was last written (None when the target is not a file)."""
-    try:
-        return datetime.fromtimestamp(Path(path).stat().st_mtime, UTC).strftime(
-            "%Y-%m-%d %H:%M UTC"
-        )
-    except OSError:
-        return None
+def _modified(config: ProjectConfig) -> str | None:
+    """When the published database was last written, or None when unknown."""
+    mtime = database_modified(config)
+    return (
+        None if mtime is None else datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    )
 
 
 def frame(db: Adapter, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
