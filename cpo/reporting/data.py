@@ -78,7 +78,7 @@ def read_report_data(config: ProjectConfig) -> ReportData:
     """Read what the report needs; missing tables become notices, never errors."""
     declared = experiment_settings(config)
     experiment = declared or ExperimentVars()
-    base = {
+    base: dict[str, Any] = {
         "project": config.name,
         "experiment_id": declared.id if declared else None,
         "control": experiment.control,

@@ -76,7 +76,7 @@ def power_rows(data: ReportData) -> list[dict[str, Any]]:
         comparisons = 1 if role == "guardrail" else max(family.get(role, 1), 1)
         mde = data.metric_settings.get(str(r.metric), {}).get("mde", 0.1)
         needed = None
-        p = getattr(r, "control_mean", None)
+        p: Any = getattr(r, "control_mean", None)
         if getattr(r, "metric_type", "proportion") == "proportion" and finite(p) and 0 < p < 1:
             try:
                 needed = stats.sample_size_per_arm(
