@@ -272,8 +272,10 @@ def test_register_section_refuses_clashes_and_unknown_anchors(
     section = ReportSection("extra", "extra.html.j2")
     assert register_section(section, after="decision") is section
     assert [s.name for s in sections_restored][:2] == ["decision", "extra"]
-    register_section(section)  # the same section again: nothing changes
+    again = ReportSection("extra", "extra.html.j2", lambda d: {"n": 1})
+    register_section(again)  # the same section again (a new data function): replaced in place
     assert [s.name for s in sections_restored].count("extra") == 1
+    assert sections_restored[1] is again
     with pytest.raises(ValueError, match="already registered"):
         register_section(ReportSection("extra", "other.html.j2"))
     with pytest.raises(ValueError, match="no report section named 'nope'"):

@@ -112,7 +112,8 @@ def register_section(
 ) -> ReportSection:
     """Add `section` to the report (at the end, or before/after the section of that name).
 
-    Registering the same section again changes nothing.
+    Registering a section again (same name, template and directory, e.g. from a plugin hook
+    called once per project load) replaces it where it is.
 
     Raises:
         ValueError: another section has that name, `before`/`after` names no section, or both
@@ -122,9 +123,11 @@ def register_section(
         raise ValueError("register_section: give before or after, not both")
     existing = {s.name: s for s in REPORT_SECTIONS}
     if section.name in existing:
-        if existing[section.name] == section:
-            return section
-        raise ValueError(f"a report section named {section.name!r} is already registered")
+        known = existing[section.name]
+        if (known.template, known.directory) != (section.template, section.directory):
+            raise ValueError(f"a report section named {section.name!r} is already registered")
+        REPORT_SECTIONS[REPORT_SECTIONS.index(known)] = section
+        return section
     anchor = before if before is not None else after
     if anchor is None:
         REPORT_SECTIONS.append(section)
