@@ -239,7 +239,9 @@ def test_docs_render_in_chromium_with_the_lineage_graph(
 ) -> None:
     target = sample_build / "target"
     manifest = load_manifest(target)
-    index = write_docs(manifest, sample_build / "cpo.duckdb", target, out_dir=tmp_path / "docs")
+    index = write_docs(
+        manifest, Project.load(sample_build).config, target, out_dir=tmp_path / "docs"
+    )
     load(browser, index.as_uri())
     assert console_errors(browser.events) == []
     lineage = json.loads(evaluate(browser, LINEAGE_JS))

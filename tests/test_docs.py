@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import jinja2
 import pytest
+from jinja2.sandbox import SecurityError
 
 from cpo.engine.docs import BOX_H, BOX_W, layout, slug, write_docs
 from cpo.engine.export import load_manifest
 from cpo.engine.project import Project
+from cpo.engine.templates import sandboxed_environment, template_loader
 from tests.sample import copy_sample_project
 
 
@@ -19,7 +22,7 @@ def site(sample_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "docs"
     index = write_docs(
         load_manifest(sample_build / "target"),
-        sample_build / "cpo.duckdb",
+        Project.load(sample_build).config,
         sample_build / "target",
         out_dir=out,
     )
@@ -71,7 +74,7 @@ def test_docs_before_any_build(tmp_path: Path) -> None:
     project = copy_sample_project(tmp_path / "fresh")
     Project.load(project).compile()
     index = write_docs(
-        load_manifest(project / "target"), project / "cpo.duckdb", project / "target"
+        load_manifest(project / "target"), Project.load(project).config, project / "target"
     )
     html = index.read_text(encoding="utf-8")
     assert index == project / "target" / "docs" / "index.html"
@@ -92,3 +95,25 @@ def test_layout_puts_parents_above_children_without_overlaps() -> None:
     assert all(
         b.x + BOX_W <= drawing.width and b.y + BOX_H <= drawing.height for b in boxes.values()
     )
+
+
+def test_the_site_escapes_text_from_the_project(sample_build: Path, tmp_path: Path) -> None:
+    manifest = load_manifest(sample_build / "target")
+    manifest["nodes"]["dim_customer"]["description"] = "<script>alert(1)</script>"
+    write_docs(manifest, Project.load(sample_build).config, sample_build / "target", tmp_path)
+    page = (tmp_path / "nodes" / "dim_customer.html").read_text(encoding="utf-8")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_environment_factory_is_sandboxed_strict_and_escapes_html(tmp_path: Path) -> None:
+    (tmp_path / "page.html.j2").write_text("<p>{{ text }}</p>", encoding="utf-8")
+    html = sandboxed_environment(template_loader(tmp_path), autoescape=True)
+    assert html.get_template("page.html.j2").render(text="<b>") == "<p>&lt;b&gt;</p>"
+    text = sandboxed_environment(filters={"shout": str.upper})
+    assert text.from_string("{{ t | shout }}").render(t="<b>") == "<B>"
+    with pytest.raises(jinja2.UndefinedError):
+        text.from_string("{{ missing }}").render()
+    with pytest.raises(SecurityError):
+        text.from_string("{{ ''.__class__.__mro__ }}").render()
+    with pytest.raises(SecurityError):
+        text.from_string("{{ items.append(4) }}").render(items=[1])

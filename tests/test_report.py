@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
+import jinja2
 import pandas as pd
 import pytest
+from jinja2.sandbox import SecurityError
 
 from cpo.adapters.duckdb import Database
 from cpo.engine.project import Project
+from cpo.experiments.settings import EVENTS
+from cpo.reporting.data import read_report_data
 from cpo.reporting.report import PLOT_IDS, ReportData, verdict, write_report
+from cpo.reporting.sections import (
+    REPORT_SECTIONS,
+    ReportSection,
+    register_section,
+    unregister_section,
+)
+from cpo.reporting.tables import FUNNEL_EVENTS
 from tests.sample import copy_sample_project, query
 from tests.test_export import find_pii
 
@@ -209,3 +223,133 @@ def test_report_shows_the_segment_policy(report_html: str, sample_build: Path) -
     section = report_html[report_html.index('id="segment-policy"') :]
     section = section[: section.index("</section>")]
     assert section.count("<tr><td>") == len(policy)
+
+
+# -- registered sections, the template sandbox, settings and the adapter ------------------------
+
+
+@pytest.fixture
+def sections_restored() -> Iterator[list[ReportSection]]:
+    """The registered sections, put back as they were after the test."""
+    saved = list(REPORT_SECTIONS)
+    yield REPORT_SECTIONS
+    REPORT_SECTIONS[:] = saved
+
+
+def test_a_registered_section_is_rendered_in_place_and_escaped(
+    sample_build: Path, tmp_path: Path, sections_restored: list[ReportSection]
+) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "holdout.html.j2").write_text(
+        '<section id="holdout"><h2>Holdout</h2><p>{{ note }}</p>'
+        "<p>control {{ d.control }}: {{ share | pct(0) }}</p></section>\n",
+        encoding="utf-8",
+    )
+    register_section(
+        ReportSection(
+            "holdout",
+            "holdout.html.j2",
+            lambda d: {"note": "<b>hostile</b>", "share": 0.25},
+            directory=folder,
+        ),
+        before="calls",
+    )
+    register_section(ReportSection("nothing", "holdout.html.j2", lambda d: None, directory=folder))
+    html = write_report(Project.load(sample_build).config, out=tmp_path / "r.html").read_text(
+        encoding="utf-8"
+    )
+    assert html.index('id="variants"') < html.index('id="holdout"') < html.index('id="calls"')
+    assert html.count('id="holdout"') == 1  # the section whose data is None is left out
+    assert "&lt;b&gt;hostile&lt;/b&gt;" in html and "<b>hostile</b>" not in html
+    assert "<p>control control: 25%</p>" in html
+    assert [s.name for s in sections_restored][-3:] == ["holdout", "calls", "nothing"]
+
+
+def test_register_section_refuses_clashes_and_unknown_anchors(
+    sections_restored: list[ReportSection],
+) -> None:
+    section = ReportSection("extra", "extra.html.j2")
+    assert register_section(section, after="decision") is section
+    assert [s.name for s in sections_restored][:2] == ["decision", "extra"]
+    again = ReportSection("extra", "extra.html.j2", lambda d: {"n": 1})
+    register_section(again)  # the same section again (a new data function): replaced in place
+    assert [s.name for s in sections_restored].count("extra") == 1
+    assert sections_restored[1] is again
+    with pytest.raises(ValueError, match="already registered"):
+        register_section(ReportSection("extra", "other.html.j2"))
+    with pytest.raises(ValueError, match="no report section named 'nope'"):
+        register_section(ReportSection("more", "more.html.j2"), before="nope")
+    with pytest.raises(ValueError, match="not both"):
+        register_section(ReportSection("more", "m.html.j2"), before="calls", after="calls")
+
+
+def test_section_templates_run_in_the_sandbox(
+    sample_build: Path, tmp_path: Path, sections_restored: list[ReportSection]
+) -> None:
+    (tmp_path / "evil.html.j2").write_text("{{ d.__class__.__mro__ }}", encoding="utf-8")
+    (tmp_path / "typo.html.j2").write_text("{{ d.no_such_field }}", encoding="utf-8")
+    config = Project.load(sample_build).config
+    register_section(ReportSection("evil", "evil.html.j2", directory=tmp_path))
+    with pytest.raises(SecurityError):
+        write_report(config, out=tmp_path / "r.html")
+    unregister_section("evil")
+    register_section(ReportSection("typo", "typo.html.j2", directory=tmp_path))
+    with pytest.raises(jinja2.UndefinedError):
+        write_report(config, out=tmp_path / "r.html")
+
+
+def test_the_experiment_settings_are_read_through_their_model(sample_build: Path) -> None:
+    data = read_report_data(Project.load(sample_build).config)
+    assert data.weights == {
+        "control": 0.25,
+        "urgent": 0.25,
+        "informational": 0.25,
+        "friendly": 0.25,
+    }
+    assert data.metric_settings["open_rate"] == {"mde": 0.10, "direction": "increase"}
+    assert data.metric_settings["unsubscribe_rate"]["direction"] == "decrease"
+    # A metric without its own mde takes the experiment's (ExperimentVars' rule).
+    metric = {"name": "opens", "type": "proportion", "role": "primary", "event": "open"}
+    overridden = Project.load(
+        sample_build, vars={"experiment": {"mde": 0.3, "alpha": 0.01, "metrics": [metric]}}
+    ).config
+    data = read_report_data(overridden)
+    assert data.metric_settings == {"opens": {"mde": 0.3, "direction": "increase"}}
+    assert data.alpha == 0.01 and data.min_power == 0.8
+
+
+def test_the_funnel_has_a_column_per_experiment_event(sample_build: Path) -> None:
+    data = read_report_data(Project.load(sample_build).config)
+    assert tuple(e for e in EVENTS if e != "unsubscribe") == FUNNEL_EVENTS
+    assert data.funnel is not None
+    assert list(data.funnel.columns) == ["arm", "assigned", *FUNNEL_EVENTS]
+    assert (data.funnel["delivered"] >= data.funnel["open"]).all()
+
+
+def test_the_report_reads_the_database_only_through_the_adapter() -> None:
+    # So `report` and `docs` work on any target (DuckDB, Spark): no module opens DuckDB itself.
+    package = Path(__file__).resolve().parents[1] / "cpo"
+    report = ("data", "verdict", "plots", "sections", "tables", "report")
+    readers = [package / "reporting" / f"{m}.py" for m in report] + [package / "engine" / "docs.py"]
+    offenders = [
+        p.name
+        for p in readers
+        if re.search(r"^\s*(from|import) (duckdb|cpo\.adapters\.duckdb)\b", p.read_text(), re.M)
+    ]
+    assert offenders == []
+
+
+def test_every_template_file_is_packaged() -> None:
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]["package-data"]["cpo"]
+    templates = [p.relative_to(root / "cpo") for p in (root / "cpo").rglob("templates/**/*.j2")]
+    assert len(templates) >= 15
+    for template in templates:
+        assert any(
+            fnmatch.fnmatch(str(template), pattern.removeprefix("**/"))
+            or fnmatch.fnmatch(str(template), pattern)
+            for pattern in patterns
+        ), template

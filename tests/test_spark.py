@@ -283,3 +283,19 @@ def test_a_failed_spark_build_leaves_the_published_tables(spark_sample: Path) ->
     assert sorted(p.relative_to(published) for p in published.rglob("*")) == files
     assert _open(spark_sample, "spark").fetch('select * from "segment_profiles"')[1] == before
     assert not list(schema_dir(settings).glob(".building-*"))  # the staging folder is gone
+
+
+@needs_spark
+@pytest.mark.spark
+def test_report_and_docs_on_the_spark_target(spark_sample: Path) -> None:
+    # Both read the Spark build through the adapter: the same sections, counts and types.
+    import re
+
+    project = Project.load(spark_sample, target="spark")
+    html = project.report(spark_sample / "spark-report.html").read_text(encoding="utf-8")
+    assert "No database yet" not in html and "Cannot open" not in html
+    for section in ("decision", "results", "funnel", "srm", "freshness", "variants", "calls"):
+        assert f'id="{section}"' in html
+    assert set(re.findall(r'<img id="(plot-[a-z]+)"', html)) >= {"plot-forest", "plot-funnel"}
+    page = (project.docs().parent / "nodes" / "dim_customer.html").read_text(encoding="utf-8")
+    assert re.search(rf"<tr><th>rows</th><td>{CUSTOMERS}\s*\(view\)</td></tr>", page)

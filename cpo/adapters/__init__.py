@@ -140,6 +140,22 @@ def database_exists(config: Any) -> bool:
     return Path(config.database_path).exists()
 
 
+def database_modified(config: Any) -> float | None:
+    """When the active target's published database was last written (POSIX time), or None."""
+    path = Path(config.database_path)
+    if target_type(config) == "spark":
+        from cpo.adapters.warehouse import POINTER, current_version, schema_dir
+
+        settings = spark_settings(config)
+        if current_version(settings) is None:
+            return None
+        path = schema_dir(settings) / POINTER
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def open_adapter(
     config: Any,
     path: Path | str | None = None,

@@ -1,13 +1,16 @@
 """A static, offline documentation site under ``target/docs/``.
 
-    index = write_docs(load_manifest(target), config.database_path, target)
+    index = write_docs(load_manifest(target), config, target)
 
 ``index.html`` draws the lineage of every node (an inline SVG laid out here by DAG depth: no
 script, no CDN) and lists the nodes; ``nodes/<name>.html`` shows a node's description, its
 columns (type from the built database, description and PII flag from ``schema.yml``), its data
 tests with their last status, its row count, parents and children, and its compiled SQL.
-Everything comes from ``target/manifest.json``, ``target/run_results.json`` and the database
-(opened read-only); the site works before a build too, just without counts and types.
+Everything comes from ``target/manifest.json``, ``target/run_results.json`` and the active
+target's database, read through the adapter protocol (`cpo.adapters.open_adapter`, read-only),
+so the site documents a DuckDB or a Spark target alike; it works before a build too, just
+without counts and types. The pages are the Jinja templates in ``cpo/engine/templates/docs/``,
+rendered by the one sandboxed environment factory (`cpo.engine.templates`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from cpo.adapters.duckdb import Database
+from cpo.adapters import database_exists, open_adapter
+from cpo.adapters.base import Adapter
+from cpo.engine.config import ProjectConfig
+from cpo.engine.templates import sandboxed_environment, template_loader
 from cpo.errors import CPOError
+
+TEMPLATES = Path(__file__).parent / "templates" / "docs"
+"""The site's templates: ``index.html.j2``, ``node.html.j2`` and the shared ``docs.css.j2``."""
 
 BOX_W, BOX_H, COL_GAP, ROW_GAP, MARGIN = 176, 28, 24, 34, 16
 TYPE_COLORS = {"seed": "#1a7f37", "model": "#0969da", "python": "#8250df"}
@@ -109,14 +116,18 @@ def layout(
 
 
 def write_docs(
-    manifest: Mapping[str, Any], database_path: Path, target_dir: Path, out_dir: Path | None = None
+    manifest: Mapping[str, Any],
+    database: ProjectConfig | Adapter,
+    target_dir: Path,
+    out_dir: Path | None = None,
 ) -> Path:
     """Write the site to ``<target_dir>/docs/`` (replacing it) and return ``index.html``.
 
     Args:
         manifest: ``target/manifest.json`` as loaded (`cpo.engine.export.load_manifest`).
-        database_path: The built database; row counts and column types come from it when it
-            exists.
+        database: The project's configuration, whose active target's database (DuckDB or Spark)
+            is opened read-only when it exists, or an adapter already open (left open). Row
+            counts and column types come from it.
         target_dir: The project's ``target/`` folder (run results, compiled SQL).
         out_dir: Where to write the site instead of ``<target_dir>/docs``.
 
@@ -127,7 +138,7 @@ def write_docs(
     nodes = {k: v for k, v in all_nodes.items() if v.get("resource_type") != "test"}
     tests = [v for v in all_nodes.values() if v.get("resource_type") == "test"]
     statuses = _test_statuses(target_dir)
-    built = _introspect(database_path, list(nodes))
+    built = _introspect(database, list(nodes))
     drawing = layout(
         {n: list(v.get("depends_on") or []) for n, v in nodes.items()},
         {n: v.get("resource_type", "model") for n, v in nodes.items()},
@@ -144,12 +155,10 @@ def write_docs(
         name: _page_data(name, node, tests, statuses, built.get(name), children[name], target_dir)
         for name, node in nodes.items()
     }
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters["slug"] = slug
+    env = sandboxed_environment(template_loader(TEMPLATES), autoescape=True, filters={"slug": slug})
     common = {
         "project": (manifest.get("metadata") or {}).get("project_name", "project"),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "css": CSS,
         "colors": TYPE_COLORS,
         "labels": TYPE_LABELS,
     }
@@ -159,7 +168,7 @@ def write_docs(
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "nodes").mkdir(parents=True)
         (staging / "index.html").write_text(
-            env.from_string(INDEX).render(
+            env.get_template("index.html.j2").render(
                 **common,
                 layout=drawing,
                 pages=pages,
@@ -168,7 +177,7 @@ def write_docs(
             ),
             encoding="utf-8",
         )
-        node_template = env.from_string(NODE)
+        node_template = env.get_template("node.html.j2")
         for name, page in pages.items():
             (staging / "nodes" / f"{slug(name)}.html").write_text(
                 node_template.render(**common, page=page), encoding="utf-8"
@@ -215,22 +224,27 @@ class Built:
     columns: tuple[tuple[str, str], ...]
 
 
-def _introspect(database_path: Path, names: Sequence[str]) -> dict[str, Built]:
-    if not Path(database_path).exists():
-        return {}
+def _introspect(database: ProjectConfig | Adapter, names: Sequence[str]) -> dict[str, Built]:
+    """Kind, row count and columns of each built node; {} when there is no database yet."""
+    if not isinstance(database, ProjectConfig):
+        return _describe(database, names)
     try:
-        db = Database(database_path, read_only=True)
+        if not database_exists(database):
+            return {}
+        db = open_adapter(database, read_only=True)
     except CPOError:
         return {}
     try:
-        relations = db.relations()
-        return {
-            n: Built(relations[n], db.count(n), tuple(db.columns(n)))
-            for n in names
-            if n in relations
-        }
+        return _describe(db, names)
     finally:
         db.close()
+
+
+def _describe(db: Adapter, names: Sequence[str]) -> dict[str, Built]:
+    relations = db.relations()
+    return {
+        n: Built(relations[n], db.count(n), tuple(db.columns(n))) for n in names if n in relations
+    }
 
 
 def _page_data(
@@ -301,117 +315,3 @@ def _compiled_sql(node: Mapping[str, Any], target_dir: Path) -> str | None:
         return path.read_text(encoding="utf-8")
     except OSError:
         return None
-
-
-CSS = """
-* { box-sizing: border-box; }
-body { margin:0; font:14px/1.5 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;
-  color:#1f2328; background:#f6f8fa; }
-header { background:#24292f; color:#fff; padding:16px 28px; }
-header h1 { margin:0; font-size:20px; } header a { color:#fff; }
-header .meta { color:#d1d9e0; font-size:13px; }
-main { max-width:1240px; margin:0 auto; padding:16px 28px 40px; }
-section { background:#fff; border:1px solid #d1d9e0; border-radius:8px; padding:16px 20px;
-  margin:16px 0; }
-h2 { font-size:16px; margin:0 0 10px; }
-.lineage { overflow:auto; border:1px solid #d1d9e0; border-radius:6px; background:#fbfcfd; }
-.lineage text { font:12px -apple-system,"Segoe UI",Helvetica,Arial,sans-serif; fill:#fff; }
-.lineage a:hover rect { opacity:.85; }
-table { border-collapse:collapse; width:100%; font-size:13px; }
-th, td { text-align:left; padding:5px 8px; border-bottom:1px solid #d1d9e0; vertical-align:top; }
-th { background:#f6f8fa; } td.n { text-align:right; font-variant-numeric:tabular-nums; }
-.tag { display:inline-block; padding:0 7px; border-radius:9px; font-size:12px; color:#fff; }
-.pii { background:#cf222e; } .muted { color:#59636e; }
-.status-pass, .status-success { color:#1a7f37; } .status-fail, .status-error { color:#cf222e; }
-.status-warn { color:#9a6700; }
-pre { background:#f6f8fa; padding:10px; border-radius:6px; overflow:auto; font-size:12px; }
-.legend span { margin-right:14px; }
-"""
-
-INDEX = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>{{ project }} · docs</title><style>{{ css | safe }}</style></head>
-<body><header><h1>{{ project }}: project documentation</h1>
-<div class="meta">{{ pages | length }} nodes · generated {{ generated_at }}</div></header>
-<main>
-{% if not has_database %}<section><b>No built database yet</b>: row counts and column types
-appear after <code>python runner.py build</code>.</section>{% endif %}
-<section id="lineage"><h2>Lineage</h2>
-<p class="legend">{% for t, c in colors.items() %}<span>
-<span class="tag" style="background:{{ c }}">{{ labels[t] }}</span></span>{% endfor %}
-<span class="muted">sources at the top, arrows point downstream · dashed: ephemeral · click a
-node for its page</span></p>
-<div class="lineage">
-<svg id="lineage-graph" xmlns="http://www.w3.org/2000/svg" width="{{ layout.width }}"
-height="{{ layout.height }}"
-     viewBox="0 0 {{ layout.width }} {{ layout.height }}" role="img" aria-label="Lineage graph">
-<defs><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7"
-orient="auto">
-<path d="M0,0 L8,4 L0,8 z" fill="#8c959f"/></marker></defs>
-{% for parent, child in layout.edges %}
-<path class="edge" data-from="{{ parent }}" data-to="{{ child }}"
-d="{{ edge_path(layout, parent, child) }}"
-  fill="none" stroke="#8c959f" stroke-width="1.2" marker-end="url(#arrow)"/>
-{% endfor %}
-{% for box in layout.boxes.values() %}<a href="nodes/{{ box.name | slug }}.html">
-<g class="node" id="node-{{ box.name | slug }}">
-<title>{{ box.name }} ({{ labels.get(box.resource_type, box.resource_type) }})</title>
-<rect x="{{ box.x }}" y="{{ box.y }}" width="176" height="28" rx="6"
-fill="{{ colors.get(box.resource_type, '#57606a') }}"
-  {% if box.ephemeral %}fill-opacity="0.55" stroke="#24292f" stroke-dasharray="4 3"{% endif %}/>
-<text x="{{ box.x + 8 }}" y="{{ box.y + 18 }}">
-{{ box.name if box.name | length <= 24 else box.name[:23] ~ '…' }}</text></g></a>
-{% endfor %}
-</svg></div></section>
-<section id="nodes"><h2>Nodes</h2>
-<table><thead><tr><th>node</th><th>type</th><th>materialized</th><th class="n">rows</th>
-<th class="n">columns</th><th class="n">tests</th><th>description</th></tr></thead>
-<tbody>{% for p in pages.values() | sort(attribute='name') %}<tr><td>
-<a href="nodes/{{ p.name | slug }}.html">{{ p.name }}</a></td>
-<td>{{ labels.get(p.type, p.type) }}</td><td>{{ p.materialized }}</td>
-<td class="n">{{ '{:,}'.format(p.rows) if p.rows is not none else '—' }}</td><td class="n">
-{{ p.columns | length }}</td>
-<td class="n">{{ p.tests | length }}</td><td>{{ p.description | truncate(140) }}</td></tr>
-{% endfor %}</tbody></table>
-</section></main></body></html>
-"""
-
-NODE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>{{ page.name }} · {{ project }} docs</title><style>{{ css | safe }}</style></head>
-<body><header><h1>{{ page.name }}</h1>
-<div class="meta"><a href="../index.html">{{ project }}
-</a> · {{ labels.get(page.type, page.type) }} ·
-{{ page.materialized }} · <code>{{ page.path }}</code></div></header>
-<main>
-<section id="about"><h2>Description</h2>
-<p>{{ page.description or 'No description yet: add one in schema.yml.' }}</p>
-<table>
-<tr><th>rows</th><td>{{ '{:,}'.format(page.rows) if page.rows is not none else 'not built' }}
-{% if page.relation %} ({{ page.relation }}){% endif %}</td></tr>
-<tr><th>depends on</th><td>{% for p in page.parents %}<a href="{{ p | slug }}.html">{{ p }}</a>
-{{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
-<tr><th>used by</th><td>{% for c in page.children %}<a href="{{ c | slug }}.html">{{ c }}</a>
-{{ ', ' if not loop.last }}{% else %}—{% endfor %}</td></tr>
-{% if page.tags %}<tr><th>tags</th><td>{{ page.tags | join(', ') }}</td></tr>{% endif %}
-</table></section>
-<section id="columns"><h2>Columns ({{ page.columns | length }})</h2>
-<table><thead><tr><th>column</th><th>type</th><th>description</th><th>tests</th></tr></thead><tbody>
-{% for c in page.columns %}<tr><td><code>{{ c.name }}</code>
-{% if c.pii %} <span class="tag pii">PII</span>{% endif %}</td>
-<td>{{ c.type or '—' }}</td><td>{{ c.description or ('' if c.documented else 'undocumented') }}
-</td><td>{{ c.tests | join(', ') }}</td></tr>
-{% endfor %}</tbody></table></section>
-<section id="tests"><h2>Data tests ({{ page.tests | length }})</h2>
-{% if page.tests %}<table><thead><tr><th>test</th><th>kind</th><th>column</th><th>severity</th>
-<th>last status</th></tr></thead><tbody>
-{% for t in page.tests %}<tr><td>{{ t.name }}</td><td>{{ t.kind }}</td><td>{{ t.column or '—' }}
-</td><td>{{ t.severity }}</td>
-<td class="status-{{ t.status }}">{{ t.status }}</td></tr>{% endfor %}</tbody></table>
-{% else %}<p class="muted">No data tests.</p>{% endif %}</section>
-{% if page.sql %}<section id="sql"><h2>Compiled SQL</h2><pre>{{ page.sql }}</pre></section>
-{% endif %}
-</main></body></html>
-"""

@@ -504,7 +504,7 @@ class Project:
 
         self.compile()
         target = self.config.path("target")
-        return write_docs(load_manifest(target), self.config.database_path, target)
+        return write_docs(load_manifest(target), self.config, target)
 
     @_writes_files
     def clean(self) -> list[Path]:

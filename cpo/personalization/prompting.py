@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
+from cpo.engine.templates import sandboxed_environment
 from cpo.errors import ModelError
 
 CONTROL = "control"
@@ -197,9 +198,8 @@ def render_template_text(
 
 
 def _environment(loader: jinja2.BaseLoader | None, merge_tags: tuple[str, ...]) -> Any:
-    env = ImmutableSandboxedEnvironment(
-        loader=loader,
-        undefined=jinja2.StrictUndefined,
+    env = sandboxed_environment(
+        loader,
         autoescape=False,  # plain text, not HTML
         trim_blocks=True,
         lstrip_blocks=True,

@@ -1,11 +1,11 @@
 """The experiment report's figures: matplotlib SVGs returned as ``data:`` URIs.
 
-Each plot takes the report's `cpo.reporting.report.ReportData` and returns a data URI, or None when
-there
-is nothing to draw; `PLOTS` maps the ``<img>`` id in the page to its plot. Matplotlib is imported
-lazily (Agg backend) so importing the report costs nothing until a figure is drawn. The small
-readers of the results table shared with the HTML page (`overall_results`, `primary_metric`,
-`srm_p`, `finite`) live here too, so the page depends on the plots and never the reverse.
+Each plot takes the report's `cpo.reporting.data.ReportData` and returns a data URI, or None
+when there is nothing to draw; `PLOTS` maps the ``<img>`` id in the page to its plot. Matplotlib
+is imported lazily (Agg backend) so importing the report costs nothing until a figure is drawn.
+The small readers of the results table shared with the HTML sections (`overall_results`,
+`primary_metric`, `srm_p`, `finite`) live here too, so the page depends on the plots and never
+the reverse. The funnel's stages come from `cpo.reporting.tables`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from cpo.reporting.report import ReportData
+from cpo.reporting.tables import FUNNEL_EVENTS, FUNNEL_LABELS
 
-EVENTS = ("delivered", "open", "click", "conversion")
-FUNNEL_LABELS = {
-    "delivered": "Delivered",
-    "open": "Opened",
-    "click": "Clicked",
-    "conversion": "Converted",
-}
+if TYPE_CHECKING:
+    from cpo.reporting.data import ReportData
+
 DECISION_COLORS = {
     "ship": "#1a7f37",
     "no_ship": "#cf222e",
@@ -249,8 +244,8 @@ def funnel_plot(data: ReportData) -> str | None:
     arms = list(funnel["arm"])
     colors = _arm_colors(arms, data.control)
     fig = _figure(14.0, 3.0)
-    axes = fig.subplots(1, len(EVENTS))
-    for ax, event in zip(axes, EVENTS, strict=True):
+    axes = fig.subplots(1, len(FUNNEL_EVENTS))
+    for ax, event in zip(axes, FUNNEL_EVENTS, strict=True):
         share = (funnel[event] / funnel["assigned"].where(funnel["assigned"] > 0)) * 100
         bars = ax.bar(range(len(arms)), share.fillna(0), color=[colors[a] for a in arms], width=0.7)
         for rect, value in zip(bars, share, strict=True):
