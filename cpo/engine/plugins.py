@@ -142,8 +142,10 @@ def cpo_write_report(config: Any, path: Path | None) -> Path | None:
 
 
 @hookspec
-def cpo_report_sections(config: Any) -> Sequence[Any]:
-    """Sections added to the HTML report (see `cpo.reporting` for their shape)."""
+def cpo_report_sections() -> Sequence[Any]:
+    """Sections added to the HTML report: ``cpo.reporting.sections.ReportSection`` values
+    (appended in order), or ``(section, {"before": name})`` / ``(section, {"after": name})``
+    pairs, which the report passes to its ``register_section``."""
 
 
 @hookspec(firstresult=True)
