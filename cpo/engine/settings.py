@@ -397,8 +397,8 @@ def validate_vars(values: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
                 raise _error(
                     origin,
                     ("vars", name),
-                    f"{error.message()}; a vars section needs a schema: "
-                    "register_vars_section(name, Model) in Python",
+                    f"{error.message()}; a vars section needs a schema: a plugin's "
+                    "cpo_vars_sections hook, or register_vars_section(name, Model) in Python",
                 )
             continue
         schema, adapter = _ADAPTERS.get(name) or (None, None)
