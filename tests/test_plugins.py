@@ -139,6 +139,38 @@ def test_an_installed_plugin_is_found_through_the_cpo_entry_point_group(tmp_path
     assert "hello plugins\nexit 0" in out
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+        (
+            "from cpo.engine.plugins import hookimpl\n\n@hookimpl\ndef cpo_provider():\n    pass\n",
+            "unknown hook 'cpo_provider'",
+        ),
+    ],
+)
+def test_a_broken_installed_plugin_is_a_clear_error(tmp_path, source, says):
+    site = tmp_path / "site"
+    write(site, "broken_cpo_plugin.py", source)
+    write(site, "broken-0.1.dist-info/METADATA", "Name: broken\nVersion: 0.1\n")
+    write(site, "broken-0.1.dist-info/entry_points.txt", "[cpo]\nbroken = broken_cpo_plugin\n")
+    code = "import sys\nfrom cpo.engine.cli import main\nsys.exit(main(['ls']))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{site}:{ROOT}", "PATH": "/usr/bin:/bin", "COLUMNS": "300"},
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Error: an installed CPO plugin (entry point group 'cpo') could not be loaded" in (
+        result.stderr
+    )
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_sql_functions_and_jinja_globals_come_from_plugins(mini_project, register):
     class Plugin:
         @hookimpl

@@ -166,7 +166,15 @@ def _reference(parser: argparse.ArgumentParser) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()  # loads the plugins, which add commands
+    except CPOError as e:
+        errors = Console(stderr=True, highlight=False, soft_wrap=True)
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            errors.print(escape(traceback.format_exc()))
+        errors.print(f"[red]Error:[/red] {escape(str(e))}")
+        return EXIT_FAILED
+    args = parser.parse_args(argv)
     # Piped output (CI, files) gets a fixed width so tables are not squeezed to 80 columns.
     width = None if sys.stdout.isatty() else 160
     console = Console(stderr=False, highlight=False, soft_wrap=True, width=width)

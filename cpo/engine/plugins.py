@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
+
+from cpo.errors import CPOError
 
 PROJECT_NAME = "cpo"
 ENTRY_POINT_GROUP = "cpo"
@@ -70,99 +71,88 @@ class CliCommand:
 # --- hook specifications -----------------------------------------------------------------------
 
 
-@hookspec
-def cpo_providers() -> Mapping[tuple[str, str], Callable[..., Any]]:
-    """Provider factories by ``(kind, name)``: the ``type:`` of ``providers.<kind>`` in cpo.yml.
+class HookSpecs(Protocol):
+    """The hooks a plugin may implement (as module-level functions of the same names, or
+    methods of a registered object), each marked with `hookimpl`."""
 
-    A factory takes the provider's settings and the environment and returns the provider
-    (`cpo.providers.base.ProviderFactory`).
-    """
+    @hookspec
+    def cpo_providers(self) -> Mapping[tuple[str, str], Callable[..., Any]]:
+        """Provider factories by ``(kind, name)``: the ``type:`` of ``providers.<kind>`` in cpo.yml.
 
+        A factory takes the provider's settings and the environment and returns the provider
+        (`cpo.providers.base.ProviderFactory`).
+        """
 
-@hookspec
-def cpo_stand_ins() -> Mapping[str, str]:
-    """The offline provider (by name) that answers for each kind in ``plan``, which must not
-    call a service: kind -> name."""
+    @hookspec
+    def cpo_stand_ins(self) -> Mapping[str, str]:
+        """The offline provider (by name) that answers for each kind in ``plan``, which must not
+        call a service: kind -> name."""
 
+    @hookspec(firstresult=True)
+    def cpo_prompt_renderer(self, config: Any) -> Any:
+        """The sandboxed renderer of the project's ``prompts/`` that steps use (``ctx.prompt``)."""
 
-@hookspec(firstresult=True)
-def cpo_prompt_renderer(config: Any) -> Any:
-    """The sandboxed renderer of the project's ``prompts/`` that steps use (``ctx.prompt``)."""
+    @hookspec(firstresult=True)
+    def cpo_combine_providers(
+        self, kind: str, providers: Sequence[Mapping[str, Any]]
+    ) -> Mapping[str, Any] | None:
+        """The one provider that stands for a list of providers under ``providers.<kind>``
+        (e.g. layered safety), or None when this plugin does not combine `kind`."""
 
+    @hookspec
+    def cpo_sql_functions(self, config: Any) -> Sequence[Any]:
+        """SQL functions (`cpo.adapters.duckdb.SqlFunction`) registered on every connection."""
 
-@hookspec(firstresult=True)
-def cpo_combine_providers(
-    kind: str, providers: Sequence[Mapping[str, Any]]
-) -> Mapping[str, Any] | None:
-    """The one provider that stands for a list of providers under ``providers.<kind>``
-    (e.g. layered safety), or None when this plugin does not combine `kind`."""
+    @hookspec
+    def cpo_plan_tables(self, config: Any, db: Any, log: logging.Logger) -> Sequence[Any]:
+        """Tables for ``plan``: ``(title, rows)`` pairs computed on the planned (never committed)
+        database."""
 
+    @hookspec
+    def cpo_vars_sections(self) -> Mapping[str, Any]:
+        """Schemas of ``vars.<name>`` sections: a `cpo.engine.settings.Section` or a type."""
 
-@hookspec
-def cpo_sql_functions(config: Any) -> Sequence[Any]:
-    """SQL functions (`cpo.adapters.duckdb.SqlFunction`) registered on every connection."""
+    @hookspec
+    def cpo_jinja_globals(self, config: Any) -> Mapping[str, Any]:
+        """Globals that models see when they are compiled (e.g. ``sources``)."""
 
+    @hookspec
+    def cpo_cli_commands(self) -> Sequence[CliCommand]:
+        """Commands added to the CLI (`CliCommand`)."""
 
-@hookspec
-def cpo_plan_tables(config: Any, db: Any, log: logging.Logger) -> Sequence[Any]:
-    """Tables for ``plan``: ``(title, rows)`` pairs computed on the planned (never committed)
-    database."""
+    @hookspec(firstresult=True)
+    def cpo_build_summary(
+        self, db: Any, ledger: Sequence[Sequence[Any]], run_id: str, errors: Sequence[Sequence[str]]
+    ) -> Mapping[str, Any] | None:
+        """What a build did, in a few numbers (kept in ``run_results.json`` as ``summary``)."""
 
+    @hookspec(firstresult=True)
+    def cpo_summary_lines(self, summary: Mapping[str, Any] | None) -> Sequence[str] | None:
+        """The lines the CLI prints for a build's summary."""
 
-@hookspec
-def cpo_vars_sections() -> Mapping[str, Any]:
-    """Schemas of ``vars.<name>`` sections: a `cpo.engine.settings.Section` or a type."""
+    @hookspec(firstresult=True)
+    def cpo_write_report(self, config: Any, path: Path | None) -> Path | None:
+        """Write the HTML report (to `path`, or the default place); return where it was written."""
 
+    @hookspec
+    def cpo_report_sections(self) -> Sequence[Any]:
+        """Sections added to the HTML report: ``cpo.reporting.sections.ReportSection`` values
+        (appended in order), or ``(section, {"before": name})`` / ``(section, {"after": name})``
+        pairs, which the report passes to its ``register_section``."""
 
-@hookspec
-def cpo_jinja_globals(config: Any) -> Mapping[str, Any]:
-    """Globals that models see when they are compiled (e.g. ``sources``)."""
+    @hookspec(firstresult=True)
+    def cpo_track_run(
+        self, config: Any, run: Any, report_path: Path | None, tracking_uri: str | None
+    ) -> str | None:
+        """Log a run to an experiment tracker; return the tracker's run id."""
 
+    @hookspec
+    def cpo_tracking_params(self, config: Any) -> Mapping[str, Any]:
+        """Run parameters worth comparing across tracked runs (no secrets, no customer data)."""
 
-@hookspec
-def cpo_cli_commands() -> Sequence[CliCommand]:
-    """Commands added to the CLI (`CliCommand`)."""
-
-
-@hookspec(firstresult=True)
-def cpo_build_summary(
-    db: Any, ledger: Sequence[Sequence[Any]], run_id: str, errors: Sequence[Sequence[str]]
-) -> Mapping[str, Any] | None:
-    """What a build did, in a few numbers (kept in ``run_results.json`` as ``summary``)."""
-
-
-@hookspec(firstresult=True)
-def cpo_summary_lines(summary: Mapping[str, Any] | None) -> Sequence[str] | None:
-    """The lines the CLI prints for a build's summary."""
-
-
-@hookspec(firstresult=True)
-def cpo_write_report(config: Any, path: Path | None) -> Path | None:
-    """Write the HTML report (to `path`, or the default place); return where it was written."""
-
-
-@hookspec
-def cpo_report_sections() -> Sequence[Any]:
-    """Sections added to the HTML report: ``cpo.reporting.sections.ReportSection`` values
-    (appended in order), or ``(section, {"before": name})`` / ``(section, {"after": name})``
-    pairs, which the report passes to its ``register_section``."""
-
-
-@hookspec(firstresult=True)
-def cpo_track_run(
-    config: Any, run: Any, report_path: Path | None, tracking_uri: str | None
-) -> str | None:
-    """Log a run to an experiment tracker; return the tracker's run id."""
-
-
-@hookspec
-def cpo_tracking_params(config: Any) -> Mapping[str, Any]:
-    """Run parameters worth comparing across tracked runs (no secrets, no customer data)."""
-
-
-@hookspec
-def cpo_telemetry_exporters() -> Mapping[str, Callable[[str, Mapping[str, str]], Any]]:
-    """Tracer factories by exporter name: ``factory(service_name, env) -> Tracer``."""
+    @hookspec
+    def cpo_telemetry_exporters(self) -> Mapping[str, Callable[[str, Mapping[str, str]], Any]]:
+        """Tracer factories by exporter name: ``factory(service_name, env) -> Tracer``."""
 
 
 # --- the plugin manager ------------------------------------------------------------------------
@@ -177,10 +167,18 @@ def plugin_manager() -> pluggy.PluginManager:
     with _LOCK:
         if _MANAGER is None:
             manager = pluggy.PluginManager(PROJECT_NAME)
-            manager.add_hookspecs(sys.modules[__name__])
+            manager.add_hookspecs(HookSpecs)
             for name in DEFAULT_PLUGINS:
                 manager.register(importlib.import_module(name), name=name)
-            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            try:
+                manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+                manager.check_pending()  # a hook name no spec knows is a typo: say so now
+            except Exception as e:
+                raise CPOError(
+                    f"an installed CPO plugin (entry point group {ENTRY_POINT_GROUP!r}) could "
+                    f"not be loaded: {type(e).__name__}: {e}. Fix or uninstall it "
+                    "(--debug shows the traceback)."
+                ) from e
             _MANAGER = manager
         return _MANAGER
 
