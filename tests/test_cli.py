@@ -265,3 +265,36 @@ def test_udfs_import_error_names_file_and_line(cli, built_mini):
         f"Error: {Path('udfs/functions.py')}:3: cannot import Python step: "
         "ZeroDivisionError: division by zero\n"
     )
+
+
+def test_plugins_add_commands_but_never_replace_a_built_in_one(cli, mini_project):
+    from cpo.engine.cli import build_parser
+    from cpo.engine.plugins import CliCommand, hookimpl, plugin_manager
+
+    def run(args, console):
+        console.print(f"{args.command} from a plugin, loud={args.loud}")
+        return 0
+
+    class Plugin:
+        @hookimpl
+        def cpo_cli_commands(self):
+            arguments = lambda parser: parser.add_argument("--loud", action="store_true")  # noqa: E731
+            return [
+                CliCommand("hello", "say hello", arguments, run),
+                CliCommand("build", "no", arguments, run),
+            ]
+
+    manager = plugin_manager()
+    manager.register(Plugin(), name="test-commands")
+    try:
+        assert "hello" in build_parser().format_help()
+        result = cli("hello", "--loud")
+        assert (result.code, result.out.strip()) == (0, "hello from a plugin, loud=True")
+        assert cli("build", "--project-dir", mini_project).code == 0  # still the real build
+    finally:
+        manager.unregister(name="test-commands")
+    # init is the personalisation domain's command, registered the same way.
+    assert "init" in build_parser().format_help()
+    with pytest.raises(SystemExit) as exited:  # gone with its plugin: a usage error
+        cli("hello")
+    assert exited.value.code == 2

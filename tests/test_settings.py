@@ -119,6 +119,61 @@ def test_a_project_registers_its_own_section(tmp_path):
         settings._VARS_SECTIONS.pop("mine_for_test")
 
 
+def test_each_domain_plugin_declares_its_own_sections():
+    from cpo.engine.plugins import plugin_manager
+    from cpo.experiments.settings import ExperimentVars
+    from cpo.personalization.segmentation import SegmentationSettings
+
+    manager = plugin_manager()
+    personalization = manager.get_plugin("cpo.personalization.plugin").cpo_vars_sections()
+    experiments = manager.get_plugin("cpo.experiments.plugin").cpo_vars_sections()
+    assert experiments == {"experiment": ExperimentVars}
+    assert personalization["segmentation"] is SegmentationSettings
+    assert set(personalization) == {
+        "as_of_date",
+        "retrieval",
+        "generation",
+        "safety",
+        "segmentation",
+        "messages",
+        "content",
+    }
+    assert vars_sections()["experiment"] is ExperimentVars
+
+
+def test_a_plugin_registered_later_adds_its_section_and_a_project_may_replace_one(tmp_path):
+    from cpo.engine import settings
+    from cpo.engine.plugins import hookimpl, plugin_manager
+
+    class Loyalty(Section):
+        points: int = 0
+
+    class Plugin:
+        @hookimpl
+        def cpo_vars_sections(self):
+            return {"loyalty": Loyalty}
+
+    manager = plugin_manager()
+    manager.register(Plugin(), name="test-loyalty")
+    try:
+        assert load(tmp_path, "vars:\n  loyalty: {points: 2}\n").vars["loyalty"] == {"points": 2}
+        error = error_of(tmp_path, "vars:\n  loyalty: {points: two}\n")
+        assert (
+            str(error)
+            == "cpo.yml:5: vars.loyalty.points: expected an integer, got the string 'two'"
+        )
+        # A section registered in Python replaces the plugin's of the same name ...
+        register_vars_section("loyalty", dict[str, str])
+        assert load(tmp_path, "vars:\n  loyalty: {points: two}\n").vars["loyalty"] == {
+            "points": "two"
+        }
+    finally:
+        settings._VARS_SECTIONS.pop("loyalty", None)
+        manager.unregister(name="test-loyalty")
+    # ... and without the plugin the section is unknown again.
+    assert "unknown key 'loyalty'" in str(error_of(tmp_path, "vars:\n  loyalty: {points: 2}\n"))
+
+
 def test_sql_typed_settings_are_parsed_as_one_expression(tmp_path):
     tags = "merge_tags: {city: \"coalesce(c.city, '')\"}\n"
     config = load(tmp_path, "vars:\n  messages:\n    " + tags)

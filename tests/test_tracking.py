@@ -189,3 +189,30 @@ def test_unusable_tracking_uri_is_a_clear_error(
     blocker.write_text("x", encoding="utf-8")
     with pytest.raises(ConfigurationError, match=r"MLflow tracking at .* failed"):
         track_run(project.config, run, tracking_uri=(blocker / "store").as_uri())
+
+
+def test_plugins_contribute_the_domain_parameters(mini_project: Path) -> None:
+    from cpo.engine.plugins import hookimpl, plugin_manager
+    from cpo.reporting.tracking import run_params
+
+    class Plugin:
+        @hookimpl
+        def cpo_tracking_params(self, config):
+            return {"loyalty_program": config.vars.get("greeting")}
+
+    project = Project.load(mini_project)
+    run = RunResult("r1", "build", [], 0.1, project.config.database_path)
+    # The domain's own parameters come from the plugins that own those settings: none of them
+    # is set in the mini project, so none is logged.
+    assert set(run_params(project.config, run)) == {
+        "project",
+        "target",
+        "command",
+        "cpo_run_id",
+    }
+    manager = plugin_manager()
+    manager.register(Plugin(), name="test-tracking")
+    try:
+        assert run_params(project.config, run)["loyalty_program"] == "Hello"
+    finally:
+        manager.unregister(name="test-tracking")

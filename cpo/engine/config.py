@@ -1,7 +1,7 @@
 """Read and validate ``cpo.yml`` into frozen dataclasses; errors name the key path and line.
 
 The whole file is validated by one schema (`cpo.engine.settings`): the engine's own keys and every
-``vars:`` section, whose models the domain registers (`cpo.personalization.settings`).
+``vars:`` section, whose models the domain's plugins register (``cpo_vars_sections``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from cpo.engine.settings import (
     CpoSettings,
     Origin,
     TargetSettings,
+    memory_size,
     validate_settings,
 )
 from cpo.engine.yamlfile import YamlDocument, read_yaml
@@ -44,6 +45,9 @@ class Target:
     name: str
     database: str
     providers: Mapping[str, Mapping[str, Any]]
+    memory_limit: str | None = None
+    """DuckDB's ``memory_limit`` for builds (``targets.<name>.memory_limit``; the older place,
+    ``sources.memory_limit``, applies to every target that sets none)."""
 
 
 CallSettings = CallsSettings
@@ -129,11 +133,13 @@ def load_config(
         file_vars=file_vars if isinstance(file_vars, Mapping) else None,
     )
     settings, variables = validate_settings(data, origin)
+    default_limit = _legacy_memory_limit(settings.sources, doc)
     targets = {
         name: Target(
             name=name,
             database=spec.database,
-            providers={k: _provider(v) for k, v in spec.providers.items()},
+            providers={k: _provider(k, v, doc, name) for k, v in spec.providers.items()},
+            memory_limit=spec.memory_limit or default_limit,
         )
         for name, spec in ((n, t or TargetSettings()) for n, t in settings.targets.items())
     }
@@ -223,8 +229,29 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
-def _provider(spec: Any) -> dict[str, Any]:
-    """A provider's settings; a list (layered safety) becomes one ``layered`` provider."""
-    if isinstance(spec, list):
-        return {"type": "layered", "providers": [dict(p.model_dump()) for p in spec]}
-    return dict(spec.model_dump())
+def _provider(kind: str, spec: Any, doc: YamlDocument, target: str) -> dict[str, Any]:
+    """A provider's settings; a list becomes the one provider a plugin combines it into
+    (``cpo_combine_providers``: layered safety, `cpo.providers.plugin`)."""
+    if not isinstance(spec, list):
+        return dict(spec.model_dump())
+    from cpo.engine.plugins import hooks
+
+    providers = [dict(p.model_dump()) for p in spec]
+    combined = hooks().cpo_combine_providers(kind=kind, providers=providers)
+    if combined is None:
+        raise doc.error(
+            f"targets.{target}.providers.{kind}",
+            f"no plugin combines several {kind} providers; give one mapping",
+        )
+    return dict(combined)
+
+
+def _legacy_memory_limit(sources: Mapping[str, Any], doc: YamlDocument) -> str | None:
+    """``sources.memory_limit``, the older place of ``targets.<name>.memory_limit``."""
+    value = sources.get("memory_limit")
+    if value is None:
+        return None
+    try:
+        return memory_size(value) if isinstance(value, str) else memory_size(repr(value))
+    except ValueError as e:
+        raise doc.error("sources.memory_limit", str(e)) from None

@@ -18,7 +18,7 @@ from cpo.engine.graph import Graph
 from cpo.engine.logs import hash_id
 from cpo.engine.nodes import MODEL, PYTHON, SEED, TEST, Node
 from cpo.engine.pii import pii_of
-from cpo.engine.steps import Context, load_module
+from cpo.engine.steps import Context, load_module, project_imports
 from cpo.engine.telemetry import node_span
 from cpo.errors import BudgetExceededError, CPOError
 
@@ -229,7 +229,9 @@ class Runner:
                 log=self.log,
                 services=self.services,
             )
-            return self.db.materialize_frame(node.name, module.model(ctx))
+            with project_imports(self.config.path("udfs")):  # for imports inside model()
+                frame = module.model(ctx)
+            return self.db.materialize_frame(node.name, frame)
         raise AssertionError(f"cannot execute {node.resource_type}")
 
     def _run_test(self, test: Node) -> NodeResult:

@@ -27,17 +27,17 @@ from cpo.adapters.duckdb import Database
 from cpo.engine import telemetry
 from cpo.engine.artifacts import NodeResult, write_manifest, write_run_results
 from cpo.engine.calls import LEDGER_COLUMNS, LEDGER_TABLE, LEDGER_VIEW, CallLayer, CallStore
-from cpo.engine.compile import Compiler, check_config, generic_test_sql, quote
+from cpo.engine.compile import Compiler, check_config, generic_test_sql, quote, sql_literal
 from cpo.engine.config import ProjectConfig, load_config
 from cpo.engine.execute import OnResult, Runner
 from cpo.engine.graph import Graph
 from cpo.engine.loader import load_project
 from cpo.engine.logs import configure, project_salt
 from cpo.engine.nodes import MODEL, PYTHON, TEST, Node
+from cpo.engine.plugins import hooks, merged
 from cpo.engine.services import PlannedCall, Services
-from cpo.engine.steps import plan_hooks, sql_functions, step_config
+from cpo.engine.steps import plan_tables, sql_functions, step_config
 from cpo.errors import CPOError, ModelError, UsageError
-from cpo.reporting.summary import collect as build_summary
 
 LOCK_FILE = Path(".cpo") / "lock"
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
@@ -79,8 +79,8 @@ class RunResult:
     database: Path
     committed: bool = False
     summary: dict[str, Any] | None = None
-    """What the AI steps did (`cpo.reporting.summary`): variants approved/blocked, fallback, calls,
-    cost."""
+    """What the build did, from the ``cpo_build_summary`` plugin hook (`cpo.reporting.summary`:
+    variants approved/blocked, fallback, calls, cost)."""
 
     @property
     def success(self) -> bool:
@@ -194,11 +194,8 @@ class Project:
     def _compile(self, existing: set[str]) -> Graph:
         loaded = load_project(self.config)
         compiler = Compiler(self.config, existing, self.full_refresh)
-        from cpo.personalization.segmentation import (
-            jinja_globals,  # sources:, rules and merge tags as data
-        )
-
-        compiler.env.globals.update(jinja_globals(self.config))
+        # Globals from plugins: the domain's sources:, segment rules and merge tags as data.
+        compiler.env.globals.update(merged(hooks().cpo_jinja_globals(config=self.config)))
         log = logging.getLogger("cpo")
         nodes: list[Node] = []
         for node in loaded.nodes:
@@ -316,7 +313,7 @@ class Project:
             fail_fast=False,
             with_tests=False,
             services_out=holder,
-            inspect=lambda db, log: tables.extend(plan_hooks(self.config, db, log)),
+            inspect=lambda db, log: tables.extend(plan_tables(self.config, db, log)),
         )
         planned = holder[0].planned if holder else []
         return Plan(
@@ -414,8 +411,6 @@ class Project:
             UsageError: `out` is the database, a project input, a folder, or (without
                 `force`) an existing file that is not an HTML page.
         """
-        from cpo.reporting.report import write_report
-
         path = None
         if out:
             path = self._output_path(Path(out), "report --out")
@@ -426,7 +421,10 @@ class Project:
                     f"report --out {out} exists and is not an HTML page; choose another file "
                     "or pass --force to replace it"
                 )
-        return write_report(self.config, path)
+        written = hooks().cpo_write_report(config=self.config, path=path)
+        if written is None:
+            raise UsageError(_no_plugin("report", "cpo_write_report"))
+        return Path(written)
 
     @_writes_files
     def export(
@@ -487,14 +485,18 @@ class Project:
     def track(
         self, run: RunResult, *, report_path: Path | None = None, tracking_uri: str | None = None
     ) -> str:
-        """Log a run's parameters, metrics and artifacts to MLflow (local store by default).
+        """Log a run's parameters, metrics and artifacts to MLflow (local store by default),
+        through the ``cpo_track_run`` plugin hook (`cpo.reporting.tracking`).
 
         Returns:
             The MLflow run id.
         """
-        from cpo.reporting.tracking import track_run
-
-        return track_run(self.config, run, report_path=report_path, tracking_uri=tracking_uri)
+        run_id = hooks().cpo_track_run(
+            config=self.config, run=run, report_path=report_path, tracking_uri=tracking_uri
+        )
+        if run_id is None:
+            raise UsageError(_no_plugin("--track", "cpo_track_run"))
+        return str(run_id)
 
     @_writes_files
     def docs(self) -> Path:
@@ -703,14 +705,15 @@ class Project:
         ):
             runner.db = open_adapter(self.config, staging, functions=sql_functions(self.config))
             try:
-                from cpo.personalization.sources import memory_limit, sql_string
-
-                if limit := memory_limit(self.config.root):  # sources.memory_limit in cpo.yml
-                    runner.db.execute(f"set memory_limit = {sql_string(limit)}")
+                if limit := self.config.target.memory_limit:  # targets.<name>.memory_limit
+                    runner.db.execute(f"set memory_limit = {sql_literal(limit)}")
                 results = runner.run(names, tests)
                 if not dry_run:
-                    services.summary = build_summary(
-                        runner.db, store.ledger.rows(), runner.run_id, services.errors
+                    services.summary = hooks().cpo_build_summary(
+                        db=runner.db,
+                        ledger=store.ledger.rows(),
+                        run_id=runner.run_id,
+                        errors=services.errors,
                     )
                 ok = not any(r.failed for r in results)
                 if inspect and ok:
@@ -811,6 +814,22 @@ def project_lock(root: Path, command: str) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def _no_plugin(what: str, hook: str) -> str:
+    return (
+        f"'{what}' needs a plugin that implements {hook}, and none is installed "
+        "(the built-in one is cpo.reporting.plugin)"
+    )
+
+
+def _prompt_renderer(config: ProjectConfig) -> Any:
+    """The renderer of ``prompts/``, from the ``cpo_prompt_renderer`` plugin hook (the domain's
+    prompt language and merge tags are not the engine's): `Services`' ``prompts`` factory."""
+    renderer = hooks().cpo_prompt_renderer(config=config)
+    if renderer is None:
+        raise UsageError(_no_plugin("prompts", "cpo_prompt_renderer"))
+    return renderer
+
+
 def _looks_like_html(path: Path) -> bool:
     try:
         with path.open("rb") as f:
@@ -822,17 +841,6 @@ def _looks_like_html(path: Path) -> bool:
 
 def _as_str(paths: Mapping[str, Path]) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
-
-
-def _prompt_renderer(config: ProjectConfig) -> Any:
-    """The sandboxed renderer of ``prompts/`` with the domain's merge tags (`Services.prompts`).
-
-    To be supplied by the domain's plugin once plugins register it.
-    """
-    from cpo.personalization.prompting import PromptRenderer
-    from cpo.personalization.segmentation import merge_tag_names
-
-    return PromptRenderer(config.path("prompts"), merge_tags=merge_tag_names(config))
 
 
 def _write_call_tables(db: Database, store: CallStore, services: Services) -> None:

@@ -242,9 +242,9 @@ class Services:
             ) from None
 
     def _stand_in(self, kind: str, settings: Mapping[str, Any]) -> Any:
-        from cpo.providers.builtin import STAND_INS
+        from cpo.engine.plugins import hooks, merged
 
-        name = STAND_INS[kind]
+        name = merged(hooks().cpo_stand_ins())[kind]
         if settings["type"] == name:
             return self._providers[kind]  # already offline: it is its own stand-in
         return get_provider_factory(kind, name)({"type": name}, self.env)

@@ -1,9 +1,12 @@
 """One schema for the whole of ``cpo.yml`` (and ``--vars``), as pydantic models.
 
 The engine owns the top-level keys, targets, calls, budget, prices, cache, logging and telemetry.
-``vars:`` is made of sections that the domain registers, one pydantic model (or type) per section::
+``vars:`` is made of sections that the domain registers through the ``cpo_vars_sections`` hook
+(`cpo.engine.plugins`), one pydantic model (or type) per section::
 
-    register_vars_section("safety", SafetyVars)
+    @hookimpl
+    def cpo_vars_sections():
+        return {"safety": SafetyVars}
 
 A ``vars`` section (a mapping) nobody registered is an error, as is any unknown key or wrong value
 anywhere; a plain value (``min_age: 18``, dbt-style) may be the project's own unless its name is a
@@ -20,7 +23,6 @@ literals (see `cpo.engine.compile`).
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -42,9 +44,6 @@ from pydantic_core import PydanticCustomError, core_schema
 from cpo.errors import ConfigurationError
 from cpo.providers.base import provider_kinds, provider_settings_model
 
-# Modules that register ``vars`` sections, imported on first validation. The domain's module is
-# listed here until sections register through entry points.
-VARS_SCHEMA_MODULES: list[str] = ["cpo.personalization.settings"]
 PROVIDER_KINDS = provider_kinds()
 """The step kinds registered when this module loaded (`cpo.providers.base.register_kind`)."""
 SECRET_KEYS = ("api_key", "key", "password", "secret")
@@ -52,32 +51,25 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _VARS_SECTIONS: dict[str, Any] = {}
-_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
-_loaded = False
+_ADAPTERS: dict[str, tuple[Any, TypeAdapter[Any]]] = {}  # name -> (schema, its adapter)
 
 
 def register_vars_section(name: str, schema: Any) -> None:
     """Declare the schema of ``vars.<name>`` (a `Section` subclass or any type annotation).
 
-    Registering a name again replaces its schema (the last registration wins), so a project or a
-    test can swap a section's model.
+    Plugins declare their sections with the ``cpo_vars_sections`` hook (`cpo.engine.plugins`);
+    this is for a project or a test: a section registered here replaces a plugin's of the same
+    name (the last registration wins).
     """
     _VARS_SECTIONS[name] = schema
     _ADAPTERS.pop(name, None)
 
 
 def vars_sections() -> dict[str, Any]:
-    """The registered ``vars`` sections (name -> schema), after loading `VARS_SCHEMA_MODULES`."""
-    _load_registrations()
-    return dict(_VARS_SECTIONS)
+    """The ``vars`` sections (name -> schema): the plugins', then those registered here."""
+    from cpo.engine.plugins import hooks, merged
 
-
-def _load_registrations() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in VARS_SCHEMA_MODULES:
-            importlib.import_module(module)
+    return {**merged(hooks().cpo_vars_sections()), **_VARS_SECTIONS}
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -141,12 +133,23 @@ def _identifier(value: str) -> str:
     return value
 
 
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB)")
+
+
+def memory_size(value: str) -> str:
+    """A DuckDB memory size such as ``2GB`` or ``512MB`` (raises ValueError otherwise)."""
+    if not MEMORY_SIZE.fullmatch(value):
+        raise _custom("memory_size", f"expected a size such as '2GB' or '512MB', got {value!r}")
+    return value
+
+
 Number = Annotated[float, AfterValidator(_finite)]
 NonNegativeNumber = Annotated[float, Field(ge=0), AfterValidator(_finite)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 Identifier = Annotated[str, AfterValidator(_identifier)]
+MemorySize = Annotated[str, AfterValidator(memory_size)]
 
 
 class SqlExpression(str):
@@ -227,6 +230,8 @@ class TargetSettings(Section):
 
     type: Literal["duckdb", "spark"] = "duckdb"
     database: NonEmptyStr = "cpo.duckdb"
+    # DuckDB's memory_limit for builds (it spills to disk beyond it); None: DuckDB's default.
+    memory_limit: MemorySize | None = None
     # Spark targets only (checked further by cpo.adapters.spark_settings).
     master: NonEmptyStr | None = None
     remote: NonEmptyStr | None = None
@@ -433,13 +438,14 @@ def validate_vars(values: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
                 raise _error(
                     origin,
                     ("vars", name),
-                    f"{error.message()}; a vars section needs a schema: "
-                    "register_vars_section(name, Model) in Python",
+                    f"{error.message()}; a vars section needs a schema: a plugin's "
+                    "cpo_vars_sections hook, or register_vars_section(name, Model) in Python",
                 )
             continue
-        adapter = _ADAPTERS.get(name)
-        if adapter is None:
-            adapter = _ADAPTERS[name] = TypeAdapter(sections[name])
+        schema, adapter = _ADAPTERS.get(name) or (None, None)
+        if adapter is None or schema is not sections[name]:
+            adapter = TypeAdapter(sections[name])
+            _ADAPTERS[name] = (sections[name], adapter)
         try:
             validated = adapter.validate_python(value, strict=True)
         except ValidationError as e:
@@ -533,7 +539,15 @@ def _message(detail: Mapping[str, Any]) -> str:
     kind = detail["type"]
     got = describe(detail.get("input"))
     ctx = detail.get("ctx") or {}
-    if kind in ("unknown_key", "secret", "missing_type", "identifier", "finite", "non_empty"):
+    if kind in (
+        "unknown_key",
+        "secret",
+        "missing_type",
+        "identifier",
+        "finite",
+        "non_empty",
+        "memory_size",
+    ):
         return detail["msg"]
     if kind in ("sql_expression", "custom", "value_error"):
         text = detail["msg"].removeprefix("Value error, ")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
 import importlib.util
 import logging
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,24 +18,34 @@ from cpo.adapters.duckdb import Database, SqlFunction
 from cpo.engine.config import ProjectConfig, lookup
 from cpo.engine.logs import hash_id
 from cpo.engine.nodes import Node
+from cpo.engine.plugins import flattened, hookimpl, hooks
 from cpo.engine.udf import MARK
 from cpo.errors import ConfigurationError, ModelError
 
 _MISSING = object()
 _MODULES: dict[Path, tuple[float, ModuleType]] = {}
+PACKAGE = "cpo_project_udfs"  # project modules are named cpo_project_udfs.<file stem>
+_IMPORTS = threading.RLock()
 
 
 def load_module(root: Path, relative: Path) -> ModuleType:
-    """Import a ``udfs/`` file (cached until the file changes); its folder is importable."""
+    """Import a ``udfs/`` file as ``cpo_project_udfs.<stem>`` (cached until the file changes).
+
+    While it runs, its siblings are importable by their bare names (``from _experiment_design
+    import ...``, `project_imports`); nothing is left on ``sys.path`` or under a bare name in
+    ``sys.modules`` afterwards.
+    """
     path = (root / relative).resolve()
+    with project_imports(path.parent):
+        return _load(path, relative)
+
+
+def _load(path: Path, relative: Path) -> ModuleType:
     mtime = path.stat().st_mtime
     cached = _MODULES.get(path)
     if cached and cached[0] == mtime:
         return cached[1]
-    folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    name = f"cpo_project_udfs.{path.stem}"
+    name = f"{PACKAGE}.{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -51,19 +64,107 @@ def load_module(root: Path, relative: Path) -> ModuleType:
     return module
 
 
-def sql_functions(config: ProjectConfig) -> list[SqlFunction]:
-    """Every ``@sql_function`` declared in ``udfs/*.py`` (files that mention it are imported)."""
-    functions = []
+@contextlib.contextmanager
+def project_imports(folder: Path) -> Iterator[None]:
+    """Make the modules of a ``udfs/`` folder importable by their bare names, for a while.
+
+    A sibling import (``from _content import ...``, at the top of a step or inside one of its
+    functions) resolves to the same ``cpo_project_udfs.<stem>`` module `load_module` returns.
+    Modules of other folders or projects that have the same bare names are hidden meanwhile
+    and put back afterwards, so two projects in one process never see each other's files.
+    """
+    folder = folder.resolve()
+    with _IMPORTS:  # steps run one at a time; this keeps helper threads from interleaving
+        if any(isinstance(f, _Siblings) and f.folder == folder for f in sys.meta_path):
+            yield  # already inside a step of this folder
+            return
+        finder = _Siblings(folder)
+        saved = {n: m for n, m in sys.modules.items() if finder.owns(n)}
+        for name in saved:
+            del sys.modules[name]
+        sys.meta_path.insert(0, finder)
+        try:
+            yield
+        finally:
+            sys.meta_path.remove(finder)
+            for name in [n for n in sys.modules if finder.owns(n)]:
+                del sys.modules[name]
+            sys.modules.update(saved)
+
+
+class _Siblings(importlib.abc.MetaPathFinder):
+    """Finds ``udfs/<name>.py`` (as its ``cpo_project_udfs`` module) and ``udfs/<name>/``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        names = {p.stem for p in folder.glob("*.py")} | {
+            p.parent.name for p in folder.glob("*/__init__.py")
+        }
+        # A file named like the standard library or an installed package never shadows it.
+        self.names = {n for n in names if n not in sys.stdlib_module_names and not _installed(n)}
+
+    def owns(self, name: str) -> bool:
+        return name.split(".")[0] in self.names
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if path is not None or fullname not in self.names:
+            return None  # submodules of a udfs/ package are found through its __path__
+        package = self.folder / fullname / "__init__.py"
+        if package.is_file():
+            return importlib.util.spec_from_file_location(
+                fullname, package, submodule_search_locations=[str(package.parent)]
+            )
+        file = self.folder / f"{fullname}.py"
+        return importlib.util.spec_from_loader(fullname, _Alias(file))
+
+
+def _installed(name: str) -> bool:
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if module is None or file is None:
+        return module is not None  # built-in or namespace modules are not the project's
+    prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    return any(Path(file).resolve().is_relative_to(p) for p in prefixes)
+
+
+class _Alias(importlib.abc.Loader):
+    """Loads a bare sibling name as the one ``cpo_project_udfs.<stem>`` module of its file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def create_module(self, spec: Any) -> ModuleType:
+        return _load(self.path, Path(self.path.parent.name, self.path.name))
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The import system set __spec__ to the bare name's; the module keeps its own.
+        module.__spec__ = importlib.util.spec_from_file_location(module.__name__, self.path)
+
+
+def project_modules(config: ProjectConfig) -> list[ModuleType]:
+    """Every module of the project's ``udfs/`` folder, imported (in file order)."""
     folder = config.path("udfs")
     if not folder.is_dir():
-        return functions
-    for path in sorted(folder.glob("*.py")):
-        if "sql_function" not in path.read_text(encoding="utf-8"):
-            continue
-        module = load_module(config.root, path.relative_to(config.root))
+        return []
+    return [
+        load_module(config.root, path.relative_to(config.root))
+        for path in sorted(folder.glob("*.py"))
+    ]
+
+
+def sql_functions(config: ProjectConfig) -> list[SqlFunction]:
+    """Every SQL function registered by a plugin (the project's ``@sql_function``s included)."""
+    return flattened(hooks().cpo_sql_functions(config=config))
+
+
+@hookimpl
+def cpo_sql_functions(config: ProjectConfig) -> list[SqlFunction]:
+    """The functions marked ``@sql_function`` in the project's ``udfs/*.py``."""
+    functions = []
+    for module in project_modules(config):
         for value in vars(module).values():
             spec = getattr(value, MARK, None)
-            if spec and callable(value):
+            if spec and callable(value) and value.__module__ == module.__name__:
                 functions.append(SqlFunction(function=value, **spec))
     return functions
 
@@ -182,7 +283,8 @@ def step_config(node: Node, config: ProjectConfig, log: logging.Logger) -> Mappi
         return node.config
     ctx = Context(node=node, config=config, db=None, run_id="", log=log)
     try:
-        values = configure(ctx)
+        with project_imports(config.path("udfs")):
+            values = configure(ctx)
     except ConfigurationError:
         raise
     except Exception as e:
@@ -192,21 +294,29 @@ def step_config(node: Node, config: ProjectConfig, log: logging.Logger) -> Mappi
     return {**node.config, **dict(values or {})}
 
 
-def plan_hooks(
+def plan_tables(
     config: ProjectConfig, db: Database, log: logging.Logger
 ) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Tables that ``udfs/`` modules add to ``plan`` through a ``def plan(ctx)`` function.
+    """The tables every plugin adds to ``plan`` (the project's ``plan(ctx)`` functions included).
 
-    Each hook returns ``(title, rows)``; it sees the planned (never committed) database.
+    Each is ``(title, rows)``, computed on the planned (never committed) database.
     """
+    return flattened(hooks().cpo_plan_tables(config=config, db=db, log=log))
+
+
+@hookimpl
+def cpo_plan_tables(
+    config: ProjectConfig, db: Database, log: logging.Logger
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Tables from the ``plan(ctx)`` function of any ``udfs/*.py`` module that defines one."""
     tables = []
-    folder = config.path("udfs")
-    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
-        if "def plan(" not in path.read_text(encoding="utf-8"):
-            continue
-        relative = path.relative_to(config.root)
-        module = load_module(config.root, relative)
-        node = Node(name=path.stem, resource_type="python", path=relative)
+    for module in project_modules(config):
+        function = getattr(module, "plan", None)
+        if not callable(function) or function.__module__ != module.__name__:
+            continue  # imported from a sibling: that module offers it itself
+        relative = Path(module.__file__ or "").resolve().relative_to(config.root.resolve())
+        node = Node(name=relative.stem, resource_type="python", path=relative)
         ctx = Context(node=node, config=config, db=db, run_id="", log=log)
-        tables.append(module.plan(ctx))
+        with project_imports(config.path("udfs")):
+            tables.append(function(ctx))
     return tables

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
     from cpo.engine.artifacts import NodeResult
 
-EXPORTERS = ("console", "otlp", "azure_monitor")
+# Exporters of OpenTelemetry itself; vendors' exporters are plugins (`exporters`), e.g.
+# azure_monitor in `cpo.providers.azure_monitor`.
+BUILT_IN_EXPORTERS = ("console", "otlp")
 ENABLED_ENV = "CPO_OTEL_ENABLED"
 EXPORTER_ENV = "CPO_OTEL_EXPORTER"
 CONNECTION_STRING_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
@@ -88,10 +90,11 @@ def settings_from(settings: Mapping[str, Any] | None, env: Mapping[str, str]) ->
             raise ConfigurationError(f"{ENABLED_ENV} must be 1 or 0, got {flag!r}")
         enabled = flag.strip().lower() in _TRUE
     exporter = env.get(EXPORTER_ENV) or raw.get("exporter", "console")
-    if exporter not in EXPORTERS:
+    known = (*BUILT_IN_EXPORTERS, *(e for e in exporters() if e not in BUILT_IN_EXPORTERS))
+    if exporter not in known:
         raise _error(
             "telemetry.exporter",
-            f"unknown exporter {exporter!r}; expected one of: {', '.join(EXPORTERS)}",
+            f"unknown exporter {exporter!r}; expected one of: {', '.join(known)}",
         )
     service_name = raw.get("service_name", "cpo")
     if not isinstance(service_name, str) or not service_name:
@@ -117,8 +120,8 @@ def configure(settings: Mapping[str, Any] | None, env: Mapping[str, str]) -> Tra
         return None
     key = (chosen.exporter, chosen.service_name)
     if key not in _TRACERS:
-        if chosen.exporter == "azure_monitor":
-            _TRACERS[key] = _azure_monitor_tracer(chosen.service_name, env)
+        if chosen.exporter not in BUILT_IN_EXPORTERS:
+            _TRACERS[key] = exporters()[chosen.exporter](chosen.service_name, env)
         else:
             _TRACERS[key] = _sdk_tracer(chosen.exporter, chosen.service_name)
     return _TRACERS[key]
@@ -243,40 +246,22 @@ def _otlp_exporter() -> Any:
     return OTLPSpanExporter()
 
 
-def _azure_monitor_tracer(service_name: str, env: Mapping[str, str]) -> Tracer:
-    connection_string = env.get(CONNECTION_STRING_ENV)
-    if not connection_string:
-        raise _error(
-            "telemetry.exporter",
-            f"exporter azure_monitor needs {CONNECTION_STRING_ENV} in the environment "
-            "(Application Insights > Overview > Connection String); see .env.example",
-        )
-    try:
-        from azure.monitor.opentelemetry import configure_azure_monitor
-        from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-    except ImportError as e:
-        raise _missing(
-            "azure-monitor-opentelemetry", "pip install 'cpo[azure-monitor]'", key="telemetry"
-        ) from e
-    try:
-        configure_azure_monitor(
-            connection_string=connection_string,
-            resource=Resource.create({"service.name": service_name}),
-            disable_logging=True,  # logs stay in logs/cpo.log; only spans are exported
-            disable_metrics=True,
-        )
-    except Exception as e:
-        # The SDK's message may quote the connection string: show its type only.
-        raise _error(
-            "telemetry.exporter",
-            f"Azure Monitor could not be configured ({type(e).__name__}); check "
-            f"{CONNECTION_STRING_ENV} (its value is not shown; --debug shows the cause)",
-        ) from e
-    provider = trace.get_tracer_provider()
+def flush_at_exit(provider: Any) -> None:
+    """Remember a tracer provider, so `flush` sends what it still buffers (exporter plugins)."""
     if hasattr(provider, "force_flush"):
         _PROVIDERS.append(provider)
-    return trace.get_tracer("cpo")
+
+
+def telemetry_error(key: str, message: str) -> ConfigurationError:
+    """A `ConfigurationError` about a ``telemetry`` key of ``cpo.yml`` (for exporter plugins)."""
+    return _error(key, message)
+
+
+def exporters() -> dict[str, Any]:
+    """Exporters registered by plugins (``cpo_telemetry_exporters``), by name."""
+    from cpo.engine.plugins import hooks, merged
+
+    return merged(hooks().cpo_telemetry_exporters())
 
 
 def _missing(package: str, hint: str, *, key: str = "telemetry") -> ConfigurationError:

@@ -122,6 +122,14 @@ class ContentSettings(BaseModel):
     rules: list[ContentRule] = Field(default_factory=list)
 
 
+# The ``vars`` sections this module's models validate (declared by cpo.personalization.plugin).
+VARS_SECTIONS: dict[str, type[BaseModel]] = {
+    "segmentation": SegmentationSettings,
+    "messages": MessagesSettings,
+    "content": ContentSettings,
+}
+
+
 def _validated(model: type[BaseModel], raw: Any, key: str, config: Any) -> Any:
     try:
         return model.model_validate(raw if raw is not None else {})

@@ -1,14 +1,14 @@
-"""The schema of the sample domain's ``vars:`` sections, registered with `cpo.engine.settings`.
+"""The schema of the personalisation domain's ``vars:`` sections (`VARS_SECTIONS`), declared to
+`cpo.engine.settings` by `cpo.personalization.plugin`.
 
-One model per section: ``as_of_date``, ``segmentation``, ``retrieval``, ``generation``,
-``safety``, ``messages`` and ``experiment``. Unknown keys and wrong values are errors naming the
+One model per section: ``as_of_date``, ``retrieval``, ``generation`` and ``safety`` here;
+``segmentation``, ``messages`` and ``content`` in `cpo.personalization.segmentation`;
+``experiment`` in `cpo.experiments.settings`. Unknown keys and wrong values are errors naming the
 key path, its line and what is expected (`cpo.engine.settings.validate_settings`). Deeper rules that
 need more than one value (arms against tones, a metric's events) stay with the steps that use
 them (``udfs/_experiment_design.py``).
 
-``segmentation``, ``messages`` and ``content`` are `cpo.personalization.segmentation`'s models and
-``experiment`` is `cpo.experiments.settings`'s, shared with the steps that read them, so each
-section is validated by one model only.
+Each section is validated by one model only, shared with the steps that read it.
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ from cpo.engine.settings import (
     Number,
     PositiveInt,
     Section,
-    register_vars_section,
     unknown_key_error,
 )
-from cpo.experiments import settings as experiment_settings
-from cpo.personalization import harm  # the blocking and approval rules (registers its macro)
-from cpo.personalization.segmentation import ContentSettings, MessagesSettings, SegmentationSettings
+from cpo.personalization import harm
 from cpo.providers.base import HARM_CATEGORIES
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -138,14 +135,12 @@ class SafetyVars(Section):
     policy: PolicyVars = PolicyVars()
 
 
-register_vars_section("as_of_date", AsOfDate)
-# Segmentation rules, merge tags and content rules: one model each, owned by
-# cpo.personalization.segmentation.
-register_vars_section("segmentation", SegmentationSettings)
-register_vars_section("retrieval", RetrievalVars)
-register_vars_section("generation", GenerationVars)
-register_vars_section("safety", SafetyVars)
-register_vars_section("messages", MessagesSettings)
-register_vars_section("content", ContentSettings)
-# vars.experiment: one model, shared with the experiment steps (cpo/experiments/settings.py).
-register_vars_section("experiment", experiment_settings.ExperimentVars)
+# The sections of this package, declared by `cpo.personalization.plugin` (segmentation,
+# messages and content are `cpo.personalization.segmentation`'s; experiment is registered by
+# `cpo.experiments.plugin`).
+VARS_SECTIONS: dict[str, Any] = {
+    "as_of_date": AsOfDate,
+    "retrieval": RetrievalVars,
+    "generation": GenerationVars,
+    "safety": SafetyVars,
+}

@@ -344,5 +344,10 @@ def get_provider_factory(kind: str, name: str) -> ProviderFactory:
 
 
 def _load_builtins() -> None:
-    # Imported lazily so that no vendor SDK loads until a provider of that vendor is used.
-    from cpo.providers import builtin  # noqa: F401
+    # Providers of every plugin (`cpo.engine.plugins`: the built-in ones are
+    # cpo.providers.plugin's); a factory imports its module, and SDK, only when it is used.
+    # `register_provider` wins over a plugin's provider of the same kind and name.
+    from cpo.engine.plugins import hooks, merged
+
+    for key, factory in merged(hooks().cpo_providers()).items():
+        _REGISTRY.setdefault(key, factory)

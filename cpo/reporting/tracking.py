@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpo.adapters.duckdb import Database
-from cpo.engine.config import PROVIDER_KINDS, ProjectConfig, lookup
+from cpo.engine.config import PROVIDER_KINDS, ProjectConfig
+from cpo.engine.plugins import hooks, merged
 from cpo.errors import ConfigurationError, CPOError
 
 if TYPE_CHECKING:
@@ -72,17 +73,18 @@ def track_run(
 
 
 def run_params(config: ProjectConfig, run: RunResult) -> dict[str, str]:
-    """Settings that tell runs apart: target, command, experiment, tones, providers."""
+    """Settings that tell runs apart: target, command, providers, and what plugins add
+    (``cpo_tracking_params``: experiment, segmentation method, tones)."""
     params: dict[str, Any] = {
         "project": config.name,
         "target": config.target.name,
         "command": run.command,
         "cpo_run_id": run.invocation_id,
         "max_cost_usd": config.max_cost_usd,
-        "experiment_id": _var(config.vars, "experiment.id"),
-        "segmentation_method": _var(config.vars, "segmentation.method"),
-        "tones": _var(config.vars, "generation.tones"),
     }
+    # The domain's own parameters (experiment id, segmentation method, tones...) come from
+    # the plugins that own those settings.
+    params.update(merged(hooks().cpo_tracking_params(config=config)))
     for kind in PROVIDER_KINDS:
         settings = config.target.providers.get(kind) or {}
         for name in PROVIDER_PARAMS:
@@ -231,13 +233,6 @@ def _file_store_allowed() -> Iterator[None]:
             os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
         else:
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = previous
-
-
-def _var(variables: Mapping[str, Any], dotted: str) -> Any:
-    try:
-        return lookup(variables, dotted)
-    except KeyError:
-        return None
 
 
 def _text(value: Any) -> str:
