@@ -695,10 +695,10 @@ class Project:
         ):
             runner.db = open_adapter(self.config, staging, functions=sql_functions(self.config))
             try:
-                from cpo.sources import memory_limit, sql_string
+                from cpo.sources import prepare_build
 
-                if limit := memory_limit(self.config.root):  # sources.memory_limit in cpo.yml
-                    runner.db.execute(f"set memory_limit = {sql_string(limit)}")
+                # sources.memory_limit, and the DuckDB files sources read tables from.
+                prepare_build(self.config.root, runner.db)
                 results = runner.run(names, tests)
                 if not dry_run:
                     services.summary = build_summary(
