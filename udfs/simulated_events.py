@@ -152,15 +152,22 @@ def simulate_sql(
     segment_join = (
         f"left join {_values('s', segments, multipliers)} on a.segment_id = s.k" if segments else ""
     )
+    customers = 'left join "stg_customers" as c on a.customer_id = c.customer_id'
+    assigned = 'from "assignments" as a'
+    sent = "where a.assigned_at is not null"
     if strength:
-        # The customer's mid-rank of x in (0, 1); nulls sort last, so valid x rank 1..n_valid.
-        effect = f"""case when x is null or n_valid <= 1 then 1.0
-            else 1.0 + {sql_literal(float(strength))}
-                * (2.0 * ((row_number() over (order by x, experiment_id, customer_id) - 0.5)
-                / n_valid) - 1.0) end"""
-        counted = "select *, count(x) over () as n_valid from assigned"
+        # u: the mid-rank of x in (0, 1), equal for equal x, from the distinct values of x (a
+        # sort of those, not of every customer); the mean of u, and so of m, stays exactly 1/2.
+        ranks = f"""left join (
+            select x, (sum(n_x) over (order by x) - n_x / 2.0) / sum(n_x) over () as u_x,
+                   sum(n_x) over () as n_valid
+            from (select {covariate_sql} as x, count(*) as n_x {assigned} {customers}
+                  {sent} and {covariate_sql} is not null group by 1) as counted
+        ) as ranks on assigned.x = ranks.x"""
+        effect = f"""case when u_x is null or n_valid <= 1 then 1.0
+            else 1.0 + {sql_literal(float(strength))} * (2.0 * u_x - 1.0) end"""
     else:
-        effect, counted = "1.0", "select * from assigned"
+        ranks, effect = "", "1.0"
     hour = sql_literal(float(HOUR_US))
     cap = sql_literal(float(window_us - 1_000_000))
     gamma = f"({exponential('h2', 1, 1.0)} + {exponential('h2', 2, 1.0)})"
@@ -189,16 +196,16 @@ def simulate_sql(
                epoch_us(cast(a.assigned_at as timestamp)) as t0,
                {covariate_sql} as x,
                {", ".join(f"r.{k} * {seg[k]} as p_{k}" for k in RATE_KEYS)}
-        from "assignments" as a
+        {assigned}
         join {_values("r", arms, rates)} on cast(a.arm as varchar) = r.k
         {segment_join}
-        left join "stg_customers" as c on a.customer_id = c.customer_id
-        where a.assigned_at is not null
+        {customers}
+        {sent}
     ),
     effects as (
-        select *, {effect} as m,
+        select assigned.*, {effect} as m,
                {sql_literal(f"{seed}:")} || experiment_id || ':' || customer_id as key
-        from ({counted}) as counted
+        from assigned {ranks}
     ),
     first_draws as (
         select *, {md5(0)} as h0 from effects
