@@ -11,14 +11,18 @@ per-segment multipliers::
     unsubscribe ~ delivered and Bernoulli(unsubscribe · seg)
     revenue   ~ Gamma(shape 2, mean revenue_mean · seg) per conversion
 
-``m_i = 1 + s·(2u_i − 1)`` where ``u_i`` is the customer's rank (0-1) of the ``covariate`` column
-of ``stg_customers`` and ``s`` the ``covariate_strength``: the mean of m is exactly 1, so the
-true open rate of an arm is ``delivered · open`` (times the segment mix) and the true relative
-lift between arms is the ratio of their rates, while CUPED has a correlated covariate to use.
+``m_i = 1 + s·(2u_i − 1)`` where ``u_i`` is the customer's mid-rank (0-1; equal values, equal
+rank) of the ``covariate`` column of ``stg_customers`` and ``s`` the ``covariate_strength``: the
+mean of m is exactly 1, so the true open rate of an arm is ``delivered · open`` (times the
+segment mix) and the true relative lift between arms is the ratio of their rates, while CUPED
+has a correlated covariate to use.
 
 ``enabled``: true, false, or ``auto`` (default: simulate only while no observed events exist,
 and never with an outcome table or an external assignment).
-Deterministic: the same assignments, settings and ``seed`` give the same events.
+Deterministic: the same assignments, settings and ``seed`` give the same events. Runs as one SQL
+query in the engine (DuckDB or Spark, identical results): every draw comes from the md5 of
+seed, experiment and customer, so no customer's data passes through Python and a customer's
+events never depend on row order or on the other customers.
 """
 
 from __future__ import annotations
