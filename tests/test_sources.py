@@ -257,3 +257,98 @@ def test_missing_name_never_leaves_a_dangling_word(tmp_path):
     assert not messages["subject"].str.contains("there,|, :| ,", regex=True).any()
     personal = messages[messages["arm"].isin(["friendly", "informational"])]
     assert personal["body"].str.startswith("Hello,").all()
+
+
+def _crm(path: Path, project: Path, *, schema: str | None = None) -> None:
+    """A DuckDB file holding the sample's customers (and an unrelated table)."""
+    con = duckdb.connect(str(path))
+    if schema:
+        con.execute(f"create schema {schema}")
+    table = f"{schema}.customers" if schema else "customers"
+    con.execute(
+        f"create table {table} as select * from read_csv(?, header = true)",
+        [str(project / CUSTOMERS)],
+    )
+    con.execute("create table orders as select 1 as order_id")
+    con.close()
+
+
+@pytest.mark.parametrize("schema", [None, "sales"])
+def test_table_of_another_duckdb_file_builds(tmp_path, schema):
+    project = copy_sample_project(tmp_path / "p")
+    crm = tmp_path / "crm.duckdb"
+    _crm(crm, project, schema=schema)
+    before = file_hash(crm)
+    table = f"{schema}.customers" if schema else "customers"
+    edit(project, lambda c: c["sources"]["customers"].update(path=str(crm), table=table))
+    (project / CUSTOMERS).write_text("customer_id\nnot-read\n", encoding="utf-8")
+    run = Project.load(project).build(select=["+customer_features"])
+    assert run.success, [(r.name, r.message) for r in run.results if r.failed]
+    expected = duckdb.connect(str(crm), read_only=True).sql(f"select count(*) from {table}")
+    counts = query(project, "select count(*) as n from customer_features")
+    assert counts["n"][0] == expected.fetchone()[0] > 1
+    assert file_hash(crm) == before  # attached read-only: the file is untouched
+    assert not (project / "cpo.duckdb.wal").exists()
+
+
+def _duckdb_error(tmp_path: Path, capsys, source: dict, make=None) -> str:
+    project = copy_sample_project(tmp_path / "p")
+    if make:
+        make(project)
+    edit(project, lambda c: c["sources"]["customers"].update(source))
+    code, output = run_cli(project, capsys)
+    assert code == 1 and "Traceback" not in output
+    assert not (project / "cpo.duckdb").exists()
+    return output
+
+
+def test_duckdb_source_file_missing(tmp_path, capsys):
+    output = _duckdb_error(tmp_path, capsys, {"path": "crm.duckdb", "table": "customers"})
+    assert "sources.customers.path" in output and "'crm.duckdb' does not exist" in output
+
+
+def test_duckdb_source_table_missing_lists_the_files_tables(tmp_path, capsys):
+    output = _duckdb_error(
+        tmp_path,
+        capsys,
+        {"path": "crm.duckdb", "table": "clients"},
+        make=lambda p: _crm(p / "crm.duckdb", p),
+    )
+    assert "sources.customers.table" in output
+    assert "has no table 'clients'" in output and "customers, orders" in output
+
+
+def test_duckdb_source_without_table_lists_the_files_tables(tmp_path, capsys):
+    output = _duckdb_error(
+        tmp_path, capsys, {"path": "crm.db"}, make=lambda p: _crm(p / "crm.db", p, schema="s")
+    )
+    assert "needs the table to read" in output and "orders, s.customers" in output
+
+
+def test_duckdb_source_not_a_database(tmp_path, capsys):
+    output = _duckdb_error(
+        tmp_path,
+        capsys,
+        {"path": "crm.duckdb", "table": "customers"},
+        make=lambda p: (p / "crm.duckdb").write_text("id\n1\n", encoding="utf-8"),
+    )
+    assert "cannot open 'crm.duckdb'" in output and "not a DuckDB database" in output
+
+
+def test_table_with_a_csv_path_is_an_error(tmp_path, capsys):
+    output = _duckdb_error(tmp_path, capsys, {"table": "customers"})
+    assert "sources.customers.table" in output and "read as csv" in output
+
+
+def test_unknown_key_in_a_source_is_an_error(tmp_path, capsys):
+    output = _duckdb_error(tmp_path, capsys, {"tabel": "customers"})
+    assert "sources.customers.tabel" in output and "unknown key" in output
+
+
+def test_the_projects_own_database_is_refused(built, capsys):
+    before = file_hash(built / "cpo.duckdb")
+    edit(built, lambda c: c["sources"]["customers"].update(path="cpo.duckdb", table="customers"))
+    code, output = run_cli(built, capsys)
+    assert code == 1 and "Traceback" not in output
+    assert "sources.customers.path" in output and "this project's own database" in output
+    assert file_hash(built / "cpo.duckdb") == before

@@ -11,29 +11,32 @@ per-segment multipliers::
     unsubscribe ~ delivered and Bernoulli(unsubscribe · seg)
     revenue   ~ Gamma(shape 2, mean revenue_mean · seg) per conversion
 
-``m_i = 1 + s·(2u_i − 1)`` where ``u_i`` is the customer's rank (0-1) of the ``covariate`` column
-of ``stg_customers`` and ``s`` the ``covariate_strength``: the mean of m is exactly 1, so the
-true open rate of an arm is ``delivered · open`` (times the segment mix) and the true relative
-lift between arms is the ratio of their rates, while CUPED has a correlated covariate to use.
+``m_i = 1 + s·(2u_i − 1)`` where ``u_i`` is the customer's mid-rank (0-1; equal values, equal
+rank) of the ``covariate`` column of ``stg_customers`` and ``s`` the ``covariate_strength``: the
+mean of m is exactly 1, so the true open rate of an arm is ``delivered · open`` (times the
+segment mix) and the true relative lift between arms is the ratio of their rates, while CUPED
+has a correlated covariate to use.
 
 ``enabled``: true, false, or ``auto`` (default: simulate only while no observed events exist,
 and never with an outcome table or an external assignment).
-Deterministic: the same assignments, settings and ``seed`` give the same events.
+Deterministic: the same assignments, settings and ``seed`` give the same events. Runs as one SQL
+query in the engine (DuckDB or Spark, identical results): every draw comes from the md5 of
+seed, experiment and customer, so no customer's data passes through Python and a customer's
+events never depend on row order or on the other customers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from cpo.engine.compile import quote
+from cpo.engine.compile import quote, sql_literal
+from cpo.experiments.settings import EVENTS
 
-EVENTS = ("delivered", "open", "click", "conversion", "unsubscribe")
-RATE_KEYS = ("delivered", "open", "click", "conversion", "unsubscribe", "revenue_mean")
+RATE_KEYS = (*EVENTS, "revenue_mean")
 DEFAULT_RATES = {
     "delivered": 0.98,
     "open": 0.22,
@@ -102,90 +105,162 @@ def _multipliers(ctx: Any, settings: Mapping[str, Any], segments: list[str | Non
     return matrix
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
-    encoded = column.combine_chunks().dictionary_encode()
-    indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    values = [*encoded.dictionary.to_pylist(), None]  # index -1 → the last entry, None
-    return indices.astype(np.int64), values
+def _values(name: str, keys: list[Any], matrix: np.ndarray) -> str:
+    """A VALUES table ``name(k, <RATE_KEYS>)``: one row per key, every value a literal."""
+    rows = ", ".join(
+        "(" + ", ".join(sql_literal(v) for v in (key, *map(float, row))) + ")"
+        for key, row in zip(keys, matrix, strict=True)
+    )
+    return f"(values {rows}) as {name}(k, {', '.join(RATE_KEYS)})"
 
 
-def _covariate_effect(x: np.ndarray, strength: float) -> np.ndarray:
-    """``1 + s·(2u − 1)`` with u the mid-rank of x in (0, 1); 1 where x is missing."""
-    m = np.ones(x.size)
-    valid = ~np.isnan(x)
-    if valid.sum() > 1 and strength:
-        order = np.argsort(x[valid], kind="stable")
-        u = np.empty(order.size)
-        u[order] = (np.arange(order.size) + 0.5) / order.size
-        m[valid] = 1.0 + strength * (2.0 * u - 1.0)
-    return m
-
-
-def _constant(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(n, dtype=np.int8)), pa.array([value])
-    ).cast(pa.string())
-
-
-def simulate(
-    table: pa.Table,
+def simulate_sql(
     rates: np.ndarray,
+    arms: list[str],
     multipliers: np.ndarray,
+    segments: list[str],
     *,
     seed: int,
     strength: float,
     window_us: int,
-) -> pa.Table:
-    """Events for customers (experiment_id, customer_id, t0 µs, x) with arm/segment codes.
+    covariate_sql: str,
+    hex_fraction: Callable[[str, int], str],
+) -> str:
+    """The query that simulates every assigned customer's events, entirely in the engine.
+
+    Every draw is a 32-bit slice of ``md5(seed:experiment:customer:n)`` (`hex_fraction`), so a
+    customer's events depend only on the settings and its own ids, never on row order or on the
+    other customers, and are the same on DuckDB and Spark. One md5 serves every customer's
+    first four draws; customers who open (about a fifth) need a second, those who convert or
+    unsubscribe a third.
 
     Args:
-        table: Columns experiment_id, customer_id, arm_code, segment_code, t0, x.
-        rates: Arm × RATE_KEYS true rates; multipliers: segment × RATE_KEYS.
-        seed: numpy seed; strength: covariate strength s in [0, 1];
-        window_us: attribution window: every event falls strictly inside it.
+        rates: Arm × RATE_KEYS true rates (rows in the order of `arms`).
+        multipliers: Segment × RATE_KEYS multipliers (rows in the order of `segments`).
+        seed: Mixed into every draw; strength: covariate strength s in [0, 1].
+        window_us: The attribution window: every event falls strictly inside it.
+        covariate_sql: The covariate over ``stg_customers`` as c (``cast(null as double)``).
+        hex_fraction: The target's `cpo.engine.macros.hex_fraction` macro.
     """
-    n = table.num_rows
-    arm = table["arm_code"].to_numpy()
-    seg = table["segment_code"].to_numpy()
-    t0 = table["t0"].to_numpy()
-    p = rates[arm] * multipliers[seg]  # n × RATE_KEYS
-    col = {k: p[:, j] for j, k in enumerate(RATE_KEYS)}
-    m = _covariate_effect(table["x"].to_numpy(zero_copy_only=False).astype(float), strength)
-    rng = np.random.default_rng(seed)
-    u = rng.random((5, n))
-    delivered = u[0] < col["delivered"]
-    opened = delivered & (u[1] < np.minimum(col["open"] * m, 1.0))
-    clicked = opened & (u[2] < col["click"])
-    converted = clicked & (u[3] < col["conversion"])
-    unsubscribed = delivered & (u[4] < col["unsubscribe"])
-    t_delivered = rng.random(n) * HOUR_US
-    t_open = t_delivered + rng.exponential(DELAYS["open"], n)
-    t_click = t_open + rng.exponential(DELAYS["click"], n)
-    t_conversion = t_click + rng.exponential(DELAYS["conversion"], n)
-    t_unsubscribe = t_delivered + rng.exponential(DELAYS["unsubscribe"], n)
-    revenue = np.round(rng.gamma(2.0, col["revenue_mean"] / 2.0), 2)
-    masks = (delivered, opened, clicked, converted, unsubscribed)
-    offsets = (t_delivered, t_open, t_click, t_conversion, t_unsubscribe)
-    rows = [np.flatnonzero(mask) for mask in masks]
-    index = np.concatenate(rows)
-    code = np.concatenate([np.full(r.size, k, dtype=np.int8) for k, r in enumerate(rows)])
-    offset = np.concatenate([o[r] for o, r in zip(offsets, rows, strict=True)])
-    offset = np.minimum(offset, window_us - 1_000_000).astype(np.int64)
-    is_conversion = code == EVENTS.index("conversion")
-    take = pa.array(index)
-    return pa.table(
-        {
-            "customer_id": pc.take(table["customer_id"], take),
-            "experiment_id": pc.take(table["experiment_id"], take),
-            "event": pa.DictionaryArray.from_arrays(pa.array(code), pa.array(EVENTS)).cast(
-                pa.string()
-            ),
-            "event_at": pa.array(t0[index] + offset, type=pa.int64()).cast(pa.timestamp("us")),
-            "revenue": pa.array(np.where(is_conversion, revenue[index], 0.0), mask=~is_conversion),
-            "source": _constant("simulated", index.size),
-        },
-        schema=SCHEMA,
+
+    def u(hash_column: str, part: int) -> str:
+        return hex_fraction(hash_column, part)
+
+    def exponential(hash_column: str, part: int, mean: float) -> str:
+        return f"(-{sql_literal(float(mean))} * ln(1.0 - {u(hash_column, part)}))"
+
+    def md5(n: int) -> str:
+        return f"md5(key || {sql_literal(f':{n}')})"
+
+    seg = {k: f"coalesce(s.{k}, 1.0)" if segments else "1.0" for k in RATE_KEYS}
+    segment_join = (
+        f"left join {_values('s', segments, multipliers)} on a.segment_id = s.k" if segments else ""
     )
+    customers = 'left join "stg_customers" as c on a.customer_id = c.customer_id'
+    assigned = 'from "assignments" as a'
+    sent = "where a.assigned_at is not null"
+    if strength:
+        # u: the mid-rank of x in (0, 1), equal for equal x, from the distinct values of x (a
+        # sort of those, not of every customer); the mean of u, and so of m, stays exactly 1/2.
+        ranks = f"""left join (
+            select x, (sum(n_x) over (order by x) - n_x / 2.0) / sum(n_x) over () as u_x,
+                   sum(n_x) over () as n_valid
+            from (select {covariate_sql} as x, count(*) as n_x {assigned} {customers}
+                  {sent} and {covariate_sql} is not null group by 1) as counted
+        ) as ranks on assigned.x = ranks.x"""
+        effect = f"""case when u_x is null or n_valid <= 1 then 1.0
+            else 1.0 + {sql_literal(float(strength))} * (2.0 * u_x - 1.0) end"""
+    else:
+        ranks, effect = "", "1.0"
+    hour = sql_literal(float(HOUR_US))
+    cap = sql_literal(float(window_us - 1_000_000))
+    gamma = f"({exponential('h2', 1, 1.0)} + {exponential('h2', 2, 1.0)})"
+    times = {
+        "delivered": "t_delivered",
+        "open": "t_open",
+        "click": "t_click",
+        "conversion": "t_conversion",
+        "unsubscribe": "t_unsubscribe",
+    }
+    flags = {
+        "delivered": "true",
+        "open": "is_open",
+        "click": "is_click",
+        "conversion": "is_conversion",
+        "unsubscribe": "is_unsubscribe",
+    }
+    pick = "\n".join(f"when {i} then {flags[e]}" for i, e in enumerate(EVENTS))
+    at = "\n".join(f"when {i} then {times[e]}" for i, e in enumerate(EVENTS))
+    names = "\n".join(f"when {i} then {sql_literal(e)}" for i, e in enumerate(EVENTS))
+    codes = ", ".join(f"({i})" for i in range(len(EVENTS)))
+    return f"""
+    with assigned as (
+        select cast(a.experiment_id as varchar) as experiment_id,
+               cast(a.customer_id as varchar) as customer_id,
+               epoch_us(cast(a.assigned_at as timestamp)) as t0,
+               {covariate_sql} as x,
+               {", ".join(f"r.{k} * {seg[k]} as p_{k}" for k in RATE_KEYS)}
+        {assigned}
+        join {_values("r", arms, rates)} on cast(a.arm as varchar) = r.k
+        {segment_join}
+        {customers}
+        {sent}
+    ),
+    effects as (
+        select assigned.*, {effect} as m,
+               {sql_literal(f"{seed}:")} || experiment_id || ':' || customer_id as key
+        from assigned {ranks}
+    ),
+    first_draws as (
+        select *, {md5(0)} as h0 from effects
+    ),
+    funnel as (
+        select *, {u("h0", 1)} < least(p_open * m, 1.0) as is_open,
+               {u("h0", 2)} < p_unsubscribe as is_unsubscribe,
+               {u("h0", 3)} * {hour} as t_delivered
+        from first_draws
+        where {u("h0", 0)} < p_delivered
+    ),
+    opened as (
+        select *, case when is_open then {md5(1)} end as h1 from funnel
+    ),
+    clicked as (
+        select *, is_open and {u("h1", 0)} < p_click as is_click,
+               case when is_open then t_delivered
+                   + {exponential("h1", 1, DELAYS["open"])} end as t_open
+        from opened
+    ),
+    converted as (
+        select *, is_click and {u("h1", 2)} < p_conversion as is_conversion,
+               case when is_click then t_open
+                   + {exponential("h1", 3, DELAYS["click"])} end as t_click
+        from clicked
+    ),
+    last_draws as (
+        select *, case when is_conversion or is_unsubscribe then {md5(2)} end as h2
+        from converted
+    ),
+    drawn as (
+        select *,
+               case when is_conversion then t_click
+                   + {exponential("h2", 0, DELAYS["conversion"])} end as t_conversion,
+               case when is_unsubscribe then t_delivered
+                   + {exponential("h2", 3, DELAYS["unsubscribe"])} end as t_unsubscribe,
+               case when is_conversion
+                   then round({gamma} * p_revenue_mean / 2.0, 2) end as revenue
+        from last_draws
+    )
+    select customer_id, experiment_id,
+           case e.code {names} end as event,
+           -- Whole milliseconds: both engines agree even where their ln differs in the last bit.
+           make_timestamp(t0 + 1000 * cast(floor(least(case e.code {at} end, {cap}) / 1000.0)
+               as bigint)) as event_at,
+           case when e.code = {EVENTS.index("conversion")} then revenue end as revenue,
+           'simulated' as source
+    from drawn
+    cross join (values {codes}) as e(code)
+    where case e.code {pick} end
+    """
 
 
 def _enabled(ctx: Any, setting: Any) -> bool:
@@ -200,8 +275,8 @@ def _enabled(ctx: Any, setting: Any) -> bool:
     return setting
 
 
-def model(ctx: Any) -> pa.Table:
-    """Simulate events for every assigned customer (or none when disabled)."""
+def model(ctx: Any) -> Any:
+    """Simulate events for every assigned customer (or none when disabled), as a relation."""
     settings = ctx.var("experiment.simulation", {}, expect=dict)
     if not _enabled(ctx, settings.get("enabled", "auto")):
         return SCHEMA.empty_table()
@@ -214,37 +289,33 @@ def model(ctx: Any) -> pa.Table:
             "covariate",
             f"{covariate!r} is not a column of stg_customers ({', '.join(customers.columns)})",
         )
-    x_sql = f"cast({quote(covariate)} as double)" if covariate else "null::double"
-    # Ordered, so the seeded draws always meet the same customers.
-    table = ctx.sql(f"""
-        select cast(a.experiment_id as varchar) as experiment_id,
-               cast(a.customer_id as varchar) as customer_id,
-               cast(a.arm as varchar) as arm,
-               cast(a.segment_id as varchar) as segment_id,
-               epoch_us(cast(a.assigned_at as timestamp)) as t0,
-               c.x
-        from "assignments" as a
-        left join (select customer_id, avg({x_sql}) as x from "stg_customers" group by 1) as c
-            using (customer_id)
-        where a.assigned_at is not null
-        order by 1, 2
-    """).to_arrow_table()
-    arm_code, arms = _codes(table["arm"])
-    seg_code, segments = _codes(table["segment_id"])
-    table = table.append_column("arm_code", pa.array(arm_code)).append_column(
-        "segment_code", pa.array(seg_code)
-    )
+    x_sql = f"cast(c.{quote(covariate)} as double)" if covariate else "cast(null as double)"
+    arms = [
+        str(r[0])
+        for r in ctx.sql(
+            'select distinct cast(arm as varchar) from "assignments" '
+            "where assigned_at is not null and arm is not null order by 1"
+        ).fetchall()
+    ]
+    if not arms:
+        return SCHEMA.empty_table()
+    configured = sorted(str(k) for k in (settings.get("segment_multipliers") or {}))
     days = ctx.var("experiment.attribution_days", 7, expect=(int, float))
     strength = float(settings.get("covariate_strength", 0.0))
     if not 0 <= strength <= 1:
         raise _error(ctx, "covariate_strength", f"must be between 0 and 1, got {strength}")
-    events = simulate(
-        table,
-        _rates(ctx, settings, [str(a) for a in arms]),
-        _multipliers(ctx, settings, segments),
+    from cpo.engine.macros import dialect_of, macros
+
+    query = simulate_sql(
+        _rates(ctx, settings, arms),
+        arms,
+        _multipliers(ctx, settings, configured),
+        configured,
         seed=int(settings.get("seed", 0)),
         strength=strength,
         window_us=int(days * 24 * HOUR_US),
+        covariate_sql=x_sql,
+        hex_fraction=macros(dialect_of(ctx.config))["hex_fraction"],
     )
-    ctx.log.info("simulated events", extra={"customers": table.num_rows, "events": len(events)})
-    return events
+    ctx.log.info("simulating events in SQL", extra={"arms": len(arms)})
+    return ctx.sql(query)

@@ -254,7 +254,7 @@ class Database:
             ModelError: the value is not a table-like object, or DuckDB cannot store it.
         """
         if isinstance(frame, duckdb.DuckDBPyRelation):
-            frame = frame.to_arrow_table()  # .arrow() is a one-shot reader in 1.5
+            return self._materialize_relation(name, frame)
         if not (hasattr(frame, "columns") or hasattr(frame, "schema")):
             raise ModelError(
                 "a Python step must return a pandas DataFrame, an Arrow table or a DuckDB "
@@ -269,6 +269,31 @@ class Database:
                 self.con.unregister("__cpo_frame")
         except duckdb.Error as e:
             raise ModelError(_message(e)) from e
+        return self.count(name)
+
+    def _materialize_relation(self, name: str, relation: duckdb.DuckDBPyRelation) -> int:
+        """Store a relation by running it inside DuckDB: no row passes through Python.
+
+        A relation of another connection (e.g. ``duckdb.sql``) cannot be read here; it is
+        fetched as Arrow instead.
+        """
+        view = "__cpo_relation"
+        try:
+            relation.create_view(view, replace=True)
+            found = self.con.execute(
+                "select count(*) from duckdb_views() where view_name = ?", [view]
+            ).fetchone()[0]
+        except duckdb.Error as e:
+            raise ModelError(_message(e)) from e
+        if not found:  # the view went to the relation's own connection
+            return self.materialize_frame(name, relation.to_arrow_table())
+        try:
+            self.drop(name)
+            self.con.execute(f"create table {quote(name)} as select * from {view}")
+        except duckdb.Error as e:
+            raise ModelError(_message(e)) from e
+        finally:
+            self.con.execute(f"drop view if exists {view}")
         return self.count(name)
 
     def load_seed(

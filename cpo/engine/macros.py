@@ -46,6 +46,21 @@ def hash_bucket(expr: str, *, dialect: str = "duckdb") -> str:
     return f"(cast({integer} as double) / {_SCALE})"
 
 
+def hex_fraction(hex_text: str, part: str, *, dialect: str = "duckdb") -> str:
+    """Hex digits ``8·part+1 .. 8·part+8`` of `hex_text` (e.g. an ``md5``) as a number in [0, 1).
+
+    One md5 gives four independent 32-bit draws (parts 0-3), identical on DuckDB and Spark:
+    cheaper than one `hash_bucket` per draw when a row needs several.
+    """
+    start = 8 * int(part) + 1
+    text = f"substr(({hex_text}), {start}, 8)"
+    if dialect == "spark":
+        integer = f"cast(conv({text}, 16, 10) as bigint)"
+    else:
+        integer = f"cast(('0x' || {text}) as bigint)"
+    return f"(cast({integer} as double) / cast(4294967296 as double))"
+
+
 def regex_match(text: str, pattern: str, *, dialect: str = "duckdb") -> str:
     """True when the whole of `text` matches the regular expression `pattern` (NULL for NULL).
 
@@ -84,6 +99,7 @@ def is_finite(expr: str, *, dialect: str = "duckdb") -> str:
 _MACROS: dict[str, Callable[..., str]] = {
     "is_finite": is_finite,
     "hash_bucket": hash_bucket,
+    "hex_fraction": hex_fraction,
     "regex_match": regex_match,
     "regex_search": regex_search,
     "utc_timestamp": utc_timestamp,

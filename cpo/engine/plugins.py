@@ -100,6 +100,10 @@ class HookSpecs(Protocol):
         (e.g. layered safety), or None when this plugin does not combine `kind`."""
 
     @hookspec
+    def cpo_prepare_build(self, config: Any, db: Any) -> None:
+        """Ready a build's staging connection before any node runs (e.g. attach source files)."""
+
+    @hookspec
     def cpo_sql_functions(self, config: Any) -> Sequence[Any]:
         """SQL functions (`cpo.adapters.duckdb.SqlFunction`) registered on every connection."""
 

@@ -707,6 +707,7 @@ class Project:
             try:
                 if limit := self.config.target.memory_limit:  # targets.<name>.memory_limit
                     runner.db.execute(f"set memory_limit = {sql_literal(limit)}")
+                hooks().cpo_prepare_build(config=self.config, db=runner.db)  # e.g. attached sources
                 results = runner.run(names, tests)
                 if not dry_run:
                     services.summary = hooks().cpo_build_summary(

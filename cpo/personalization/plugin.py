@@ -86,3 +86,11 @@ def _var(variables: Mapping[str, Any], *path: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+@hookimpl
+def cpo_prepare_build(config: Any, db: Any) -> None:
+    """Attach the DuckDB files that ``sources:`` read tables from."""
+    from cpo.personalization.sources import attach_sources
+
+    attach_sources(config.root, db)

@@ -3,6 +3,7 @@
     sources:
       customers:
         path: data/customers.parquet        # CSV, Parquet, JSON(L), a glob, or a DuckDB file
+        # table: customers                  # with a .duckdb/.db path: the table to read
         columns:                            # role -> column name or SQL expression over columns
           customer_id: id
           recency_days: months_since_purchase * 30
@@ -96,7 +97,10 @@ class SourceSpec(BaseModel):
 
     path: str = Field(min_length=1, description="CSV, Parquet, JSON(L), a glob or a .duckdb file")
     format: str | None = Field(default=None, description="csv | parquet | json | duckdb")
-    table: str | None = Field(default=None, description="table to read from a .duckdb file")
+    table: str | None = Field(
+        default=None,
+        description="with a DuckDB file: the table (or view) to read, 'name' or 'schema.name'",
+    )
     columns: dict[str, str] = Field(description="role -> column name or SQL expression")
     attributes: list[str] = Field(default_factory=list, description="columns carried through")
 
@@ -153,6 +157,8 @@ class SourceView:
         attributes: Carried-through column names, in order.
         attribute_types: Attribute -> DuckDB type.
         file_columns: (column, type) of the file.
+        attach: For a table of another DuckDB file: the ``ATTACH ... (READ_ONLY)`` statement a
+            connection runs before reading `relation` (see `attach_sources`); else None.
     """
 
     name: str
@@ -161,6 +167,7 @@ class SourceView:
     attributes: list[str]
     attribute_types: dict[str, str]
     file_columns: list[tuple[str, str]] = field(default_factory=list)
+    attach: str | None = None
 
     @property
     def roles(self) -> list[str]:
@@ -289,6 +296,13 @@ def memory_limit(root: Path) -> str | None:
     return _settings(root, raw).memory_limit
 
 
+def prepare_build(root: Path, db: Any) -> None:
+    """Ready a build's connection: ``sources.memory_limit`` and the attached DuckDB sources."""
+    if limit := memory_limit(root):
+        db.execute(f"set memory_limit = {sql_string(limit)}")
+    attach_sources(root, db)
+
+
 def _error(root: Path, key: str, message: str) -> ConfigurationError:
     return ConfigurationError(message, path=CONFIG_FILE, line=_line_of(root, key), key=key)
 
@@ -311,7 +325,11 @@ def _settings(root: Path, raw: Any) -> SourcesSettings:
         key = "sources" + (f".{loc}" if loc else "")
         message = first["msg"]
         if first["type"] == "extra_forbidden":
-            message = "unknown key; expected path, columns, attributes, format or table"
+            message = (
+                "unknown key; expected customers, content or memory_limit"
+                if len(first["loc"]) == 1
+                else "unknown key; expected path, columns, attributes, format or table"
+            )
         elif first["type"] == "missing":
             message = "is required"
         raise _error(root, key, message) from None
@@ -345,8 +363,8 @@ def load_source(root: Path, raw: Any, name: str) -> SourceView:
             f"with '{key}.attributes: [{unknown[0]}]' instead",
         )
     missing_required = [r for r in REQUIRED[name] if r not in spec.columns]
-    relation, _ = _relation(root, spec, key)
-    file_columns = _describe(root, relation, key, spec.path)
+    relation, attach = _relation(root, spec, key)
+    file_columns = _describe(root, relation, key, spec.path, attach)
     by_lower = {c.lower(): c for c, _ in file_columns}
     if missing_required:
         raise _error(
@@ -410,6 +428,7 @@ def load_source(root: Path, raw: Any, name: str) -> SourceView:
         attributes=attributes,
         attribute_types=types,
         file_columns=file_columns,
+        attach=attach,
     )
     _check_binds(root, view, key)
     _check_not_empty(root, view, key, spec.path)
@@ -442,8 +461,8 @@ def _check_duplicate_roles(root: Path, name: str) -> None:
         seen[role] = key_node.start_mark.line + 1
 
 
-def _relation(root: Path, spec: SourceSpec, key: str) -> tuple[str, str]:
-    """The table-function call that reads the file, and its format."""
+def _relation(root: Path, spec: SourceSpec, key: str) -> tuple[str, str | None]:
+    """The FROM clause that reads the source, and the ATTACH it needs (None for files)."""
     path = Path(spec.path)
     full = path if path.is_absolute() else root / path
     pattern = str(full)
@@ -470,22 +489,151 @@ def _relation(root: Path, spec: SourceSpec, key: str) -> tuple[str, str]:
             f"cannot tell the format of {spec.path!r} from its name; add "
             f"'format: csv' (or parquet, json, duckdb) under {key}",
         )
+    if spec.table is not None and fmt != "duckdb":
+        raise _error(
+            root,
+            f"{key}.table",
+            f"'table' names a table of a DuckDB file, but {spec.path!r} is read as {fmt}; "
+            f"remove 'table', or point path at a .duckdb file (or add 'format: duckdb')",
+        )
     literal = sql_string(pattern)
     if fmt == "csv":
-        return f"read_csv({literal}, header = true, union_by_name = true)", fmt
+        return f"read_csv({literal}, header = true, union_by_name = true)", None
     if fmt == "parquet":
-        return f"read_parquet({literal}, union_by_name = true)", fmt
+        return f"read_parquet({literal}, union_by_name = true)", None
     if fmt == "json":
-        return f"read_json_auto({literal})", fmt
-    if not spec.table or not _IDENTIFIER.match(spec.table):
+        return f"read_json_auto({literal})", None
+    return _duckdb_table(root, spec, key, full)
+
+
+def _duckdb_table(root: Path, spec: SourceSpec, key: str, full: Path) -> tuple[str, str]:
+    """``<alias>.<schema>.<table>`` of a DuckDB file attached read-only, and its ATTACH."""
+    from cpo.engine.compile import sql_identifier
+
+    if globlib.has_magic(str(full)):
+        raise _error(root, f"{key}.path", "a DuckDB source is one file, not a glob")
+    if full.resolve() in _own_databases(root):
         raise _error(
-            root, f"{key}.table", "a .duckdb source needs 'table: <name>' (a plain table name)"
+            root,
+            f"{key}.path",
+            f"{spec.path!r} is this project's own database: every build replaces it, so it "
+            "cannot also be an input. Keep your customers in another DuckDB file (or a "
+            "CSV/Parquet file) and point path at that",
         )
-    raise _error(
-        root,
-        f"{key}.path",
-        "reading a table of another DuckDB file is done by exporting it first: "
-        f"COPY {spec.table} TO 'customers.parquet' (FORMAT parquet); then point path at it",
+    parts = (spec.table or "").split(".")
+    if not spec.table or len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
+        raise _error(
+            root,
+            f"{key}.table",
+            f"reading {spec.path!r} needs the table to read: add 'table: <name>' (or "
+            f"'table: <schema>.<name>') under {key}; the file's tables are: "
+            + (_tables_text(_tables(root, full, key, spec.path)) or "none"),
+        )
+    schema, table = parts if len(parts) == 2 else ("main", parts[0])
+    tables = _tables(root, full, key, spec.path)
+    match = next(
+        ((s, t) for s, t in tables if s.lower() == schema.lower() and t.lower() == table.lower()),
+        None,
+    )
+    if match is None:
+        raise _error(
+            root,
+            f"{key}.table",
+            f"{spec.path!r} has no table {spec.table!r}; its tables are: "
+            + (_tables_text(tables) or "none (the file is empty)"),
+        )
+    alias = _ALIAS + spec_name(key)
+    attach = f"attach {sql_string(str(full))} as {sql_identifier(alias)} (read_only)"
+    relation = ".".join(quote(p) for p in (alias, *match))
+    return relation, attach
+
+
+_ALIAS = "cpo_source_"
+
+
+def spec_name(key: str) -> str:
+    """``customers`` from ``sources.customers``."""
+    return key.rsplit(".", 1)[-1]
+
+
+def _own_databases(root: Path) -> set[Path]:
+    """The project's own built databases (``cpo.duckdb`` and every target's ``database``)."""
+    paths = {(root / "cpo.duckdb").resolve()}
+    try:
+        data = yaml.safe_load((root / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return paths
+    targets = data.get("targets") if isinstance(data, Mapping) else None
+    for target in (targets or {}).values() if isinstance(targets, Mapping) else ():
+        database = target.get("database") if isinstance(target, Mapping) else None
+        if isinstance(database, str) and database:
+            paths.add((root / database).resolve())
+    return paths
+
+
+def _tables(root: Path, full: Path, key: str, shown: str) -> list[tuple[str, str]]:
+    """(schema, name) of the tables and views in a DuckDB file, opened read-only."""
+    from cpo.adapters.duckdb import Database  # the one module that talks to DuckDB
+
+    try:
+        con = Database(full, read_only=True)
+    except ModelError as e:
+        text = _first_line(e)
+        if "lock" in text.lower():
+            why = "another program has it open for writing; close that program (or copy the file)"
+        else:
+            why = f"it is not a DuckDB database this version can read ({text})"
+        raise _error(root, f"{key}.path", f"cannot open {shown!r}: {why}") from None
+    try:
+        _, rows = con.fetch(
+            "select schema_name, table_name from duckdb_tables() where database_name = "
+            "current_database() union all select schema_name, view_name from duckdb_views() "
+            "where database_name = current_database() and not internal order by 1, 2"
+        )
+    finally:
+        con.close()
+    return [(str(s), str(t)) for s, t in rows]
+
+
+def _tables_text(tables: list[tuple[str, str]]) -> str:
+    return ", ".join(t if s == "main" else f"{s}.{t}" for s, t in tables)
+
+
+def attach_sources(root: Path, db: Any) -> None:
+    """Attach (read-only) the DuckDB files that ``sources`` read tables from, on `db`.
+
+    A build calls this on its connection before running models; it is a no-op for file
+    sources. Each source is checked as at compile time.
+
+    Raises:
+        ConfigurationError: a source is invalid, or the engine cannot attach DuckDB files.
+    """
+    raw = raw_sources(root)
+    if not isinstance(raw, Mapping):
+        return
+    for name in ROLES:
+        spec = raw.get(name)
+        if not isinstance(spec, Mapping) or not _is_duckdb_spec(spec):
+            continue
+        view = load_source(root, raw, name)
+        if view.attach is None:
+            continue
+        from cpo.adapters.duckdb import Database
+
+        if not isinstance(db, Database):  # only the DuckDB engine can attach a DuckDB file
+            raise _error(
+                root,
+                f"sources.{name}.path",
+                "a table of a DuckDB file can only be read by the duckdb engine; export it "
+                f"(COPY ... TO '{name}.parquet' (FORMAT parquet)) and point path at the file",
+            )
+        db.execute(view.attach)
+
+
+def _is_duckdb_spec(spec: Mapping[str, Any]) -> bool:
+    path = spec.get("path")
+    return spec.get("format") == "duckdb" or (
+        isinstance(path, str) and _format_of(path) == "duckdb"
     )
 
 
@@ -517,14 +665,22 @@ def _check_utf8(root: Path, shown: str) -> None:
             decode_utf8(path.read_bytes(), shown if "*" not in shown else str(path.name))
 
 
-def _connection() -> Any:
+def _connection(attach: str | None = None) -> Any:
     from cpo.adapters.duckdb import Database  # the one module that talks to DuckDB
 
-    return Database(":memory:")
+    db = Database(":memory:")
+    if attach:
+        db.execute(attach)
+    return db
 
 
-def _describe(root: Path, relation: str, key: str, shown: str) -> list[tuple[str, str]]:
-    con = _connection()
+def _describe(
+    root: Path, relation: str, key: str, shown: str, attach: str | None = None
+) -> list[tuple[str, str]]:
+    try:
+        con = _connection(attach)
+    except ModelError as e:
+        raise _error(root, f"{key}.path", f"cannot read {shown!r}: {_first_line(e)}") from None
     try:
         rows = con.execute(f"describe select * from {relation}").fetchall()
     except ModelError as e:
@@ -565,7 +721,7 @@ def _expression(root: Path, key: str, role: str, text: str) -> str:
 
 
 def _check_binds(root: Path, view: SourceView, key: str) -> None:
-    con = _connection()
+    con = _connection(view.attach)
     try:
         for role, sql in view.expressions.items():
             try:
@@ -582,7 +738,7 @@ def _check_binds(root: Path, view: SourceView, key: str) -> None:
 
 
 def _check_not_empty(root: Path, view: SourceView, key: str, shown: str) -> None:
-    con = _connection()
+    con = _connection(view.attach)
     try:
         row = con.execute(f"select 1 from {view.relation} limit 1").fetchone()
     except ModelError as e:
