@@ -77,6 +77,9 @@ def _same(a: Any, b: Any) -> bool:
 def _spark_project(root: Path) -> Path:
     project = copy_sample_project(root)
     lines = (project / "seeds" / "customers.csv").read_text(encoding="utf-8").splitlines()
+    # A column no model reads, with hostile text: exports neutralise formulas and keep quoting.
+    notes = ['"note"', '"=1+2"', '"@Cmd, ""Quoted"" x"', '"plain"']
+    lines = [f"{line},{notes[min(i, 3)]}" for i, line in enumerate(lines)]
     text = "\n".join(lines[: CUSTOMERS + 1]) + "\n"
     (project / "seeds" / "customers.csv").write_text(text, encoding="utf-8")
     return project
@@ -282,3 +285,61 @@ def test_a_failed_spark_build_leaves_the_published_tables(spark_sample: Path) ->
     assert sorted(p.relative_to(published) for p in published.rglob("*")) == files
     assert _open(spark_sample, "spark").fetch('select * from "segment_profiles"')[1] == before
     assert not list(schema_dir(settings).glob(".building-*"))  # the staging folder is gone
+
+
+def _csv_rows(folder: Path, relative: str) -> list[dict[str, str]]:
+    import csv
+
+    path = folder / relative
+    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+    rows: list[dict[str, str]] = []
+    for file in files:
+        with file.open(encoding="utf-8", newline="") as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+@needs_spark
+@pytest.mark.spark
+def test_export_on_spark_writes_what_duckdb_writes(spark_sample: Path, tmp_path: Path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    tables = ["customers", "assignments", "segment_profiles"]
+    duck = Project.load(spark_sample).export("csv", tables, tmp_path / "duck")
+    spark = Project.load(spark_sample, target="spark").export("csv", tables, tmp_path / "spark")
+    assert spark.rows == duck.rows and spark.rows["assignments"] == CUSTOMERS
+    d_manifest = json.loads(duck.manifest_path.read_text(encoding="utf-8"))
+    s_manifest = json.loads(spark.manifest_path.read_text(encoding="utf-8"))
+    assert s_manifest["metadata"]["database"].startswith("spark:cpo/v-")
+    for name in tables:  # the same columns and PII handling (in Spark's type names)
+        pii = [(c["name"], c["pii"]) for c in d_manifest["tables"][name]["columns"]]
+        assert [(c["name"], c["pii"]) for c in s_manifest["tables"][name]["columns"]] == pii
+        if name == "customers":
+            assert ("email", "hashed") in pii and ("first_name", "hashed") in pii
+    # Every customer's text is the same: PII hashed with the same salt, formulas guarded.
+    d_rows = _csv_rows(tmp_path / "duck", "customers.csv")
+    s_rows = _csv_rows(tmp_path / "spark", "customers")
+    key = ["customer_id", "email", "first_name", "city", "note"]
+    assert sorted(tuple(r[k] for k in key) for r in s_rows) == sorted(
+        tuple(r[k] for k in key) for r in d_rows
+    )
+    notes = {r["note"] for r in s_rows}
+    assert notes == {"'=1+2", '\'@Cmd, "Quoted" x', "plain"}
+    assert not any("@" in r["email"] for r in s_rows)  # no address left
+    # Parquet, partitioned by arm: Spark's part files, the same rows per arm as DuckDB's.
+    out = tmp_path / "parquet"
+    result = Project.load(spark_sample, target="spark").export(
+        "parquet", ["assignments"], out, partition_by="arm"
+    )
+    (table,) = result.tables
+    assert table.partition_by == "arm" and table.files >= 2
+    arms = sorted(p.name for p in (out / "assignments").iterdir())
+    assert arms and all(a.startswith("arm=") for a in arms)
+    read = pq.read_table(out / "assignments").to_pandas()
+    _, expected = _open(spark_sample, None).fetch(
+        'select arm, count(*) from "assignments" group by arm'
+    )
+    assert read.groupby("arm").size().to_dict() == dict(expected)
+    assert not list(out.rglob("_SUCCESS")) and not list(out.rglob("*.crc"))

@@ -458,6 +458,76 @@ class SparkDatabase:
             raise ModelError(_first_line(e)) from e
         return list(frame.columns), rows
 
+    @property
+    def label(self) -> str:
+        """What an export manifest names as its database: ``spark:<schema>/<version>``."""
+        return f"spark:{self.settings.schema}/{self.version.name if self.version else '-'}"
+
+    def export_table(
+        self, sql: str, path: Path, *, fmt: str, partition_by: str | None = None
+    ) -> tuple[list[Path], int]:
+        """Write a query's rows (DuckDB SQL) as Parquet or CSV part files into folder `path`.
+
+        Spark writes the files (nothing is collected to the driver); CSV quotes like DuckDB
+        (``"`` doubled), nested values are written as text. The files are read back by Spark.
+
+        Returns:
+            The data files written, and the rows read back from them.
+
+        Raises:
+            ModelError: Spark cannot write or read back the files.
+        """
+        frame = self._frame(sql)
+        csv = {
+            "header": True,
+            "escape": '"',
+            "nullValue": "",
+            "emptyValue": '""',
+            "ignoreLeadingWhiteSpace": False,  # Spark trims cells by default; DuckDB does not
+            "ignoreTrailingWhiteSpace": False,
+            "timestampFormat": "yyyy-MM-dd HH:mm:ss[.SSSSSS]",
+            "timestampNTZFormat": "yyyy-MM-dd HH:mm:ss[.SSSSSS]",
+        }
+        if fmt == "csv":
+            from pyspark.sql import functions as f
+            from pyspark.sql.types import ArrayType, MapType, StructType
+
+            nested = (ArrayType, MapType, StructType)
+            frame = frame.select(
+                *[
+                    f.col(_q(c.name)).cast("string").alias(c.name)
+                    if isinstance(c.dataType, nested)
+                    else f.col(_q(c.name))
+                    for c in frame.schema.fields
+                ]
+            )
+        writer = frame.write.mode("errorifexists")
+        if partition_by:
+            writer = writer.partitionBy(partition_by)
+        try:
+            if fmt == "parquet":
+                writer.parquet(str(path))
+            else:
+                writer.options(**csv).csv(str(path))
+        except Exception as e:
+            raise ModelError(f"cannot export to {path}: {_first_line(e)}") from e
+        for marker in [*path.rglob("_SUCCESS"), *path.rglob(".*.crc")]:
+            marker.unlink()
+        files = sorted(p for p in path.rglob(f"*.{fmt}") if p.is_file())
+        if not files:
+            return files, 0
+        reader = self.spark.read
+        try:
+            if fmt == "parquet":
+                back = reader.parquet(*[str(p) for p in files])
+            else:
+                back = reader.options(header=True, multiLine=True, escape='"').csv(
+                    [str(p) for p in files]
+                )
+            return files, int(back.count())
+        except Exception as e:
+            raise ModelError(f"cannot read back the export in {path}: {_first_line(e)}") from e
+
     def relations(self) -> dict[str, str]:
         """Tables and views of this version: name -> ``table`` or ``view``."""
         return relations(self.version)
