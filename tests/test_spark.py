@@ -494,9 +494,9 @@ def test_a_python_step_returning_a_relation_stays_in_spark(
     (root / "udfs" / "per_person.py").write_text(
         "def model(ctx):\n"
         "    people = ctx.ref('stg_people').project('id, shout(name) as loud')\n"
-        "    ctx.ref('stg_visits')\n"
+        "    ctx.ref('visits')\n"
         "    visits = ctx.sql(\n"
-        "        'select person_id as id, count(*) as visits from stg_visits group by 1'\n"
+        "        'select person_id as id, count(*) as visits from visits group by 1'\n"
         "    )\n"
         "    return people.join(visits.spark, 'id', 'left').fillna(0, ['visits'])\n",
         encoding="utf-8",

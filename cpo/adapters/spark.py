@@ -217,7 +217,10 @@ class SparkRelation:
         import sqlglot
 
         tree = sqlglot.parse_one(f"select {text}", read="duckdb")
-        return [to_spark(f"select {e.sql('duckdb')}")[len("SELECT ") :] for e in tree.expressions]
+        names = self._db._names  # the registered SQL functions
+        return [
+            to_spark(f"select {e.sql('duckdb')}", names)[len("SELECT ") :] for e in tree.expressions
+        ]
 
     def project(self, expressions: str) -> SparkRelation:
         """Select expressions (DuckDB syntax), like DuckDB's ``relation.project``."""
