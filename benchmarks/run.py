@@ -161,7 +161,24 @@ def main() -> None:
         help="Parquet with only customer_id, recency_days, frequency, monetary",
     )
     parser.add_argument("--memory-limit", help="sources.memory_limit for the build, e.g. 2GB")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--target",
+        choices=["duckdb", "spark"],
+        default="duckdb",
+        help="spark: Spark local[2] next to DuckDB, each in a child process (run_spark.py; "
+        "its options, e.g. --driver-memory 12g, follow)",
+    )
+    args, rest = parser.parse_known_args()
+    if args.target == "spark":
+        import run_spark
+
+        run_spark.main(
+            [f"--customers={args.customers}", *(["--minimal"] * args.minimal), *rest]
+            + (["--keep"] if args.keep else [])
+        )
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     figures = run(
         args.customers,
         keep=args.keep,

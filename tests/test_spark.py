@@ -77,6 +77,9 @@ def _same(a: Any, b: Any) -> bool:
 def _spark_project(root: Path) -> Path:
     project = copy_sample_project(root)
     lines = (project / "seeds" / "customers.csv").read_text(encoding="utf-8").splitlines()
+    # A column no model reads, with hostile text: exports neutralise formulas and keep quoting.
+    notes = ['"note"', '"=1+2"', '"@Cmd, ""Quoted"" x"', '"plain"']
+    lines = [f"{line},{notes[min(i, 3)]}" for i, line in enumerate(lines)]
     text = "\n".join(lines[: CUSTOMERS + 1]) + "\n"
     (project / "seeds" / "customers.csv").write_text(text, encoding="utf-8")
     return project
@@ -299,3 +302,244 @@ def test_report_and_docs_on_the_spark_target(spark_sample: Path) -> None:
     assert set(re.findall(r'<img id="(plot-[a-z]+)"', html)) >= {"plot-forest", "plot-funnel"}
     page = (project.docs().parent / "nodes" / "dim_customer.html").read_text(encoding="utf-8")
     assert re.search(rf"<tr><th>rows</th><td>{CUSTOMERS}\s*\(view\)</td></tr>", page)
+
+
+def _csv_rows(folder: Path, relative: str) -> list[dict[str, str]]:
+    import csv
+
+    path = folder / relative
+    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+    rows: list[dict[str, str]] = []
+    for file in files:
+        with file.open(encoding="utf-8", newline="") as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+@needs_spark
+@pytest.mark.spark
+def test_export_on_spark_writes_what_duckdb_writes(spark_sample: Path, tmp_path: Path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    tables = ["customers", "assignments", "segment_profiles"]
+    duck = Project.load(spark_sample).export("csv", tables, tmp_path / "duck")
+    spark = Project.load(spark_sample, target="spark").export("csv", tables, tmp_path / "spark")
+    assert spark.rows == duck.rows and spark.rows["assignments"] == CUSTOMERS
+    d_manifest = json.loads(duck.manifest_path.read_text(encoding="utf-8"))
+    s_manifest = json.loads(spark.manifest_path.read_text(encoding="utf-8"))
+    assert s_manifest["metadata"]["database"].startswith("spark:cpo/v-")
+    for name in tables:  # the same columns and PII handling (in Spark's type names)
+        pii = [(c["name"], c["pii"]) for c in d_manifest["tables"][name]["columns"]]
+        assert [(c["name"], c["pii"]) for c in s_manifest["tables"][name]["columns"]] == pii
+        if name == "customers":
+            assert ("email", "hashed") in pii and ("first_name", "hashed") in pii
+    # Every customer's text is the same: PII hashed with the same salt, formulas guarded.
+    d_rows = _csv_rows(tmp_path / "duck", "customers.csv")
+    s_rows = _csv_rows(tmp_path / "spark", "customers")
+    key = ["customer_id", "email", "first_name", "city", "note"]
+    assert sorted(tuple(r[k] for k in key) for r in s_rows) == sorted(
+        tuple(r[k] for k in key) for r in d_rows
+    )
+    notes = {r["note"] for r in s_rows}
+    assert notes == {"'=1+2", '\'@Cmd, "Quoted" x', "plain"}
+    assert not any("@" in r["email"] for r in s_rows)  # no address left
+    # Parquet, partitioned by arm: Spark's part files, the same rows per arm as DuckDB's.
+    out = tmp_path / "parquet"
+    result = Project.load(spark_sample, target="spark").export(
+        "parquet", ["assignments"], out, partition_by="arm"
+    )
+    (table,) = result.tables
+    assert table.partition_by == "arm" and table.files >= 2
+    arms = sorted(p.name for p in (out / "assignments").iterdir())
+    assert arms and all(a.startswith("arm=") for a in arms)
+    read = pq.read_table(out / "assignments").to_pandas()
+    _, expected = _open(spark_sample, None).fetch(
+        'select arm, count(*) from "assignments" group by arm'
+    )
+    assert read.groupby("arm").size().to_dict() == dict(expected)
+    assert not list(out.rglob("_SUCCESS")) and not list(out.rglob("*.crc"))
+
+
+# -- Spark Connect -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _connect_missing() -> str | None:
+    missing = _spark_missing()
+    if missing:
+        return missing
+    try:
+        import grpc  # noqa: F401
+        import zstandard  # noqa: F401
+        from google.rpc import status_pb2  # noqa: F401
+    except ImportError as e:
+        return f"the Spark Connect client needs {e.name}: pip install -e '.[spark]'"
+    return None
+
+
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory: pytest.TempPathFactory, spark_sample: Path) -> Any:
+    """A Spark Connect server (pyspark's SparkConnectServer, local[2]) on 127.0.0.1 only,
+    started with spark-submit as `start-connect-server.sh` does; it needs a token."""
+    import secrets
+    import subprocess
+    import time
+
+    if _connect_missing():
+        pytest.skip(_connect_missing())
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    port, token = _free_port(), secrets.token_hex(16)
+    folder = tmp_path_factory.mktemp("connect")
+    log = (folder / "server.log").open("wb")
+    conf = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.connect.authenticate.token": token,
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.memory": "1g",
+        "spark.ui.enabled": "false",
+        "spark.sql.warehouse.dir": str(folder / "catalog"),
+    }
+    command = [str(home / "bin" / "spark-submit"), "--master", "local[2]", "--name", "cpo-test"]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    command += ["--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
+    # The server's Python workers run the SQL functions: like a cluster with cpo installed,
+    # they import cpo and the project's udfs/ (the client does not ship them yet).
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARK_REMOTE")}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parent.parent), str(spark_sample / "udfs")]
+    )
+    env["SPARK_HOME"] = str(home)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+    try:
+        deadline = time.monotonic() + 180
+        while b"Spark Connect server started" not in (folder / "server.log").read_bytes():
+            if server.poll() is not None or time.monotonic() > deadline:
+                text = (folder / "server.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"the Spark Connect server did not start:\n{text}")
+            time.sleep(0.5)
+        # localhost: pyspark sends a token without TLS only to localhost.
+        yield f"sc://localhost:{port}", token
+    finally:
+        from cpo.adapters.spark import stop_session
+
+        stop_session()
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@needs_spark
+@pytest.mark.spark
+def test_spark_connect_builds_the_sample_like_duckdb(
+    connect_server: tuple[str, str], spark_sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, token = connect_server
+    project = spark_sample
+    config = project / "cpo.yml"
+    original = config.read_text(encoding="utf-8")
+    target = (
+        "  connect:\n    type: spark\n"
+        f"    remote: {url}\n    warehouse: connect-warehouse\n    schema: cpo\n"
+        "    providers:\n      retrieval: {type: bm25, audience_mode: boost}\n"
+        "      generation: {type: offline}\n      safety: {type: offline}\n"
+    )
+    config.write_text(original.replace("targets:\n", "targets:\n" + target, 1), encoding="utf-8")
+    try:
+        from cpo.adapters import open_adapter, spark_settings
+        from cpo.adapters.spark import is_connect, session
+
+        # Auth from the environment: pyspark sends the token; the URL in cpo.yml holds none.
+        monkeypatch.setenv("SPARK_CONNECT_AUTHENTICATE_TOKEN", token)
+        connect = Project.load(project, target="connect")
+        run = connect.build()
+        assert run.success, [(r.name, r.message) for r in run.results if r.failed][:3]
+        assert run.committed
+        assert is_connect(session(spark_settings(connect.config)))
+        # The data tests ran @sql_function UDFs (looks_like_markup) on the server's workers.
+        assert any(r.name == "messages_are_plain_text" and r.status == "pass" for r in run.results)
+        duck = _open(project, None)
+        remote = open_adapter(connect.config, read_only=True)
+        q = 'select customer_id, segment_id, arm, variant_id from "assignments"'
+        try:
+            assert sorted(remote.fetch(q)[1]) == sorted(duck.fetch(q)[1])
+            assert len(remote.fetch(q)[1]) == CUSTOMERS
+        finally:
+            remote.close()
+            duck.close()
+    finally:
+        config.write_text(original, encoding="utf-8")
+
+
+@needs_spark
+@pytest.mark.spark
+def test_a_python_step_returning_a_relation_stays_in_spark(
+    spark_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ctx.ref()/ctx.sql() give Spark relations; a step returning one is written by Spark
+    (per-customer work stays in the engine: nothing is collected to the driver)."""
+    from pyspark.sql import DataFrame
+
+    from cpo.adapters.spark import SparkDatabase, SparkRelation
+    from tests.conftest import copy_fixture
+
+    root = copy_fixture("mini", tmp_path / "mini")
+    config = root / "cpo.yml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "targets:\n",
+            "targets:\n  spark:\n    type: spark\n    master: local[2]\n    schema: mini\n",
+        ),
+        encoding="utf-8",
+    )
+    (root / "udfs" / "per_person.py").write_text(
+        "def model(ctx):\n"
+        "    people = ctx.ref('stg_people').project('id, shout(name) as loud')\n"
+        "    ctx.ref('visits')\n"
+        "    visits = ctx.sql(\n"
+        "        'select person_id as id, count(*) as visits from visits group by 1'\n"
+        "    )\n"
+        "    return people.join(visits.spark, 'id', 'left').fillna(0, ['visits'])\n",
+        encoding="utf-8",
+    )
+    seen: dict[str, Any] = {}
+    collected: list[str] = []
+    real = SparkDatabase.materialize_frame
+
+    def spy(self: SparkDatabase, name: str, frame: Any) -> int:
+        if name != "per_person":
+            return real(self, name, frame)
+        seen["frame"] = frame
+        with monkeypatch.context() as m:
+            for method in ("collect", "toPandas", "toArrow", "toLocalIterator", "take"):
+                m.setattr(DataFrame, method, lambda *a, _m=method, **k: collected.append(_m))
+            return real(self, name, frame)
+
+    monkeypatch.setattr(SparkDatabase, "materialize_frame", spy)
+    run = Project.load(root, target="spark").build()
+    assert run.success, [(r.name, r.message) for r in run.results if r.failed]
+    assert isinstance(seen["frame"], SparkRelation | DataFrame)  # Spark's, not pandas
+    assert collected == []  # stored by Spark without a collect to the driver
+    db = _open(root, "spark")
+    try:
+        _, rows = db.fetch('select id, loud, visits from "per_person" order by id')
+    finally:
+        db.close()
+    assert rows and all(isinstance(r[2], int) for r in rows)
+    assert all(r[1] == r[1].upper() for r in rows if r[1])  # the @sql_function ran in Spark

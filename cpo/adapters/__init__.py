@@ -104,6 +104,13 @@ def spark_settings(config: Any) -> SparkSettings:
         value = raw.get(name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise _error(config, f"{key}.{name}", f"expected a non-empty string, got {value!r}")
+    if raw.get("catalog") is not None:
+        raise _error(
+            config,
+            f"{key}.catalog",
+            "catalog mode (tables in a metastore catalog) is not supported yet: tables are "
+            "Parquet under warehouse/schema; remove catalog and set warehouse (docs/scaling.md)",
+        )
     if raw.get("master") and raw.get("remote"):
         raise _error(
             config,

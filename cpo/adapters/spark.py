@@ -32,8 +32,7 @@ from cpo.engine.compile import quote
 from cpo.errors import ModelError, UsageError
 
 _LOCK = threading.Lock()
-_SESSION: Any = None
-_STARTED: dict[str, Any] = {}
+_SESSIONS: dict[str, Any] = {}  # "local" (one SparkContext per process) or a Connect URL
 log = logging.getLogger("cpo")
 
 
@@ -45,12 +44,21 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def is_connect(spark: Any) -> bool:
+    """Whether a session is a Spark Connect client (no SparkContext, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def session(settings: SparkSettings) -> Any:
-    """The process's Spark session (started once; later targets reuse it)."""
-    global _SESSION
+    """The process's Spark session for the target (started once per endpoint, then reused).
+
+    ``master`` targets share this process's one SparkContext; each ``remote`` URL gets its own
+    Spark Connect client (a token comes from the URL or ``SPARK_CONNECT_AUTHENTICATE_TOKEN``).
+    """
+    key = settings.remote or "local"
     with _LOCK:
-        if _SESSION is not None:
-            return _SESSION
+        if key in _SESSIONS:
+            return _SESSIONS[key]
         try:
             from pyspark.sql import SparkSession
         except ImportError as e:  # pragma: no cover - depends on the environment
@@ -63,11 +71,13 @@ def session(settings: SparkSettings) -> Any:
         paths = [str(Path(cpo.__file__).resolve().parent.parent), str(settings.root / "udfs")]
         old = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([old] if old else [])])
-        builder = SparkSession.builder.appName("cpo")
         if settings.remote:
-            builder = builder.remote(settings.remote)
+            # Connect's own builder: a Connect client may live next to a local SparkContext.
+            from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+            builder = ConnectSession.builder.remote(settings.remote)
         else:
-            builder = builder.master(settings.master or "local[2]")
+            builder = SparkSession.builder.appName("cpo").master(settings.master or "local[2]")
             catalog_dir = settings.warehouse_path / ".catalog"
             builder = (
                 builder.config("spark.sql.warehouse.dir", str(catalog_dir))
@@ -82,29 +92,44 @@ def session(settings: SparkSettings) -> Any:
             "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
             **settings.conf,
         }
-        for key, value in conf.items():
-            builder = builder.config(key, value)
+        if settings.remote:
+            # A Connect client sets session settings only (the server owns memory, cores...).
+            conf.pop("spark.sql.execution.arrow.pyspark.enabled")
+        else:
+            for key_, value in conf.items():
+                builder = builder.config(key_, value)
         try:
-            _SESSION = builder.getOrCreate()
+            spark = builder.getOrCreate()
+            if settings.remote:
+                for key_, value in conf.items():
+                    with contextlib.suppress(Exception):  # static settings stay the server's
+                        spark.conf.set(key_, value)
         except Exception as e:
             raise ModelError(
                 f"cannot start Spark ({settings.remote or settings.master}): "
-                f"{_first_line(e)}; is Java 17 installed (java -version)?"
+                f"{_first_line(e)}"
+                + (
+                    "; is the Spark Connect server running and reachable?"
+                    if settings.remote
+                    else "; is Java 17 installed (java -version)?"
+                )
             ) from e
-        with contextlib.suppress(Exception):
-            _SESSION.sparkContext.setLogLevel("ERROR")
+        if not settings.remote:
+            with contextlib.suppress(Exception):
+                spark.sparkContext.setLogLevel("ERROR")
         # pyspark logs every failed query with its JVM stack; the adapter reports it instead.
         logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
-        return _SESSION
+        _SESSIONS[key] = spark
+        return spark
 
 
 def stop_session() -> None:
-    """Stop the process's Spark session (tests and benchmarks; builds keep it)."""
-    global _SESSION
+    """Stop the process's Spark sessions (tests and benchmarks; builds keep them)."""
     with _LOCK:
-        if _SESSION is not None:
-            _SESSION.stop()
-            _SESSION = None
+        for spark in _SESSIONS.values():
+            with contextlib.suppress(Exception):
+                spark.stop()
+        _SESSIONS.clear()
 
 
 def _first_line(error: BaseException) -> str:
@@ -193,7 +218,10 @@ class SparkRelation:
         import sqlglot
 
         tree = sqlglot.parse_one(f"select {text}", read="duckdb")
-        return [to_spark(f"select {e.sql('duckdb')}")[len("SELECT ") :] for e in tree.expressions]
+        names = self._db._names  # the registered SQL functions
+        return [
+            to_spark(f"select {e.sql('duckdb')}", names)[len("SELECT ") :] for e in tree.expressions
+        ]
 
     def project(self, expressions: str) -> SparkRelation:
         """Select expressions (DuckDB syntax), like DuckDB's ``relation.project``."""
@@ -459,6 +487,76 @@ class SparkDatabase:
             raise ModelError(_first_line(e)) from e
         return list(frame.columns), rows
 
+    @property
+    def label(self) -> str:
+        """What an export manifest names as its database: ``spark:<schema>/<version>``."""
+        return f"spark:{self.settings.schema}/{self.version.name if self.version else '-'}"
+
+    def export_table(
+        self, sql: str, path: Path, *, fmt: str, partition_by: str | None = None
+    ) -> tuple[list[Path], int]:
+        """Write a query's rows (DuckDB SQL) as Parquet or CSV part files into folder `path`.
+
+        Spark writes the files (nothing is collected to the driver); CSV quotes like DuckDB
+        (``"`` doubled), nested values are written as text. The files are read back by Spark.
+
+        Returns:
+            The data files written, and the rows read back from them.
+
+        Raises:
+            ModelError: Spark cannot write or read back the files.
+        """
+        frame = self._frame(sql)
+        csv = {
+            "header": True,
+            "escape": '"',
+            "nullValue": "",
+            "emptyValue": '""',
+            "ignoreLeadingWhiteSpace": False,  # Spark trims cells by default; DuckDB does not
+            "ignoreTrailingWhiteSpace": False,
+            "timestampFormat": "yyyy-MM-dd HH:mm:ss[.SSSSSS]",
+            "timestampNTZFormat": "yyyy-MM-dd HH:mm:ss[.SSSSSS]",
+        }
+        if fmt == "csv":
+            from pyspark.sql import functions as f
+            from pyspark.sql.types import ArrayType, MapType, StructType
+
+            nested = (ArrayType, MapType, StructType)
+            frame = frame.select(
+                *[
+                    f.col(_q(c.name)).cast("string").alias(c.name)
+                    if isinstance(c.dataType, nested)
+                    else f.col(_q(c.name))
+                    for c in frame.schema.fields
+                ]
+            )
+        writer = frame.write.mode("errorifexists")
+        if partition_by:
+            writer = writer.partitionBy(partition_by)
+        try:
+            if fmt == "parquet":
+                writer.parquet(str(path))
+            else:
+                writer.options(**csv).csv(str(path))
+        except Exception as e:
+            raise ModelError(f"cannot export to {path}: {_first_line(e)}") from e
+        for marker in [*path.rglob("_SUCCESS"), *path.rglob(".*.crc")]:
+            marker.unlink()
+        files = sorted(p for p in path.rglob(f"*.{fmt}") if p.is_file())
+        if not files:
+            return files, 0
+        reader = self.spark.read
+        try:
+            if fmt == "parquet":
+                back = reader.parquet(*[str(p) for p in files])
+            else:
+                back = reader.options(header=True, multiLine=True, escape='"').csv(
+                    [str(p) for p in files]
+                )
+            return files, int(back.count())
+        except Exception as e:
+            raise ModelError(f"cannot read back the export in {path}: {_first_line(e)}") from e
+
     def relations(self) -> dict[str, str]:
         """Tables and views of this version: name -> ``table`` or ``view``."""
         return relations(self.version)
@@ -557,12 +655,11 @@ class SparkDatabase:
         elif type(frame).__module__.startswith("pyspark"):
             pass
         elif hasattr(frame, "schema") and hasattr(frame, "to_pandas"):  # Arrow table
-            frame = spark.createDataFrame(_arrow_for_spark(frame))
+            frame = _from_arrow(spark, frame)
         elif hasattr(frame, "columns") and hasattr(frame, "dtypes"):  # pandas
             import pyarrow as pa
 
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            frame = spark.createDataFrame(_arrow_for_spark(table))
+            frame = _from_arrow(spark, pa.Table.from_pandas(frame, preserve_index=False))
         else:
             raise ModelError(
                 "a Python step must return a pandas DataFrame, an Arrow table or a Spark "
@@ -632,6 +729,15 @@ class SparkDatabase:
             spark.catalog.dropTempView(view)
 
 
+def _from_arrow(spark: Any, table: Any) -> Any:
+    """A Spark DataFrame from an Arrow table, with its schema given (Spark Connect cannot
+    infer one from an empty table)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    table = _arrow_for_spark(table)
+    return spark.createDataFrame(table, schema=from_arrow_schema(table.schema))
+
+
 def _arrow_for_spark(table: Any) -> Any:
     """Arrow types Spark reads: large strings and dictionary columns made plain."""
     import pyarrow as pa
@@ -641,7 +747,7 @@ def _arrow_for_spark(table: Any) -> Any:
         kind = f.type
         if pa.types.is_dictionary(kind):
             kind = kind.value_type
-        if pa.types.is_large_string(kind):
-            kind = pa.string()
+        if pa.types.is_large_string(kind) or pa.types.is_null(kind):
+            kind = pa.string()  # an all-NULL column (pandas object) becomes text
         fields.append(pa.field(f.name, kind, f.nullable))
     return table.cast(pa.schema(fields))

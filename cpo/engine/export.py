@@ -118,7 +118,7 @@ def pii_columns(manifest: Mapping[str, Any], table: str, columns: Collection[str
 
 
 def export_tables(
-    database_path: Path,
+    database_path: Path | Any,
     manifest: Mapping[str, Any],
     *,
     out_dir: Path,
@@ -134,7 +134,9 @@ def export_tables(
     """Export tables of the built database to `out_dir`, plus ``export_manifest.json``.
 
     Args:
-        database_path: The built database (opened read-only).
+        database_path: The built DuckDB file (opened read-only), or an open adapter of another
+            engine (`cpo.adapters.open_adapter`, read-only; the caller closes it) whose
+            ``export_table`` writes the files (Spark writes a folder of part files per table).
         manifest: ``target/manifest.json`` as loaded by `load_manifest` (for PII metadata).
         out_dir: Folder to write into (created if missing; other files in it are kept).
         fmt: ``parquet`` or ``csv``.
@@ -154,26 +156,30 @@ def export_tables(
         raise UsageError(f"unsupported export format {fmt!r}; use one of: {', '.join(FORMATS)}")
     if pii_mode not in PII_MODES:
         raise UsageError(f"unsupported PII mode {pii_mode!r}; use one of: {', '.join(PII_MODES)}")
-    database_path = Path(database_path)
-    if not database_path.exists():
-        raise UsageError(f"{database_path.name} does not exist yet; run 'build' first")
+    if isinstance(database_path, str | os.PathLike):
+        database_path = Path(database_path)
+        if not database_path.exists():
+            raise UsageError(f"{database_path.name} does not exist yet; run 'build' first")
+        db: Any = Database(database_path, read_only=True)
+        label, owned = database_path.name, True
+    else:
+        db = database_path
+        label, owned = str(getattr(db, "label", Path(db.path).name)), False
     if salt is None:
         salt = project_salt(None, salt_env)[0]
-    db = Database(database_path, read_only=True)
     try:
         plans = _plan(db, manifest, tables, partition_by, include_pii, pii_mode)
         out_dir = Path(out_dir)
         staging = _staging_folder(out_dir)
         try:
             exported = tuple(_write_table(db, plan, staging, fmt, salt) for plan in plans)
-            _write_manifest(
-                staging, database_path, fmt, exported, include_pii, pii_mode, partition_by
-            )
+            _write_manifest(staging, label, fmt, exported, include_pii, pii_mode, partition_by)
             _publish(staging, out_dir, [t.path for t in exported], protected)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
-        db.close()
+        if owned:
+            db.close()
     return ExportResult(out_dir, out_dir / MANIFEST_NAME, fmt, exported)
 
 
@@ -185,7 +191,7 @@ class _Plan:
 
 
 def _plan(
-    db: Database,
+    db: Any,
     manifest: Mapping[str, Any],
     tables: Sequence[str] | None,
     partition_by: str | None,
@@ -246,15 +252,44 @@ def _select_sql(plan: _Plan, salt: str, fmt: str = "parquet") -> str:
             # Same digest as cpo.engine.logs.hash_id(value) for the same salt; NULL stays NULL.
             salted = _literal(f"{salt}:")
             parts.append(f"substr(sha256({salted} || cast({c} as varchar)), 1, 16) as {c}")
-        elif fmt == "csv" and kind.upper() == "VARCHAR" and column != plan.partition_by:
+        elif fmt == "csv" and _is_text(kind) and column != plan.partition_by:
             parts.append(f"{_neutralised(c)} as {c}")
         else:
             parts.append(c)
     return f"select {', '.join(parts) or '1 as no_columns'} from {quote(plan.name)}"
 
 
-def _write_table(db: Database, plan: _Plan, staging: Path, fmt: str, salt: str) -> ExportedTable:
+def _is_text(kind: str) -> bool:
+    """A text column type, in DuckDB's (VARCHAR) or Spark's (STRING) names."""
+    return kind.upper() in ("VARCHAR", "STRING", "TEXT") or kind.upper().startswith("VARCHAR(")
+
+
+def _write_table(db: Any, plan: _Plan, staging: Path, fmt: str, salt: str) -> ExportedTable:
     select = _select_sql(plan, salt, fmt)
+    if hasattr(db, "export_table"):
+        # Another engine writes a folder of part files (Hive-partitioned with partition_by).
+        relative = plan.name
+        files, written = db.export_table(
+            select, staging / relative, fmt=fmt, partition_by=plan.partition_by
+        )
+    else:
+        relative, files = _copy_duckdb(db, plan, select, staging, fmt)
+        written = _rows_written(db, files, fmt)
+    rows = db.count(plan.name)
+    if written != rows:
+        raise CPOError(
+            f"export of {plan.name!r} wrote {written} rows but the table has {rows}; "
+            "nothing was published, run the export again"
+        )
+    types = {c: t for c, t, _ in plan.select}
+    columns = tuple(ExportedColumn(c, types[c], pii) for c, _, pii in plan.select)
+    return ExportedTable(plan.name, relative, rows, len(files), columns, plan.partition_by)
+
+
+def _copy_duckdb(
+    db: Database, plan: _Plan, select: str, staging: Path, fmt: str
+) -> tuple[str, list[Path]]:
+    """DuckDB's export: one file per table, or a Hive-partitioned folder; (path, files)."""
     options = f"format {fmt}" + (", header true" if fmt == "csv" else "")
     if plan.partition_by:
         relative = plan.name
@@ -264,17 +299,8 @@ def _write_table(db: Database, plan: _Plan, staging: Path, fmt: str, salt: str) 
         relative = f"{plan.name}.{fmt}"
         target = staging / relative
     db.execute(f"copy ({select}) to {_literal(str(target))} ({options})")
-    rows = db.count(plan.name)
     files = sorted(target.rglob(f"*.{fmt}")) if plan.partition_by else [target]
-    written = _rows_written(db, files, fmt)
-    if written != rows:
-        raise CPOError(
-            f"export of {plan.name!r} wrote {written} rows but the table has {rows}; "
-            "nothing was published, run the export again"
-        )
-    types = {c: t for c, t, _ in plan.select}
-    columns = tuple(ExportedColumn(c, types[c], pii) for c, _, pii in plan.select)
-    return ExportedTable(plan.name, relative, rows, len(files), columns, plan.partition_by)
+    return relative, files
 
 
 def _rows_written(db: Database, files: Sequence[Path], fmt: str) -> int:
@@ -292,7 +318,7 @@ def _rows_written(db: Database, files: Sequence[Path], fmt: str) -> int:
 
 def _write_manifest(
     staging: Path,
-    database_path: Path,
+    database: str,
     fmt: str,
     tables: Sequence[ExportedTable],
     include_pii: bool,
@@ -306,7 +332,7 @@ def _write_manifest(
             "schema_version": EXPORT_SCHEMA,
             "cpo_version": __version__,
             "generated_at": datetime.now(UTC).isoformat(),
-            "database": database_path.name,
+            "database": database,
             "format": fmt,
             "include_pii": include_pii,
             "pii_mode": "included" if include_pii else pii_mode,

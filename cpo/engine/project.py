@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpo.adapters import atomic_build, check_dialect, database_exists, open_adapter
+from cpo.adapters import (
+    atomic_build,
+    check_dialect,
+    database_exists,
+    open_adapter,
+    spark_settings,
+    target_type,
+)
 from cpo.adapters.duckdb import Database
 from cpo.engine import telemetry
 from cpo.engine.artifacts import NodeResult, write_manifest, write_run_results
@@ -469,18 +476,30 @@ class Project:
         if select:
             names, _ = self.graph().select(select)
             tables = [n for n in names if self.graph().nodes[n].materialized != "ephemeral"]
-        return export_tables(
-            self.config.database_path,
-            load_manifest(self.config.path("target")),
-            out_dir=out_dir,
-            fmt=fmt,
-            tables=tables,
-            partition_by=partition_by,
-            include_pii=include_pii,
-            salt_env=self.config.log_salt_env,
-            salt=self._salt(),
-            protected=self.protected_paths(),
-        )
+        source: Any = self.config.database_path
+        if target_type(self.config) == "spark":  # Spark writes the files (part files per table)
+            if not database_exists(self.config):
+                raise UsageError(
+                    f"target {self.config.target.name!r} has no published Spark tables yet; "
+                    "run 'build' first"
+                )
+            source = open_adapter(self.config, read_only=True)
+        try:
+            return export_tables(
+                source,
+                load_manifest(self.config.path("target")),
+                out_dir=out_dir,
+                fmt=fmt,
+                tables=tables,
+                partition_by=partition_by,
+                include_pii=include_pii,
+                salt_env=self.config.log_salt_env,
+                salt=self._salt(),
+                protected=self.protected_paths(),
+            )
+        finally:
+            if not isinstance(source, Path):
+                source.close()
 
     def track(
         self, run: RunResult, *, report_path: Path | None = None, tracking_uri: str | None = None
@@ -531,6 +550,8 @@ class Project:
         database = self.config.database_path
         inputs = [self.config.path(k) for k in ("seeds", "models", "udfs", "prompts")]
         inputs.append(self.config.path("data_tests"))
+        if target_type(self.config) == "spark":  # the Spark target's tables
+            inputs.append(spark_settings(self.config).warehouse_path)
         return [
             database,
             database.with_name(f"{database.name}.wal"),
