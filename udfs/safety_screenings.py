@@ -20,7 +20,7 @@ import pandas as pd
 from _groundedness import groundedness_rows
 
 from cpo.personalization import policy
-from cpo.providers.base import SafetyRequest
+from cpo.providers.base import SafetyRequest, SafetyResult
 
 COLUMNS = ["variant_id", "check", "severity", "passed", "reason"]
 
@@ -125,7 +125,7 @@ def model(ctx):
     )
 
 
-def _first_result(outcomes: dict) -> object:
+def _first_result(outcomes: dict) -> SafetyResult | None:
     return next(iter(outcomes.values())).result
 
 

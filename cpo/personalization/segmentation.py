@@ -183,9 +183,9 @@ def parse_condition(text: str, *, what: str, key: str, config: Any) -> exp.Expre
     except sqlglot.errors.ParseError as e:
         detail = str(e).splitlines()[0][:200]
         raise _error(config, key, f"{what}: cannot parse {text!r}: {detail}") from None
-    if len(parsed) != 1 or parsed[0] is None:
+    tree = parsed[0] if len(parsed) == 1 else None
+    if not isinstance(tree, exp.Expression):  # None, or several statements
         raise _error(config, key, f"{what}: {text!r} must be a single SQL expression")
-    tree = parsed[0]
     if isinstance(tree, exp.Query | exp.Command | exp.DDL | exp.DML) or tree.find(exp.Query):
         raise _error(
             config, key, f"{what}: {text!r} must be an expression, not a query or statement"

@@ -492,6 +492,7 @@ def _azure_auth_kwargs(auth: Auth) -> dict[str, Any]:
         return {"api_key": auth.key}
     from azure.identity import get_bearer_token_provider
 
+    assert auth.credential is not None, "an Auth holds a key or else a token credential"
     return {"azure_ad_token_provider": get_bearer_token_provider(auth.credential, COGNITIVE_SCOPE)}
 
 
