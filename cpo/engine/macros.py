@@ -111,7 +111,7 @@ def register_macro(name: str, function: Callable[..., Any]) -> None:
 
     `function` takes the macro's arguments (as text) and ``dialect=``; it returns SQL text, or a
     value for the template to use (a list the template loops over). The domain's modules
-    register when the settings schema loads them (`cpo.engine.settings.VARS_SCHEMA_MODULES`).
+    register when the plugins load them (`cpo.engine.settings.vars_sections` loads the plugins).
     Registering a name again replaces it.
     """
     _MACROS[name] = function
