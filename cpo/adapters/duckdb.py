@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from duckdb.func import PythonUDFType
 
 from cpo.adapters.seeds import check_seed_columns, seed_error, seed_reader
 from cpo.adapters.staging import (
@@ -103,12 +104,13 @@ class Database:
             self._register(function)
 
     def _register(self, fn: SqlFunction) -> None:
+        parameters: list[Any] = [duckdb.sqltype(p) for p in fn.parameters]
         self.con.create_function(
             fn.name,
             fn.function,
-            [duckdb.sqltype(p) for p in fn.parameters],
+            parameters,
             duckdb.sqltype(fn.return_type),
-            type="arrow" if fn.vectorized else "native",
+            type=PythonUDFType.ARROW if fn.vectorized else PythonUDFType.NATIVE,
             side_effects=fn.side_effects,
         )
 
@@ -188,7 +190,12 @@ class Database:
 
     def count(self, name: str) -> int:
         """Row count of a relation."""
-        return int(self.con.execute(f"select count(*) from {quote(name)}").fetchone()[0])
+        return int(self._scalar(f"select count(*) from {quote(name)}"))
+
+    def _scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        """The first value of the first row of a query (None when it returns no row)."""
+        row = self.con.execute(sql, params).fetchone()
+        return row[0] if row else None
 
     def columns(self, name: str) -> list[tuple[str, str]]:
         """(column, type) pairs of a relation."""
@@ -282,9 +289,7 @@ class Database:
         view = "__cpo_relation"
         try:
             relation.create_view(view, replace=True)
-            found = self.con.execute(
-                "select count(*) from duckdb_views() where view_name = ?", [view]
-            ).fetchone()[0]
+            found = self._scalar("select count(*) from duckdb_views() where view_name = ?", [view])
         except duckdb.Error as e:
             raise ModelError(_message(e)) from e
         if not found:  # the view went to the relation's own connection

@@ -175,6 +175,10 @@ class TelemetryBlock(Section):
     service_name: NonEmptyStr = "cpo"
 
 
+_OFFLINE_TARGET: dict[str, TargetSettings | None] = {"offline": TargetSettings()}
+"""The targets of a ``cpo.yml`` that names none: ``offline``, with the defaults."""
+
+
 class CpoSettings(Section):
     """The whole of ``cpo.yml``; ``vars`` is checked section by section (`validate_vars`)."""
 
@@ -182,7 +186,7 @@ class CpoSettings(Section):
     version: int | NonEmptyStr | None = None
     target: NonEmptyStr | None = None
     targets: dict[NonEmptyStr, TargetSettings | None] = Field(
-        default_factory=lambda: {"offline": TargetSettings()}, min_length=1
+        default_factory=lambda: _OFFLINE_TARGET.copy(), min_length=1
     )
     paths: PathsSettings = PathsSettings()
     seeds: dict[str, Any] = Field(default_factory=dict)

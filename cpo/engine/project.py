@@ -130,9 +130,12 @@ class Project:
         for test in loaded.tests:
             if test.test and test.test.kind == "singular":
                 rendered = compiler.render(test)
-                test = test.with_(sql=rendered.sql, depends_on=rendered.refs)
                 severity = str(rendered.config.get("severity", "error")).lower()
-                test = test.with_(test=dataclasses.replace(test.test, severity=severity))
+                test = test.with_(
+                    sql=rendered.sql,
+                    depends_on=rendered.refs,
+                    test=dataclasses.replace(test.test, severity=severity),
+                )
             else:
                 test = test.with_(sql=generic_test_sql(test))
             if test.test and test.test.model and test.test.model not in enabled:

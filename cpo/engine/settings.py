@@ -171,8 +171,9 @@ class SqlExpression(str):
         if len(statements) != 1:
             raise ValueError("must be one SQL expression, not several statements")
         tree = statements[0]
-        forbidden = (exp.Query, exp.Command, exp.Create, exp.Drop, exp.Insert, exp.Delete)
-        forbidden += (exp.Update, exp.Copy, exp.Attach, exp.Pragma, exp.Set)
+        forbidden: tuple[type[exp.Expr], ...] = (exp.Query, exp.Command, exp.Create)
+        forbidden += (exp.Drop, exp.Insert, exp.Delete, exp.Update, exp.Copy, exp.Attach)
+        forbidden += (exp.Pragma, exp.Set)
         if isinstance(tree, forbidden) or any(isinstance(n, forbidden) for n in tree.walk()):
             raise ValueError(
                 "must be a SQL expression over the row's columns, not a query or a statement"
