@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cpo.adapters import atomic_build, open_adapter
 from cpo.adapters.duckdb import Database
@@ -24,18 +24,37 @@ from cpo.engine.artifacts import NodeResult, write_manifest, write_run_results
 from cpo.engine.calls import LEDGER_COLUMNS, LEDGER_TABLE, LEDGER_VIEW, CallLayer, CallStore
 from cpo.engine.compile import resolve_refs, sql_literal
 from cpo.engine.config import ProjectConfig
-from cpo.engine.execute import Runner
+from cpo.engine.execute import OnResult, Runner
 from cpo.engine.graph import Graph
 from cpo.engine.logs import configure
-from cpo.engine.nodes import MODEL, TEST
+from cpo.engine.nodes import MODEL, TEST, Node
 from cpo.engine.plugins import hooks, no_plugin
 from cpo.engine.results import RunResult
 from cpo.engine.services import Services
 from cpo.engine.steps import sql_functions
 from cpo.errors import UsageError
 
-if TYPE_CHECKING:
-    from cpo.engine.project import Project
+
+class Project(Protocol):
+    """What a run needs of its project (`cpo.engine.project.Project` is one)."""
+
+    config: ProjectConfig
+    log_format: str
+    env: Mapping[str, str] | None
+    full_refresh: bool
+    retry_failed: bool
+    on_result: OnResult | None
+    on_start: Callable[[Node], None] | None
+    notices: list[str]
+
+    def graph(self, existing: set[str] | None = None) -> Graph:
+        """The compiled DAG."""
+        ...
+
+    def salt(self) -> str:
+        """The project's hashing salt."""
+        ...
+
 
 Inspect = Callable[[Database, logging.Logger], None]
 """Called with the staging database after a successful run (``plan`` reads its tables)."""
