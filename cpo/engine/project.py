@@ -339,7 +339,7 @@ class Project:
                 include_pii=include_pii,
                 salt_env=self.config.log_salt_env,
                 salt=self.salt(),
-                protected=protected_paths(self.config),
+                protected=self.protected_paths(),
             )
         finally:
             if not isinstance(source, Path):
@@ -388,6 +388,10 @@ class Project:
         return removed
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def protected_paths(self) -> list[Path]:
+        """What no output may replace: the database (and its WAL), ``cpo.yml``, the inputs."""
+        return protected_paths(self.config)
 
     def salt(self) -> str:
         """The project's hashing salt (created on first use; says so once in `notices`)."""
