@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from cpo.adapters import check_dialect, database_exists, open_adapter, target_type
-from cpo.engine.compile import Compiler, check_config, generic_test_sql, quote
+from cpo.engine.compile import Compiler, check_config, quote
 from cpo.engine.config import ProjectConfig, load_config
 from cpo.engine.execute import OnResult
+from cpo.engine.generic_tests import generic_test_sql
 from cpo.engine.graph import Graph
 from cpo.engine.loader import load_project
 from cpo.engine.lock import project_lock
