@@ -4,9 +4,9 @@
 One model per section: ``as_of_date``, ``retrieval``, ``generation`` and ``safety`` here;
 ``segmentation``, ``messages`` and ``content`` in `cpo.personalization.segmentation`;
 ``experiment`` in `cpo.experiments.settings`. Unknown keys and wrong values are errors naming the
-key path, its line and what is expected (`cpo.engine.settings.validate_settings`). Deeper rules that
-need more than one value (arms against tones, a metric's events) stay with the steps that use
-them (``udfs/_experiment_design.py``).
+key path, its line and what is expected (`cpo.engine.config_schema.validate_settings`). Deeper
+rules that need more than one value (arms against tones, a metric's events) stay with the steps
+that use them (``udfs/_experiment_design.py``).
 
 Each section is validated by one model only, shared with the steps that read it.
 """

@@ -315,7 +315,7 @@ def register_provider(
         name: The provider's ``type`` in ``cpo.yml``.
         factory: Makes the provider from its settings and the environment.
         settings: The pydantic model of its settings (or ``"module:Model"``, imported when first
-            needed), validated with the rest of ``cpo.yml`` by `cpo.engine.settings`.
+            needed), validated with the rest of ``cpo.yml`` by `cpo.engine.config_schema`.
     """
     _REGISTRY[(kind, name)] = factory
     if settings is not None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from cpo.engine.settings import CallsSettings
+from cpo.engine.config_schema import CallsSettings
 from cpo.errors import ProviderError
 
 T = TypeVar("T")
