@@ -98,4 +98,4 @@ def retry_call(
         return attempt(number)
 
     result: Any = retrying(once)
-    return result  # type: ignore[no-any-return]
+    return result
