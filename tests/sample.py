@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.helpers import query
+
+__all__ = ["copy_sample_project", "query", "sample_build"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PARTS = ("cpo.yml", "models", "udfs", "prompts", "seeds", "data_tests")
@@ -24,17 +27,6 @@ def copy_sample_project(destination: Path) -> Path:
         elif source.exists():
             shutil.copy2(source, destination / part)
     return destination
-
-
-def query(project: Path, sql: str, params: list[Any] | None = None) -> Any:
-    """Run a query on a built project's database (read-only); return a pandas DataFrame."""
-    from cpo.adapters.duckdb import Database
-
-    db = Database(project / "cpo.duckdb", read_only=True)
-    try:
-        return db.execute(sql, params or []).df()
-    finally:
-        db.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ Every build goes through the real SDK clients (``openai``, ``azure-search-docume
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,9 +143,8 @@ def assert_no_secrets(project: Path, *texts: str, secrets: tuple[str, ...] = SEC
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(tls=True, keys=KEYS) as e:
-        yield e
+def emu(emulators: Callable[..., Emulator]) -> Emulator:
+    return emulators(tls=True, keys=KEYS)
 
 
 @pytest.fixture(autouse=True)
