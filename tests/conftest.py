@@ -3,7 +3,7 @@
 - Projects: `mini_project` (fresh copy of ``tests/fixtures/mini``), `built_mini` (a copy of a
   build made once per session), `built_sample` (a private copy of the sample project's session
   build, database, cache and target included: cheaper than building it again).
-- Databases: one query helper, `tests.helpers.query` / `tests.helpers.rows`.
+- Databases: one query helper, `tests.helpers.query` / `tests.helpers.query_rows`.
 - Services: `emulators` gives one loopback emulator per (tls, keys), started once per session
   and cleared of every fault, request and stored object for each test module.
 - Markers: `slow` is applied here (see `SLOW_MODULES`) to end-to-end builds, Spark, the browser

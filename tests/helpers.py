@@ -42,7 +42,7 @@ def query(target: Path, sql: str, params: Sequence[Any] | None = None) -> Any:
         return database.execute(sql, list(params or [])).df()
 
 
-def rows(target: Path, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+def query_rows(target: Path, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
     """Run `sql` on a built project's database (read-only) and return its rows as tuples."""
     with read_only(target) as database:
         return database.fetch(sql, list(params or []))[1]
