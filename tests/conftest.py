@@ -172,10 +172,17 @@ def clear_emulator(emulator: Emulator) -> Emulator:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark end-to-end tests `slow`; keep the Spark tests on one xdist worker (one session)."""
+    """Mark end-to-end tests `slow`; run the Spark tests first, on one xdist worker.
+
+    The Spark tests share one Spark session, the longest chain of the suite: with
+    ``--dist loadgroup`` one worker starts it at once while the others share the rest.
+    """
+    spark: list[pytest.Item] = []
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         if module in SLOW_MODULES or any(item.get_closest_marker(m) for m in SLOW_MARKERS):
             item.add_marker(pytest.mark.slow)
         if module == "test_spark":
             item.add_marker(pytest.mark.xdist_group("spark"))
+            spark.append(item)
+    items[:] = spark + [item for item in items if item not in spark]
