@@ -28,29 +28,28 @@ if TYPE_CHECKING:
 # The sample-project fixtures (sample_build, ...) live in tests/sample.py.
 pytest_plugins = ["tests.sample"]
 
-# Modules whose tests build whole projects end to end (or run Spark, a browser or a real model).
-SLOW_MODULES = frozenset(
-    {
-        "test_azure_build",
-        "test_browser",
-        "test_external_experiment",
-        "test_grounding",
-        "test_layered_safety",
-        "test_markup",
-        "test_own_customers",
-        "test_pipeline",
-        "test_pipeline_faults",
-        "test_plan",
-        "test_privacy",
-        "test_prompt_shields",
-        "test_real_llm",
-        "test_real_llm_judge",
-        "test_real_output",
-        "test_sources",
-        "test_stats_simulation",
-        "test_summary",
-        "test_tracking",
-    }
+# Modules whose tests build whole projects end to end (or run a browser or a real model),
+# roughly the costliest first: each runs on one xdist worker, in this order after Spark.
+SLOW_MODULES = (
+    "test_azure_build",
+    "test_privacy",
+    "test_external_experiment",
+    "test_pipeline",
+    "test_sources",
+    "test_stats_simulation",
+    "test_real_output",
+    "test_pipeline_faults",
+    "test_plan",
+    "test_prompt_shields",
+    "test_markup",
+    "test_tracking",
+    "test_summary",
+    "test_own_customers",
+    "test_grounding",
+    "test_browser",
+    "test_layered_safety",
+    "test_real_llm",
+    "test_real_llm_judge",
 )
 SLOW_MARKERS = ("spark", "real_llm")
 
@@ -171,18 +170,25 @@ def clear_emulator(emulator: Emulator) -> Emulator:
     return emulator
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark end-to-end tests `slow`; run the Spark tests first, on one xdist worker.
+    """Mark end-to-end tests `slow`; keep each slow module on one xdist worker, Spark first.
 
-    The Spark tests share one Spark session, the longest chain of the suite: with
-    ``--dist loadgroup`` one worker starts it at once while the others share the rest.
+    With ``--dist loadgroup`` the tests of one group run on one worker, so a slow module's
+    module-scoped build (and the Spark tests' one Spark session) is made once, not once per
+    worker. The Spark tests, the longest chain of the suite, start first; quick tests are
+    spread one by one over the workers.
     """
-    spark: list[pytest.Item] = []
+    grouped: dict[str, list[pytest.Item]] = {m: [] for m in ("test_spark", *SLOW_MODULES)}
+    quick: list[pytest.Item] = []
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in SLOW_MODULES or any(item.get_closest_marker(m) for m in SLOW_MARKERS):
+        slow = module in SLOW_MODULES or any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+        if slow:
             item.add_marker(pytest.mark.slow)
-        if module == "test_spark":
-            item.add_marker(pytest.mark.xdist_group("spark"))
-            spark.append(item)
-    items[:] = spark + [item for item in items if item not in spark]
+        if slow or module == "test_spark":
+            item.add_marker(pytest.mark.xdist_group(module))
+            grouped.setdefault(module, []).append(item)
+        else:
+            quick.append(item)
+    items[:] = [item for group in grouped.values() for item in group] + quick
