@@ -1,17 +1,57 @@
-"""Shared fixtures: throwaway copies of the example projects under ``tests/fixtures/``."""
+"""Shared fixtures: copies of the example projects, built projects, the emulator, markers.
+
+- Projects: `mini_project` (fresh copy of ``tests/fixtures/mini``), `built_mini` (a copy of a
+  build made once per session), `built_sample` (a private copy of the sample project's session
+  build, database, cache and target included: cheaper than building it again).
+- Databases: one query helper, `tests.helpers.query` / `tests.helpers.query_rows`.
+- Services: `emulators` gives one loopback emulator per (tls, keys), started once per session
+  and cleared of every fault, request and stored object for each test module.
+- Markers: `slow` is applied here (see `SLOW_MODULES`) to end-to-end builds, Spark, the browser
+  and real models, so ``python -m pytest -m "not slow"`` is the quick loop; Spark tests share
+  one xdist worker (one Spark session).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from tests.emulator import Emulator
+
 # The sample-project fixtures (sample_build, ...) live in tests/sample.py.
 pytest_plugins = ["tests.sample"]
+
+# Modules whose tests build whole projects end to end (or run a browser or a real model),
+# roughly the costliest first: each runs on one xdist worker, in this order after Spark.
+SLOW_MODULES = (
+    "test_azure_build",
+    "test_privacy",
+    "test_external_experiment",
+    "test_pipeline",
+    "test_sources",
+    "test_stats_simulation",
+    "test_real_output",
+    "test_pipeline_faults",
+    "test_plan",
+    "test_prompt_shields",
+    "test_markup",
+    "test_tracking",
+    "test_summary",
+    "test_own_customers",
+    "test_grounding",
+    "test_browser",
+    "test_layered_safety",
+    "test_real_llm",
+    "test_real_llm_judge",
+)
+SLOW_MARKERS = ("spark", "real_llm")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # What a build leaves in a project folder; never part of a fixture's sources.
@@ -77,3 +117,78 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def built_sample(sample_build: Path, tmp_path: Path) -> Path:
+    """A private copy of the built sample project (database, cache and target included)."""
+    return copy_built(sample_build, tmp_path / "p")
+
+
+def copy_built(built: Path, destination: Path) -> Path:
+    """Copy a built project folder (database, ``.cpo`` cache, target; not its logs)."""
+    return Path(shutil.copytree(built, destination, ignore=shutil.ignore_patterns("logs")))
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[Callable[..., Emulator]]:
+    """``emulators(tls=False, keys=None)``: the session's loopback emulator for that pair.
+
+    Each is started once per session; a module's own ``emu`` fixture calls `clear_emulator`.
+    """
+    from tests.emulator import Emulator, EmulatorKeys
+
+    started: dict[tuple[bool, EmulatorKeys], Emulator] = {}
+
+    def get(tls: bool = False, keys: EmulatorKeys | None = None) -> Emulator:
+        key = (tls, keys or EmulatorKeys())
+        if key not in started:
+            started[key] = Emulator(tls=tls, keys=key[1]).start()
+        return clear_emulator(started[key])
+
+    yield get
+    for emulator in started.values():
+        emulator.close()
+
+
+def clear_emulator(emulator: Emulator) -> Emulator:
+    """Forget every fault, recorded request, index, document, blocklist and secret."""
+    from tests.emulator import DEFAULT_SAFETY_TERMS
+
+    state = emulator.state
+    with state.lock:
+        for held in (
+            state.indexes,
+            state.documents,
+            state.blocklists,
+            state.blocklist_items,
+            state.secrets,
+        ):
+            held.clear()
+        state.safety_terms = dict(DEFAULT_SAFETY_TERMS)
+    emulator.reset()
+    return emulator
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark end-to-end tests `slow`; keep each slow module on one xdist worker, Spark first.
+
+    With ``--dist loadgroup`` the tests of one group run on one worker, so a slow module's
+    module-scoped build (and the Spark tests' one Spark session) is made once, not once per
+    worker. The Spark tests, the longest chain of the suite, start first; quick tests are
+    spread one by one over the workers.
+    """
+    grouped: dict[str, list[pytest.Item]] = {m: [] for m in ("test_spark", *SLOW_MODULES)}
+    quick: list[pytest.Item] = []
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        slow = module in SLOW_MODULES or any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+        if slow:
+            item.add_marker(pytest.mark.slow)
+        if slow or module == "test_spark":
+            item.add_marker(pytest.mark.xdist_group(module))
+            grouped.setdefault(module, []).append(item)
+        else:
+            quick.append(item)
+    items[:] = [item for group in grouped.values() for item in group] + quick

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.helpers import query
+
+if TYPE_CHECKING:
+    from cpo.engine.project import RunResult
+
+__all__ = ["copy_sample_project", "query", "sample_build", "sample_run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PARTS = ("cpo.yml", "models", "udfs", "prompts", "seeds", "data_tests")
@@ -26,24 +33,20 @@ def copy_sample_project(destination: Path) -> Path:
     return destination
 
 
-def query(project: Path, sql: str, params: list[Any] | None = None) -> Any:
-    """Run a query on a built project's database (read-only); return a pandas DataFrame."""
-    from cpo.adapters.duckdb import Database
-
-    db = Database(project / "cpo.duckdb", read_only=True)
-    try:
-        return db.execute(sql, params or []).df()
-    finally:
-        db.close()
-
-
 @pytest.fixture(scope="session")
-def sample_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample project, built offline once; tests must only read it."""
+def sample_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The first, fresh offline build of the sample project (its folder: `sample_build`)."""
     from cpo.engine.project import Project
 
     project_dir = copy_sample_project(tmp_path_factory.mktemp("sample"))
     run = Project.load(project_dir).build()
     failures = [(r.name, r.message) for r in run.results if r.failed]
     assert run.success, f"sample build failed: {failures}"
-    return project_dir
+    return run
+
+
+@pytest.fixture(scope="session")
+def sample_build(sample_run: RunResult) -> Path:
+    """The sample project, built offline once; tests must only read it (or copy it:
+    `built_sample` in tests/conftest.py)."""
+    return sample_run.database.parent

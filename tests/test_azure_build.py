@@ -6,12 +6,11 @@ Every build goes through the real SDK clients (``openai``, ``azure-search-docume
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import yaml
 
@@ -19,6 +18,7 @@ from cpo.engine.project import Project
 from cpo.engine.results import RunResult
 from tests.conftest import file_hash
 from tests.emulator import Emulator, EmulatorKeys, FakeTokenCredential, RecordedRequest
+from tests.helpers import query_rows as query  # tuples; also imported by other Azure tests
 from tests.sample import copy_sample_project
 
 DEPLOYMENT = "cpo-emulated-gpt"
@@ -99,14 +99,6 @@ def failures(run: RunResult) -> list[tuple[str, str]]:
     return [(r.name, r.message) for r in run.results if r.failed]
 
 
-def query(project: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(project / "cpo.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def approved_ids(project: Path) -> set[str]:
     return {r[0] for r in query(project, "select variant_id from approved_variants")}
 
@@ -144,9 +136,8 @@ def assert_no_secrets(project: Path, *texts: str, secrets: tuple[str, ...] = SEC
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(tls=True, keys=KEYS) as e:
-        yield e
+def emu(emulators: Callable[..., Emulator]) -> Emulator:
+    return emulators(tls=True, keys=KEYS)
 
 
 @pytest.fixture(autouse=True)
@@ -474,22 +465,25 @@ def test_plan_counts_calls_without_calling_and_the_budget_stops_the_build(
 
     project = make_project(tmp_path / "p", emu)
     use_env(monkeypatch, azure_env(emu))
-    monkeypatch.setenv("COLUMNS", "200")  # rich would truncate the table's cells
-    code = main(["plan", "--project-dir", str(project), "--target", "azure"])
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
+    plan = Project.load(project, target="azure", env=azure_env(emu)).plan()
+    assert plan.run.success, failures(plan.run)
     assert emu.requests == []
-    assert "44 call(s) (+18 repair call(s) if answers are unusable), estimated $" in out
-    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()]
+    assert plan.target == "azure"
+    assert sum(not c.possible for c in plan.calls) == 44
+    assert sum(c.possible for c in plan.calls) == 18  # repairs, only if answers are unusable
     steps = ("retrieved_content", "variants", "safety_screenings")
-    rows = {c[0]: c[1:4] for c in cells if c and c[0] in steps}
-    assert rows == {
-        "retrieved_content": ["azure_search", "azure-ai-search:semantic", "7"],
-        "variants": ["azure_openai", DEPLOYMENT, "18 (+18 repairs, if needed)"],
-        "safety_screenings": ["azure_content_safety", "content-safety-2023-10-01", "19"],
+    rows = {
+        r["step"]: [r["provider"], r["model"], r["calls"], r["possible_repairs"]]
+        for r in plan.by_step()
+        if r["step"] in steps
     }
-    cost = float(out.split("estimated $")[1].split()[0])
-    assert cost > 0
+    assert rows == {
+        "retrieved_content": ["azure_search", "azure-ai-search:semantic", 7, 0],
+        "variants": ["azure_openai", DEPLOYMENT, 18, 18],
+        "safety_screenings": ["azure_content_safety", "content-safety-2023-10-01", 19, 0],
+    }
+    assert plan.cost_usd > 0
+    assert sorted(p.name for p in project.glob("*duckdb*")) == []  # a plan writes nothing
     code = main(
         ["build", "--project-dir", str(project), "--target", "azure", "--max-cost", "0.000001"]
     )
@@ -502,18 +496,9 @@ def test_plan_counts_calls_without_calling_and_the_budget_stops_the_build(
     assert_no_secrets(project, out, err)
 
 
-def test_plan_after_a_build_plans_no_call(
-    emu: Emulator,
-    azure_build: AzureBuild,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from cpo.engine.cli import main
-
+def test_plan_after_a_build_plans_no_call(emu: Emulator, azure_build: AzureBuild) -> None:
     emu.reset()
-    use_env(monkeypatch, azure_env(emu))
-    code = main(["plan", "--project-dir", str(azure_build.project), "--target", "azure"])
-    out, _ = capsys.readouterr()
-    assert code == 0
-    assert "0 call(s), estimated $0.0000" in out
+    plan = Project.load(azure_build.project, target="azure", env=azure_env(emu)).plan()
+    assert plan.run.success, failures(plan.run)
+    assert plan.calls == [] and plan.cost_usd == 0
     assert emu.requests == []

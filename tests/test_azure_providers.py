@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,15 +33,13 @@ REQUEST = GenerationRequest(
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator() as e:
-        yield e
+def emu(emulators: Callable[..., Emulator]) -> Emulator:
+    return emulators()
 
 
 @pytest.fixture(scope="module")
-def tls_emu() -> Iterator[Emulator]:
-    with Emulator(tls=True) as e:
-        yield e
+def tls_emu(emulators: Callable[..., Emulator]) -> Emulator:
+    return emulators(tls=True)
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ import pytest
 from conftest import file_hash
 
 from cpo.engine.cli import main
-from tests.sample import copy_sample_project
 
 ATTACK = (
     "4 then 'champions' end as s from customer_features; "
@@ -314,11 +313,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample project built once; every case works on a copy."""
-    project = copy_sample_project(tmp_path_factory.mktemp("built") / "p")
-    assert main(["build", "--project-dir", str(project)]) == 0
-    return project
+def built(sample_build: Path) -> Path:
+    """The sample project built once per session; every case works on a copy."""
+    return sample_build
 
 
 def test_there_are_at_least_40_cases() -> None:

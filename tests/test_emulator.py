@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import openai
 import pytest
@@ -42,15 +42,13 @@ PROMPT = (
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator() as e:
-        yield e
+def emu(emulators: Callable[..., Emulator]) -> Emulator:
+    return emulators()
 
 
 @pytest.fixture(scope="module")
-def tls_emu() -> Iterator[Emulator]:
-    with Emulator(tls=True) as e:
-        yield e
+def tls_emu(emulators: Callable[..., Emulator]) -> Emulator:
+    return emulators(tls=True)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import pytest
 from conftest import file_hash
 
 from cpo.engine.project import Project
+from tests.helpers import query_rows
 
 MODELS_IN_ORDER = [
     "stg_people",
@@ -19,14 +20,6 @@ MODELS_IN_ORDER = [
     "adult_stats",
     "city_counts",
 ]
-
-
-def _query(root: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(root / "mini.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _statuses(run) -> dict[str, str]:
@@ -51,16 +44,18 @@ def test_build_runs_everything_in_dag_order(mini_project):
     statuses = _statuses(run)
     assert statuses["not_null_people_age"] == "warn"  # warn severity: reported, not fatal
     assert {s for n, s in statuses.items() if n != "not_null_people_age"} <= {"success", "pass"}
-    assert _query(mini_project, "select count(*) from adults") == [(3,)]
+    assert query_rows(mini_project, "select count(*) from adults") == [(3,)]
 
 
 def test_materializations(built_mini):
-    kinds = dict(_query(built_mini, "select table_name, table_type from information_schema.tables"))
+    kinds = dict(
+        query_rows(built_mini, "select table_name, table_type from information_schema.tables")
+    )
     assert kinds["stg_people"] == "VIEW"
     assert kinds["adults"] == "BASE TABLE"
     assert kinds["person_totals"] == "BASE TABLE"
     assert "stg_visits" not in kinds  # ephemeral: inlined, never created
-    assert _query(
+    assert query_rows(
         built_mini,
         "select data_type from information_schema.columns "
         "where table_name = 'visits' and column_name = 'amount'",
@@ -68,21 +63,21 @@ def test_materializations(built_mini):
 
 
 def test_python_sql_function_is_used(built_mini):
-    assert _query(built_mini, "select distinct city from adults order by 1") == [
+    assert query_rows(built_mini, "select distinct city from adults order by 1") == [
         ("LUND",),
         ("OSLO",),
     ]  # shout() from udfs/functions.py upper-cases the seed's cities
 
 
 def test_python_step_output(built_mini):
-    assert _query(built_mini, "select adults, min_age from adult_stats") == [(3, 18)]
+    assert query_rows(built_mini, "select adults, min_age from adult_stats") == [(3, 18)]
 
 
 def test_vars_change_results(built_mini):
     run = Project.load(built_mini, vars={"min_age": 30}).build(["adults+"])
     assert run.success
-    assert _query(built_mini, "select name from adults order by 1") == [("Ann",), ("Cid",)]
-    assert _query(built_mini, "select min_age from adult_stats") == [(30,)]
+    assert query_rows(built_mini, "select name from adults order by 1") == [("Ann",), ("Cid",)]
+    assert query_rows(built_mini, "select min_age from adult_stats") == [(30,)]
 
 
 def test_run_does_not_run_tests_or_seeds(built_mini):
@@ -98,8 +93,8 @@ def test_seed_only_seeds(built_mini):
         ("people", "success"),
         ("visits", "success"),
     ]
-    assert _query(built_mini, "select count(*) from people") == [(1,)]
-    assert _query(built_mini, "select count(*) from adults") == [(3,)]  # not rebuilt
+    assert query_rows(built_mini, "select count(*) from people") == [(1,)]
+    assert query_rows(built_mini, "select count(*) from adults") == [(3,)]  # not rebuilt
 
 
 def test_test_reads_the_current_database(built_mini):
@@ -120,11 +115,11 @@ def test_incremental_merges_and_full_refresh_rebuilds(built_mini):
     seed = built_mini / "seeds" / "people.csv"
     seed.write_text("id,name,age,city\n1,Anna,34,Oslo\n2,Bob,17,Lund\n3,Cid,52,Oslo\n")
     assert Project.load(built_mini).build().success
-    rows = _query(built_mini, "select id, name from person_totals order by id")
+    rows = query_rows(built_mini, "select id, name from person_totals order by id")
     # merged on id: Ann updated in place, Dee and Eve (gone from the seed) kept, no duplicates
     assert rows == [(1, "Anna"), (2, "Bob"), (3, "Cid"), (4, "Dee"), (5, "Eve")]
     assert Project.load(built_mini, full_refresh=True).build().success
-    assert _query(built_mini, "select id, name from person_totals order by id") == [
+    assert query_rows(built_mini, "select id, name from person_totals order by id") == [
         (1, "Anna"),
         (2, "Bob"),
         (3, "Cid"),
@@ -201,8 +196,8 @@ def test_run_results_and_manifest(built_mini):
 
 
 def test_build_writes_call_tables(built_mini):
-    assert _query(built_mini, "select count(*) from run_errors") == [(0,)]
-    columns = [row[0] for row in _query(built_mini, "describe llm_calls")]
+    assert query_rows(built_mini, "select count(*) from run_errors") == [(0,)]
+    columns = [row[0] for row in query_rows(built_mini, "describe llm_calls")]
     assert {"run_id", "step", "provider", "cache_hit", "cost_usd"} <= set(columns)
 
 
@@ -211,4 +206,4 @@ def test_selected_build_keeps_unselected_tables(built_mini, select):
     run = Project.load(built_mini).build(select)
     assert run.success
     assert "people" not in {r.name for r in run.results}
-    assert _query(built_mini, "select count(*) from people") == [(5,)]
+    assert query_rows(built_mini, "select count(*) from people") == [(5,)]

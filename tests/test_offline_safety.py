@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -217,16 +214,17 @@ def test_corpus_is_well_formed():
         assert e["text"].strip() and e["note"].strip()
 
 
-def test_corpus_precision_and_recall_via_the_benchmark():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "safety_eval.py")],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        cwd=ROOT,
-    ).stdout.strip()
+def run_benchmark(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """``benchmarks/safety_eval.py`` with `args`, in-process: its exit code 0 and its output."""
+    from benchmarks.safety_eval import main
+
+    capsys.readouterr()
+    assert main([str(ROOT / "benchmarks" / "safety_eval.py"), *args]) == 0
+    return capsys.readouterr().out.strip()
+
+
+def test_corpus_precision_and_recall_via_the_benchmark(capsys):
+    out = run_benchmark(capsys)
     report = json.loads(out.splitlines()[-1])
     assert report["n"] >= 48
     assert report["precision"] >= 0.9, report["false_positives"]
@@ -266,16 +264,8 @@ def test_holdout_is_well_formed():
             assert e["cited_texts"] == [], e["id"]  # no deadline available: urgency is false
 
 
-def test_holdout_precision_and_recall_floors_via_the_benchmark():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "safety_eval.py"), "--corpus", str(HOLDOUT)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        cwd=ROOT,
-    ).stdout.strip()
+def test_holdout_precision_and_recall_floors_via_the_benchmark(capsys):
+    out = run_benchmark(capsys, "--corpus", str(HOLDOUT))
     report = json.loads(out.splitlines()[-1])
     assert report["n"] == 60
     assert report["precision"] >= 0.95, report["false_positives"]

@@ -9,7 +9,7 @@ server error saying the request is invalid is not retried; at most one repair pe
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,9 +47,8 @@ GOOD = (
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(tls=True, keys=KEYS) as e:
-        yield e
+def emu(emulators: Callable[..., Emulator]) -> Emulator:
+    return emulators(tls=True, keys=KEYS)
 
 
 @pytest.fixture(autouse=True)

@@ -29,11 +29,9 @@ def write_csv(path: Path, text: str) -> None:
 
 
 @pytest.fixture
-def built(tmp_path: Path) -> Path:
-    """A sample project built once (so 'cpo.duckdb unchanged' is checked against a real file)."""
-    project = copy_sample_project(tmp_path / "p")
-    assert main(["build", "--project-dir", str(project)]) == 0
-    return project
+def built(built_sample: Path) -> Path:
+    """A built sample project (so 'cpo.duckdb unchanged' is checked against a real file)."""
+    return built_sample
 
 
 def run_cli(project: Path, capsys) -> tuple[int, str]:

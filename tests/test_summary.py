@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cpo.engine.calls import CallLayer
-from cpo.engine.project import Project
+from cpo.engine.project import Project, RunResult
 from cpo.providers.base import GenerationRequest, GenerationResult
 from cpo.providers.failures import provider_error
 from cpo.reporting import summary
@@ -133,9 +133,10 @@ def test_blocked_answers_are_cached_and_retry_failed_asks_again(tmp_path: Path) 
     assert {(r[6], r[7], r[12]) for r in rows} == {(40, 10, "blocked: no_json: x")}
 
 
-def test_project_build_summary_counts_this_builds_calls_only(tmp_path: Path) -> None:
-    project = copy_sample_project(tmp_path / "p")
-    first = Project.load(project).build()
-    second = Project.load(project).build()
+def test_project_build_summary_counts_this_builds_calls_only(
+    sample_run: RunResult, built_sample: Path
+) -> None:
+    first = sample_run  # the sample's first build; `built_sample` is a copy of its folder
+    second = Project.load(built_sample).build()
     assert first.summary["calls"]["made"] > 0
     assert second.summary["calls"]["made"] == 0 and second.summary["calls"]["cached"] > 0

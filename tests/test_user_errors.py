@@ -15,11 +15,9 @@ from tests.sample import copy_sample_project
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample project built once; tests work on copies of it."""
-    project = copy_sample_project(tmp_path_factory.mktemp("built") / "p")
-    assert main(["build", "--project-dir", str(project)]) == 0
-    return project
+def built(sample_build: Path) -> Path:
+    """The sample project built once per session; tests work on copies of it."""
+    return sample_build
 
 
 @pytest.fixture
