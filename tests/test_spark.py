@@ -288,6 +288,74 @@ def test_a_failed_spark_build_leaves_the_published_tables(spark_sample: Path) ->
     assert not list(schema_dir(settings).glob(".building-*"))  # the staging folder is gone
 
 
+def _add_target(project: Path, name: str, body: str) -> str:
+    """Add a spark target to cpo.yml; return the original text (to restore)."""
+    config = project / "cpo.yml"
+    original = config.read_text(encoding="utf-8")
+    target = (
+        f"  {name}:\n    type: spark\n{body}"
+        "    providers:\n      retrieval: {type: bm25, audience_mode: boost}\n"
+        "      generation: {type: offline}\n      safety: {type: offline}\n"
+    )
+    config.write_text(original.replace("targets:\n", "targets:\n" + target, 1), encoding="utf-8")
+    return original
+
+
+@needs_spark
+@pytest.mark.spark
+def test_catalog_schema_target_publishes_only_a_passing_build(spark_sample: Path) -> None:
+    """catalog: spark_catalog, schema: cpo -- the project's name. A database of that name that
+    already holds someone's table survives (the adapter's own databases have unique names and
+    only those are dropped); tables are published into it only when the build passed."""
+    from cpo.adapters import spark_settings
+    from cpo.adapters.spark import session
+    from cpo.adapters.spark.publish import MARK
+
+    original = _add_target(
+        spark_sample, "lake", "    master: local[2]\n    catalog: spark_catalog\n    schema: cpo\n"
+    )
+    model = spark_sample / "models" / "segments" / "segment_profiles.sql"
+    sql = model.read_text(encoding="utf-8")
+    try:
+        spark = session(spark_settings(Project.load(spark_sample, target="lake").config))
+        spark.sql("create database if not exists cpo")
+        spark.sql("create table cpo.theirs using parquet as select 7 as x, 'keep me' as note")
+        before = {d.name for d in spark.catalog.listDatabases()}
+        plain = _open(spark_sample, "spark")  # the warehouse-only target, schema cpo too
+        assert plain.count("segments") == CUSTOMERS and plain.database.startswith("cpo_cpo_")
+        plain.close()
+
+        run = Project.load(spark_sample, target="lake").build(select=["segment_profiles"])
+        assert run.success and run.committed, [r.message for r in run.results if r.failed]
+        assert spark.sql("select * from cpo.theirs").collect() == [(7, "keep me")]
+        assert {d.name for d in spark.catalog.listDatabases()} == before  # internal ones dropped
+        published = {t.name: t.tableType for t in spark.catalog.listTables("spark_catalog.cpo")}
+        assert published["segment_profiles"] == "EXTERNAL" and published["dim_customer"] == "VIEW"
+        assert spark.table("cpo.dim_customer").count() == CUSTOMERS  # a view over the tables
+        owner = spark.sql(f"show tblproperties cpo.segments ('{MARK}')").collect()[0][1]
+        assert owner.endswith("cpo")
+        profiles = sorted(spark.table("cpo.segment_profiles").collect())
+
+        # A failed build: nothing in the published schema changes.
+        model.write_text(sql.replace("count(*) as customers", "no_such_column as customers"))
+        run = Project.load(spark_sample, target="lake").build(select=["segment_profiles"])
+        assert not run.success and not run.committed
+        spark.catalog.refreshTable("cpo.segment_profiles")
+        assert sorted(spark.table("cpo.segment_profiles").collect()) == profiles
+        model.write_text(sql, encoding="utf-8")
+
+        # A table of a model's name that CPO did not publish is never replaced.
+        spark.sql("drop view cpo.dim_customer")
+        spark.sql("create table cpo.dim_customer using parquet as select 1 as mine")
+        with pytest.raises(ModelError, match="dim_customer, which CPO did not publish"):
+            Project.load(spark_sample, target="lake").build(select=["segment_profiles"])
+        assert spark.sql("select * from cpo.dim_customer").collect() == [(1,)]
+        assert spark.sql("select * from cpo.theirs").collect() == [(7, "keep me")]
+    finally:
+        model.write_text(sql, encoding="utf-8")
+        (spark_sample / "cpo.yml").write_text(original, encoding="utf-8")
+
+
 @needs_spark
 @pytest.mark.spark
 def test_report_and_docs_on_the_spark_target(spark_sample: Path) -> None:
