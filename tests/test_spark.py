@@ -101,6 +101,20 @@ def test_transpile_keeps_duckdb_semantics() -> None:
     assert "ARRAY_SORT(COLLECT_LIST(STRUCT(p AS k, t AS v)))" in ordered
 
 
+def test_sources_read_with_options_become_file_views() -> None:
+    # What sources in cpo.yml compile to (read_parquet keeps its path in sqlglot's expressions).
+    from cpo.adapters.transpile import file_views
+
+    for sql, fmt in [
+        ("select * from read_parquet('d/*.parquet', union_by_name = true)", "parquet"),
+        ("select * from read_csv('d/c.csv', header = true, union_by_name = true)", "csv"),
+        ("select * from read_parquet('d/c.parquet')", "parquet"),
+    ]:
+        [(view, kind, path)] = file_views(sql)
+        assert kind == fmt and path.startswith("d/") and view.startswith(f"__cpo_{fmt}_")
+        assert to_spark(sql) == f"SELECT * FROM {view}"
+
+
 @pytest.mark.parametrize(
     ("sql", "construct", "hint"),
     [
@@ -166,6 +180,13 @@ def test_spark_target_settings_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as raised:
         spark_settings(Project.load(project, target="spark").config)
     assert "mastr" in str(raised.value.key) and raised.value.line
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("    mastr: x\n", "    catalog: my-lake\n"),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError, match="letters, digits and _") as raised:
+        spark_settings(Project.load(project, target="spark").config)
+    assert str(raised.value.key).endswith("catalog")
 
 
 # -- Spark -------------------------------------------------------------------------------------
