@@ -525,7 +525,7 @@ def connect_server(tmp_path_factory: pytest.TempPathFactory, spark_sample: Path)
     finally:
         from cpo.adapters.spark import stop_session
 
-        stop_session()
+        stop_session(f"sc://localhost:{port}")  # the local session stays for the other tests
         server.terminate()
         try:
             server.wait(timeout=30)

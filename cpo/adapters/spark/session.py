@@ -120,13 +120,16 @@ def session(settings: SparkSettings) -> Any:
         return spark
 
 
-def stop_session() -> None:
-    """Stop the process's Spark sessions (tests and benchmarks; builds keep them)."""
+def stop_session(remote: str | None = None) -> None:
+    """Stop the process's Spark sessions (tests and benchmarks; builds keep them).
+
+    Args:
+        remote: Stop only the Spark Connect client of this URL (the local session stays).
+    """
     with _LOCK:
-        for spark in _SESSIONS.values():
+        for key in [k for k in _SESSIONS if remote is None or k == remote]:
             with contextlib.suppress(Exception):
-                spark.stop()
-        _SESSIONS.clear()
+                _SESSIONS.pop(key).stop()
 
 
 def first_line(error: BaseException) -> str:
