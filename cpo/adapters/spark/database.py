@@ -171,8 +171,8 @@ class SparkDatabase:
             try:
                 if fmt == "csv":
                     frame = reader.option("header", True).option("inferSchema", True).csv(path)
-                elif fmt == "parquet":
-                    frame = reader.parquet(path)
+                elif fmt == "parquet":  # sources read every file's columns (union_by_name)
+                    frame = reader.option("mergeSchema", True).parquet(path)
                 else:
                     frame = reader.json(path)
             except Exception as e:
