@@ -309,6 +309,24 @@ def test_a_failed_spark_build_leaves_the_published_tables(spark_sample: Path) ->
     assert not list(schema_dir(settings).glob(".building-*"))  # the staging folder is gone
 
 
+@needs_spark
+@pytest.mark.spark
+def test_parquet_sources_union_columns_by_name_on_spark(spark_sample: Path, tmp_path: Path) -> None:
+    # sources.customers as a glob of Parquet files whose columns differ, as DuckDB reads them.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2], "tier": ["gold", None]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": [3], "city": ["Oslo"]}), tmp_path / "b.parquet")
+    sql = f"select * from read_parquet('{tmp_path}/*.parquet', union_by_name = true)"
+    db = _open(spark_sample, "spark")
+    try:
+        columns, rows = db.fetch(sql)
+    finally:
+        db.close()
+    assert sorted(columns) == ["city", "id", "tier"] and len(rows) == 3
+
+
 def _add_target(project: Path, name: str, body: str) -> str:
     """Add a spark target to cpo.yml; return the original text (to restore)."""
     config = project / "cpo.yml"
