@@ -117,7 +117,7 @@ def build_one(project_dir: Path, engine: str) -> dict:
     figures = {
         "seconds": round(time.perf_counter() - started, 1),
         "success": result.success,
-        "failed": [r.name for r in result.results if r.failed][:5],
+        "failed": [f"{r.name}: {str(r.message)[:300]}" for r in result.results if r.failed][:5],
         "python_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if engine == "spark":

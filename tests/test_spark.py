@@ -101,6 +101,20 @@ def test_transpile_keeps_duckdb_semantics() -> None:
     assert "ARRAY_SORT(COLLECT_LIST(STRUCT(p AS k, t AS v)))" in ordered
 
 
+def test_sources_read_with_options_become_file_views() -> None:
+    # What sources in cpo.yml compile to (read_parquet keeps its path in sqlglot's expressions).
+    from cpo.adapters.transpile import file_views
+
+    for sql, fmt in [
+        ("select * from read_parquet('d/*.parquet', union_by_name = true)", "parquet"),
+        ("select * from read_csv('d/c.csv', header = true, union_by_name = true)", "csv"),
+        ("select * from read_parquet('d/c.parquet')", "parquet"),
+    ]:
+        [(view, kind, path)] = file_views(sql)
+        assert kind == fmt and path.startswith("d/") and view.startswith(f"__cpo_{fmt}_")
+        assert to_spark(sql) == f"SELECT * FROM {view}"
+
+
 @pytest.mark.parametrize(
     ("sql", "construct", "hint"),
     [
@@ -166,6 +180,13 @@ def test_spark_target_settings_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as raised:
         spark_settings(Project.load(project, target="spark").config)
     assert "mastr" in str(raised.value.key) and raised.value.line
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("    mastr: x\n", "    catalog: my-lake\n"),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError, match="letters, digits and _") as raised:
+        spark_settings(Project.load(project, target="spark").config)
+    assert str(raised.value.key).endswith("catalog")
 
 
 # -- Spark -------------------------------------------------------------------------------------
@@ -286,6 +307,92 @@ def test_a_failed_spark_build_leaves_the_published_tables(spark_sample: Path) ->
     assert sorted(p.relative_to(published) for p in published.rglob("*")) == files
     assert _open(spark_sample, "spark").fetch('select * from "segment_profiles"')[1] == before
     assert not list(schema_dir(settings).glob(".building-*"))  # the staging folder is gone
+
+
+@needs_spark
+@pytest.mark.spark
+def test_parquet_sources_union_columns_by_name_on_spark(spark_sample: Path, tmp_path: Path) -> None:
+    # sources.customers as a glob of Parquet files whose columns differ, as DuckDB reads them.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2], "tier": ["gold", None]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": [3], "city": ["Oslo"]}), tmp_path / "b.parquet")
+    sql = f"select * from read_parquet('{tmp_path}/*.parquet', union_by_name = true)"
+    db = _open(spark_sample, "spark")
+    try:
+        columns, rows = db.fetch(sql)
+    finally:
+        db.close()
+    assert sorted(columns) == ["city", "id", "tier"] and len(rows) == 3
+
+
+def _add_target(project: Path, name: str, body: str) -> str:
+    """Add a spark target to cpo.yml; return the original text (to restore)."""
+    config = project / "cpo.yml"
+    original = config.read_text(encoding="utf-8")
+    target = (
+        f"  {name}:\n    type: spark\n{body}"
+        "    providers:\n      retrieval: {type: bm25, audience_mode: boost}\n"
+        "      generation: {type: offline}\n      safety: {type: offline}\n"
+    )
+    config.write_text(original.replace("targets:\n", "targets:\n" + target, 1), encoding="utf-8")
+    return original
+
+
+@needs_spark
+@pytest.mark.spark
+def test_catalog_schema_target_publishes_only_a_passing_build(spark_sample: Path) -> None:
+    """catalog: spark_catalog, schema: cpo -- the project's name. A database of that name that
+    already holds someone's table survives (the adapter's own databases have unique names and
+    only those are dropped); tables are published into it only when the build passed."""
+    from cpo.adapters import spark_settings
+    from cpo.adapters.spark import session
+    from cpo.adapters.spark.publish import MARK
+
+    original = _add_target(
+        spark_sample, "lake", "    master: local[2]\n    catalog: spark_catalog\n    schema: cpo\n"
+    )
+    model = spark_sample / "models" / "segments" / "segment_profiles.sql"
+    sql = model.read_text(encoding="utf-8")
+    try:
+        spark = session(spark_settings(Project.load(spark_sample, target="lake").config))
+        spark.sql("create database if not exists cpo")
+        spark.sql("create table cpo.theirs using parquet as select 7 as x, 'keep me' as note")
+        before = {d.name for d in spark.catalog.listDatabases()}
+        plain = _open(spark_sample, "spark")  # the warehouse-only target, schema cpo too
+        assert plain.count("segments") == CUSTOMERS and plain.database.startswith("cpo_cpo_")
+        plain.close()
+
+        run = Project.load(spark_sample, target="lake").build(select=["segment_profiles"])
+        assert run.success and run.committed, [r.message for r in run.results if r.failed]
+        assert spark.sql("select * from cpo.theirs").collect() == [(7, "keep me")]
+        assert {d.name for d in spark.catalog.listDatabases()} == before  # internal ones dropped
+        published = {t.name: t.tableType for t in spark.catalog.listTables("spark_catalog.cpo")}
+        assert published["segment_profiles"] == "EXTERNAL" and published["dim_customer"] == "VIEW"
+        assert spark.table("cpo.dim_customer").count() == CUSTOMERS  # a view over the tables
+        owner = spark.sql(f"show tblproperties cpo.segments ('{MARK}')").collect()[0][1]
+        assert owner.endswith("cpo")
+        profiles = sorted(spark.table("cpo.segment_profiles").collect())
+
+        # A failed build: nothing in the published schema changes.
+        model.write_text(sql.replace("count(*) as customers", "no_such_column as customers"))
+        run = Project.load(spark_sample, target="lake").build(select=["segment_profiles"])
+        assert not run.success and not run.committed
+        spark.catalog.refreshTable("cpo.segment_profiles")
+        assert sorted(spark.table("cpo.segment_profiles").collect()) == profiles
+        model.write_text(sql, encoding="utf-8")
+
+        # A table of a model's name that CPO did not publish is never replaced.
+        spark.sql("drop view cpo.dim_customer")
+        spark.sql("create table cpo.dim_customer using parquet as select 1 as mine")
+        with pytest.raises(ModelError, match="dim_customer, which CPO did not publish"):
+            Project.load(spark_sample, target="lake").build(select=["segment_profiles"])
+        assert spark.sql("select * from cpo.dim_customer").collect() == [(1,)]
+        assert spark.sql("select * from cpo.theirs").collect() == [(7, "keep me")]
+    finally:
+        model.write_text(sql, encoding="utf-8")
+        (spark_sample / "cpo.yml").write_text(original, encoding="utf-8")
 
 
 @needs_spark
@@ -436,7 +543,7 @@ def connect_server(tmp_path_factory: pytest.TempPathFactory, spark_sample: Path)
     finally:
         from cpo.adapters.spark import stop_session
 
-        stop_session()
+        stop_session(f"sc://localhost:{port}")  # the local session stays for the other tests
         server.terminate()
         try:
             server.wait(timeout=30)

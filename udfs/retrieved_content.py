@@ -37,7 +37,10 @@ def model(ctx):
             key=str(p["segment_id"]),
             query=segment_query(p, keywords),
             top_k=top_k,
-            audience=p.get("dominant_tier") or None,
+            # NULL (no tier mapped) arrives as NaN in pandas 3's string columns: not a tier.
+            audience=(p["dominant_tier"] or None)
+            if isinstance(p.get("dominant_tier"), str)
+            else None,
             min_score=float(min_score),
         )
         for p in [*profiles, control]

@@ -9,7 +9,8 @@ A target chooses its engine with ``type:`` in ``cpo.yml``::
         type: spark
         master: local[2]               # or remote: sc://host:15002 (Spark Connect)
         warehouse: spark-warehouse     # where tables are written (path or URI)
-        schema: cpo                    # the published schema (staging: <schema>__staging)
+        schema: cpo                    # the folder under warehouse (and, with catalog, the
+        catalog: spark_catalog         #   schema of that catalog the build is published into)
         conf: {spark.driver.memory: 2g}
 
 `open_adapter` opens the target's database; `atomic_build` yields a staging database and a
@@ -104,13 +105,6 @@ def spark_settings(config: Any) -> SparkSettings:
         value = raw.get(name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise _error(config, f"{key}.{name}", f"expected a non-empty string, got {value!r}")
-    if raw.get("catalog") is not None:
-        raise _error(
-            config,
-            f"{key}.catalog",
-            "catalog mode (tables in a metastore catalog) is not supported yet: tables are "
-            "Parquet under warehouse/schema; remove catalog and set warehouse (docs/scaling.md)",
-        )
     if raw.get("master") and raw.get("remote"):
         raise _error(
             config,
@@ -118,8 +112,9 @@ def spark_settings(config: Any) -> SparkSettings:
             "set either master (local[N], a cluster URL) or remote (sc://host:port), not both",
         )
     schema = raw.get("schema", "cpo")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", schema):
-        raise _error(config, f"{key}.schema", f"expected letters, digits and _, got {schema!r}")
+    for name, value in (("schema", schema), ("catalog", raw.get("catalog") or "c")):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise _error(config, f"{key}.{name}", f"expected letters, digits and _, got {value!r}")
     conf = raw.get("conf", {}) or {}
     if not isinstance(conf, Mapping):
         raise _error(config, f"{key}.conf", "expected a mapping of Spark settings")
@@ -204,9 +199,12 @@ def atomic_build(
     staging copy is deleted and the published database is left exactly as it was.
     """
     if target_type(config) == "spark":
-        from cpo.adapters.warehouse import atomic_version
-
-        with atomic_version(spark_settings(config)) as staged:
+        settings = spark_settings(config)
+        if settings.catalog:  # also published into catalog.schema, after every check passed
+            from cpo.adapters.spark.publish import atomic_catalog_version as atomic
+        else:
+            from cpo.adapters.warehouse import atomic_version as atomic
+        with atomic(settings) as staged:
             yield staged
         return
     from cpo.adapters.duckdb import atomic_database

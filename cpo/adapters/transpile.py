@@ -65,14 +65,20 @@ def file_view_name(fmt: str, path: str) -> str:
     return f"__cpo_{fmt}_{hashlib.md5(path.encode()).hexdigest()[:12]}"  # noqa: S324 (a name)
 
 
+def _file_path(node: exp.Expr) -> str | None:
+    """The literal path a file reader reads (sqlglot keeps read_parquet's in ``expressions``)."""
+    first = node.this if node.this is not None else (node.expressions or [None])[0]
+    return str(first.this) if isinstance(first, exp.Literal) and first.is_string else None
+
+
 def file_views(sql: str) -> list[tuple[str, str, str]]:
     """(view name, format, path) of every file a DuckDB statement reads with a table function."""
     found = []
     for tree in sqlglot.parse(sql, read="duckdb"):
         for kind, fmt in FILE_READERS.items():
             for node in tree.find_all(kind) if tree is not None else ():
-                if isinstance(node.this, exp.Literal):
-                    path = str(node.this.this)
+                path = _file_path(node)
+                if path is not None:
                     found.append((file_view_name(fmt, path), fmt, path))
         for node in tree.find_all(exp.Anonymous) if tree is not None else ():
             if str(node.name).lower() in ("read_json_auto", "read_json") and node.expressions:
@@ -83,10 +89,15 @@ def file_views(sql: str) -> list[tuple[str, str, str]]:
     return found
 
 
+def _parse(text: str) -> exp.Expr:
+    """One Spark SQL expression, parsed."""
+    return sqlglot.parse_one(text, read="spark")
+
+
 def _rewrite(node: exp.Expr) -> exp.Expr:
     for kind, fmt in FILE_READERS.items():
-        if isinstance(node, kind) and isinstance(node.this, exp.Literal):
-            return exp.to_identifier(file_view_name(fmt, str(node.this.this)))
+        if isinstance(node, kind) and _file_path(node) is not None:
+            return exp.to_identifier(file_view_name(fmt, str(_file_path(node))))
     if (
         isinstance(node, exp.Anonymous)
         and str(node.name).lower() in ("read_json_auto", "read_json")
@@ -103,7 +114,7 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Anonymous) and str(node.name).lower() == "epoch_us":
         # Microseconds since the epoch (the timestamp read as UTC: the session's time zone).
         value = node.expressions[0].transform(_rewrite).sql("spark")
-        return sqlglot.parse_one(f"unix_micros(cast({value} as timestamp))", read="spark")
+        return _parse(f"unix_micros(cast({value} as timestamp))")
     if isinstance(node, exp.Select) and any(
         isinstance(e, exp.Star) and e.args.get("replace") for e in node.expressions
     ):
@@ -135,10 +146,7 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
             # which differs for 24.044999999999998 (DuckDB 24.05, Spark 24.04).
             scale = f"cast(1e{int(places.this)} as double)"
             inner = node.this.transform(_rewrite)
-            return sqlglot.parse_one(
-                f"(round(cast(({inner.sql('spark')}) as double) * {scale}, 0) / {scale})",
-                read="spark",
-            )
+            return _parse(f"(round(cast(({inner.sql('spark')}) as double) * {scale}, 0) / {scale})")
     if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
         # list(x ORDER BY k): Spark's collect_list has no order; sort (k, x) structs instead.
         order = node.this.transform(_rewrite)
@@ -147,9 +155,7 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
         if len(keys) != 1 or keys[0].args.get("desc"):
             raise UnsupportedSqlError("list(... order by ...) with several or descending keys")
         struct = f"struct({keys[0].this.sql('spark')} as k, {value.sql('spark')} as v)"
-        return sqlglot.parse_one(
-            f"transform(array_sort(collect_list({struct})), e -> e.v)", read="spark"
-        )
+        return _parse(f"transform(array_sort(collect_list({struct})), e -> e.v)")
     if isinstance(node, exp.Cast) and node.to.is_type(*exp.DataType.INTEGER_TYPES):
         inner = node.this.unnest() if isinstance(node.this, exp.Paren) else node.this
         first = inner
@@ -205,7 +211,7 @@ def _to_spark(sql: str, functions: frozenset[str]) -> str:
             text = tree.sql("spark", unsupported_level=ErrorLevel.RAISE)
         except SqlglotError as e:
             raise UnsupportedSqlError(str(e).strip().splitlines()[0]) from e
-        reparsed = sqlglot.parse_one(text, read="spark")
+        reparsed = _parse(text)
         known = spark_functions() | functions | _lambda_names(reparsed) | SYNTAX
         for name in _called(reparsed):
             if name not in known:

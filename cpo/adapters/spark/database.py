@@ -1,267 +1,45 @@
-"""The Apache Spark adapter: the only module that imports pyspark.
+"""`SparkDatabase`: a version of the Spark target's warehouse, open in the process's session.
 
 It has the public surface of `cpo.adapters.duckdb.Database`. SQL arrives in DuckDB's dialect (the
-models'
-own) and is transpiled by `cpo.adapters.transpile`. Tables are Parquet folders of a version
-folder (`cpo.adapters.warehouse`), registered in a Spark database of this session; views are
-kept as their SQL and recreated when the version is opened. Python steps receive a
-`SparkRelation` from ``ctx.ref``: a Spark DataFrame with the few DuckDB relation methods the
-steps use (``df``, ``fetchall``, ``to_arrow_table``, ...), so per-customer work can stay in Spark.
+models' own) and is transpiled by `cpo.adapters.transpile`. Tables are Parquet folders of a
+version folder (`cpo.adapters.warehouse`); views are kept as their SQL. Both are registered in a
+database of the Spark catalog that this object creates under a name unique to it
+(``cpo_<schema>_<8 hex>``) and drops on `close`: it never drops a database it did not create, so
+a shared metastore (Databricks, Fabric, a Spark Connect server) loses nothing of anyone else's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import logging
 import os
-import re
 import shutil
-import sys
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cpo.adapters import SparkSettings
+from cpo.adapters.spark.relation import Cursor, SparkRelation, from_arrow
+from cpo.adapters.spark.session import (
+    first_line,
+    literal,
+    quote_name,
+    register_function,
+    session,
+)
 from cpo.adapters.transpile import UnsupportedSqlError, file_views, to_spark
 from cpo.adapters.warehouse import VIEWS, current_version, relations
 from cpo.engine.compile import quote
 from cpo.errors import ModelError, UsageError
 
-_LOCK = threading.Lock()
-_SESSIONS: dict[str, Any] = {}  # "local" (one SparkContext per process) or a Connect URL
 log = logging.getLogger("cpo")
 
 
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def is_connect(spark: Any) -> bool:
-    """Whether a session is a Spark Connect client (no SparkContext, no JVM in this process)."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
-def session(settings: SparkSettings) -> Any:
-    """The process's Spark session for the target (started once per endpoint, then reused).
-
-    ``master`` targets share this process's one SparkContext; each ``remote`` URL gets its own
-    Spark Connect client (a token comes from the URL or ``SPARK_CONNECT_AUTHENTICATE_TOKEN``).
-    """
-    key = settings.remote or "local"
-    with _LOCK:
-        if key in _SESSIONS:
-            return _SESSIONS[key]
-        try:
-            from pyspark.sql import SparkSession
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ModelError(
-                "the spark target needs pyspark: pip install -e '.[spark]' (and Java 17)"
-            ) from e
-        import cpo
-
-        # Python workers import cpo and the project's udfs/ (SQL functions run there).
-        paths = [str(Path(cpo.__file__).resolve().parent.parent), str(settings.root / "udfs")]
-        old = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([old] if old else [])])
-        if settings.remote:
-            # Connect's own builder: a Connect client may live next to a local SparkContext.
-            from pyspark.sql.connect.session import SparkSession as ConnectSession
-
-            builder = ConnectSession.builder.remote(settings.remote)
-        else:
-            builder = SparkSession.builder.appName("cpo").master(settings.master or "local[2]")
-            catalog_dir = settings.warehouse_path / ".catalog"
-            builder = (
-                builder.config("spark.sql.warehouse.dir", str(catalog_dir))
-                .config("spark.ui.enabled", "false")
-                .config("spark.ui.showConsoleProgress", "false")
-                .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(catalog_dir))
-            )
-        conf = {
-            "spark.sql.session.timeZone": "UTC",
-            "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
-            "spark.sql.execution.arrow.pyspark.enabled": "true",
-            "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-            **settings.conf,
-        }
-        if settings.remote:
-            # A Connect client sets session settings only (the server owns memory, cores...).
-            conf.pop("spark.sql.execution.arrow.pyspark.enabled")
-        else:
-            for key_, value in conf.items():
-                builder = builder.config(key_, value)
-        try:
-            spark = builder.getOrCreate()
-            if settings.remote:
-                for key_, value in conf.items():
-                    with contextlib.suppress(Exception):  # static settings stay the server's
-                        spark.conf.set(key_, value)
-        except Exception as e:
-            raise ModelError(
-                f"cannot start Spark ({settings.remote or settings.master}): "
-                f"{_first_line(e)}"
-                + (
-                    "; is the Spark Connect server running and reachable?"
-                    if settings.remote
-                    else "; is Java 17 installed (java -version)?"
-                )
-            ) from e
-        if not settings.remote:
-            with contextlib.suppress(Exception):
-                spark.sparkContext.setLogLevel("ERROR")
-        # pyspark logs every failed query with its JVM stack; the adapter reports it instead.
-        logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
-        _SESSIONS[key] = spark
-        return spark
-
-
-def stop_session() -> None:
-    """Stop the process's Spark sessions (tests and benchmarks; builds keep them)."""
-    with _LOCK:
-        for spark in _SESSIONS.values():
-            with contextlib.suppress(Exception):
-                spark.stop()
-        _SESSIONS.clear()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    # Spark's message, without the logical plan and JVM stack that follow it.
-    sqlstate = re.search(r"SQLSTATE: \w+", text)
-    if sqlstate:
-        text = text[: sqlstate.end()]
-    lines = [line for line in text.splitlines() if line.strip() and "JVM stacktrace" not in line]
-    kept = []
-    for line in lines:
-        if line.startswith(("\tat ", "at ", "    at ")) or line.strip().startswith("at "):
-            break
-        kept.append(line.strip())
-    return " ".join(kept)[:600] or type(error).__name__
-
-
-def spark_type(duckdb_type: str) -> str:
-    """A DuckDB type name as Spark DDL (``VARCHAR`` -> ``STRING``)."""
-    from sqlglot import exp
-
-    return exp.DataType.build(duckdb_type, dialect="duckdb").sql("spark")
-
-
-class _Cursor:
-    """What `SparkDatabase.execute` returns: rows already collected (results are small)."""
-
-    def __init__(self, columns: list[str], rows: list[tuple]) -> None:
-        self.description = [(c,) for c in columns]
-        self._rows = rows
-        self._at = 0
-
-    def fetchone(self) -> tuple | None:
-        if self._at >= len(self._rows):
-            return None
-        self._at += 1
-        return self._rows[self._at - 1]
-
-    def fetchall(self) -> list[tuple]:
-        rows, self._at = self._rows[self._at :], len(self._rows)
-        return rows
-
-
-class SparkRelation:
-    """A Spark DataFrame with the DuckDB relation methods Python steps use.
-
-    Everything else is the DataFrame's own (``relation.groupBy(...)``, ``relation.spark``).
-    ``df()``/``fetchall()`` collect to the driver: use them for small results (segments x
-    tones); keep per-customer work in Spark (``relation.spark`` and the DataFrame API).
-    """
-
-    def __init__(self, frame: Any, db: SparkDatabase) -> None:
-        self.spark = frame
-        self._db = db
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.spark, name)
-
-    @property
-    def columns(self) -> list[str]:
-        """Column names."""
-        return list(self.spark.columns)
-
-    def df(self) -> Any:
-        """Collect to a pandas DataFrame."""
-        return self.spark.toPandas()
-
-    def to_arrow_table(self) -> Any:
-        """Collect to an Arrow table."""
-        return self.spark.toArrow()
-
-    def arrow(self) -> Any:
-        """Collect to an Arrow table."""
-        return self.to_arrow_table()
-
-    def fetchall(self) -> list[tuple]:
-        """Collect every row as a tuple."""
-        return [tuple(row) for row in self.spark.collect()]
-
-    def fetchone(self) -> tuple | None:
-        """The first row."""
-        rows = self.spark.limit(1).collect()
-        return tuple(rows[0]) if rows else None
-
-    def _expressions(self, text: str) -> list[str]:
-        import sqlglot
-
-        tree = sqlglot.parse_one(f"select {text}", read="duckdb")
-        names = self._db._names  # the registered SQL functions
-        return [
-            to_spark(f"select {e.sql('duckdb')}", names)[len("SELECT ") :] for e in tree.expressions
-        ]
-
-    def project(self, expressions: str) -> SparkRelation:
-        """Select expressions (DuckDB syntax), like DuckDB's ``relation.project``."""
-        return SparkRelation(self.spark.selectExpr(*self._expressions(expressions)), self._db)
-
-    def order(self, expressions: str) -> SparkRelation:
-        """Sort by expressions (DuckDB syntax)."""
-        from pyspark.sql.functions import expr
-
-        return SparkRelation(
-            self.spark.orderBy(*[expr(e) for e in self._expressions(expressions)]), self._db
-        )
-
-    def filter(self, condition: Any) -> SparkRelation:
-        """Rows where `condition` (DuckDB syntax text, or a Spark column) holds."""
-        if isinstance(condition, str):
-            condition = self._expressions(condition)[0]
-        return SparkRelation(self.spark.filter(condition), self._db)
-
-    def aggregate(self, expressions: str, groups: str = "") -> SparkRelation:
-        """Aggregate (DuckDB syntax), like DuckDB's ``relation.aggregate``."""
-        exprs = self._expressions(expressions)
-        if groups:
-            keys = self._expressions(groups)
-            return SparkRelation(self.spark.groupBy(*keys).agg(*_exprs(exprs)), self._db)
-        return SparkRelation(self.spark.selectExpr(*exprs), self._db)
-
-    def limit(self, n: int) -> SparkRelation:
-        """The first `n` rows."""
-        return SparkRelation(self.spark.limit(n), self._db)
-
-    def count(self) -> int:  # type: ignore[override]
-        """Row count (an int, like Spark's; DuckDB's relation.count() is an aggregate)."""
-        return int(self.spark.count())
-
-
-def _exprs(texts: Sequence[str]) -> list[Any]:
-    from pyspark.sql.functions import expr
-
-    return [expr(t) for t in texts]
+def internal_database(schema: str) -> str:
+    """A catalog database name unique to one open version: ``cpo_<schema>_<8 hex>``."""
+    return f"cpo_{schema}_{uuid.uuid4().hex[:8]}".lower()
 
 
 class SparkDatabase:
@@ -292,8 +70,8 @@ class SparkDatabase:
         self.functions = list(functions)
         self._names = [f.name for f in self.functions]
         self._file_views: set[str] = set()
-        suffix = "" if published else "__staging"
-        self.database = f"{settings.schema}{suffix}"
+        self.database = internal_database(settings.schema)
+        self._created = False  # whether this object created `database` (and may drop it)
         self._spark: Any = None
 
     # -- session and catalog -----------------------------------------------------------------
@@ -305,9 +83,8 @@ class SparkDatabase:
             spark = session(self.settings)
             self._spark = spark
             for function in self.functions:
-                self._register(function)
-            spark.sql(f"drop database if exists {_q(self.database)} cascade")
-            spark.sql(f"create database {_q(self.database)}")
+                register_function(spark, function)
+            self._create_database()
             spark.catalog.setCurrentDatabase(self.database)
             pending = []
             for name, kind in relations(self.version).items():
@@ -320,11 +97,29 @@ class SparkDatabase:
             self._spark.catalog.setCurrentDatabase(self.database)
         return self._spark
 
+    def _create_database(self) -> None:
+        """Create this object's own catalog database; never reuse (or drop) an existing one."""
+        for _ in range(3):
+            try:
+                # No IF NOT EXISTS: a database of that name, however unlikely, is someone's.
+                self._spark.sql(f"create database {quote_name(self.database)}")
+            except Exception as e:
+                if "SCHEMA_ALREADY_EXISTS" not in str(e) and "already exists" not in str(e):
+                    raise ModelError(
+                        f"cannot create the Spark database {self.database!r} for this build: "
+                        f"{first_line(e)}"
+                    ) from e
+                self.database = internal_database(self.settings.schema)
+                continue
+            self._created = True
+            return
+        raise ModelError(f"cannot create a Spark database named like {self.database!r}")
+
     def _register_table(self, name: str) -> None:
         assert self.version is not None
-        location = self.version / name
-        self._spark.sql(f"drop table if exists {_q(name)}")
-        self._spark.sql(f"create table {_q(name)} using parquet location {_literal(str(location))}")
+        location = literal(str(self.version / name))
+        self._spark.sql(f"drop table if exists {quote_name(name)}")
+        self._spark.sql(f"create table {quote_name(name)} using parquet location {location}")
 
     def _create_views(self, names: list[str]) -> None:
         """Recreate stored views (in any order: retried until their dependencies exist)."""
@@ -335,7 +130,7 @@ class SparkDatabase:
             for name in pending:
                 text = (self.version / VIEWS / f"{name}.sql").read_text(encoding="utf-8")
                 try:
-                    self._spark.sql(f"create or replace view {_q(name)} as\n{text}")
+                    self._spark.sql(f"create or replace view {quote_name(name)} as\n{text}")
                 except Exception:
                     failed.append(name)
             if len(failed) == len(pending):
@@ -343,57 +138,17 @@ class SparkDatabase:
                 return
             pending = failed
 
-    def _register(self, fn: Any) -> None:
-        import pandas as pd
-        import pyarrow as pa
-        from pyspark import cloudpickle
-        from pyspark.sql.functions import pandas_udf
-
-        module = sys.modules.get(getattr(fn.function, "__module__", ""), None)
-        if module is not None and module.__name__.startswith("cpo_project_udfs"):
-            # Project modules are not importable on the workers: ship them by value.
-            with contextlib.suppress(ValueError):
-                cloudpickle.register_pickle_by_value(module)
-        function = fn.function
-        vectorized = fn.vectorized
-
-        def run(*series: pd.Series) -> pd.Series:
-            if vectorized:
-                out = function(*(pa.Array.from_pandas(s) for s in series))
-                return pd.Series(out.to_pandas() if hasattr(out, "to_pandas") else out)
-            # DuckDB's default: NULL in any argument gives NULL without calling the function.
-            return pd.Series(
-                [
-                    None
-                    if any(v is None or v is pd.NA or v != v for v in values)
-                    else function(*values)
-                    for values in zip(*series, strict=True)
-                ],
-                dtype=object,
-            )
-
-        # pandas_udf reads the arity and Series types from the signature.
-        names = [f"a{i}" for i in range(len(fn.parameters))]
-        run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [
-                inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY, annotation=pd.Series)
-                for n in names
-            ],
-            return_annotation=pd.Series,
-        )
-        run.__annotations__ = {**dict.fromkeys(names, pd.Series), "return": pd.Series}
-        udf = pandas_udf(run, returnType=spark_type(fn.return_type))  # type: ignore[call-overload]
-        if fn.side_effects:
-            udf = udf.asNondeterministic()
-        self._spark.udf.register(fn.name, udf)
-
     def close(self) -> None:
-        """Drop this version's catalog entries (the files stay)."""
-        if self._spark is not None:
+        """Drop the catalog database this object created (its tables are external: the files
+        stay); a database it did not create is never dropped."""
+        if self._spark is not None and self._created:
             with contextlib.suppress(Exception):
-                self._spark.catalog.setCurrentDatabase("default")
-                self._spark.sql(f"drop database if exists {_q(self.database)} cascade")
-            self._spark = None
+                if self._spark.catalog.currentDatabase() == self.database:
+                    self._spark.catalog.setCurrentDatabase("default")
+            with contextlib.suppress(Exception):
+                self._spark.sql(f"drop database if exists {quote_name(self.database)} cascade")
+            self._created = False
+        self._spark = None
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -416,12 +171,12 @@ class SparkDatabase:
             try:
                 if fmt == "csv":
                     frame = reader.option("header", True).option("inferSchema", True).csv(path)
-                elif fmt == "parquet":
-                    frame = reader.parquet(path)
+                elif fmt == "parquet":  # sources read every file's columns (union_by_name)
+                    frame = reader.option("mergeSchema", True).parquet(path)
                 else:
                     frame = reader.json(path)
             except Exception as e:
-                raise ModelError(f"cannot read {path!r} on Spark: {_first_line(e)}") from e
+                raise ModelError(f"cannot read {path!r} on Spark: {first_line(e)}") from e
             frame.createOrReplaceTempView(name)
             self._file_views.add(name)
 
@@ -434,7 +189,7 @@ class SparkDatabase:
                 return spark.sql(text, args=args)
             return spark.sql(text)
         except Exception as e:
-            raise ModelError(_first_line(e)) from e
+            raise ModelError(first_line(e)) from e
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         """Run a statement (DuckDB SQL); return a cursor over its (collected) rows.
@@ -446,8 +201,8 @@ class SparkDatabase:
         try:
             rows = [tuple(r) for r in frame.collect()]
         except Exception as e:
-            raise ModelError(_first_line(e)) from e
-        return _Cursor(list(frame.columns), rows)
+            raise ModelError(first_line(e)) from e
+        return Cursor(list(frame.columns), rows)
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run a query and return (column names, rows)."""
@@ -456,7 +211,7 @@ class SparkDatabase:
 
     def relation(self, sql: str, params: Sequence[Any] | None = None) -> SparkRelation:
         """A lazy Spark relation for a query (what Python steps receive)."""
-        return SparkRelation(self._frame(sql, params), self)
+        return SparkRelation(self._frame(sql, params), self._names)
 
     def preview(self, sql: str, limit: int) -> tuple[list[str], list[tuple]]:
         """Run one user-written query, read-only and with no file access: (columns, rows).
@@ -484,7 +239,7 @@ class SparkDatabase:
         try:
             rows = [tuple(r) for r in frame.limit(int(limit)).collect()]
         except Exception as e:
-            raise ModelError(_first_line(e)) from e
+            raise ModelError(first_line(e)) from e
         return list(frame.columns), rows
 
     @property
@@ -524,9 +279,9 @@ class SparkDatabase:
             nested = (ArrayType, MapType, StructType)
             frame = frame.select(
                 *[
-                    f.col(_q(c.name)).cast("string").alias(c.name)
+                    f.col(quote_name(c.name)).cast("string").alias(c.name)
                     if isinstance(c.dataType, nested)
-                    else f.col(_q(c.name))
+                    else f.col(quote_name(c.name))
                     for c in frame.schema.fields
                 ]
             )
@@ -539,7 +294,7 @@ class SparkDatabase:
             else:
                 writer.options(**csv).csv(str(path))
         except Exception as e:
-            raise ModelError(f"cannot export to {path}: {_first_line(e)}") from e
+            raise ModelError(f"cannot export to {path}: {first_line(e)}") from e
         for marker in [*path.rglob("_SUCCESS"), *path.rglob(".*.crc")]:
             marker.unlink()
         files = sorted(p for p in path.rglob(f"*.{fmt}") if p.is_file())
@@ -555,7 +310,7 @@ class SparkDatabase:
                 )
             return files, int(back.count())
         except Exception as e:
-            raise ModelError(f"cannot read back the export in {path}: {_first_line(e)}") from e
+            raise ModelError(f"cannot read back the export in {path}: {first_line(e)}") from e
 
     def relations(self) -> dict[str, str]:
         """Tables and views of this version: name -> ``table`` or ``view``."""
@@ -564,13 +319,13 @@ class SparkDatabase:
     def count(self, name: str) -> int:
         """Row count of a relation."""
         try:
-            return int(self.spark.table(_q(name)).count())
+            return int(self.spark.table(quote_name(name)).count())
         except Exception as e:
-            raise ModelError(_first_line(e)) from e
+            raise ModelError(first_line(e)) from e
 
     def columns(self, name: str) -> list[tuple[str, str]]:
         """(column, type) pairs of a relation, in Spark's type names."""
-        schema = self.spark.table(_q(name)).schema
+        schema = self.spark.table(quote_name(name)).schema
         return [(f.name, f.dataType.simpleString().upper()) for f in schema.fields]
 
     # -- writes ------------------------------------------------------------------------------
@@ -586,11 +341,11 @@ class SparkDatabase:
         kind = self.relations().get(name)
         if kind == "view":
             with contextlib.suppress(Exception):
-                self.spark.sql(f"drop view if exists {_q(name)}")
+                self.spark.sql(f"drop view if exists {quote_name(name)}")
             (version / VIEWS / f"{name}.sql").unlink(missing_ok=True)
         elif kind == "table":
             with contextlib.suppress(Exception):
-                self.spark.sql(f"drop table if exists {_q(name)}")
+                self.spark.sql(f"drop table if exists {quote_name(name)}")
             shutil.rmtree(version / name, ignore_errors=True)
 
     def _write(self, name: str, frame: Any) -> int:
@@ -601,7 +356,7 @@ class SparkDatabase:
             frame.write.mode("overwrite").parquet(str(partial))
         except Exception as e:
             shutil.rmtree(partial, ignore_errors=True)
-            raise ModelError(_first_line(e)) from e
+            raise ModelError(first_line(e)) from e
         self.drop(name)
         os.rename(partial, version / name)
         self._register_table(name)
@@ -622,15 +377,15 @@ class SparkDatabase:
             if existing == "table":
                 self.drop(name)
             try:
-                self.spark.sql(f"create or replace view {_q(name)} as\n{text}")
+                self.spark.sql(f"create or replace view {quote_name(name)} as\n{text}")
             except Exception as e:
-                raise ModelError(_first_line(e)) from e
+                raise ModelError(first_line(e)) from e
             (version / VIEWS).mkdir(exist_ok=True)
             (version / VIEWS / f"{name}.sql").write_text(text, encoding="utf-8")
             return None
         frame = self._frame(sql)
         if materialized == "incremental" and existing == "table":
-            old = self.spark.table(_q(name))
+            old = self.spark.table(quote_name(name))
             keys = list(unique_key or ())
             if keys:
                 old = old.join(frame.select(*keys).distinct(), on=keys, how="left_anti")
@@ -638,7 +393,7 @@ class SparkDatabase:
                 frame = old.unionByName(frame.select(*old.columns))
             except Exception as e:
                 raise ModelError(
-                    _first_line(e) + "\n  (merging into the existing table; if the model's "
+                    first_line(e) + "\n  (merging into the existing table; if the model's "
                     "columns changed, rebuild it with --full-refresh)"
                 ) from e
         return self._write(name, frame)
@@ -655,11 +410,11 @@ class SparkDatabase:
         elif type(frame).__module__.startswith("pyspark"):
             pass
         elif hasattr(frame, "schema") and hasattr(frame, "to_pandas"):  # Arrow table
-            frame = _from_arrow(spark, frame)
+            frame = from_arrow(spark, frame)
         elif hasattr(frame, "columns") and hasattr(frame, "dtypes"):  # pandas
             import pyarrow as pa
 
-            frame = _from_arrow(spark, pa.Table.from_pandas(frame, preserve_index=False))
+            frame = from_arrow(spark, pa.Table.from_pandas(frame, preserve_index=False))
         else:
             raise ModelError(
                 "a Python step must return a pandas DataFrame, an Arrow table or a Spark "
@@ -705,7 +460,7 @@ class SparkDatabase:
             raise
         except Exception as e:
             raise ModelError(
-                f"cannot load seed {name!r}: {_first_line(e)}", path=display_path, node=name
+                f"cannot load seed {name!r}: {first_line(e)}", path=display_path, node=name
             ) from e
         columns = list(frame.columns)
         check_seed_columns(name, display_path, columns, required_columns, column_types)
@@ -727,27 +482,3 @@ class SparkDatabase:
             ) from e
         finally:
             spark.catalog.dropTempView(view)
-
-
-def _from_arrow(spark: Any, table: Any) -> Any:
-    """A Spark DataFrame from an Arrow table, with its schema given (Spark Connect cannot
-    infer one from an empty table)."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    table = _arrow_for_spark(table)
-    return spark.createDataFrame(table, schema=from_arrow_schema(table.schema))
-
-
-def _arrow_for_spark(table: Any) -> Any:
-    """Arrow types Spark reads: large strings and dictionary columns made plain."""
-    import pyarrow as pa
-
-    fields = []
-    for f in table.schema:
-        kind = f.type
-        if pa.types.is_dictionary(kind):
-            kind = kind.value_type
-        if pa.types.is_large_string(kind) or pa.types.is_null(kind):
-            kind = pa.string()  # an all-NULL column (pandas object) becomes text
-        fields.append(pa.field(f.name, kind, f.nullable))
-    return table.cast(pa.schema(fields))
