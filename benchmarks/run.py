@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,9 +42,11 @@ def run(
     select: list[str] | None = None,
     minimal: bool = False,
     memory_limit: str | None = None,
+    memory_by_node: bool = False,
 ) -> dict:
     """Build the sample project with `customers` synthetic customers; return the figures."""
     scratch = Path(tempfile.mkdtemp(prefix="cpo-bench-"))
+    sampler = RssSampler() if memory_by_node else None
     try:
         project_dir = copy_sample_project(scratch / "project")
         started = time.perf_counter()
@@ -54,7 +57,11 @@ def run(
         configure(project_dir, minimal=minimal, memory_limit=memory_limit)
         generate_s = time.perf_counter() - started
         project = Project.load(project_dir)
+        if sampler:
+            sampler.start()
         result = project.build(select=select)
+        if sampler:
+            sampler.stop()
         calls = project_calls(project_dir, result.invocation_id)
         failed = [r.name for r in result.results if r.failed]
         return {
@@ -75,12 +82,57 @@ def run(
             ),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "provider_calls": calls,
+            **({"peak_rss_mb_by_node": sampler.by_node()} if sampler else {}),
         }
     finally:
         if keep:
             print(f"kept {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+class RssSampler:
+    """The process's resident memory sampled every 50 ms, attributed to the running node."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[str, float] = {}
+        self.current = "(setup)"
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        from cpo.engine.execute import Runner
+
+        original = Runner._traced
+        sampler = self
+
+        def traced(runner: Runner, node: Any, run: Any) -> Any:
+            sampler.current = node.name
+            try:
+                return original(runner, node, run)
+            finally:
+                sampler.current = "(between nodes)"
+
+        Runner._traced = traced  # type: ignore[method-assign]  # benchmark instrumentation
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.05):
+            with open("/proc/self/status", encoding="ascii") as status:
+                kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+            node = self.current
+            self.peaks[node] = max(self.peaks.get(node, 0.0), kib / 1024)
+
+    def by_node(self) -> dict[str, float]:
+        """Peak MiB per node, largest first (nodes under 1 MiB of samples are left out)."""
+        ranked = sorted(self.peaks.items(), key=lambda kv: -kv[1])
+        return {name: round(mib, 1) for name, mib in ranked}
 
 
 def write_minimal(path: Path, customers: int) -> None:
@@ -160,6 +212,11 @@ def main() -> None:
         action="store_true",
         help="Parquet with only customer_id, recency_days, frequency, monetary",
     )
+    parser.add_argument(
+        "--memory-by-node",
+        action="store_true",
+        help="sample resident memory every 50 ms and report the peak per node (Linux)",
+    )
     parser.add_argument("--memory-limit", help="sources.memory_limit for the build, e.g. 2GB")
     parser.add_argument(
         "--target",
@@ -185,6 +242,7 @@ def main() -> None:
         select=args.select,
         minimal=args.minimal,
         memory_limit=args.memory_limit,
+        memory_by_node=args.memory_by_node,
     )
     print(json.dumps(figures))
 

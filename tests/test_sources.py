@@ -240,6 +240,52 @@ def test_init_guesses_a_block_and_says_what_it_guessed(tmp_path, capsys):
     assert "recency_days <- months_since_purchase (converted" in out
 
 
+def _init_block(out: str) -> dict:
+    return yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("#")))
+
+
+def test_init_reads_the_only_table_of_a_duckdb_file(tmp_path, capsys):
+    crm = tmp_path / "crm.duckdb"
+    with duckdb.connect(str(crm)) as con:
+        con.execute(
+            "create table clients as select 'c1' as client_id, 3 as months_since_purchase, "
+            "120.5 as spend_last_year, 'north' as area"
+        )
+    assert main(["init", "--customers", str(crm)]) == 0
+    out = capsys.readouterr().out
+    assert "table clients: 4 columns" in out
+    block = _init_block(out)
+    customers = block["sources"]["customers"]
+    assert customers["table"] == "clients"
+    assert customers["columns"]["customer_id"] == "client_id"
+    assert customers["attributes"] == ["area"]
+    # The printed block is a valid source as it stands.
+    from cpo.personalization.sources import load_source
+
+    view = load_source(tmp_path, block["sources"], "customers")
+    assert view.has("customer_id", "recency_days", "monetary") and view.attributes == ["area"]
+
+
+def test_init_with_several_tables_asks_for_one_and_takes_table(tmp_path, capsys):
+    project = copy_sample_project(tmp_path / "p")
+    crm = tmp_path / "crm.duckdb"
+    _crm(crm, project, schema="sales")
+    assert main(["init", "--customers", str(crm)]) == 1
+    captured = capsys.readouterr()
+    error = captured.out + captured.err
+    assert "has 2 tables: orders, sales.customers; choose one with --table NAME" in error
+    assert "Traceback" not in error
+    assert main(["init", "--customers", str(crm), "--table", "clients"]) == 1
+    assert "has no table 'clients'; its tables are: orders, sales.customers" in (
+        capsys.readouterr().err
+    )
+    assert main(["init", "--customers", str(crm), "--table", "sales.customers"]) == 0
+    customers = _init_block(capsys.readouterr().out)["sources"]["customers"]
+    assert customers["table"] == "sales.customers"
+    assert customers["columns"]["customer_id"] == "customer_id"
+    assert customers["columns"]["first_name"] == "first_name"
+
+
 def test_missing_name_never_leaves_a_dangling_word(tmp_path):
     project = copy_sample_project(tmp_path / "p")
     rows = (project / CUSTOMERS).read_text(encoding="utf-8").splitlines()
