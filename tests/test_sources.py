@@ -398,3 +398,47 @@ def test_the_projects_own_database_is_refused(built, capsys):
     assert code == 1 and "Traceback" not in output
     assert "sources.customers.path" in output and "this project's own database" in output
     assert file_hash(built / "cpo.duckdb") == before
+
+
+def test_content_with_other_columns_rules_from_cpo_yml_and_audience_lists(tmp_path):
+    """sources.content maps another file's columns; vars.content.rules decides what a valid
+    document says (a promotion without its deadline fails, naming the rule); an audience may
+    list several values."""
+    project = copy_sample_project(tmp_path / "p")
+    write_csv(
+        project / "data" / "docs.csv",
+        "doc_id,headline,text,kind,who\n"
+        'D1,Boots,The boot costs $10.,product,"Gold, Platinum"\n'
+        "D2,Sale,Take 20% off all boots.,promotion,all\n"
+        "D3,Ends,Take 10% off. Offer ends 2027-01-31.,promotion,all\n"
+        "D4,Help,Write to us any time.,support,all\n",
+    )
+
+    def change(config):
+        config["sources"]["content"] = {
+            "path": "data/docs.csv",
+            "columns": {
+                "document_id": "doc_id",
+                "title": "headline",
+                "body": "text",
+                "category": "kind",
+                "audience": "who",
+            },
+        }
+        config["vars"]["content"]["rules"].append(
+            {"name": "support_gives_address", "category": "support", "must_match": "@"}
+        )
+
+    edit(project, change)
+    run = Project.load(project).build(select=["stg_content"])
+    results = {r.name: r for r in run.results}
+    assert results["stg_content"].status == "success"
+    rules = results["content_follows_rules"]
+    assert rules.failed and rules.rows == 2
+    assert "promotion_states_deadline" in rules.message and "D2" in rules.message
+    assert "support_gives_address" in rules.message and "D4" in rules.message
+    assert not any(r.status == "warn" for r in run.results), [
+        (r.name, r.message) for r in run.results if r.status == "warn"
+    ]
+    audiences = query(project, "select audience from stg_content where document_id = 'D1'")
+    assert audiences["audience"][0] == "gold, platinum"
