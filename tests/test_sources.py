@@ -440,5 +440,13 @@ def test_content_with_other_columns_rules_from_cpo_yml_and_audience_lists(tmp_pa
     assert not any(r.status == "warn" for r in run.results), [
         (r.name, r.message) for r in run.results if r.status == "warn"
     ]
+    # Fixed as the messages say, the build succeeds; the list audience is normalised.
+    write_csv(
+        project / "data" / "docs.csv",
+        "doc_id,headline,text,kind,who\n"
+        'D1,Boots,The boot costs $10.,product,"Gold, Platinum"\n'
+        "D4,Help,Write to help@shop.example any time.,support,all\n",
+    )
+    assert Project.load(project).build(select=["stg_content"]).success
     audiences = query(project, "select audience from stg_content where document_id = 'D1'")
     assert audiences["audience"][0] == "gold, platinum"
