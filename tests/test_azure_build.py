@@ -15,7 +15,8 @@ import duckdb
 import pytest
 import yaml
 
-from cpo.engine.project import Project, RunResult
+from cpo.engine.project import Project
+from cpo.engine.results import RunResult
 from tests.conftest import file_hash
 from tests.emulator import Emulator, EmulatorKeys, FakeTokenCredential, RecordedRequest
 from tests.sample import copy_sample_project

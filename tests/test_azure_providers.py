@@ -219,7 +219,7 @@ def test_missing_endpoint_fails_before_any_request(emu: Emulator) -> None:
     del env["AZURE_OPENAI_ENDPOINT"]
     with pytest.raises(ConfigurationError, match="AZURE_OPENAI_ENDPOINT is not set"):
         azure_openai_factory({}, env)
-    with pytest.raises(ConfigurationError, match="api must be"):
+    with pytest.raises(ConfigurationError, match="api: expected one of: chat, responses"):
         azure_openai_factory({"api": "completions"}, openai_env(emu))
     assert emu.requests == []
 

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from cpo.engine.calls import LEDGER_COLUMNS, CallLayer, CallStore, RateLimiter, retry_call
 from cpo.engine.config import CallSettings, Price
+from cpo.engine.config_schema import TargetSettings
 from cpo.engine.services import StepProvider
-from cpo.engine.settings import TargetSettings
 from cpo.errors import BudgetExceededError, ModelError, ProviderError
 from cpo.providers import base
 from cpo.providers.base import (

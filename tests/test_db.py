@@ -12,13 +12,8 @@ import pandas as pd
 import pytest
 from conftest import file_hash
 
-from cpo.adapters.duckdb import (
-    Database,
-    SqlFunction,
-    atomic_database,
-    remove_stale_staging,
-    staging_path,
-)
+from cpo.adapters.duckdb import Database, SqlFunction, atomic_database
+from cpo.adapters.staging import remove_stale_staging, staging_path
 from cpo.errors import ModelError
 
 

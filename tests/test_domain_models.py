@@ -18,7 +18,8 @@ from cpo.adapters.duckdb import Database
 from cpo.engine.artifacts import NodeResult
 from cpo.engine.logs import hash_id
 from cpo.engine.nodes import TEST, Node
-from cpo.engine.project import Project, RunResult
+from cpo.engine.project import Project
+from cpo.engine.results import RunResult
 from cpo.errors import ConfigurationError
 from tests.sample import copy_sample_project
 

@@ -108,7 +108,8 @@ def test_an_installed_plugin_is_found_through_the_cpo_entry_point_group(tmp_path
         """
         from cpo.engine.cli import main
         from cpo.engine.plugins import plugins
-        from cpo.engine.settings import Origin, validate_vars
+        from cpo.engine.config_schema import validate_vars
+        from cpo.engine.settings_errors import Origin
         from cpo.errors import ConfigurationError
         from cpo.providers.base import get_provider_factory
 

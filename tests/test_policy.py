@@ -20,6 +20,7 @@ from cpo.personalization.policy import (
     resolve_policy,
     screen,
 )
+from cpo.personalization.settings import safety_settings
 from cpo.providers.base import HARM_CATEGORIES, SafetyResult
 
 CLEAN = dict.fromkeys(HARM_CATEGORIES, 0)
@@ -55,11 +56,12 @@ def test_a_missing_category_fails_closed():
 
 @pytest.mark.parametrize(
     ("thresholds", "message"),
-    [({"Spam": 4}, "unknown harm category 'Spam'"), ({"Hate": 9}, "integer from 0 to 7")],
+    [({"Spam": 4}, "unknown key 'Spam'"), ({"Hate": 9}, "an integer of at most 7, got int 9")],
 )
 def test_bad_thresholds_name_the_key(thresholds, message):
+    # Checked by vars.safety's one model (cpo.yml's path: tests/test_bad_inputs.py).
     with pytest.raises(ConfigurationError, match=message) as info:
-        harm_checks(SafetyResult(CLEAN), thresholds)
+        safety_settings({"thresholds": thresholds})
     assert info.value.key == f"vars.safety.thresholds.{next(iter(thresholds))}"
 
 

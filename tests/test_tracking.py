@@ -11,7 +11,8 @@ import pytest
 
 from cpo.adapters.duckdb import Database
 from cpo.engine.artifacts import NodeResult
-from cpo.engine.project import Project, RunResult
+from cpo.engine.project import Project
+from cpo.engine.results import RunResult
 from cpo.errors import ConfigurationError
 from cpo.reporting.tracking import track_run
 from tests.sample import copy_sample_project

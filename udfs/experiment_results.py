@@ -153,21 +153,23 @@ def compare(
     n_t = int(treatment["n"]) if treatment else 0
     empty = [name for name, n in ((config.control, n_c), (arm, n_t)) if n == 0]
     if empty:
-        reason = f"no customers assigned to arm {' and '.join(repr(e) for e in empty)}"
-        return Comparison(metric, arm, segment_id, n_c, n_t, None, None, False, math.nan, reason)
+        why = f"no customers assigned to arm {' and '.join(repr(e) for e in empty)}"
+        return Comparison(metric, arm, segment_id, n_c, n_t, None, None, False, math.nan, why)
     assert control is not None and treatment is not None
     c, t = _stats(metric, control), _stats(metric, treatment)
     use_cuped = bool(metric.covariate) and n_c >= 2 and n_t >= 2
     if use_cuped:
         adjusted = stats.cuped(_cuped_stats(control), _cuped_stats(treatment))
         c, t = adjusted.control, adjusted.treatment
-    opts = {"relative": config.relative, "alpha": config.alpha, "alternative": alternative}
-    if use_cuped:
-        freq = stats.frequentist_test(c, t, **opts)
-    elif metric.type == "proportion":
-        freq = stats.proportion_test(c, t, **opts)
+    if isinstance(c, stats.ProportionStats) and isinstance(t, stats.ProportionStats):
+        # Proportions stay proportions unless CUPED turned them into adjusted means.
+        freq = stats.proportion_test(
+            c, t, relative=config.relative, alpha=config.alpha, alternative=alternative
+        )
     else:
-        freq = stats.frequentist_test(c, t, **opts)
+        freq = stats.frequentist_test(
+            c, t, relative=config.relative, alpha=config.alpha, alternative=alternative
+        )
     bayes = stats.bayesian_test(c, t, relative=config.relative)
     exact = metric.type == "proportion" and not use_cuped
     power = _power(metric, c, n_t, power_alpha, exact)
@@ -355,7 +357,7 @@ def _level(
     adjusted: dict[int, float | None] = {}
     for role in ("primary", "secondary"):
         idx = [i for i, c in enumerate(comps) if c.metric.role == role]
-        raw = [comps[i].freq.p_value if comps[i].freq else None for i in idx]
+        raw = [f.p_value if (f := comps[i].freq) else None for i in idx]
         for i, p in zip(idx, stats.adjust_pvalues(raw, config.correction), strict=True):
             adjusted[i] = p
     harmed: dict[tuple[str, str | None], list[str]] = {}

@@ -20,7 +20,8 @@ import pandas as pd
 from _groundedness import groundedness_rows
 
 from cpo.personalization import policy
-from cpo.providers.base import SafetyRequest
+from cpo.personalization.settings import safety_settings
+from cpo.providers.base import SafetyRequest, SafetyResult
 
 COLUMNS = ["variant_id", "check", "severity", "passed", "reason"]
 
@@ -30,14 +31,12 @@ def model(ctx):
     retrieved = ctx.ref("retrieved_content").df()
     content = ctx.ref("stg_content").df()
     footer = str(ctx.ref("message_footer").df()["footer"].iloc[0])  # required elements live here
-    thresholds = policy.validate_thresholds(ctx.var("safety.thresholds", {}, expect=dict))
-    rules = ctx.var("safety.policy", {}, expect=dict)
-    policy.resolve_policy(rules)  # validate once, up front, so a bad rule fails the step
-    blocklists = {
-        name: tuple(str(term) for term in terms)
-        for name, terms in ctx.var("safety.blocklists", {}, expect=dict).items()
-    }
-    output_type = ctx.var("safety.output_type", "EightSeverityLevels", expect=str)
+    # vars.safety, as its one model (cpo.personalization.settings) checked it when cpo.yml loaded.
+    safety = safety_settings(ctx.var("safety", {}, expect=dict))
+    thresholds = safety.resolved_thresholds()
+    rules = safety.policy
+    blocklists = {name: tuple(terms) for name, terms in safety.blocklists.items()}
+    output_type = safety.output_type
     texts = dict(
         zip(content["document_id"], content["title"] + ". " + content["body"], strict=True)
     )
@@ -125,7 +124,7 @@ def model(ctx):
     )
 
 
-def _first_result(outcomes: dict) -> object:
+def _first_result(outcomes: dict) -> SafetyResult | None:
     return next(iter(outcomes.values())).result
 
 

@@ -231,13 +231,13 @@ def _named(
         share = counts[cluster] / len(labels)
         description = _describe(mean, overall, z, int(counts[cluster]), share)
         catalogue[cluster] = (f"kmeans_{position:02d}", _unique(_name(z), used), description)
-    ids, names, descriptions = zip(*(catalogue[c] for c in range(k)), strict=True)
+    ids, titles, descriptions = zip(*(catalogue[c] for c in range(k)), strict=True)
     index = pa.array(labels)
     return pa.table(
         {
             "customer_id": customer_ids,
             "segment_id": pa.array(ids).take(index),
-            "segment_name": pa.array(names).take(index),
+            "segment_name": pa.array(titles).take(index),
             "segment_description": pa.array(descriptions).take(index),
         }
     ).to_pandas()

@@ -27,7 +27,7 @@ events never depend on row order or on the other customers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,7 +89,9 @@ def _rates(ctx: Any, settings: Mapping[str, Any], arms: list[str]) -> np.ndarray
     return matrix
 
 
-def _multipliers(ctx: Any, settings: Mapping[str, Any], segments: list[str | None]) -> np.ndarray:
+def _multipliers(
+    ctx: Any, settings: Mapping[str, Any], segments: Sequence[str | None]
+) -> np.ndarray:
     """A (segment × RATE_KEYS) matrix of multipliers (1 unless configured)."""
     configured = settings.get("segment_multipliers") or {}
     matrix = np.ones((len(segments), len(RATE_KEYS)))

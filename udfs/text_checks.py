@@ -24,16 +24,16 @@ from cpo.personalization import copy_rules, injection
 @sql_function(parameters=["VARCHAR"], return_type="BOOLEAN")
 def looks_like_injection(text: str | None) -> bool:
     """True when `text` holds instructions aimed at a language model (``injection.yml``)."""
-    return bool(text) and bool(injection.find_injection(text))
+    return bool(text and injection.find_injection(text))
 
 
 @sql_function(parameters=["VARCHAR"], return_type="BOOLEAN")
 def looks_like_markup(text: str | None) -> bool:
     """True when `text` holds HTML/XML markup, a ``javascript:`` URL or an event handler."""
-    return bool(text) and bool(copy_rules.find_markup(text))
+    return bool(text and copy_rules.find_markup(text))
 
 
 @sql_function(parameters=["VARCHAR"], return_type="BOOLEAN")
 def looks_like_formula(text: str | None) -> bool:
     """True when a line of `text` starts a spreadsheet formula, or it calls a formula function."""
-    return bool(text) and bool(copy_rules.find_formulas(text))
+    return bool(text and copy_rules.find_formulas(text))

@@ -9,24 +9,27 @@ holding the old file open keep reading the old inode undisturbed.
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import re
 import shutil
-import stat
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+from duckdb.func import PythonUDFType
 
-from cpo.engine.compile import quote
-from cpo.engine.compile import sql_literal as _literal
+from cpo.adapters.seeds import check_seed_columns, seed_error, seed_reader
+from cpo.adapters.staging import (
+    keep_permissions,
+    remove_stale_staging,
+    set_aside_stale_wal,
+    staging_path,
+)
+from cpo.engine.compile import quote, sql_literal
 from cpo.errors import ConfigurationError, ModelError, UsageError
 
-STAGING_MARK = ".building-"
 DUCKDB_VERSION = duckdb.__version__
 
 
@@ -50,7 +53,7 @@ def private_connection(extension: Path, *, fix: str) -> duckdb.DuckDBPyConnectio
     }
     conn = duckdb.connect(":memory:", config=config)
     try:
-        conn.execute(f"LOAD {_literal(str(extension))}")
+        conn.execute(f"LOAD {sql_literal(str(extension))}")
     except duckdb.Error as e:
         conn.close()
         raise ConfigurationError(
@@ -101,12 +104,13 @@ class Database:
             self._register(function)
 
     def _register(self, fn: SqlFunction) -> None:
+        parameters: list[Any] = [duckdb.sqltype(p) for p in fn.parameters]
         self.con.create_function(
             fn.name,
             fn.function,
-            [duckdb.sqltype(p) for p in fn.parameters],
+            parameters,
             duckdb.sqltype(fn.return_type),
-            type="arrow" if fn.vectorized else "native",
+            type=PythonUDFType.ARROW if fn.vectorized else PythonUDFType.NATIVE,
             side_effects=fn.side_effects,
         )
 
@@ -186,7 +190,12 @@ class Database:
 
     def count(self, name: str) -> int:
         """Row count of a relation."""
-        return int(self.con.execute(f"select count(*) from {quote(name)}").fetchone()[0])
+        return int(self._scalar(f"select count(*) from {quote(name)}"))
+
+    def _scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        """The first value of the first row of a query (None when it returns no row)."""
+        row = self.con.execute(sql, params).fetchone()
+        return row[0] if row else None
 
     def columns(self, name: str) -> list[tuple[str, str]]:
         """(column, type) pairs of a relation."""
@@ -280,9 +289,7 @@ class Database:
         view = "__cpo_relation"
         try:
             relation.create_view(view, replace=True)
-            found = self.con.execute(
-                "select count(*) from duckdb_views() where view_name = ?", [view]
-            ).fetchone()[0]
+            found = self._scalar("select count(*) from duckdb_views() where view_name = ?", [view])
         except duckdb.Error as e:
             raise ModelError(_message(e)) from e
         if not found:  # the view went to the relation's own connection
@@ -310,11 +317,11 @@ class Database:
         Raises:
             ModelError: a malformed row (with its line), a missing required column, a bad cast.
         """
-        reader = _seed_reader(path, display_path, name)
+        reader = seed_reader(path, display_path, name)
         try:
             columns = [r[0] for r in self.con.sql(f"describe select * from {reader}").fetchall()]
         except duckdb.Error as e:
-            raise _seed_error(e, display_path, name, path) from e
+            raise seed_error(e, display_path, name, path) from e
         check_seed_columns(name, display_path, columns, required_columns, column_types)
         select = ", ".join(
             f"cast({quote(c)} as {column_types[c]}) as {quote(c)}"
@@ -326,7 +333,7 @@ class Database:
             self.drop(name)
             self.con.execute(f"create table {quote(name)} as select {select} from {reader}")
         except duckdb.Error as e:
-            error = _seed_error(e, display_path, name, path)
+            error = seed_error(e, display_path, name, path)
             if error.line is None and path.suffix == ".csv":
                 error.line = self._bad_cast_line(reader, column_types)
             raise error from e
@@ -364,166 +371,6 @@ def _message(error: Exception) -> str:
     return _CONVERT.sub(r"\1'…'", str(error).strip())
 
 
-def _seed_reader(path: Path, display_path: str, name: str) -> str:
-    literal = _literal(str(path))
-    if path.suffix == ".csv":
-        # Columns come from the header, so DuckDB does not sniff the dialect: sniffing fails on
-        # a malformed row without saying which, while a fixed dialect reports the line.
-        columns = ", ".join(
-            f"{_literal(c)}: 'VARCHAR'" for c in _csv_header(path, display_path, name)
-        )
-        return (
-            f"read_csv({literal}, header = true, auto_detect = false, delim = ',', "
-            f"quote = '\"', escape = '\"', strict_mode = true, columns = {{{columns}}})"
-        )
-    if path.suffix == ".json":
-        return f"read_json_auto({literal})"
-    return f"read_json_auto({literal}, format = 'newline_delimited')"
-
-
-def check_seed_columns(
-    name: str,
-    display_path: str,
-    columns: Sequence[str],
-    required_columns: Sequence[str],
-    column_types: Mapping[str, str],
-) -> None:
-    """Raise when a seed lacks a required column or ``column_types`` names an unknown one."""
-    missing = [c for c in required_columns if c not in columns]
-    if missing:
-        raise ModelError(
-            f"seed {name!r} is missing required column(s) {', '.join(missing)}; "
-            f"it has: {', '.join(columns)}",
-            path=display_path,
-            line=1,
-            node=name,
-        )
-    unknown = [c for c in column_types if c not in columns]
-    if unknown:
-        raise ModelError(
-            f"column_types names unknown column(s) {', '.join(unknown)}",
-            path=display_path,
-            node=name,
-        )
-
-
-def _csv_header(path: Path, display_path: str, name: str) -> list[str]:
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            header = next(csv.reader(f), [])
-    except UnicodeDecodeError:
-        from cpo.engine.yamlfile import decode_utf8
-
-        decode_utf8(path.read_bytes(), display_path)  # raises, naming the byte's real line
-        raise
-    except (OSError, csv.Error) as e:
-        raise ModelError(
-            f"cannot read seed {name!r}: {e}", path=display_path, line=1, node=name
-        ) from e
-    if not header or any(not c.strip() for c in header) or len(set(header)) != len(header):
-        raise ModelError(
-            f"seed {name!r} needs a header row of distinct, non-empty column names; found {header}",
-            path=display_path,
-            line=1,
-            node=name,
-        )
-    return header
-
-
-def _seed_error(
-    error: Exception, display_path: str, name: str, path: Path | None = None
-) -> ModelError:
-    """A seed's load error with file, line and column, and never the file's content.
-
-    DuckDB echoes the offending row ("Original Line: ...") and quotes bad values; both can hold
-    personal data, so only the parts of its message known to be free of values are kept.
-    """
-    text = str(error).strip()
-    match = re.search(r"(?:CSV Error on Line|in line):?\s*(\d+)", text)
-    reason = _seed_reason(text)
-    if match and path is not None and "unterminated quote" in text:
-        column = _open_quote_column(path, int(match.group(1)))
-        if column:
-            reason = f"the value in column {column} has an unterminated quote"
-    return ModelError(
-        f"cannot load seed {name!r}: {reason}. Fix the file and rebuild.",
-        path=display_path,
-        line=int(match.group(1)) if match else None,
-        node=name,
-    )
-
-
-def _open_quote_column(path: Path, line: int) -> int | None:
-    """The 1-based column on file line `line` whose opening quote is never closed."""
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            text = next((t for n, t in enumerate(f, 1) if n == line), None)
-    except (OSError, UnicodeDecodeError):
-        return None
-    if text is None:
-        return None
-    column, quoted, opened = 1, False, None
-    for char in text.rstrip("\r\n"):
-        if char == '"':
-            quoted = not quoted
-            opened = column if quoted else opened
-        elif char == "," and not quoted:
-            column += 1
-    return opened if quoted else None
-
-
-def _seed_reason(text: str) -> str:
-    """What is wrong with a seed, from DuckDB's message, without any value from the file."""
-    counts = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
-    if counts:
-        expected, found = int(counts.group(1)), int(counts.group(2))
-        return (
-            f"Expected Number of Columns: {expected} Found: {found} "
-            f"(column {min(expected, found) + 1})"
-        )
-    if "unterminated quote" in text:
-        return "a value has an unterminated quote"
-    cast = re.search(r"to (\w+) when casting from source column (\S+)", text)
-    if cast:
-        return f"a value in column {cast.group(2)} is not a valid {cast.group(1)}"
-    json_error = re.search(r"Malformed JSON.*?at byte (\d+) in line \d+: ([^.\n]*)", text)
-    if json_error:
-        return f"malformed JSON at byte {json_error.group(1)} ({json_error.group(2).strip()})"
-    first = text.split("Possible fixes")[0].splitlines()[0] if text else ""
-    # Unknown shapes: keep DuckDB's first line with anything quoted blanked out.
-    first = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first).strip().rstrip(".")
-    return first[:300] or "the file could not be read"
-
-
-def staging_path(database: Path) -> Path:
-    """The staging file a build of `database` writes into."""
-    return database.with_name(f".{database.name}{STAGING_MARK}{os.getpid()}")
-
-
-def remove_stale_staging(database: Path) -> list[Path]:
-    """Delete staging files left by builds that were killed (their process is gone)."""
-    removed = []
-    for path in database.parent.glob(f".{database.name}{STAGING_MARK}*"):
-        pid = path.name.rsplit(STAGING_MARK, 1)[-1].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            path.unlink(missing_ok=True)
-            Path(f"{path}.wal").unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def check_no_writer(database: Path) -> None:
     """Refuse to go on while another process holds `database` open for writing.
 
@@ -549,25 +396,6 @@ def check_no_writer(database: Path) -> None:
         ) from e
 
 
-def set_aside_stale_wal(database: Path) -> Path | None:
-    """Move a WAL that no process is writing (a crashed session's) away from `database`.
-
-    DuckDB replays ``<database>.wal`` onto whatever file is at ``<database>`` when it is next
-    opened, so a foreign WAL left beside a freshly swapped-in build would re-apply the old
-    session's changes to it. The WAL is kept (renamed), not deleted.
-
-    Returns:
-        The WAL's new path, or None when there was none.
-    """
-    wal = Path(f"{database}.wal")
-    if not wal.exists():
-        return None
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    aside = wal.with_name(f"{wal.name}.stale-{stamp}-{os.getpid()}")
-    os.replace(wal, aside)
-    return aside
-
-
 def _checkpoint(path: Path) -> None:
     """Fold ``<path>.wal`` into `path`, so the file alone is the whole database."""
     wal = Path(f"{path}.wal")
@@ -580,15 +408,6 @@ def _checkpoint(path: Path) -> None:
         con.close()
     if wal.exists():
         raise ModelError(f"could not checkpoint {path.name}; the build was not published")
-
-
-def _keep_permissions(source: Path, destination: Path) -> None:
-    """Give `destination` the mode (and, when allowed, the owner) of `source`."""
-    st = source.stat()
-    os.chmod(destination, stat.S_IMODE(st.st_mode))
-    if (st.st_uid, st.st_gid) != (destination.stat().st_uid, destination.stat().st_gid):
-        with contextlib.suppress(OSError):  # only root (or the owner's group) may chown
-            os.chown(destination, st.st_uid, st.st_gid)
 
 
 @contextlib.contextmanager
@@ -622,7 +441,7 @@ def atomic_database(
         if aside and on_stale_wal:
             on_stale_wal(aside)
         if database.exists():
-            _keep_permissions(database, staging)
+            keep_permissions(database, staging)
         os.replace(staging, database)
         committed = True
 

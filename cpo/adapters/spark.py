@@ -683,12 +683,12 @@ class SparkDatabase:
         """
         from pyspark.sql.types import StringType, StructField, StructType
 
-        from cpo.adapters.duckdb import _csv_header, check_seed_columns
+        from cpo.adapters.seeds import check_seed_columns, csv_header
 
         spark = self.spark
         try:
             if path.suffix == ".csv":
-                header = _csv_header(path, display_path, name)
+                header = csv_header(path, display_path, name)
                 schema = StructType([StructField(c, StringType()) for c in header])
                 frame = spark.read.csv(
                     str(path),

@@ -18,12 +18,16 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
 from cpo.errors import ModelError
+
+if TYPE_CHECKING:
+    from cpo.engine.nodes import Node
 
 # What to write instead of a DuckDB-only function.
 HINTS = {
@@ -79,7 +83,7 @@ def file_views(sql: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def _rewrite(node: exp.Expression) -> exp.Expression:
+def _rewrite(node: exp.Expr) -> exp.Expr:
     for kind, fmt in FILE_READERS.items():
         if isinstance(node, kind) and isinstance(node.this, exp.Literal):
             return exp.to_identifier(file_view_name(fmt, str(node.this.this)))
@@ -159,7 +163,7 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _is_date(node: exp.Expression) -> bool:
+def _is_date(node: exp.Expr) -> bool:
     """A date literal (``DATE '...'``, ``cast('...' as date)``) or ``current_date``."""
     if isinstance(node, exp.CurrentDate):
         return True
@@ -170,7 +174,7 @@ def _is_date(node: exp.Expression) -> bool:
     )
 
 
-def _called(tree: exp.Expression) -> Iterable[str]:
+def _called(tree: exp.Expr) -> Iterable[str]:
     """Upper-case names of the functions a Spark SQL tree calls."""
     for node in tree.find_all(exp.Func):
         if isinstance(node, exp.Anonymous):
@@ -182,7 +186,7 @@ def _called(tree: exp.Expression) -> Iterable[str]:
             yield match.group(1).upper()
 
 
-def _lambda_names(tree: exp.Expression) -> set[str]:
+def _lambda_names(tree: exp.Expr) -> set[str]:
     return {str(i.name).upper() for lam in tree.find_all(exp.Lambda) for i in lam.expressions}
 
 
@@ -223,7 +227,7 @@ def to_spark(sql: str, functions: Sequence[str] = ()) -> str:
     return _to_spark(sql, frozenset(f.upper() for f in functions))
 
 
-def check_nodes(nodes: Sequence[object], functions: Sequence[str] = ()) -> None:
+def check_nodes(nodes: Sequence[Node], functions: Sequence[str] = ()) -> None:
     """Translate every model and singular test, raising for the first that cannot run on Spark.
 
     Raises:
@@ -231,11 +235,11 @@ def check_nodes(nodes: Sequence[object], functions: Sequence[str] = ()) -> None:
     """
     from cpo.engine.compile import resolve_refs
 
-    by_name = {getattr(n, "name", ""): n for n in nodes}
+    by_name = {n.name: n for n in nodes}
     for node in nodes:
-        if getattr(node, "resource_type", "") not in ("model", "test") or not node.sql:
+        if node.resource_type not in ("model", "test") or not node.sql:
             continue
-        if getattr(node, "materialized", "") == "ephemeral":
+        if node.materialized == "ephemeral":
             continue
         try:
             to_spark(resolve_refs(node.sql, by_name), functions)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cpo.adapters.duckdb import _alive  # one liveness check for stale staging copies
+from cpo.adapters.staging import process_alive  # one liveness check for stale staging copies
 
 POINTER = "CURRENT"
 BUILDING = ".building-"
@@ -83,7 +83,7 @@ def remove_stale(settings: Any) -> list[Path]:
         return removed
     for path in base.glob(f"{BUILDING}*"):
         pid = path.name[len(BUILDING) :].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     current = current_version(settings)

@@ -21,7 +21,8 @@ from rich.markup import escape
 from cpo.engine.artifacts import NodeResult
 from cpo.engine.config import parse_cli_vars
 from cpo.engine.plugins import CliCommand, flattened, hooks
-from cpo.engine.project import Project, RunResult
+from cpo.engine.project import Project
+from cpo.engine.results import RunResult
 from cpo.errors import CPOError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -28,7 +28,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cpo.engine.config import ProjectConfig, lookup
 from cpo.engine.macros import dialect_of, macros
-from cpo.engine.nodes import MATERIALIZATIONS, MODEL, TEST, Node
+from cpo.engine.nodes import MATERIALIZATIONS, MODEL, Node
 from cpo.engine.settings import IDENTIFIER, SqlExpression
 from cpo.errors import ModelError
 
@@ -42,6 +42,11 @@ _LEADING_WITH = re.compile(
 def quote(name: str) -> str:
     """Quote an identifier for DuckDB."""
     return '"' + str(name).replace('"', '""') + '"'
+
+
+def ref_placeholder(name: str) -> str:
+    """What ``ref(name)`` renders to, until `resolve_refs` puts the relation in its place."""
+    return f"__cpo_ref__({name})__"
 
 
 # --- the one quoting helper ---------------------------------------------------------------------
@@ -344,7 +349,7 @@ class Compiler:
 
         def ref(name: str, *_: Any) -> str:
             refs.append(name)
-            return f"__cpo_ref__({name})__"
+            return ref_placeholder(name)
 
         def source(_source_name: str, table: str) -> str:
             return ref(table)
@@ -530,42 +535,3 @@ def _substitute(sql: str, nodes: Mapping[str, Node], ctes: dict[str, str]) -> st
         return quote(name)
 
     return _PLACEHOLDER.sub(replace, sql)
-
-
-def generic_test_sql(test: Node) -> str:
-    """The SQL of a generic test: it returns the failing rows."""
-    spec = test.test
-    assert spec is not None
-    model = f"__cpo_ref__({spec.model})__"
-    column = quote(spec.column) if spec.column else ""
-    if spec.kind == "unique":
-        return (
-            f"select {column} as value, count(*) as occurrences from {model}\n"
-            f"where {column} is not null group by 1 having count(*) > 1"
-        )
-    if spec.kind == "not_null":
-        return f"select * from {model} where {column} is null"
-    if spec.kind == "accepted_values":
-        values = ", ".join(_literal(v) for v in spec.args["values"])
-        return (
-            f"select {column} as value, count(*) as occurrences from {model}\n"
-            f"where {column} is not null and {column}::varchar not in ({values}) group by 1"
-        )
-    if spec.kind == "relationships":
-        parent = f"__cpo_ref__({spec.args['to']})__"
-        field = quote(spec.args["field"])
-        return (
-            f"select child.{column} as value from {model} as child\n"
-            f"left join {parent} as parent on child.{column} = parent.{field}\n"
-            f"where child.{column} is not null and parent.{field} is null"
-        )
-    raise AssertionError(f"unknown generic test {spec.kind}")
-
-
-def _literal(value: Any) -> str:
-    return sql_literal(str(value))
-
-
-def is_test(node: Node) -> bool:
-    """Whether the node is a data test."""
-    return node.resource_type == TEST

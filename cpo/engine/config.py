@@ -1,7 +1,7 @@
 """Read and validate ``cpo.yml`` into frozen dataclasses; errors name the key path and line.
 
-The whole file is validated by one schema (`cpo.engine.settings`): the engine's own keys and every
-``vars:`` section, whose models the domain's plugins register (``cpo_vars_sections``).
+The whole file is validated by one schema (`cpo.engine.config_schema`): the engine's own keys and
+every ``vars:`` section, whose models the domain's plugins register (``cpo_vars_sections``).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpo.engine.settings import (
+from cpo.engine.config_schema import (
     PROVIDER_KINDS,
     CallsSettings,
     CpoSettings,
-    Origin,
     TargetSettings,
     validate_settings,
 )
+from cpo.engine.settings_errors import Origin
 from cpo.engine.yamlfile import YamlDocument, read_yaml
 from cpo.errors import ConfigurationError
 
@@ -49,7 +49,7 @@ class Target:
 
 
 CallSettings = CallsSettings
-"""The call layer's limits: one model, with its defaults, in `cpo.engine.settings`."""
+"""The call layer's limits: one model, with its defaults, in `cpo.engine.config_schema`."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def load_config(
     """Load ``cpo.yml`` from `root`, choose the target and merge ``--vars`` over ``vars:``.
 
     The whole file, ``vars`` included (after merging ``--vars``), is validated by one schema
-    (`cpo.engine.settings`).
+    (`cpo.engine.config_schema`).
 
     Raises:
         ConfigurationError: naming the key path, its line and what was expected.

@@ -301,7 +301,7 @@ class Runner:
                 known = {c for n in deps for c in n.columns} - declared
                 sensitive |= {c for c in columns if c not in known or _is_customer_id(c)}
             return sensitive
-        tested = {spec.column, spec.args.get("field")} - {None}
+        tested = {c for c in (spec.column, spec.args.get("field")) if c is not None}
         if tested & declared or any(_is_customer_id(c) for c in tested):
             sensitive |= set(columns) - {"occurrences"}
         return sensitive

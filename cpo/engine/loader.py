@@ -261,11 +261,12 @@ def _schema_entry(doc: YamlDocument, key: str, entry: Any) -> tuple[str, Docs, l
 
 
 def _generic_test(doc: YamlDocument, key: str, model: str, column: str | None, spec: Any) -> Node:
+    args: dict[str, Any]
     if isinstance(spec, str):
         kind, args = spec, {}
     elif isinstance(spec, Mapping) and len(spec) == 1:
-        kind, args = next(iter(spec.items()))
-        args = dict(args or {})
+        kind, given = next(iter(spec.items()))
+        args = dict(given or {})
     else:
         raise doc.error(key, "expected a test name or {test_name: {arguments}}")
     if kind not in GENERIC_TESTS:

@@ -57,9 +57,9 @@ def configure(logs_dir: Path, run_id: str, *, log_format: str = "json") -> loggi
     stderr instead, and the command carries on.
     """
     logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
     fallback = None
     try:
         logs_dir.mkdir(parents=True, exist_ok=True)

@@ -38,11 +38,7 @@ def hash_bucket(expr: str, *, dialect: str = "duckdb") -> str:
     double, bit for bit: the same customer lands in the same arm on either engine.
     """
     text = f"cast(({expr}) as varchar)"
-    if dialect == "spark":
-        # DuckDB reads '0x...' as hexadecimal when cast; Spark needs conv(.., 16, 10).
-        integer = f"cast(conv(substr(md5({text}), 1, 13), 16, 10) as bigint)"
-    else:
-        integer = f"cast(('0x' || substr(md5({text}), 1, 13)) as bigint)"
+    integer = _hex_integer(f"substr(md5({text}), 1, 13)", dialect)
     return f"(cast({integer} as double) / {_SCALE})"
 
 
@@ -53,12 +49,15 @@ def hex_fraction(hex_text: str, part: str, *, dialect: str = "duckdb") -> str:
     cheaper than one `hash_bucket` per draw when a row needs several.
     """
     start = 8 * int(part) + 1
-    text = f"substr(({hex_text}), {start}, 8)"
-    if dialect == "spark":
-        integer = f"cast(conv({text}, 16, 10) as bigint)"
-    else:
-        integer = f"cast(('0x' || {text}) as bigint)"
+    integer = _hex_integer(f"substr(({hex_text}), {start}, 8)", dialect)
     return f"(cast({integer} as double) / cast(4294967296 as double))"
+
+
+def _hex_integer(hex_digits: str, dialect: str) -> str:
+    """SQL reading the text `hex_digits` (at most 15 hex digits) as a bigint, on either engine."""
+    if dialect == "spark":
+        return f"cast(conv({hex_digits}, 16, 10) as bigint)"  # Spark needs conv(.., 16, 10)
+    return f"cast(('0x' || {hex_digits}) as bigint)"  # DuckDB reads '0x...' as hexadecimal
 
 
 def regex_match(text: str, pattern: str, *, dialect: str = "duckdb") -> str:
@@ -111,7 +110,7 @@ def register_macro(name: str, function: Callable[..., Any]) -> None:
 
     `function` takes the macro's arguments (as text) and ``dialect=``; it returns SQL text, or a
     value for the template to use (a list the template loops over). The domain's modules
-    register when the settings schema loads them (`cpo.engine.settings.VARS_SCHEMA_MODULES`).
+    register when the plugins load them (`cpo.engine.settings.vars_sections` loads the plugins).
     Registering a name again replaces it.
     """
     _MACROS[name] = function

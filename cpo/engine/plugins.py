@@ -211,3 +211,11 @@ def flattened(results: Sequence[Sequence[Any] | None]) -> list[Any]:
 def plugins() -> list[str]:
     """Names of the registered plugins (built-in and installed), in registration order."""
     return [name for name, plugin in plugin_manager().list_name_plugin() if plugin is not None]
+
+
+def no_plugin(what: str, hook: str) -> str:
+    """The message for `what` needing a plugin that implements `hook`, when none does."""
+    return (
+        f"'{what}' needs a plugin that implements {hook}, and none is installed "
+        "(the built-in one is cpo.reporting.plugin)"
+    )

@@ -2,136 +2,46 @@
 
 project = Project.load("path/to/project")
 results = project.build(select=["+segments"])
+
+The verbs are here; how a build runs (staging, call layer, commit) is `cpo.engine.runs`, what
+they return is `cpo.engine.results`, and where they may write is `cpo.engine.outputs`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import functools
+import dataclasses
 import logging
-import os
-import re
 import shutil
-import sqlite3
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpo.adapters import (
-    atomic_build,
-    check_dialect,
-    database_exists,
-    open_adapter,
-    spark_settings,
-    target_type,
-)
-from cpo.adapters.duckdb import Database
-from cpo.engine import telemetry
-from cpo.engine.artifacts import NodeResult, write_manifest, write_run_results
-from cpo.engine.calls import LEDGER_COLUMNS, LEDGER_TABLE, LEDGER_VIEW, CallLayer, CallStore
-from cpo.engine.compile import Compiler, check_config, generic_test_sql, quote, sql_literal
+from cpo.adapters import check_dialect, database_exists, open_adapter, target_type
+from cpo.engine.compile import Compiler, check_config, quote
 from cpo.engine.config import ProjectConfig, load_config
-from cpo.engine.execute import OnResult, Runner
+from cpo.engine.execute import OnResult
+from cpo.engine.generic_tests import generic_test_sql
 from cpo.engine.graph import Graph
 from cpo.engine.loader import load_project
-from cpo.engine.logs import configure, project_salt
-from cpo.engine.nodes import MODEL, PYTHON, TEST, Node
-from cpo.engine.plugins import hooks, merged
-from cpo.engine.services import PlannedCall, Services
+from cpo.engine.lock import project_lock
+from cpo.engine.logs import project_salt
+from cpo.engine.nodes import MODEL, PYTHON, SEED, Node
+from cpo.engine.outputs import looks_like_html, output_path, protected_paths, writes_files
+from cpo.engine.plugins import hooks, merged, no_plugin
+from cpo.engine.results import Plan, RunResult
+from cpo.engine.runs import Inspect, staged_run, test_run, write_compiled
+from cpo.engine.services import Services
 from cpo.engine.steps import plan_tables, sql_functions, step_config
 from cpo.errors import CPOError, ModelError, UsageError
 
-LOCK_FILE = Path(".cpo") / "lock"
-_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
-
-
-def _writes_files(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn "cannot write" OS errors of a verb into a `CPOError` that says what to do."""
-
-    @functools.wraps(method)
-    def wrapper(self: Project, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (OSError, sqlite3.OperationalError) as e:
-            if isinstance(e, OSError) and e.errno not in _CANNOT_WRITE:
-                raise
-            if isinstance(e, sqlite3.OperationalError) and not re.search(
-                r"readonly|unable to open", str(e)
-            ):
-                raise
-            where = getattr(e, "filename", None) or ""
-            reason = getattr(e, "strerror", None) or str(e)
-            raise CPOError(
-                f"cannot write {where or 'to the project folder'}: {reason}. "
-                f"'{method.__name__}' writes under {self.config.root}; make it writable "
-                "(or work on a copy)."
-            ) from e
-
-    return wrapper
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """The outcome of a command that runs nodes."""
-
-    invocation_id: str
-    command: str
-    results: list[NodeResult]
-    seconds: float
-    database: Path
-    committed: bool = False
-    summary: dict[str, Any] | None = None
-    """What the build did, from the ``cpo_build_summary`` plugin hook (`cpo.reporting.summary`:
-    variants approved/blocked, fallback, calls, cost)."""
-
-    @property
-    def success(self) -> bool:
-        """True when no node errored and no error-severity test failed."""
-        return not any(r.failed for r in self.results)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What `Project.plan` found: the calls a build would make, and their estimated cost."""
-
-    run: RunResult
-    calls: list[PlannedCall]
-    max_cost_usd: float | None
-    target: str
-    tables: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
-
-    @property
-    def cost_usd(self) -> float:
-        """Estimated cost of all planned calls."""
-        return sum(c.cost_usd for c in self.calls)
-
-    def by_step(self) -> list[dict[str, Any]]:
-        """Calls, tokens and cost per step and provider."""
-        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for call in self.calls:
-            row = rows.setdefault(
-                (call.step, call.provider, call.model),
-                {
-                    "step": call.step,
-                    "provider": call.provider,
-                    "model": call.model,
-                    "calls": 0,
-                    "possible_repairs": 0,
-                    "input_tokens": 0,
-                    "output_tokens": 0,
-                    "cost_usd": 0.0,
-                },
-            )
-            row["possible_repairs" if call.possible else "calls"] += 1
-            row["input_tokens"] += call.input_tokens
-            row["output_tokens"] += call.output_tokens
-            row["cost_usd"] += call.cost_usd
-        return list(rows.values())
+Selection = Sequence[str] | None
+"""Selectors (``+segments``, ``tag:nightly``, ...); None selects everything."""
+_ONLY: dict[str, Callable[[Node], bool]] = {
+    "run": lambda node: node.resource_type in (MODEL, PYTHON),
+    "seed": lambda node: node.resource_type == SEED,
+}
+"""The nodes a command runs, when not all the selected ones; only ``build`` runs tests."""
 
 
 @dataclass
@@ -221,10 +131,11 @@ class Project:
         for test in loaded.tests:
             if test.test and test.test.kind == "singular":
                 rendered = compiler.render(test)
-                test = test.with_(sql=rendered.sql, depends_on=rendered.refs)
                 severity = str(rendered.config.get("severity", "error")).lower()
                 test = test.with_(
-                    test=test.test.__class__("singular", test.test.model, severity=severity)
+                    sql=rendered.sql,
+                    depends_on=rendered.refs,
+                    test=dataclasses.replace(test.test, severity=severity),
                 )
             else:
                 test = test.with_(sql=generic_test_sql(test))
@@ -236,141 +147,76 @@ class Project:
 
     # -- verbs -------------------------------------------------------------------------------
 
-    @_writes_files
-    def compile(
-        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
-    ) -> dict[str, Path]:
+    @writes_files
+    def compile(self, select: Selection = None, exclude: Selection = None) -> dict[str, Path]:
         """Write compiled SQL and the manifest to ``target/``; return node -> compiled path."""
         graph = self.graph()
-        paths = self._write_compiled(graph)
+        paths = write_compiled(self.config, graph)
         names, tests = graph.select(select, exclude, available=self._existing)
         return {n: paths[n] for n in [*names, *tests] if n in paths}
 
-    def ls(
-        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
-    ) -> list[Node]:
+    def ls(self, select: Selection = None, exclude: Selection = None) -> list[Node]:
         """The selected nodes and tests, in DAG order."""
         graph = self.graph()
         names, tests = graph.select(select, exclude, available=self._existing)
         return [graph.nodes[n] for n in names] + [graph.tests[t] for t in tests]
 
-    @_writes_files
+    @writes_files
     def build(
-        self,
-        select: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        *,
-        fail_fast: bool = False,
+        self, select: Selection = None, exclude: Selection = None, *, fail_fast: bool = False
     ) -> RunResult:
         """Seed, run and test the selected nodes in DAG order, atomically."""
-        return self._execute("build", select, exclude, fail_fast=fail_fast)
+        return self._execute("build", select, exclude, fail_fast=fail_fast)[0]
 
-    @_writes_files
+    @writes_files
     def run(
-        self,
-        select: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        *,
-        fail_fast: bool = False,
+        self, select: Selection = None, exclude: Selection = None, *, fail_fast: bool = False
     ) -> RunResult:
         """Run the selected models and steps (no seeds, no tests), atomically."""
-        return self._execute(
-            "run",
-            select,
-            exclude,
-            fail_fast=fail_fast,
-            keep=lambda n: n.resource_type in (MODEL, PYTHON),
-            with_tests=False,
-        )
+        return self._execute("run", select, exclude, fail_fast=fail_fast)[0]
 
-    @_writes_files
+    @writes_files
     def seed(
-        self,
-        select: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        *,
-        fail_fast: bool = False,
+        self, select: Selection = None, exclude: Selection = None, *, fail_fast: bool = False
     ) -> RunResult:
         """Load the selected seeds, atomically."""
-        return self._execute(
-            "seed",
-            select,
-            exclude,
-            fail_fast=fail_fast,
-            keep=lambda n: n.resource_type == "seed",
-            with_tests=False,
-        )
+        return self._execute("seed", select, exclude, fail_fast=fail_fast)[0]
 
-    @_writes_files
-    def plan(
-        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
-    ) -> Plan:
+    @writes_files
+    def plan(self, select: Selection = None, exclude: Selection = None) -> Plan:
         """What a build would call and cost, without calling any service.
 
         The build runs in a throw-away copy of the database: cached answers are used as in a
         real build, each cache miss is counted with estimated tokens and cost, and an offline
         stand-in answers it so later steps can be planned too. Nothing is written or paid.
         """
-        holder: list[Services] = []
         tables: list[tuple[str, list[dict[str, Any]]]] = []
-        run = self._execute(
+        run, services = self._execute(
             "plan",
             select,
             exclude,
             fail_fast=False,
-            with_tests=False,
-            services_out=holder,
             inspect=lambda db, log: tables.extend(plan_tables(self.config, db, log)),
         )
-        planned = holder[0].planned if holder else []
         return Plan(
             run=run,
-            calls=list(planned),
+            calls=list(services.planned),
             max_cost_usd=self.config.max_cost_usd,
             target=self.config.target.name,
             tables=tables,
         )
 
-    @_writes_files
-    def test(
-        self, select: Sequence[str] | None = None, exclude: Sequence[str] | None = None
-    ) -> RunResult:
+    @writes_files
+    def test(self, select: Selection = None, exclude: Selection = None) -> RunResult:
         """Run the selected data tests against the current database (read-only)."""
-        database = self.config.database_path
-        if not database_exists(self.config):
-            raise UsageError(f"{database.name} does not exist yet; run 'build' first")
+        self._require_database()
         graph = self.graph()
         _, tests = graph.select(select, exclude, available=self._existing)
-        run_id = str(uuid.uuid4())
-        log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
-        paths = self._write_compiled(graph)
-        started = time.perf_counter()
-        db = open_adapter(self.config, read_only=True, functions=sql_functions(self.config))
-        try:
-            runner = Runner(
-                self.config, graph, db, run_id, log, _as_str(paths), on_result=self.on_result
-            )
-            # Tests of nodes that were never built are skipped and say so, not errors.
-            unbuilt = {t: sorted(set(graph.tests[t].depends_on) - self._existing) for t in tests}
-            results = [
-                NodeResult(
-                    t,
-                    "test",
-                    "skipped",
-                    message=f"skipped: {', '.join(m)} not built yet",
-                    path=str(graph.tests[t].path),
-                )
-                for t, m in unbuilt.items()
-                if m
-            ]
-            results += runner.run([], [t for t, m in unbuilt.items() if not m])
-        finally:
-            db.close()
-        return self._finish("test", run_id, results, started, committed=False)
+        return test_run(self, tests, built=self._existing)
 
     def show(
         self, select: str | None = None, inline: str | None = None, limit: int = 10
-    ) -> tuple[list[str], list[tuple]]:
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Preview a model's rows or an inline query: (columns, rows).
 
         The database is opened read-only, an inline query must be exactly one ``SELECT``, and
@@ -380,29 +226,10 @@ class Project:
             raise UsageError("show needs exactly one of --select MODEL or --inline SQL")
         if limit < 0:
             raise UsageError(f"--limit must be 0 or more rows, got {limit}")
-        database = self.config.database_path
-        if not database_exists(self.config):
-            raise UsageError(f"{database.name} does not exist yet; run 'build' first")
+        self._require_database()
         db = open_adapter(self.config, read_only=True, functions=sql_functions(self.config))
         try:
-            if select:
-                graph = self.graph()
-                if select not in graph.nodes:
-                    graph.select([select])  # raises the helpful "matches no node" error
-                    raise UsageError(f"show --select takes one model name, not {select!r}")
-                if graph.nodes[select].materialized == "ephemeral":
-                    raise UsageError(
-                        f"{select} is ephemeral (inlined into the models that use it), so it "
-                        "has no table to show; make it a view or query it with --inline"
-                    )
-                if select not in db.relations():
-                    raise UsageError(
-                        f"{select} has not been built into {database.name} yet; "
-                        f"run 'build --select +{select}' first"
-                    )
-                sql = f"select * from {quote(select)}"
-            else:
-                sql = str(inline)
+            sql = self._show_sql(select, db.relations()) if select else str(inline)
             try:
                 return db.preview(sql, int(limit))
             except ModelError as e:
@@ -410,7 +237,25 @@ class Project:
         finally:
             db.close()
 
-    @_writes_files
+    def _show_sql(self, select: str, built: Mapping[str, str]) -> str:
+        """The query that shows model `select`, or a UsageError saying why it cannot be shown."""
+        graph = self.graph()
+        if select not in graph.nodes:
+            graph.select([select])  # raises the helpful "matches no node" error
+            raise UsageError(f"show --select takes one model name, not {select!r}")
+        if graph.nodes[select].materialized == "ephemeral":
+            raise UsageError(
+                f"{select} is ephemeral (inlined into the models that use it), so it "
+                "has no table to show; make it a view or query it with --inline"
+            )
+        if select not in built:
+            raise UsageError(
+                f"{select} has not been built into {self.config.database_path.name} yet; "
+                f"run 'build --select +{select}' first"
+            )
+        return f"select * from {quote(select)}"
+
+    @writes_files
     def report(self, out: str | Path | None = None, *, force: bool = False) -> Path:
         """Write the self-contained HTML experiment report; return its path.
 
@@ -420,20 +265,20 @@ class Project:
         """
         path = None
         if out:
-            path = self._output_path(Path(out), "report --out")
+            path = output_path(self.config, Path(out), "report --out")
             if path.is_dir():
                 raise UsageError(f"report --out {out} is a folder; give a file name (.html)")
-            if path.exists() and not force and not _looks_like_html(path):
+            if path.exists() and not force and not looks_like_html(path):
                 raise UsageError(
                     f"report --out {out} exists and is not an HTML page; choose another file "
                     "or pass --force to replace it"
                 )
         written = hooks().cpo_write_report(config=self.config, path=path)
         if written is None:
-            raise UsageError(_no_plugin("report", "cpo_write_report"))
+            raise UsageError(no_plugin("report", "cpo_write_report"))
         return Path(written)
 
-    @_writes_files
+    @writes_files
     def export(
         self,
         fmt: str = "parquet",
@@ -462,7 +307,7 @@ class Project:
         fmt = fmt.lower()  # --format CSV means csv
         out_dir = self.config.path("target") / "export"
         if out:
-            out_dir = self._output_path(Path(out), "export --out")
+            out_dir = output_path(self.config, Path(out), "export --out")
             if out_dir.exists() and not out_dir.is_dir():
                 raise UsageError(f"export --out {out} is a file; give a folder")
             foreign = out_dir.is_dir() and any(out_dir.iterdir())
@@ -494,7 +339,7 @@ class Project:
                 partition_by=partition_by,
                 include_pii=include_pii,
                 salt_env=self.config.log_salt_env,
-                salt=self._salt(),
+                salt=self.salt(),
                 protected=self.protected_paths(),
             )
         finally:
@@ -514,10 +359,10 @@ class Project:
             config=self.config, run=run, report_path=report_path, tracking_uri=tracking_uri
         )
         if run_id is None:
-            raise UsageError(_no_plugin("--track", "cpo_track_run"))
+            raise UsageError(no_plugin("--track", "cpo_track_run"))
         return str(run_id)
 
-    @_writes_files
+    @writes_files
     def docs(self) -> Path:
         """Write the static documentation site under ``target/docs/``; return its index."""
         from cpo.engine.docs import write_docs
@@ -527,7 +372,7 @@ class Project:
         target = self.config.path("target")
         return write_docs(load_manifest(target), self.config, target)
 
-    @_writes_files
+    @writes_files
     def clean(self) -> list[Path]:
         """Delete ``target/`` and ``logs/`` (never the database, the cache or the seeds).
 
@@ -543,69 +388,41 @@ class Project:
                     removed.append(path)
         return removed
 
-    # -- guards ------------------------------------------------------------------------------
+    # -- helpers -----------------------------------------------------------------------------
 
     def protected_paths(self) -> list[Path]:
         """What no output may replace: the database (and its WAL), ``cpo.yml``, the inputs."""
-        database = self.config.database_path
-        inputs = [self.config.path(k) for k in ("seeds", "models", "udfs", "prompts")]
-        inputs.append(self.config.path("data_tests"))
-        if target_type(self.config) == "spark":  # the Spark target's tables
-            inputs.append(spark_settings(self.config).warehouse_path)
-        return [
-            database,
-            database.with_name(f"{database.name}.wal"),
-            self.config.root / "cpo.yml",
-            self.config.root / ".cpo",
-            self.config.root / self.config.cache_path,
-            *inputs,
-        ]
+        return protected_paths(self.config)
 
-    def _output_path(self, out: Path, option: str) -> Path:
-        """`out` resolved, or a UsageError when it is or lies inside a protected path."""
-        path = (out if out.is_absolute() else Path.cwd() / out).resolve()
-        for protected in self.protected_paths():
-            protected = protected.resolve()
-            if path == protected or path.is_relative_to(protected):
-                what = (
-                    "the project's database"
-                    if protected.name.startswith(self.config.database_path.name)
-                    else f"a project input ({protected.relative_to(self.config.root)})"
-                    if protected.is_relative_to(self.config.root)
-                    else str(protected)
-                )
-                raise UsageError(
-                    f"{option} {out} would write onto {what}; choose another path "
-                    "(--force does not allow this)"
-                )
-        return path
-
-    def _salt(self) -> str:
-        """The project's hashing salt (created on first use; says so once)."""
+    def salt(self) -> str:
+        """The project's hashing salt (created on first use; says so once in `notices`)."""
         salt, notice = project_salt(self.config.root, self.config.log_salt_env)
         if notice:
             self.notices.append(notice)
         return salt
 
-    # -- execution ---------------------------------------------------------------------------
+    def _require_database(self) -> None:
+        if not database_exists(self.config):
+            raise UsageError(
+                f"{self.config.database_path.name} does not exist yet; run 'build' first"
+            )
 
     def _execute(
         self,
         command: str,
-        select: Sequence[str] | None,
-        exclude: Sequence[str] | None,
+        select: Selection,
+        exclude: Selection,
         *,
         fail_fast: bool,
-        keep: Callable[[Node], bool] | None = None,
-        with_tests: bool = True,
-        services_out: list[Services] | None = None,
-        inspect: Callable[[Database, logging.Logger], None] | None = None,
-    ) -> RunResult:
+        inspect: Inspect | None = None,
+    ) -> tuple[RunResult, Services]:
+        """Run what `command` selects in a staging database (`cpo.engine.runs.staged_run`),
+        holding the project's lock unless it is a ``plan``."""
         graph = self.graph()
         names, tests = graph.select(select, exclude, available=self._existing)
-        if keep:
-            names = [n for n in names if keep(graph.nodes[n])]
-        if not with_tests:
+        if only := _ONLY.get(command):
+            names = [n for n in names if only(graph.nodes[n])]
+        if command != "build":
             tests = []
         if not names and not tests:
             what = " ".join(select or []) or "(all)"
@@ -616,266 +433,8 @@ class Project:
                 "a selection."
             )
         if command == "plan":
-            return self._execute_locked(command, names, tests, fail_fast, services_out, inspect)
+            return staged_run(
+                self, command, names, tests, fail_fast=False, dry_run=True, inspect=inspect
+            )
         with project_lock(self.config.root, command):
-            return self._execute_locked(command, names, tests, fail_fast, services_out, inspect)
-
-    def _execute_locked(
-        self,
-        command: str,
-        names: Sequence[str],
-        tests: Sequence[str],
-        fail_fast: bool,
-        services_out: list[Services] | None,
-        inspect: Callable[[Database, logging.Logger], None] | None,
-    ) -> RunResult:
-        graph = self.graph()
-        self._salt()
-        run_id = str(uuid.uuid4())
-        log = configure(self.config.path("logs"), run_id, log_format=self.log_format)
-        log.info(
-            "run started",
-            extra={
-                "command": command,
-                "nodes": len(names),
-                "tests": len(tests),
-                "target": self.config.target.name,
-            },
-        )
-        paths = self._write_compiled(graph)
-        started = time.perf_counter()
-        store = CallStore(self.config.root / self.config.cache_path)
-        calls = CallLayer(
-            store, self.config.calls, self.config.prices, self.config.max_cost_usd, run_id, log
-        )
-        calls.retry_failed = self.retry_failed
-        dry_run = services_out is not None
-        services = Services(
-            self.config,
-            calls,
-            self.env,
-            dry_run=dry_run,
-            full_refresh=self.full_refresh,
-            prompts=_prompt_renderer,
-        )
-        if services_out is not None:
-            services_out.append(services)
-        tracer = telemetry.configure(
-            self.config.telemetry, self.env if self.env is not None else os.environ
-        )
-        try:
-            with telemetry.run_span(
-                tracer, run_id, command, target=self.config.target.name
-            ) as span:
-                runner = Runner(
-                    self.config,
-                    graph,
-                    None,  # set once the staging database is open
-                    run_id,
-                    log,
-                    _as_str(paths),
-                    services=services,
-                    fail_fast=fail_fast,
-                    on_result=self.on_result,
-                    on_start=self.on_start,
-                    tracer=tracer,
-                )
-                results, committed = self._run_staged(
-                    runner, names, tests, store, services, dry_run=dry_run, inspect=inspect
-                )
-                failed = sum(r.failed for r in results)
-                span.set(
-                    nodes=len(results),
-                    failed=failed,
-                    committed=committed,
-                    status="error" if failed else "success",
-                )
-        finally:
-            store.close()
-            if tracer is not None:
-                telemetry.flush()
-        return self._finish(
-            command, run_id, results, started, committed=committed, summary=services.summary
-        )
-
-    def _run_staged(
-        self,
-        runner: Runner,
-        names: Sequence[str],
-        tests: Sequence[str],
-        store: CallStore,
-        services: Services,
-        *,
-        dry_run: bool,
-        inspect: Callable[[Database, logging.Logger], None] | None,
-    ) -> tuple[list[NodeResult], bool]:
-        """Run in a staging copy of the database; swap it in only if everything succeeded."""
-
-        def stale_wal(aside: Path) -> None:
-            message = (
-                f"moved a stale {self.config.database_path.name}.wal (left by a crashed "
-                f"read-write session) aside to {aside.name}: it would have replayed that "
-                "session's changes onto the new build"
-            )
-            runner.log.warning(message, extra={"wal": aside.name})
-            self.notices.append(message[0].upper() + message[1:] + ".")
-
-        with atomic_build(self.config, on_stale_wal=stale_wal) as (
-            staging,
-            commit,
-        ):
-            runner.db = open_adapter(self.config, staging, functions=sql_functions(self.config))
-            try:
-                if limit := self.config.target.memory_limit:  # targets.<name>.memory_limit
-                    runner.db.execute(f"set memory_limit = {sql_literal(limit)}")
-                hooks().cpo_prepare_build(config=self.config, db=runner.db)  # e.g. attached sources
-                results = runner.run(names, tests)
-                if not dry_run:
-                    services.summary = hooks().cpo_build_summary(
-                        db=runner.db,
-                        ledger=store.ledger.rows(),
-                        run_id=runner.run_id,
-                        errors=services.errors,
-                    )
-                ok = not any(r.failed for r in results)
-                if inspect and ok:
-                    inspect(runner.db, runner.log)
-                if ok and not dry_run:
-                    _write_call_tables(runner.db, store, services)
-            finally:
-                runner.db.close()
-            if ok and not dry_run:
-                commit()
-                return results, True
-        return results, False
-
-    def _finish(
-        self,
-        command: str,
-        run_id: str,
-        results: list[NodeResult],
-        started: float,
-        *,
-        committed: bool,
-        summary: dict[str, Any] | None = None,
-    ) -> RunResult:
-        seconds = time.perf_counter() - started
-        write_run_results(
-            self.config.path("target"), run_id, command, results, seconds, summary=summary
-        )
-        log = logging.getLogger("cpo")
-        log.info(
-            "run finished",
-            extra={
-                "command": command,
-                "seconds": round(seconds, 3),
-                "committed": committed,
-                "failed": sum(r.failed for r in results),
-            },
-        )
-        return RunResult(
-            run_id, command, results, seconds, self.config.database_path, committed, summary
-        )
-
-    def _write_compiled(self, graph: Graph) -> dict[str, Path]:
-        from cpo.engine.compile import resolve_refs
-
-        target = self.config.path("target")
-        paths: dict[str, Path] = {}
-        for node in [*graph.nodes.values(), *graph.tests.values()]:
-            if node.resource_type not in (MODEL, TEST):
-                continue
-            relative = (
-                node.path if node.resource_type == MODEL else Path("tests", f"{node.name}.sql")
-            )
-            path = target / "compiled" / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(resolve_refs(node.sql, graph.nodes), encoding="utf-8")
-            paths[node.name] = path.relative_to(self.config.root)
-        write_manifest(
-            target, self.config.name, graph.nodes.values(), graph.tests.values(), _as_str(paths)
-        )
-        return paths
-
-
-@contextlib.contextmanager
-def project_lock(root: Path, command: str) -> Iterator[None]:
-    """Hold the project's lock (``.cpo/lock``) for a command that writes the project.
-
-    ``build``, ``run``, ``seed`` and ``clean`` take it: a second one fails at once, naming the
-    process that holds it, instead of waiting or interleaving. The lock is an OS lock
-    (``flock``) on an open file, so it is released when its process ends, even by ``kill -9``.
-
-    Raises:
-        CPOError: another process holds the lock, or the lock file cannot be created.
-    """
-    path = root / LOCK_FILE
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise CPOError(
-            f"cannot create the project lock {LOCK_FILE}: {e.strerror or e}; "
-            f"'{command}' needs a writable project folder"
-        ) from e
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode("utf-8", "replace").split()
-            pid = holder[0] if holder else "unknown"
-            other = holder[1] if len(holder) > 1 else "build"
-            raise CPOError(
-                f"another build (pid {pid}, '{other}') is running in this project; wait for "
-                f"it to finish (or stop it) and run '{command}' again. Nothing was changed."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _no_plugin(what: str, hook: str) -> str:
-    return (
-        f"'{what}' needs a plugin that implements {hook}, and none is installed "
-        "(the built-in one is cpo.reporting.plugin)"
-    )
-
-
-def _prompt_renderer(config: ProjectConfig) -> Any:
-    """The renderer of ``prompts/``, from the ``cpo_prompt_renderer`` plugin hook (the domain's
-    prompt language and merge tags are not the engine's): `Services`' ``prompts`` factory."""
-    renderer = hooks().cpo_prompt_renderer(config=config)
-    if renderer is None:
-        raise UsageError(_no_plugin("prompts", "cpo_prompt_renderer"))
-    return renderer
-
-
-def _looks_like_html(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            head = f.read(512).lstrip().lower()
-    except OSError:
-        return False
-    return head.startswith((b"<!doctype html", b"<html"))
-
-
-def _as_str(paths: Mapping[str, Path]) -> dict[str, str]:
-    return {k: str(v) for k, v in paths.items()}
-
-
-def _write_call_tables(db: Database, store: CallStore, services: Services) -> None:
-    """Write ``provider_calls`` (every build's history), ``llm_calls`` (its former name, a view
-    over it) and ``run_errors`` (this build's)."""
-    import pandas as pd
-
-    ledger = pd.DataFrame(store.ledger.rows(), columns=list(LEDGER_COLUMNS))
-    ledger["cache_hit"] = ledger["cache_hit"].astype(bool)
-    db.materialize_frame(LEDGER_TABLE, ledger)
-    db.materialize_sql(LEDGER_VIEW, f"select * from {LEDGER_TABLE}", "view")
-    errors = pd.DataFrame(services.errors, columns=["step", "item_key", "error", "at"])
-    errors = errors.astype(
-        {"step": "string", "item_key": "string", "error": "string", "at": "string"}
-    )
-    db.materialize_frame("run_errors", errors)
+            return staged_run(self, command, names, tests, fail_fast=fail_fast)

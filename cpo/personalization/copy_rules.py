@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from cpo.errors import ConfigurationError
 from cpo.personalization import grounding as lexical
 from cpo.personalization.checks import (
     CITATION_BRACKET,
@@ -23,18 +22,20 @@ from cpo.personalization.checks import (
     data_file,
     findings,
     ok,
-    refuse_unknown,
     unique,
 )
 from cpo.personalization.facts import has_deadline
 from cpo.personalization.normalize import normalize
+from cpo.personalization.settings import POLICY_KEY as POLICY_KEY
+from cpo.personalization.settings import PolicyVars, policy_settings
 
-POLICY_KEY = "vars.safety.policy"
 _RULES = data_file("cpo.personalization", "rules/copy_rules.yml")["defaults"]
+policy_settings(_RULES)  # the shipped rules pass the same model as cpo.yml's
 DEFAULT_POLICY: Mapping[str, Any] = {
     k: tuple(v) if isinstance(v, list) else v for k, v in _RULES.items()
 }
 """The built-in copy rules (``rules/copy_rules.yml``); ``vars.safety.policy`` overrides them."""
+_LISTS = ("forbidden_phrases", "pii_allow", "urgency_terms", "required_patterns")
 
 
 def _lexicon(name: str) -> dict[str, Any]:
@@ -77,48 +78,28 @@ CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
 
 
-def resolve_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge `policy` over `DEFAULT_POLICY` and validate every value.
+def resolve_policy(policy: Mapping[str, Any] | PolicyVars) -> dict[str, Any]:
+    """`policy` (``vars.safety.policy``, checked by its model) over `DEFAULT_POLICY`.
+
+    Lists become tuples, ``required_patterns`` compiled regexes (name -> pattern; a list names
+    each pattern by itself) and ``grounding`` the grounding `Settings`.
 
     Raises:
         ConfigurationError: An unknown key, a value of the wrong type, or an invalid regex;
             the error names the key under ``vars.safety.policy``.
     """
-    refuse_unknown(policy, DEFAULT_POLICY, POLICY_KEY, "policy")
-    merged = {**DEFAULT_POLICY, **policy}
+    given = policy if isinstance(policy, PolicyVars) else policy_settings(policy)
+    merged = dict(DEFAULT_POLICY)
+    for key, value in given.model_dump(exclude_unset=True).items():
+        if value is not None or key in _LISTS:  # null: an empty list; the default number
+            merged[key] = value
     for key in ("forbidden_phrases", "pii_allow", "urgency_terms"):
-        value = merged[key]
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
-            raise ConfigurationError(
-                "must be a list of strings", path="cpo.yml", key=f"{POLICY_KEY}.{key}"
-            )
-        merged[key] = tuple(value or ())
-    for key in ("subject_max_chars", "body_min_words", "body_max_words", "merge_tag_chars"):
-        value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigurationError(
-                f"must be a non-negative integer, got {value!r}",
-                path="cpo.yml",
-                key=f"{POLICY_KEY}.{key}",
-            )
-    merged["required_patterns"] = _required_patterns(merged["required_patterns"])
+        merged[key] = tuple(merged[key] or ())
+    patterns = merged["required_patterns"] or {}
+    items = patterns.items() if isinstance(patterns, Mapping) else ((p, p) for p in patterns)
+    merged["required_patterns"] = {str(n): re.compile(p, re.IGNORECASE) for n, p in items}
     merged["grounding"] = lexical.resolve(merged["grounding"])
     return merged
-
-
-def _required_patterns(value: Any) -> dict[str, re.Pattern[str]]:
-    """Accept ``{name: regex}`` or a list of regexes (each named by itself)."""
-    items = value.items() if isinstance(value, Mapping) else ((p, p) for p in value or ())
-    compiled = {}
-    for name, pattern in items:
-        key = f"{POLICY_KEY}.required_patterns.{name}"
-        try:
-            compiled[str(name)] = re.compile(str(pattern), re.IGNORECASE)
-        except re.error as e:
-            raise ConfigurationError(
-                f"invalid regular expression {pattern!r}: {e}", path="cpo.yml", key=key
-            ) from e
-    return compiled
 
 
 def phrase_pattern(phrase: str) -> re.Pattern[str]:
@@ -250,7 +231,7 @@ def find_formulas(text: str) -> list[str]:
 def policy_checks(
     subject: str,
     body: str,
-    policy: Mapping[str, Any],
+    policy: Mapping[str, Any] | PolicyVars,
     cited_texts: Sequence[str] = (),
     footer: str = "",
 ) -> list[Check]:

@@ -25,11 +25,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cpo.errors import ConfigurationError
-from cpo.personalization.checks import MERGE_TAG, data_file, refuse_unknown
+from cpo.personalization.checks import MERGE_TAG, data_file
+from cpo.personalization.settings import GROUNDING_KEY, GroundingVars, grounding_settings
 
-SETTINGS_KEY = "vars.safety.policy.grounding"
-DEFAULTS: Mapping[str, Any] = {"enabled": True, "min_support": 0.5, "max_uncited_words": 2}
+SETTINGS_KEY = GROUNDING_KEY
+Settings = GroundingVars
+"""The grounding thresholds: ``enabled``, ``min_support``, ``max_uncited_words`` (the model of
+``vars.safety.policy.grounding``, `cpo.personalization.settings.GroundingVars`)."""
 
 CITATION = re.compile(r"\[([A-Za-z0-9_.:\-]+)\]")
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -59,15 +61,6 @@ _PLACEHOLDERS = (
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Checked grounding settings."""
-
-    enabled: bool = True
-    min_support: float = 0.5
-    max_uncited_words: int = 2
-
-
-@dataclass(frozen=True)
 class Sentence:
     """One sentence of a body: its text without citation markers, and the ids it cites."""
 
@@ -86,33 +79,13 @@ class Verdict:
 
 
 def resolve(settings: Mapping[str, Any] | None) -> Settings:
-    """Check ``vars.safety.policy.grounding``, naming the key that is wrong.
+    """``vars.safety.policy.grounding`` as `Settings` (its one model), defaults filled in.
 
     Raises:
-        ConfigurationError: An unknown key, or a value of the wrong type or range.
+        ConfigurationError: An unknown key, or a value of the wrong type or range, named under
+            ``vars.safety.policy.grounding``.
     """
-    settings = dict(settings or {})
-    refuse_unknown(settings, DEFAULTS, SETTINGS_KEY, "grounding")
-    merged = {**DEFAULTS, **settings}
-    support = merged["min_support"]
-    if isinstance(support, bool) or not isinstance(support, int | float) or not 0 <= support <= 1:
-        raise ConfigurationError(
-            f"must be a number from 0 to 1, got {support!r}",
-            path="cpo.yml",
-            key=f"{SETTINGS_KEY}.min_support",
-        )
-    words = merged["max_uncited_words"]
-    if isinstance(words, bool) or not isinstance(words, int) or words < 0:
-        raise ConfigurationError(
-            f"must be a non-negative integer, got {words!r}",
-            path="cpo.yml",
-            key=f"{SETTINGS_KEY}.max_uncited_words",
-        )
-    if not isinstance(merged["enabled"], bool):
-        raise ConfigurationError(
-            "must be true or false", path="cpo.yml", key=f"{SETTINGS_KEY}.enabled"
-        )
-    return Settings(merged["enabled"], float(support), words)
+    return grounding_settings(settings)
 
 
 def split_sentences(body: str) -> list[Sentence]:

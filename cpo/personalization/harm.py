@@ -19,7 +19,6 @@ from typing import Any
 
 from cpo.engine.compile import sql_literal
 from cpo.engine.macros import register_macro
-from cpo.errors import ConfigurationError
 from cpo.personalization.checks import Check, findings
 from cpo.providers.base import HARM_CATEGORIES, SafetyResult
 
@@ -86,38 +85,14 @@ def _approved_variant_ids(
 register_macro("approved_variant_ids", _approved_variant_ids)
 
 
-def validate_thresholds(thresholds: Mapping[str, Any]) -> dict[str, int]:
-    """Return a threshold for every harm category, defaulting to `DEFAULT_THRESHOLD`.
-
-    Raises:
-        ConfigurationError: A category is unknown or a threshold is not an integer from 0 to 7.
-    """
-    resolved = dict.fromkeys(HARM_CATEGORIES, DEFAULT_THRESHOLD)
-    for category, value in thresholds.items():
-        key = f"{THRESHOLDS_KEY}.{category}"
-        if category not in HARM_CATEGORIES:
-            raise ConfigurationError(
-                f"unknown harm category {category!r}; use one of {', '.join(HARM_CATEGORIES)}",
-                path="cpo.yml",
-                key=key,
-            )
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 7:
-            raise ConfigurationError(
-                f"threshold must be an integer from 0 to 7 (a severity at or above it blocks), "
-                f"got {value!r}",
-                path="cpo.yml",
-                key=key,
-            )
-        resolved[category] = value
-    return resolved
-
-
 def harm_checks(result: SafetyResult, thresholds: Mapping[str, int]) -> list[Check]:
     """One ``harm:<Category>`` check per category, plus the ``blocklist`` check.
 
-    A category missing from the result fails (fail-closed: unscreened is not safe).
+    `thresholds` are ``vars.safety.thresholds`` as checked by their model (`SafetyVars`); a
+    category without one takes `DEFAULT_THRESHOLD`. A category missing from the result fails
+    (fail-closed: unscreened is not safe).
     """
-    resolved = validate_thresholds(thresholds)
+    resolved = {c: thresholds.get(c, DEFAULT_THRESHOLD) for c in HARM_CATEGORIES}
     checks = []
     for category in HARM_CATEGORIES:
         name = f"{HARM_PREFIX}{category}"

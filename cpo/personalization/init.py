@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 
 from cpo.errors import ConfigurationError, ModelError
+from cpo.personalization.roles import NUMERIC_ROLES, ROLES
 
-# role -> (name patterns, expression template, needs numeric); first match wins, in role order.
+# role -> (name pattern, expression template); first match wins, in role order (`ROLES`).
 _PATTERNS: dict[str, list[tuple[str, str]]] = {
     "customer_id": [(r"^(customer_?id|cust_?id|client_?id|user_?id|id)$", "{c}")],
     "first_name": [(r"^(first_?name|given_?name|firstname|forename)$", "{c}")],
@@ -47,16 +48,6 @@ _PATTERNS: dict[str, list[tuple[str, str]]] = {
     "approved_at": [(r"^(approved_?(at|on|date))$", "{c}")],
     "expires_at": [(r"^(expires?_?(at|on|date)|valid_?until)$", "{c}")],
 }
-_NUMERIC_ROLES = {
-    "age",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "avg_order_value",
-    "open_rate",
-    "click_rate",
-    "last_engagement_days",
-}
 _NUMERIC_TYPE = re.compile(r"INT|DOUBLE|FLOAT|DECIMAL|REAL|NUMERIC", re.IGNORECASE)
 
 
@@ -69,8 +60,6 @@ def guess_roles(
         (mapping, attributes, notes): the guessed mapping, the remaining columns as attributes,
         and one note per guess saying why.
     """
-    from cpo.personalization.sources import ROLES
-
     mapping: dict[str, str] = {}
     notes: list[str] = []
     used: set[str] = set()
@@ -87,7 +76,7 @@ def guess_roles(
             if hit is None:
                 continue
             column, kind = hit
-            if role in _NUMERIC_ROLES and not _NUMERIC_TYPE.search(kind):
+            if role in NUMERIC_ROLES and not _NUMERIC_TYPE.search(kind):
                 notes.append(f"{column} looks like {role} but is {kind.lower()}: check it")
             column_sql = column if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", column) else f'"{column}"'
             mapping[role] = template.format(c=column_sql)

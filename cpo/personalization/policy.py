@@ -59,9 +59,9 @@ from cpo.personalization.harm import (
     harm_checks,
     is_blocked,
     unscreened,
-    validate_thresholds,
 )
 from cpo.personalization.injection import INJECTION_PATTERNS, find_injection, injection_check
+from cpo.personalization.settings import PolicyVars
 from cpo.providers.base import SafetyResult
 
 __all__ = [
@@ -104,7 +104,6 @@ __all__ = [
     "screen",
     "strip_markup",
     "supports_scarcity",
-    "validate_thresholds",
 ]
 
 
@@ -117,7 +116,7 @@ def screen(
     cited_texts: Mapping[str, str],
     safety_result: SafetyResult | None,
     thresholds: Mapping[str, int],
-    policy: Mapping[str, Any],
+    policy: Mapping[str, Any] | PolicyVars,
     footer: str = "",
     written_by_person: bool = False,
 ) -> list[Check]:

@@ -122,6 +122,7 @@ class PromptRenderer:
         self.prompts_dir = Path(prompts_dir)
         self.merge_tags = tuple(merge_tags)
         loader = jinja2.FileSystemLoader(str(self.prompts_dir), encoding="utf-8")
+        self._loader = loader
         self._env = _environment(loader, self.merge_tags)
 
     def render(self, name: str, /, **variables: Any) -> str:
@@ -145,7 +146,7 @@ class PromptRenderer:
             ModelError: The template does not exist.
         """
         try:
-            text, _, _ = self._env.loader.get_source(self._env, name)  # type: ignore[union-attr]
+            text, _, _ = self._loader.get_source(self._env, name)
         except jinja2.TemplateNotFound as e:
             raise _model_error(e, self._display(name), self.prompts_dir) from e
         return text

@@ -24,6 +24,7 @@ from sqlglot import exp
 
 from cpo.engine.settings import SqlExpression
 from cpo.errors import ConfigurationError
+from cpo.personalization.roles import CUSTOMER_ATTRIBUTE_ROLES, CUSTOMER_ROLE_TABLE
 
 _SLUG = r"^[a-z][a-z0-9_]*$"
 # Which role(s) a feature column needs, to say what to map when a rule uses a missing one.
@@ -183,9 +184,9 @@ def parse_condition(text: str, *, what: str, key: str, config: Any) -> exp.Expre
     except sqlglot.errors.ParseError as e:
         detail = str(e).splitlines()[0][:200]
         raise _error(config, key, f"{what}: cannot parse {text!r}: {detail}") from None
-    if len(parsed) != 1 or parsed[0] is None:
+    tree = parsed[0] if len(parsed) == 1 else None
+    if not isinstance(tree, exp.Expression):  # None, or several statements
         raise _error(config, key, f"{what}: {text!r} must be a single SQL expression")
-    tree = parsed[0]
     if isinstance(tree, exp.Query | exp.Command | exp.DDL | exp.DML) or tree.find(exp.Query):
         raise _error(
             config, key, f"{what}: {text!r} must be an expression, not a query or statement"
@@ -212,30 +213,13 @@ def _unknown_columns(tree: exp.Expression, available: list[str]) -> list[str]:
 
 
 def _missing_message(column: str, available: list[str]) -> str:
-    need = NEEDS.get(column, column if column in _ROLE_NAMES else None)
+    need = NEEDS.get(column, column if column in CUSTOMER_ATTRIBUTE_ROLES else None)
     hint = (
         f" ({column} needs the role {need}: map it under sources.customers.columns)"
         if need
         else " (add the file's column to sources.customers.attributes to use it)"
     )
     return f"unknown column {column}{hint}. Available: {', '.join(available)}"
-
-
-_ROLE_NAMES = {
-    "first_name",
-    "email",
-    "city",
-    "age",
-    "tier",
-    "signup_date",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "avg_order_value",
-    "open_rate",
-    "click_rate",
-    "last_engagement_days",
-}
 
 
 def segment_rules(config: Any, columns: list[str], boolean_columns: set[str]) -> dict[str, Any]:
@@ -377,7 +361,8 @@ def content_rules(config: Any) -> list[dict[str, str]]:
 
 
 def jinja_globals(config: Any) -> dict[str, Any]:
-    """The Jinja globals models use: ``sources``, ``segment_rules``, ``merge_tag_sql``..."""
+    """The Jinja globals models use: ``sources``, ``segment_rules``, ``merge_tag_sql``,
+    ``customer_role_types``..."""
     from cpo.personalization.sources import (
         SourceCatalog,
         customer_columns,
@@ -405,6 +390,8 @@ def jinja_globals(config: Any) -> dict[str, Any]:
         "merge_tag_columns": _as_model_error(tag_columns),
         "content_rules": _as_model_error(lambda: content_rules(config)),
         "feature_columns": _as_model_error(lambda: feature_columns(catalog["customers"])),
+        # role -> the type stg_customers casts it to (`cpo.personalization.roles`).
+        "customer_role_types": {name: r.type for name, r in CUSTOMER_ROLE_TABLE.items()},
     }
 
 

@@ -4,9 +4,9 @@
 One model per section: ``as_of_date``, ``retrieval``, ``generation`` and ``safety`` here;
 ``segmentation``, ``messages`` and ``content`` in `cpo.personalization.segmentation`;
 ``experiment`` in `cpo.experiments.settings`. Unknown keys and wrong values are errors naming the
-key path, its line and what is expected (`cpo.engine.settings.validate_settings`). Deeper rules that
-need more than one value (arms against tones, a metric's events) stay with the steps that use
-them (``udfs/_experiment_design.py``).
+key path, its line and what is expected (`cpo.engine.config_schema.validate_settings`). Deeper
+rules that need more than one value (arms against tones, a metric's events) stay with the steps
+that use them (``udfs/_experiment_design.py``).
 
 Each section is validated by one model only, shared with the steps that read it.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -27,6 +28,7 @@ from cpo.engine.settings import (
     PositiveInt,
     Section,
     unknown_key_error,
+    validate_model,
 )
 from cpo.personalization import harm
 from cpo.providers.base import HARM_CATEGORIES
@@ -72,7 +74,16 @@ def _harm_categories(value: Any) -> Any:
     return value
 
 
+def _regex(value: str) -> str:
+    try:
+        re.compile(value, re.IGNORECASE)
+    except re.error as e:
+        raise ValueError(f"is not a valid regular expression ({e})") from None
+    return value
+
+
 AsOfDate = Annotated[Any, AfterValidator(_date)]
+Regex = Annotated[str, AfterValidator(_regex)]
 
 
 # --- retrieval, generation, safety -------------------------------------------------------------
@@ -110,7 +121,7 @@ class PolicyVars(Section):
     """``vars.safety.policy`` (merged over `cpo.personalization.policy.DEFAULT_POLICY`)."""
 
     forbidden_phrases: list[str] | None = None
-    required_patterns: dict[str, str] | list[str] | None = None
+    required_patterns: dict[str, Regex] | list[Regex] | None = None
     subject_max_chars: NonNegativeInt | None = None
     body_min_words: NonNegativeInt | None = None
     body_max_words: NonNegativeInt | None = None
@@ -133,6 +144,34 @@ class SafetyVars(Section):
     )
     blocklists: dict[str, list[NonEmptyStr]] = Field(default_factory=dict)
     policy: PolicyVars = PolicyVars()
+
+    def resolved_thresholds(self) -> dict[str, int]:
+        """A threshold for every harm category (`harm.DEFAULT_THRESHOLD` where none is set)."""
+        return {c: self.thresholds.get(c, harm.DEFAULT_THRESHOLD) for c in HARM_CATEGORIES}
+
+
+SAFETY_KEY = "vars.safety"
+POLICY_KEY = "vars.safety.policy"
+GROUNDING_KEY = "vars.safety.policy.grounding"
+
+
+def safety_settings(values: Mapping[str, Any] | None) -> SafetyVars:
+    """``vars.safety`` as its model (the mapping a step reads was checked when cpo.yml loaded).
+
+    Raises:
+        ConfigurationError: a value given in Python is wrong, naming its key under vars.safety.
+    """
+    return validate_model(SafetyVars, values or {}, key=SAFETY_KEY)
+
+
+def policy_settings(values: Mapping[str, Any] | None) -> PolicyVars:
+    """``vars.safety.policy`` as its model (`safety_settings`, for the policy alone)."""
+    return validate_model(PolicyVars, values or {}, key=POLICY_KEY)
+
+
+def grounding_settings(values: Mapping[str, Any] | None) -> GroundingVars:
+    """``vars.safety.policy.grounding`` as its model (`safety_settings`, for grounding alone)."""
+    return validate_model(GroundingVars, values or {}, key=GROUNDING_KEY)
 
 
 # The sections of this package, declared by `cpo.personalization.plugin` (segmentation,

@@ -31,16 +31,18 @@ from pydantic import ValidationError
 from sqlglot import exp
 
 from cpo.errors import ConfigurationError, ModelError
-from cpo.personalization.sources_read import connection, describe, is_duckdb_spec, relation_of
-from cpo.personalization.sources_spec import (
-    CONFIG_FILE,
+from cpo.personalization.roles import (  # the one table of roles
     CONTENT_ROLES,
     CUSTOMER_ROLES,
-    DERIVED_COLUMNS,
-    IDENTIFIER,
     PII_ROLES,
     REQUIRED,
     ROLES,
+)
+from cpo.personalization.sources_read import connection, describe, is_duckdb_spec, relation_of
+from cpo.personalization.sources_spec import (
+    CONFIG_FILE,
+    DERIVED_COLUMNS,
+    IDENTIFIER,
     SourceSpec,
     SourcesSettings,
     SourceView,

@@ -14,38 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cpo.errors import ConfigurationError
+from cpo.personalization.roles import PII_ROLES, ROLES  # the one table of roles
 
 CONFIG_FILE = "cpo.yml"
 
-CUSTOMER_ROLES: dict[str, str] = {
-    "customer_id": "the customer key (required)",
-    "first_name": "given name (PII)",
-    "email": "email address (PII)",
-    "city": "home city",
-    "age": "age in years",
-    "tier": "loyalty tier or plan",
-    "signup_date": "date the customer joined",
-    "recency_days": "days since the last purchase",
-    "frequency": "purchases per year",
-    "monetary": "spend per year",
-    "avg_order_value": "average order value",
-    "open_rate": "share of emails opened, 0-1",
-    "click_rate": "share of emails clicked, 0-1",
-    "last_engagement_days": "days since the last open or click",
-}
-CONTENT_ROLES: dict[str, str] = {
-    "document_id": "the document key (required)",
-    "title": "document title (required)",
-    "body": "factual sentences (required)",
-    "category": "product, promotion, support, ...",
-    "audience": "who it is for: 'all', a tier, or a list such as 'gold, platinum'",
-    "keywords": "search keywords",
-    "approved_at": "approval date; empty = draft",
-    "expires_at": "last valid date; empty = no expiry",
-}
-ROLES = {"customers": CUSTOMER_ROLES, "content": CONTENT_ROLES}
-REQUIRED = {"customers": ("customer_id",), "content": ("document_id", "title", "body")}
-PII_ROLES = frozenset({"first_name", "email"})
 # Columns customer_features derives; an attribute may not take one of these names.
 DERIVED_COLUMNS = frozenset(
     {

@@ -38,6 +38,10 @@ ADMIN_KEY_VAR = "AZURE_SEARCH_ADMIN_KEY"
 QUERY_KEY_VAR = "AZURE_SEARCH_QUERY_KEY"
 VECTOR_PROFILE = "cpo-vector-profile"
 VECTOR_ALGORITHM = "cpo-hnsw"
+# The index's field types as the REST API spells them (every SDK version accepts the string;
+# the SDK's enum spellings changed between 11.x and 12.x).
+EDM_STRING = "Edm.String"
+EDM_VECTOR = "Collection(Edm.Single)"
 # Azure OpenAI embedding models take at most 8,192 tokens per input; this stays well below.
 MAX_EMBED_CHARS = 20_000
 
@@ -203,7 +207,8 @@ class AzureSearchProvider:
 
     def _with_vectors(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Hybrid mode: add each row's title+body vector (one embeddings call per batch)."""
-        if self.embedder is None:
+        field = self.settings.vector_field
+        if self.embedder is None or field is None:
             return rows
         texts = [_embedding_text(r["title"], r["body"]) for r in rows]
         # Kept across attempts: a retried index() (after a 429) does not pay for vectors twice.
@@ -212,7 +217,6 @@ class AzureSearchProvider:
             vectors, tokens = self._embed(missing)
             self.index_input_tokens += tokens
             self._vectors.update(zip(missing, vectors, strict=True))
-        field = self.settings.vector_field
         return [{**row, field: self._vectors[text]} for row, text in zip(rows, texts, strict=True)]
 
     def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
@@ -287,7 +291,6 @@ class AzureSearchProvider:
     def _definition(self) -> Any:
         from azure.search.documents.indexes.models import (
             SearchableField,
-            SearchFieldDataType,
             SearchIndex,
             SemanticConfiguration,
             SemanticField,
@@ -296,7 +299,7 @@ class AzureSearchProvider:
             SimpleField,
         )
 
-        text = SearchFieldDataType.String
+        text = EDM_STRING
         fields = [
             SimpleField(name="document_id", type=text, key=True, filterable=True),
             SearchableField(name="title"),
@@ -335,7 +338,6 @@ class AzureSearchProvider:
             HnswAlgorithmConfiguration,
             HnswParameters,
             SearchField,
-            SearchFieldDataType,
             VectorSearch,
             VectorSearchAlgorithmMetric,
             VectorSearchProfile,
@@ -343,7 +345,7 @@ class AzureSearchProvider:
 
         field = SearchField(
             name=self.settings.vector_field,
-            type=SearchFieldDataType.Collection(SearchFieldDataType.Single),
+            type=EDM_VECTOR,
             searchable=True,
             hidden=True,  # never returned: hits only need document_id
             vector_search_dimensions=self.settings.dimensions,

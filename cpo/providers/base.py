@@ -90,12 +90,13 @@ class CachedResult:
 
     def to_cache(self) -> dict[str, Any]:
         """The result as the cache's JSON."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        # A mixin: every subclass is a dataclass, which mypy cannot see on `self` here.
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_cache(cls, data: Any) -> Self:
         """The result back from `to_cache`'s JSON (tuples were stored as lists)."""
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # (as above)
         values = {k: tuple(v) if k in cls._tuples else v for k, v in data.items() if k in names}
         return cls(**values)
 
@@ -173,7 +174,9 @@ class SafetyResult(CachedResult):
     @classmethod
     def from_cache(cls, data: Any) -> Self:
         """The verdict back from the cache's JSON (always a plain `SafetyResult`)."""
-        return SafetyResult(data["severities"], tuple(data["blocklist_matches"]))  # type: ignore[return-value]
+        # Deliberately not `cls`: a subclass's verdict comes back as the plain base (docstring).
+        verdict = SafetyResult(data["severities"], tuple(data["blocklist_matches"]))
+        return verdict  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,7 @@ def register_provider(
         name: The provider's ``type`` in ``cpo.yml``.
         factory: Makes the provider from its settings and the environment.
         settings: The pydantic model of its settings (or ``"module:Model"``, imported when first
-            needed), validated with the rest of ``cpo.yml`` by `cpo.engine.settings`.
+            needed), validated with the rest of ``cpo.yml`` by `cpo.engine.config_schema`.
     """
     _REGISTRY[(kind, name)] = factory
     if settings is not None:

@@ -23,15 +23,18 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from cpo.adapters.duckdb import DUCKDB_VERSION, private_connection
+from cpo.engine.settings import Number, Section, validate_model
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.base import Document, Hit, RetrievalRequest, corpus_fingerprint
 
 EXTENSION_PACKAGE = "duckdb_extension_fts"
 EXTENSION_DIST = "duckdb-extension-fts"
-AUDIENCE_MODES = ("boost", "filter")
+PositiveNumber = Annotated[Number, Field(gt=0)]
 AUDIENCE_ALL = "all"
 _TABLE = "documents"
 _SETTINGS_KEY = "providers.retrieval"
@@ -187,26 +190,25 @@ class Bm25Retrieval:
         return score * self.audience_boost if matches else score
 
 
+class Bm25Settings(Section):
+    """``providers.retrieval`` of ``type: bm25`` (validated with the rest of ``cpo.yml``)."""
+
+    type: Literal["bm25"] = "bm25"
+    audience_mode: Literal["boost", "filter"] = "boost"
+    audience_boost: PositiveNumber = 1.5
+    k1: PositiveNumber = 1.2
+    b: Annotated[Number, Field(ge=0, le=1)] = 0.75
+    conjunctive: bool = False
+
+
 def make_bm25(settings: Mapping[str, Any], env: Mapping[str, str]) -> Bm25Retrieval:
     """Build the BM25 provider from its ``cpo.yml`` settings (the environment is not used).
 
     Raises:
         ConfigurationError: A setting is invalid, or the FTS extension is not installed.
     """
-    mode = str(settings.get("audience_mode", "boost"))
-    if mode not in AUDIENCE_MODES:
-        raise ConfigurationError(
-            f"audience_mode must be one of {', '.join(AUDIENCE_MODES)}, got {mode!r}",
-            path="cpo.yml",
-            key=f"{_SETTINGS_KEY}.audience_mode",
-        )
-    return Bm25Retrieval(
-        audience_mode=mode,
-        audience_boost=_positive(settings, "audience_boost", 1.5),
-        k1=_positive(settings, "k1", 1.2),
-        b=_fraction(settings, "b", 0.75),
-        conjunctive=_boolean(settings, "conjunctive", False),
-    )
+    checked = validate_model(Bm25Settings, settings, key=_SETTINGS_KEY)
+    return Bm25Retrieval(**checked.model_dump(exclude={"type"}))
 
 
 def _connect() -> Any:
@@ -219,43 +221,3 @@ def _connect() -> Any:
 def _audiences(audience: str) -> frozenset[str]:
     # An audience may list several values ("new, vip"); empty means everyone.
     return frozenset(a.strip().lower() for a in (audience or "").split(",") if a.strip())
-
-
-def _number(settings: Mapping[str, Any], name: str, default: float) -> float:
-    value = settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(
-            f"{name} must be a number, got {value!r}", path="cpo.yml", key=f"{_SETTINGS_KEY}.{name}"
-        )
-    return float(value)
-
-
-def _positive(settings: Mapping[str, Any], name: str, default: float) -> float:
-    value = _number(settings, name, default)
-    if value <= 0:
-        raise ConfigurationError(
-            f"{name} must be > 0, got {value}", path="cpo.yml", key=f"{_SETTINGS_KEY}.{name}"
-        )
-    return value
-
-
-def _fraction(settings: Mapping[str, Any], name: str, default: float) -> float:
-    value = _number(settings, name, default)
-    if not 0 <= value <= 1:
-        raise ConfigurationError(
-            f"{name} must be between 0 and 1, got {value}",
-            path="cpo.yml",
-            key=f"{_SETTINGS_KEY}.{name}",
-        )
-    return value
-
-
-def _boolean(settings: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = settings.get(name, default)
-    if not isinstance(value, bool):
-        raise ConfigurationError(
-            f"{name} must be true or false, got {value!r}",
-            path="cpo.yml",
-            key=f"{_SETTINGS_KEY}.{name}",
-        )
-    return value

@@ -33,7 +33,10 @@ BUILTINS = {
 }
 # Providers whose settings are a pydantic model, validated with the rest of cpo.yml.
 SETTINGS_MODELS = {
+    ("retrieval", "bm25"): "cpo.providers.bm25:Bm25Settings",
     ("safety", "llm_judge"): "cpo.providers.llm_judge:LlmJudgeSettings",
+    ("generation", "azure_openai"): "cpo.providers.openai_chat:ChatSettings",
+    ("generation", "openai"): "cpo.providers.openai_chat:ChatSettings",
 }
 # The offline provider that stands in for each kind when `plan` must not call a service.
 STAND_INS = {

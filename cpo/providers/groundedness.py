@@ -36,12 +36,12 @@ class OfflineGroundedness:
 
     def describe(self) -> dict[str, Any]:
         """Cache identity: the lexical thresholds."""
-        return {"provider": self.name, "model": self.model, **grounding.DEFAULTS}
+        return {"provider": self.name, "model": self.model, **grounding.Settings().model_dump()}
 
     def detect(self, request: GroundednessRequest) -> GroundednessResult:
         """Judge each sentence against the union of the sources."""
         sources = {str(i): s for i, s in enumerate(request.sources)}
-        verdicts = grounding.judge(request.text, sources, grounding.resolve({}), list(sources))
+        verdicts = grounding.judge(request.text, sources, grounding.Settings(), list(sources))
         bad = [v for v in verdicts if not v.supported]
         share = len(bad) / len(verdicts) if verdicts else 0.0
         return GroundednessResult(bool(bad), share, tuple(v.reason for v in bad))

@@ -201,7 +201,7 @@ def make_offline_composer(settings: Mapping[str, Any], env: Mapping[str, str]) -
 
 def split_sentences(text: str) -> list[str]:
     """Split text into sentences at terminal punctuation followed by a capital, and at lines."""
-    sentences = []
+    sentences: list[str] = []
     for line in text.splitlines():
         sentences.extend(s.strip() for s in _SENTENCE_END.split(line.strip()) if s.strip())
     return sentences

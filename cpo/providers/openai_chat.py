@@ -17,9 +17,12 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from cpo.errors import ConfigurationError, ProviderError
+from pydantic import Field
+
+from cpo.engine.settings import NonEmptyStr, Number, PositiveInt, Section, validate_model
+from cpo.errors import ProviderError
 from cpo.providers.answers import Answer, Problem, read_answer
 from cpo.providers.base import Document, GenerationRequest, GenerationResult
 from cpo.providers.credentials import (
@@ -34,6 +37,7 @@ from cpo.providers.credentials import (
 from cpo.providers.failures import http_failure, provider_error
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+SETTINGS_KEY = "providers.generation"
 DEFAULT_API_VERSIONS = {"chat": "2024-10-21", "responses": "2025-04-01-preview"}
 ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -55,42 +59,33 @@ JSON_SCHEMA, JSON_OBJECT, PLAIN = "json_schema", "json_object", "plain"
 FORMATS = (JSON_SCHEMA, JSON_OBJECT, PLAIN)
 
 
-@dataclass(frozen=True)
-class ChatSettings:
-    """The generation settings from ``cpo.yml`` that change answers or calls."""
+class ChatSettings(Section):
+    """``providers.generation`` of ``type: azure_openai`` or ``openai`` (validated with the rest
+    of ``cpo.yml``; the llm_judge builds one for its own chat provider)."""
 
-    api: str = "chat"
-    temperature: float | None = 0.7
-    max_tokens: int | None = 400
-    timeout_s: float = 30.0
+    type: Literal["azure_openai", "openai"] | None = None
+    api: Literal["chat", "responses"] = "chat"
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = 0.7
+    max_tokens: PositiveInt | None = 400
+    timeout_s: Annotated[Number, Field(gt=0)] = 30.0
     structured_output: bool = True
+    model: NonEmptyStr | None = None
+    """The model name (``openai``; default ``gpt-4o-mini``)."""
+    base_url: NonEmptyStr | None = None
+    """The server (``openai``; default ``OPENAI_BASE_URL``, else OpenAI's)."""
+    deployment: NonEmptyStr | None = None
+    """The deployment (``azure_openai``; default ``AZURE_OPENAI_DEPLOYMENT_NAME``)."""
+    api_version: NonEmptyStr | None = None
+    """The API version (``azure_openai``; default ``AZURE_OPENAI_API_VERSION``)."""
+    ca_bundle: NonEmptyStr | None = None
+    verify: bool | None = None
+    credential: Any = Field(default=None, alias="_credential")
+    """A token credential object (tests only; never in ``cpo.yml``)."""
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ChatSettings:
-        """Read and check the settings, naming the key that is wrong."""
-        api = str(settings.get("api", "chat"))
-        if api not in DEFAULT_API_VERSIONS:
-            raise ConfigurationError(
-                f"api must be 'chat' or 'responses', got {api!r}",
-                path="cpo.yml",
-                key="providers.generation.api",
-            )
-        try:
-            temperature = settings.get("temperature", 0.7)
-            max_tokens = settings.get("max_tokens", 400)
-            return cls(
-                api=api,
-                temperature=None if temperature is None else float(temperature),
-                max_tokens=None if max_tokens is None else int(max_tokens),
-                timeout_s=float(settings.get("timeout_s", 30.0)),
-                structured_output=bool(settings.get("structured_output", True)),
-            )
-        except (TypeError, ValueError) as e:
-            raise ConfigurationError(
-                f"temperature, max_tokens and timeout_s must be numbers: {e}",
-                path="cpo.yml",
-                key="providers.generation",
-            ) from None
+        """Check the settings, naming the key that is wrong (`validate_model`)."""
+        return validate_model(cls, settings, key=SETTINGS_KEY)
 
 
 @dataclass(frozen=True)
@@ -445,14 +440,9 @@ def azure_openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) ->
     """
     chat = ChatSettings.from_settings(settings)
     endpoint = endpoint_from_env(env, "AZURE_OPENAI_ENDPOINT", "azure_openai")
-    deployment = str(
-        settings.get("deployment")
-        or require_env(env, "AZURE_OPENAI_DEPLOYMENT_NAME", "azure_openai")
-    )
+    deployment = chat.deployment or require_env(env, "AZURE_OPENAI_DEPLOYMENT_NAME", "azure_openai")
     version = str(
-        settings.get("api_version")
-        or env.get("AZURE_OPENAI_API_VERSION")
-        or DEFAULT_API_VERSIONS[chat.api]
+        chat.api_version or env.get("AZURE_OPENAI_API_VERSION") or DEFAULT_API_VERSIONS[chat.api]
     )
     auth = resolve_auth(settings, env, ("AZURE_OPENAI_API_KEY",))
     check_token_transport(endpoint, auth, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
@@ -492,6 +482,7 @@ def _azure_auth_kwargs(auth: Auth) -> dict[str, Any]:
         return {"api_key": auth.key}
     from azure.identity import get_bearer_token_provider
 
+    assert auth.credential is not None, "an Auth holds a key or else a token credential"
     return {"azure_ad_token_provider": get_bearer_token_provider(auth.credential, COGNITIVE_SCOPE)}
 
 
@@ -515,8 +506,8 @@ def openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) -> OpenA
     key = resolve_secret(
         require_env(env, "OPENAI_API_KEY", "openai"), "OPENAI_API_KEY", settings, env
     )
-    base_url = str(settings.get("base_url") or env.get("OPENAI_BASE_URL") or "").rstrip("/")
-    model = str(settings.get("model") or "gpt-4o-mini")
+    base_url = (chat.base_url or env.get("OPENAI_BASE_URL") or "").rstrip("/")
+    model = chat.model or "gpt-4o-mini"
     import openai
 
     client = openai.OpenAI(

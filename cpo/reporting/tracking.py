@@ -21,7 +21,7 @@ from cpo.engine.plugins import hooks, merged
 from cpo.errors import ConfigurationError, CPOError
 
 if TYPE_CHECKING:
-    from cpo.engine.project import RunResult
+    from cpo.engine.results import RunResult
 
 INSTALL_HINT = "pip install 'cpo[tracking]'"
 DEFAULT_STORE = ".cpo/mlruns"

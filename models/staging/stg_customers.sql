@@ -49,8 +49,7 @@ select
 {%- if src.has('signup_date') %}
     try_cast("__role_signup_date" as date) as signup_date,
 {%- endif %}
-{%- for role in ['recency_days', 'frequency', 'monetary', 'avg_order_value', 'open_rate',
-                 'click_rate', 'last_engagement_days'] if src.has(role) %}
+{%- for role, type in customer_role_types.items() if type == 'double' and src.has(role) %}
     try_cast("__role_{{ role }}" as double) as {{ role }},
 {%- endfor %}
 {%- for attribute in src.attributes %}

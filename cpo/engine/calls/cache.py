@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sqlite3
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cpo.engine.calls.store import SharedConnection
 
 CACHE_SCHEMA = """
 create table if not exists cache (
@@ -26,26 +27,24 @@ class ResponseCache:
     """Cached provider answers (safe to use from several threads).
 
     Args:
-        con: The call store's SQLite connection.
-        lock: The lock that serialises every use of `con`.
+        db: The call store's connection.
     """
 
-    def __init__(self, con: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._con = con
-        self._lock = lock
-        with lock:
+    def __init__(self, db: SharedConnection) -> None:
+        self._db = db
+        with db.use() as con:
             con.executescript(CACHE_SCHEMA)
 
     def get(self, key: str) -> Any | None:
         """The cached JSON value for a key, or None."""
-        with self._lock:
-            row = self._con.execute("select value from cache where key = ?", (key,)).fetchone()
+        with self._db.use() as con:
+            row = con.execute("select value from cache where key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, provider: str, model: str, value: Any) -> None:
         """Store a value at once (so a killed build keeps what it paid for)."""
-        with self._lock:
-            self._con.execute(
+        with self._db.use() as con:
+            con.execute(
                 "insert or replace into cache values (?, ?, ?, ?, ?)",
                 (key, provider, model, json.dumps(value), now()),
             )

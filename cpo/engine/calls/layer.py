@@ -21,7 +21,7 @@ from cpo.engine.calls.limits import AdaptiveLimit, Breaker, RateLimiter, counts_
 from cpo.engine.calls.retry import is_retryable, retry_call
 from cpo.engine.calls.store import CallStore
 from cpo.engine.config import Price
-from cpo.engine.settings import CallsSettings
+from cpo.engine.config_schema import CallsSettings
 from cpo.errors import BudgetExceededError, ConfigurationError, CPOError, ModelError, ProviderError
 from cpo.providers.base import ProviderKind, kind_for_method
 

@@ -7,10 +7,11 @@ copies it into the built database as ``provider_calls``, with ``llm_calls`` as a
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cpo.engine.calls.store import SharedConnection
 
 LEDGER_TABLE = "provider_calls"
 LEDGER_VIEW = "llm_calls"
@@ -48,14 +49,12 @@ class CallLedger:
     to ``provider_calls`` on open, keeping its history.
 
     Args:
-        con: The call store's SQLite connection.
-        lock: The lock that serialises every use of `con`.
+        db: The call store's connection.
     """
 
-    def __init__(self, con: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._con = con
-        self._lock = lock
-        with lock:
+    def __init__(self, db: SharedConnection) -> None:
+        self._db = db
+        with db.use() as con:
             kinds = dict(
                 con.execute(
                     "select name, type from sqlite_master where name in (?, ?)",
@@ -68,15 +67,15 @@ class CallLedger:
 
     def record(self, row: Mapping[str, Any]) -> None:
         """Append one row (columns missing from `row` are NULL)."""
-        with self._lock:
-            self._con.execute(
+        with self._db.use() as con:
+            con.execute(
                 f"insert into {LEDGER_TABLE} values ({', '.join('?' * len(LEDGER_COLUMNS))})",
                 tuple(row.get(c) for c in LEDGER_COLUMNS),
             )
 
     def rows(self) -> list[tuple[Any, ...]]:
         """Every row, oldest first, in `LEDGER_COLUMNS` order."""
-        with self._lock:
-            return self._con.execute(
+        with self._db.use() as con:
+            return con.execute(
                 f"select {', '.join(LEDGER_COLUMNS)} from {LEDGER_TABLE} order by rowid"
             ).fetchall()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from cpo.engine.settings import CallsSettings
+from cpo.engine.config_schema import CallsSettings
 from cpo.errors import ProviderError
 
 T = TypeVar("T")
@@ -98,4 +98,4 @@ def retry_call(
         return attempt(number)
 
     result: Any = retrying(once)
-    return result  # type: ignore[no-any-return]
+    return result

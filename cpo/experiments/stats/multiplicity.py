@@ -69,13 +69,13 @@ def adjust_pvalues(pvalues: Sequence[float | None], method: str = "holm") -> lis
         raise ConfigurationError(
             f"p-value adjustment method must be 'holm' or 'bh', got {method!r}"
         )
-    valid = [i for i, p in enumerate(pvalues) if p is not None and not math.isnan(p)]
+    valid = {i: p for i, p in enumerate(pvalues) if p is not None and not math.isnan(p)}
     out: list[float | None] = list(pvalues)
     m = len(valid)
     if m == 0:
         return out
-    order = sorted(valid, key=lambda i: pvalues[i])  # type: ignore[arg-type, return-value]
-    ps = np.array([pvalues[i] for i in order], dtype=float)
+    order = sorted(valid, key=valid.__getitem__)
+    ps = np.array([valid[i] for i in order], dtype=float)
     ranks = np.arange(1, m + 1)
     if method == "holm":
         adjusted = np.maximum.accumulate(np.minimum(1.0, (m - ranks + 1) * ps))

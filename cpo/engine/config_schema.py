@@ -1,0 +1,295 @@
+"""The schema of ``cpo.yml``: the engine's own keys as pydantic models, and the validation of
+the whole file (``--vars`` merged into ``vars``) section by section.
+
+`validate_settings` is the one entry point (`cpo.engine.config` calls it); ``vars`` sections are
+checked against the schemas registered in `cpo.engine.settings`, and every error is turned into
+one `ConfigurationError` by `cpo.engine.settings_errors`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from cpo.engine.settings import (
+    MemorySize,
+    NonEmptyStr,
+    NonNegativeNumber,
+    PositiveInt,
+    Section,
+    SqlExpression,
+    custom_error,
+    unknown_key_error,
+    vars_sections,
+)
+from cpo.engine.settings_errors import (
+    Origin,
+    configuration_error,
+    describe,
+    to_configuration_error,
+)
+from cpo.errors import ConfigurationError
+from cpo.providers.base import provider_kinds, provider_settings_model
+
+PROVIDER_KINDS = provider_kinds()
+"""The step kinds registered when this module loaded (`cpo.providers.base.register_kind`)."""
+SECRET_KEYS = ("api_key", "key", "password", "secret")
+_ADAPTERS: dict[str, tuple[Any, TypeAdapter[Any]]] = {}  # vars section -> (schema, its adapter)
+
+
+# --- the engine's own keys ---------------------------------------------------------------------
+
+
+class ProviderSettings(BaseModel):
+    """One provider of a target; its own settings are checked by the provider when it is built."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    type: NonEmptyStr
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key in SECRET_KEYS:
+                if key in data:
+                    raise PydanticCustomError(
+                        "secret",
+                        "{key}: secrets never go in cpo.yml; set them in the environment "
+                        "(see .env.example) or use a Key Vault reference",
+                        {"key": key},
+                    )
+            if "type" not in data:
+                raise custom_error("missing_type", "missing 'type' (the provider name)")
+        return data
+
+
+class TargetSettings(Section):
+    """Where a build writes and which provider serves each AI step."""
+
+    type: Literal["duckdb", "spark"] = "duckdb"
+    database: NonEmptyStr = "cpo.duckdb"
+    # DuckDB's memory_limit for builds (it spills to disk beyond it); None: DuckDB's default.
+    memory_limit: MemorySize | None = None
+    # Spark targets only (checked further by cpo.adapters.spark_settings).
+    master: NonEmptyStr | None = None
+    remote: NonEmptyStr | None = None
+    warehouse: NonEmptyStr | None = None
+    schema_: NonEmptyStr | None = Field(default=None, alias="schema")
+    catalog: NonEmptyStr | None = None
+    conf: dict[str, str | int | float | bool] | None = None
+    shuffle_partitions: PositiveInt | None = None
+    providers: dict[NonEmptyStr, ProviderSettings | list[ProviderSettings]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _known_kinds(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            kinds = list(provider_kinds())
+            for kind in value:
+                if kind not in kinds:
+                    raise unknown_key_error(kind, kinds)
+        return value
+
+    @model_validator(mode="after")
+    def _only_safety_is_layered(self) -> TargetSettings:
+        for kind, value in self.providers.items():
+            if isinstance(value, list) and kind != "safety":
+                raise custom_error(
+                    "layered",
+                    f"providers.{kind}: only safety may list several providers; give one mapping",
+                )
+            if isinstance(value, list) and not value:
+                raise custom_error("layered", "providers.safety: the list of providers is empty")
+        return self
+
+
+class CallsSettings(Section):
+    """Limits applied by the call layer around every provider call."""
+
+    concurrency: PositiveInt = 8
+    requests_per_minute: NonNegativeNumber = 0.0
+    tokens_per_minute: NonNegativeNumber = 0.0
+    max_attempts: PositiveInt = 6
+    backoff_initial_s: NonNegativeNumber = 0.5
+    backoff_max_s: NonNegativeNumber = 30.0
+    breaker_failures: PositiveInt = 5
+
+
+class BudgetSettings(Section):
+    """The cost cap of a build."""
+
+    max_cost_usd: NonNegativeNumber | None = None
+
+
+class PriceSettings(Section):
+    """List price of a model, per million tokens."""
+
+    input_per_1m: NonNegativeNumber = 0.0
+    output_per_1m: NonNegativeNumber = 0.0
+
+
+class PathsSettings(Section):
+    """Project folders, relative to the project root."""
+
+    models: NonEmptyStr = "models"
+    seeds: NonEmptyStr = "seeds"
+    udfs: NonEmptyStr = "udfs"
+    prompts: NonEmptyStr = "prompts"
+    data_tests: NonEmptyStr = "data_tests"
+    target: NonEmptyStr = "target"
+    logs: NonEmptyStr = "logs"
+
+
+class CacheSettings(Section):
+    """The provider-call cache (outside the built database)."""
+
+    path: NonEmptyStr = ".cpo/cache.sqlite"
+
+
+class LoggingSettings(Section):
+    """Logging: the environment variable holding the salt of hashed ids."""
+
+    salt_env: NonEmptyStr = "CPO_LOG_SALT"
+
+
+class TelemetryBlock(Section):
+    """Optional OpenTelemetry traces (see `cpo.engine.telemetry`)."""
+
+    enabled: bool = False
+    exporter: Literal["console", "otlp", "azure_monitor"] = "console"
+    service_name: NonEmptyStr = "cpo"
+
+
+_OFFLINE_TARGET: dict[str, TargetSettings | None] = {"offline": TargetSettings()}
+"""The targets of a ``cpo.yml`` that names none: ``offline``, with the defaults."""
+
+
+class CpoSettings(Section):
+    """The whole of ``cpo.yml``; ``vars`` is checked section by section (`validate_vars`)."""
+
+    name: NonEmptyStr | None = None
+    version: int | NonEmptyStr | None = None
+    target: NonEmptyStr | None = None
+    targets: dict[NonEmptyStr, TargetSettings | None] = Field(
+        default_factory=lambda: _OFFLINE_TARGET.copy(), min_length=1
+    )
+    paths: PathsSettings = PathsSettings()
+    seeds: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, Any] = Field(default_factory=dict)
+    calls: CallsSettings = CallsSettings()
+    budget: BudgetSettings = BudgetSettings()
+    prices: dict[str, PriceSettings] = Field(default_factory=dict)
+    cache: CacheSettings = CacheSettings()
+    logging: LoggingSettings = LoggingSettings()
+    telemetry: TelemetryBlock = TelemetryBlock()
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+def validate_settings(data: Any, origin: Origin) -> tuple[CpoSettings, dict[str, Any]]:
+    """Validate a whole ``cpo.yml`` mapping (with ``--vars`` already merged into ``vars``).
+
+    Returns:
+        The settings, and ``vars`` as a plain dict in which SQL-typed values are `SqlExpression`.
+
+    Raises:
+        ConfigurationError: the first problem, naming key path, line and what is expected.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(
+            f"expected a mapping of settings at the top level, got {describe(data)}",
+            path=origin.path,
+            line=1,
+        )
+    try:
+        settings = CpoSettings.model_validate(dict(data))
+    except ValidationError as e:
+        raise to_configuration_error(e, (), origin, dict(data)) from None
+    _validate_providers(settings, origin)
+    return settings, validate_vars(settings.vars, origin)
+
+
+def _validate_providers(settings: CpoSettings, origin: Origin) -> None:
+    """Check each provider's settings against its registered model (`register_provider`)."""
+    for name, target in settings.targets.items():
+        for kind, value in (target.providers if target else {}).items():
+            listed = isinstance(value, list)
+            for index, provider in enumerate(value if isinstance(value, list) else [value]):
+                raw = provider.model_dump()
+                model = provider_settings_model(kind, str(raw["type"]))
+                if model is None:
+                    continue
+                prefix = ("targets", name, "providers", kind, *((index,) if listed else ()))
+                try:
+                    model.model_validate(raw)
+                except ValidationError as e:
+                    raise to_configuration_error(e, prefix, origin, raw) from None
+
+
+def validate_vars(values: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
+    """Validate every ``vars`` section against its registered schema.
+
+    Returns:
+        A copy of `values` in which every value typed `SqlExpression` is one.
+
+    Raises:
+        ConfigurationError: an unregistered section or an invalid value.
+    """
+    sections = vars_sections()
+    result = dict(values)
+    for name, value in values.items():
+        if name not in sections:
+            close = difflib.get_close_matches(str(name), list(sections), n=1, cutoff=0.8)
+            if isinstance(value, Mapping) or close:
+                # A section must be registered; a plain value (dbt-style ``min_age: 18``) may
+                # be the project's own, unless its name is a near-miss of a section's.
+                error = unknown_key_error(name, list(sections))
+                raise configuration_error(
+                    origin,
+                    ("vars", name),
+                    f"{error.message()}; a vars section needs a schema: a plugin's "
+                    "cpo_vars_sections hook, or register_vars_section(name, Model) in Python",
+                )
+            continue
+        schema, adapter = _ADAPTERS.get(name) or (None, None)
+        if adapter is None or schema is not sections[name]:
+            adapter = TypeAdapter(sections[name])
+            _ADAPTERS[name] = (sections[name], adapter)
+        try:
+            validated = adapter.validate_python(value, strict=True)
+        except ValidationError as e:
+            raise to_configuration_error(e, ("vars", name), origin, value) from None
+        result[name] = _with_sql_expressions(value, validated)
+    return result
+
+
+def _with_sql_expressions(raw: Any, validated: Any) -> Any:
+    """`raw` (as written) with the values that `validated` holds as `SqlExpression` marked."""
+    if isinstance(validated, SqlExpression):
+        return validated
+    if isinstance(validated, BaseModel) and isinstance(raw, Mapping):
+        fields = type(validated).model_fields
+        return {
+            k: _with_sql_expressions(v, getattr(validated, k)) if k in fields else v
+            for k, v in raw.items()
+        }
+    if isinstance(validated, Mapping) and isinstance(raw, Mapping):
+        return {k: _with_sql_expressions(v, validated.get(k)) for k, v in raw.items()}
+    if isinstance(validated, list | tuple) and isinstance(raw, list | tuple):
+        return [_with_sql_expressions(r, v) for r, v in zip(raw, validated, strict=False)]
+    return raw
