@@ -6,7 +6,8 @@
 --minimal: a Parquet file with only customer_id, recency_days, frequency and monetary (made by
 DuckDB, nothing per customer through Python), mapped in sources.customers; no name tags, rules
 without tenure, the experiment's CUPED covariate on monetary. Peak memory is the process's
-maximum RSS; DuckDB's share is capped by sources.memory_limit.
+maximum RSS; DuckDB's share is capped by the target's memory_limit (2GB, as in the sample's
+cpo.yml; --memory-limit sets another).
 
 Generates N customers (benchmarks/synth.py) into a scratch copy of the sample project, runs
 `build` with the offline providers, and reports total and per-node seconds, peak memory and
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,9 +43,11 @@ def run(
     select: list[str] | None = None,
     minimal: bool = False,
     memory_limit: str | None = None,
+    memory_by_node: bool = False,
 ) -> dict:
     """Build the sample project with `customers` synthetic customers; return the figures."""
     scratch = Path(tempfile.mkdtemp(prefix="cpo-bench-"))
+    sampler = RssSampler() if memory_by_node else None
     try:
         project_dir = copy_sample_project(scratch / "project")
         started = time.perf_counter()
@@ -54,7 +58,11 @@ def run(
         configure(project_dir, minimal=minimal, memory_limit=memory_limit)
         generate_s = time.perf_counter() - started
         project = Project.load(project_dir)
+        if sampler:
+            sampler.start()
         result = project.build(select=select)
+        if sampler:
+            sampler.stop()
         calls = project_calls(project_dir, result.invocation_id)
         failed = [r.name for r in result.results if r.failed]
         return {
@@ -75,12 +83,57 @@ def run(
             ),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "provider_calls": calls,
+            **({"peak_rss_mb_by_node": sampler.by_node()} if sampler else {}),
         }
     finally:
         if keep:
             print(f"kept {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+class RssSampler:
+    """The process's resident memory sampled every 50 ms, attributed to the running node."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[str, float] = {}
+        self.current = "(setup)"
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        from cpo.engine.execute import Runner
+
+        original = Runner._traced
+        sampler = self
+
+        def traced(runner: Runner, node: Any, run: Any) -> Any:
+            sampler.current = node.name
+            try:
+                return original(runner, node, run)
+            finally:
+                sampler.current = "(between nodes)"
+
+        Runner._traced = traced  # type: ignore[method-assign]  # benchmark instrumentation
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.05):
+            with open("/proc/self/status", encoding="ascii") as status:
+                kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+            node = self.current
+            self.peaks[node] = max(self.peaks.get(node, 0.0), kib / 1024)
+
+    def by_node(self) -> dict[str, float]:
+        """Peak MiB per node, largest first (nodes under 1 MiB of samples are left out)."""
+        ranked = sorted(self.peaks.items(), key=lambda kv: -kv[1])
+        return {name: round(mib, 1) for name, mib in ranked}
 
 
 def write_minimal(path: Path, customers: int) -> None:
@@ -101,6 +154,9 @@ def write_minimal(path: Path, customers: int) -> None:
     con.close()
 
 
+MINIMAL_MEMORY_LIMIT = "2GB"
+
+
 def configure(project_dir: Path, *, minimal: bool, memory_limit: str | None) -> None:
     """Point sources.customers at the generated file; don't load the customers seed twice."""
     import yaml
@@ -108,8 +164,13 @@ def configure(project_dir: Path, *, minimal: bool, memory_limit: str | None) -> 
     path = project_dir / "cpo.yml"
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     config["seeds"] = {"customers": {"enabled": False}}
+    target = config["targets"][config["target"]]
     if memory_limit:
-        config["sources"]["memory_limit"] = memory_limit
+        target["memory_limit"] = memory_limit
+    elif minimal:
+        # What a user with a 3 GB machine would write (README, "Your own customers"): DuckDB's
+        # share; the Python side (interpreter, libraries, steps) takes about 0.5 GB more.
+        target["memory_limit"] = MINIMAL_MEMORY_LIMIT
     if minimal:
         config["sources"]["customers"] = {
             "path": "data/customers.parquet",
@@ -160,7 +221,12 @@ def main() -> None:
         action="store_true",
         help="Parquet with only customer_id, recency_days, frequency, monetary",
     )
-    parser.add_argument("--memory-limit", help="sources.memory_limit for the build, e.g. 2GB")
+    parser.add_argument(
+        "--memory-by-node",
+        action="store_true",
+        help="sample resident memory every 50 ms and report the peak per node (Linux)",
+    )
+    parser.add_argument("--memory-limit", help="the target's memory_limit for the build, e.g. 2GB")
     parser.add_argument(
         "--target",
         choices=["duckdb", "spark"],
@@ -185,6 +251,7 @@ def main() -> None:
         select=args.select,
         minimal=args.minimal,
         memory_limit=args.memory_limit,
+        memory_by_node=args.memory_by_node,
     )
     print(json.dumps(figures))
 

@@ -266,15 +266,11 @@ def test_udfs_sibling_imports_work_and_leave_nothing_behind(tmp_path, mini_proje
     assert "_helpers" not in sys.modules and "scaled" not in sys.modules
 
 
-@pytest.mark.parametrize("place", ["target", "sources"])
-def test_memory_limit_is_a_target_setting_and_sources_memory_limit_still_works(mini_project, place):
+def test_memory_limit_is_a_target_setting(mini_project):
     config = (mini_project / "cpo.yml").read_text(encoding="utf-8")
-    if place == "target":
-        config = config.replace(
-            "    database: mini.duckdb\n", "    database: mini.duckdb\n    memory_limit: 300MB\n"
-        )
-    else:
-        config += "sources:\n  memory_limit: 300MB\n"
+    config = config.replace(
+        "    database: mini.duckdb\n", "    database: mini.duckdb\n    memory_limit: 300MB\n"
+    )
     (mini_project / "cpo.yml").write_text(config, encoding="utf-8")
     write(
         mini_project, "models/memory_setting.sql", "select current_setting('memory_limit') as m\n"
@@ -284,6 +280,16 @@ def test_memory_limit_is_a_target_setting_and_sources_memory_limit_still_works(m
         con.execute("set memory_limit = '300MB'")
         expected = con.execute("select current_setting('memory_limit')").fetchone()[0]
     assert table(mini_project, "select m from memory_setting") == [(expected,)]
+
+
+def test_sources_memory_limit_its_older_place_is_an_error_that_says_where_it_went(mini_project):
+    config = (mini_project / "cpo.yml").read_text(encoding="utf-8")
+    (mini_project / "cpo.yml").write_text(config + "sources:\n  memory_limit: 300MB\n")
+    with pytest.raises(ConfigurationError) as caught:
+        Project.load(mini_project)
+    message = str(caught.value)
+    assert message.startswith(f"cpo.yml:{len(config.splitlines()) + 2}: sources.memory_limit: ")
+    assert "'targets.<name>.memory_limit: 300MB'" in message
 
 
 def test_a_bad_memory_limit_names_the_key_and_line(mini_project):

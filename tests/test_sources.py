@@ -238,6 +238,52 @@ def test_init_guesses_a_block_and_says_what_it_guessed(tmp_path, capsys):
     assert "recency_days <- months_since_purchase (converted" in out
 
 
+def _init_block(out: str) -> dict:
+    return yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("#")))
+
+
+def test_init_reads_the_only_table_of_a_duckdb_file(tmp_path, capsys):
+    crm = tmp_path / "crm.duckdb"
+    with duckdb.connect(str(crm)) as con:
+        con.execute(
+            "create table clients as select 'c1' as client_id, 3 as months_since_purchase, "
+            "120.5 as spend_last_year, 'north' as area"
+        )
+    assert main(["init", "--customers", str(crm)]) == 0
+    out = capsys.readouterr().out
+    assert "table clients: 4 columns" in out
+    block = _init_block(out)
+    customers = block["sources"]["customers"]
+    assert customers["table"] == "clients"
+    assert customers["columns"]["customer_id"] == "client_id"
+    assert customers["attributes"] == ["area"]
+    # The printed block is a valid source as it stands.
+    from cpo.personalization.sources import load_source
+
+    view = load_source(tmp_path, block["sources"], "customers")
+    assert view.has("customer_id", "recency_days", "monetary") and view.attributes == ["area"]
+
+
+def test_init_with_several_tables_asks_for_one_and_takes_table(tmp_path, capsys):
+    project = copy_sample_project(tmp_path / "p")
+    crm = tmp_path / "crm.duckdb"
+    _crm(crm, project, schema="sales")
+    assert main(["init", "--customers", str(crm)]) == 1
+    captured = capsys.readouterr()
+    error = captured.out + captured.err
+    assert "has 2 tables: orders, sales.customers; choose one with --table NAME" in error
+    assert "Traceback" not in error
+    assert main(["init", "--customers", str(crm), "--table", "clients"]) == 1
+    assert "has no table 'clients'; its tables are: orders, sales.customers" in (
+        capsys.readouterr().err
+    )
+    assert main(["init", "--customers", str(crm), "--table", "sales.customers"]) == 0
+    customers = _init_block(capsys.readouterr().out)["sources"]["customers"]
+    assert customers["table"] == "sales.customers"
+    assert customers["columns"]["customer_id"] == "customer_id"
+    assert customers["columns"]["first_name"] == "first_name"
+
+
 def test_missing_name_never_leaves_a_dangling_word(tmp_path):
     project = copy_sample_project(tmp_path / "p")
     rows = (project / CUSTOMERS).read_text(encoding="utf-8").splitlines()
@@ -350,3 +396,55 @@ def test_the_projects_own_database_is_refused(built, capsys):
     assert code == 1 and "Traceback" not in output
     assert "sources.customers.path" in output and "this project's own database" in output
     assert file_hash(built / "cpo.duckdb") == before
+
+
+def test_content_with_other_columns_rules_from_cpo_yml_and_audience_lists(tmp_path):
+    """sources.content maps another file's columns; vars.content.rules decides what a valid
+    document says (a promotion without its deadline fails, naming the rule); an audience may
+    list several values."""
+    project = copy_sample_project(tmp_path / "p")
+    write_csv(
+        project / "data" / "docs.csv",
+        "doc_id,headline,text,kind,who\n"
+        'D1,Boots,The boot costs $10.,product,"Gold, Platinum"\n'
+        "D2,Sale,Take 20% off all boots.,promotion,all\n"
+        "D3,Ends,Take 10% off. Offer ends 2027-01-31.,promotion,all\n"
+        "D4,Help,Write to us any time.,support,all\n",
+    )
+
+    def change(config):
+        config["sources"]["content"] = {
+            "path": "data/docs.csv",
+            "columns": {
+                "document_id": "doc_id",
+                "title": "headline",
+                "body": "text",
+                "category": "kind",
+                "audience": "who",
+            },
+        }
+        config["vars"]["content"]["rules"].append(
+            {"name": "support_gives_address", "category": "support", "must_match": "@"}
+        )
+
+    edit(project, change)
+    run = Project.load(project).build(select=["stg_content"])
+    results = {r.name: r for r in run.results}
+    assert results["stg_content"].status == "success"
+    rules = results["content_follows_rules"]
+    assert rules.failed and rules.rows == 2
+    assert "promotion_states_deadline" in rules.message and "D2" in rules.message
+    assert "support_gives_address" in rules.message and "D4" in rules.message
+    assert not any(r.status == "warn" for r in run.results), [
+        (r.name, r.message) for r in run.results if r.status == "warn"
+    ]
+    # Fixed as the messages say, the build succeeds; the list audience is normalised.
+    write_csv(
+        project / "data" / "docs.csv",
+        "doc_id,headline,text,kind,who\n"
+        'D1,Boots,The boot costs $10.,product,"Gold, Platinum"\n'
+        "D4,Help,Write to help@shop.example any time.,support,all\n",
+    )
+    assert Project.load(project).build(select=["stg_content"]).success
+    audiences = query(project, "select audience from stg_content where document_id = 'D1'")
+    assert audiences["audience"][0] == "gold, platinum"

@@ -64,13 +64,13 @@ ARM = "{name: friendly, weight: 0.25}"
         (
             "weight: 0.25}",
             "weight: 0}",
-            "cpo.yml:200: vars.experiment.arms: the weights add up to 0",
+            "cpo.yml:202: vars.experiment.arms: the weights add up to 0",
         ),
         # A quoted weight used to crash with TypeError (exit 2); the settings schema names it.
         (
             "weight: 0.25}",
             'weight: "0.25"}',
-            "cpo.yml:201: vars.experiment.arms[0].weight: expected a number",
+            "cpo.yml:203: vars.experiment.arms[0].weight: expected a number",
         ),
         # An arm that is not a tone used to build, sending every one of its customers the
         # fallback message.
@@ -78,7 +78,7 @@ ARM = "{name: friendly, weight: 0.25}"
         (
             ARM,
             "{name: urgent, weight: 0.25}",
-            "cpo.yml:200: vars.experiment.arms: each arm name must appear once",
+            "cpo.yml:202: vars.experiment.arms: each arm name must appear once",
         ),
         ("    salt: ", "    #salt: ", "vars.experiment.salt is not set"),
     ],

@@ -19,7 +19,6 @@ from cpo.engine.config_schema import (
     TargetSettings,
     validate_settings,
 )
-from cpo.engine.settings import memory_size
 from cpo.engine.settings_errors import Origin
 from cpo.engine.yamlfile import YamlDocument, read_yaml
 from cpo.errors import ConfigurationError
@@ -46,8 +45,7 @@ class Target:
     database: str
     providers: Mapping[str, Mapping[str, Any]]
     memory_limit: str | None = None
-    """DuckDB's ``memory_limit`` for builds (``targets.<name>.memory_limit``; the older place,
-    ``sources.memory_limit``, applies to every target that sets none)."""
+    """DuckDB's ``memory_limit`` for builds (``targets.<name>.memory_limit``)."""
 
 
 CallSettings = CallsSettings
@@ -133,13 +131,13 @@ def load_config(
         file_vars=file_vars if isinstance(file_vars, Mapping) else None,
     )
     settings, variables = validate_settings(data, origin)
-    default_limit = _legacy_memory_limit(settings.sources, doc)
+    _refuse_sources_memory_limit(settings.sources, doc)
     targets = {
         name: Target(
             name=name,
             database=spec.database,
             providers={k: _provider(k, v, doc, name) for k, v in spec.providers.items()},
-            memory_limit=spec.memory_limit or default_limit,
+            memory_limit=spec.memory_limit,
         )
         for name, spec in ((n, t or TargetSettings()) for n, t in settings.targets.items())
     }
@@ -246,12 +244,13 @@ def _provider(kind: str, spec: Any, doc: YamlDocument, target: str) -> dict[str,
     return dict(combined)
 
 
-def _legacy_memory_limit(sources: Mapping[str, Any], doc: YamlDocument) -> str | None:
-    """``sources.memory_limit``, the older place of ``targets.<name>.memory_limit``."""
+def _refuse_sources_memory_limit(sources: Mapping[str, Any], doc: YamlDocument) -> None:
+    """``sources.memory_limit``, the older place of ``targets.<name>.memory_limit``: an error."""
     value = sources.get("memory_limit")
-    if value is None:
-        return None
-    try:
-        return memory_size(value) if isinstance(value, str) else memory_size(repr(value))
-    except ValueError as e:
-        raise doc.error("sources.memory_limit", str(e)) from None
+    if value is not None:
+        raise doc.error(
+            "sources.memory_limit",
+            "DuckDB's memory limit is a target setting now: move it to "
+            f"'targets.<name>.memory_limit: {value}' (e.g. under targets.offline) and remove it "
+            "from sources",
+        )

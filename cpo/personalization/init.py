@@ -94,10 +94,15 @@ def guess_roles(
     return mapping, attributes, notes
 
 
-def guess_block(name: str, path: str, columns: list[tuple[str, str]]) -> str:
-    """A ``sources:`` block for `name` guessed from `columns` (YAML text)."""
+def guess_block(
+    name: str, path: str, columns: list[tuple[str, str]], table: str | None = None
+) -> str:
+    """A ``sources:`` block for `name` guessed from `columns` (YAML text); `table` of a DuckDB
+    file."""
     mapping, attributes, _ = guess_roles(name, columns)
-    lines = ["sources:", f"  {name}:", f"    path: {path}", "    columns:"]
+    lines = ["sources:", f"  {name}:", f"    path: {path}"]
+    lines += [f"    table: {table}"] if table else []
+    lines.append("    columns:")
     if not mapping:
         first = columns[0][0] if columns else "id"
         mapping = {"customer_id" if name == "customers" else "document_id": first}
@@ -110,39 +115,49 @@ def _yaml_value(text: str) -> str:
     return text if re.match(r"^[A-Za-z_][A-Za-z0-9_ *./+-]*$", text) else f"'{text}'"
 
 
-def init_text(path: str, *, name: str = "customers", root: Path | None = None) -> str:
-    """The starter block for a file and what was guessed, as text to print.
+def init_text(
+    path: str, *, name: str = "customers", root: Path | None = None, table: str | None = None
+) -> str:
+    """The starter block for a file (or a table of a DuckDB file) and what was guessed.
 
     Raises:
-        ConfigurationError: the file does not exist or cannot be read.
+        ConfigurationError: the file does not exist or cannot be read; a DuckDB file has
+            several tables and `table` is not one of them.
     """
-    from cpo.personalization.sources import _format_of, sql_string
+    from cpo.personalization.sources_read import describe_duckdb_table, format_of
+    from cpo.personalization.sources_spec import sql_string
 
     full = Path(path) if root is None or Path(path).is_absolute() else root / path
     if not full.is_file():
         raise ConfigurationError(f"{path!r} does not exist; pass the path of a file to map")
-    fmt = _format_of(str(full))
+    fmt = format_of(str(full))
     readers = {"csv": "read_csv", "parquet": "read_parquet", "json": "read_json_auto"}
-    if fmt not in readers:
+    if table is not None and fmt != "duckdb":
+        raise ConfigurationError(f"--table names a table of a DuckDB file; {path!r} is not one")
+    if fmt == "duckdb":
+        table, columns = describe_duckdb_table(full, path, table)
+    elif fmt not in readers:
         raise ConfigurationError(
-            f"cannot read {path!r}: expected a .csv, .parquet, .json or .jsonl file"
+            f"cannot read {path!r}: expected a .csv, .parquet, .json, .jsonl or .duckdb file"
         )
-    from cpo.adapters.duckdb import Database
+    else:
+        from cpo.adapters.duckdb import Database
 
-    con = Database(":memory:")
-    try:
-        rows = con.execute(f"describe select * from {readers[fmt]}({sql_string(str(full))})")
-        columns = [(str(r[0]), str(r[1])) for r in rows.fetchall()]
-    except ModelError as e:
-        raise ConfigurationError(f"cannot read {path!r}: {str(e).splitlines()[0]}") from None
-    finally:
-        con.close()
+        con = Database(":memory:")
+        try:
+            rows = con.execute(f"describe select * from {readers[fmt]}({sql_string(str(full))})")
+            columns = [(str(r[0]), str(r[1])) for r in rows.fetchall()]
+        except ModelError as e:
+            raise ConfigurationError(f"cannot read {path!r}: {str(e).splitlines()[0]}") from None
+        finally:
+            con.close()
     _, _, notes = guess_roles(name, columns)
-    block = guess_block(name, path, columns)
+    block = guess_block(name, path, columns, table)
     found = ", ".join(f"{c} ({t.lower()})" for c, t in columns)
+    shown = f"{path}, table {table}" if table else path
     guessed = "\n".join(f"#   {n}" for n in notes) or "#   nothing: map the roles by hand"
     return (
-        f"# {path}: {len(columns)} columns: {found}\n# Guessed:\n{guessed}\n"
+        f"# {shown}: {len(columns)} columns: {found}\n# Guessed:\n{guessed}\n"
         "# Check the guesses, then paste this into cpo.yml:\n"
         f"{block}\n"
     )

@@ -63,8 +63,11 @@ def cpo_cli_commands() -> list[CliCommand]:
 
 
 def _init_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--customers", help="the customers file (CSV, Parquet, JSON)")
-    parser.add_argument("--content", help="the content file (CSV, Parquet, JSON)")
+    parser.add_argument("--customers", help="the customers file (CSV, Parquet, JSON, DuckDB)")
+    parser.add_argument("--content", help="the content file (CSV, Parquet, JSON, DuckDB)")
+    parser.add_argument(
+        "--table", help="with a DuckDB file that holds several tables: the one to read"
+    )
 
 
 def _init(args: argparse.Namespace, console: Any) -> int:
@@ -75,7 +78,7 @@ def _init(args: argparse.Namespace, console: Any) -> int:
         raise UsageError("init needs --customers FILE (or --content FILE)")
     for name in ("customers", "content"):
         if getattr(args, name):
-            print(init_text(getattr(args, name), name=name))
+            print(init_text(getattr(args, name), name=name, table=args.table))
     return 0
 
 

@@ -332,6 +332,17 @@ def merge_tag_sql(config: Any, columns: list[str]) -> dict[str, str]:
     return result
 
 
+def merge_tag_columns(config: Any, columns: list[str]) -> list[str]:
+    """The ``stg_customers`` columns the merge tags read (so ``messages`` joins only if needed)."""
+    names = set()
+    for tag, spec in messages_settings(config).merge_tags.items():
+        sql = spec if isinstance(spec, str) else spec.sql
+        key = f"vars.messages.merge_tags.{tag}"
+        tree = parse_condition(sql, what=f"merge tag {tag!r}", key=key, config=config)
+        names |= {c.name.lower() for c in tree.find_all(exp.Column)}
+    return [c for c in columns if c.lower() in names]
+
+
 def content_rules(config: Any) -> list[dict[str, str]]:
     """``vars.content.rules`` validated: each regular expression compiles."""
     settings = _validated(ContentSettings, _vars(config).get("content"), "vars.content", config)
@@ -369,10 +380,14 @@ def jinja_globals(config: Any) -> dict[str, Any]:
     def tags() -> dict[str, str]:
         return merge_tag_sql(config, customer_columns(catalog["customers"]))
 
+    def tag_columns() -> list[str]:
+        return merge_tag_columns(config, customer_columns(catalog["customers"]))
+
     return {
         "sources": catalog,
         "segment_rules": _as_model_error(rules),
         "merge_tag_sql": _as_model_error(tags),
+        "merge_tag_columns": _as_model_error(tag_columns),
         "content_rules": _as_model_error(lambda: content_rules(config)),
         "feature_columns": _as_model_error(lambda: feature_columns(catalog["customers"])),
         # role -> the type stg_customers casts it to (`cpo.personalization.roles`).

@@ -43,12 +43,17 @@ variant_tags as (
     from variant_copy
 ),
 
+{#- stg_customers is joined only when a tag reads more than customer_id: at 10,000,000 customers
+    that join is the largest part of this model's memory. #}
+{%- set customer_columns = merge_tag_columns() | reject('equalto', 'customer_id') | list %}
 rendered_0 as (
     select a.customer_id, a.experiment_id, a.arm, a.variant_id, a.segment_id,
-           v.*  exclude (variant_id), c.* exclude (customer_id)
+           v.*  exclude (variant_id){{ ', c.* exclude (customer_id)' if customer_columns }}
     from {{ ref('assignments') }} as a
     join variant_tags as v using (variant_id)
+    {%- if customer_columns %}
     join {{ ref('stg_customers') }} as c using (customer_id)
+    {%- endif %}
 ),
 {%- for tag, expression in tags.items() %}
 
