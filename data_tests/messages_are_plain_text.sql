@@ -10,6 +10,9 @@
   so it is flagged even where a message would put it mid-line: fail-closed.
 #}
 {%- set tags = merge_tag_sql() -%}
+{%- set needs_a_look -%}
+regexp_matches(regexp_replace(value, 'https?://', '', 'gi'), '[<>=@+|:(){}&;`\\]|[^\x00-\x7F]|^\s*-')
+{%- endset -%}
 with copy as (
     select v.variant_id, v.subject, v.body || chr(10) || chr(10) || f.footer as body
     from {{ ref('variants') }} as v
@@ -27,15 +30,13 @@ tag_values as (
 
 flagged_values as (
     -- Only characters that markup or a formula needs (after removing URL schemes), or any
-    -- non-ASCII character (look-alikes the normaliser folds), can make a value fail; CASE runs
-    -- the Python rules on those values only.
+    -- non-ASCII character (look-alikes the normaliser folds), can make a value fail. The plain
+    -- condition lets Spark filter before its Python UDFs run (it evaluates a UDF inside CASE on
+    -- every row); CASE keeps DuckDB from calling them on other rows whatever order it picks.
     select tag from tag_values
-    where case
-        when regexp_matches(regexp_replace(value, 'https?://', '', 'gi'),
-            '[<>=@+|:(){}&;`\\]|[^\x00-\x7F]|^\s*-')
-        then looks_like_markup(value) or looks_like_formula(value)
-        else false
-    end
+    where {{ needs_a_look }}
+      and case when {{ needs_a_look }}
+          then looks_like_markup(value) or looks_like_formula(value) else false end
 )
 
 select 'variant ' || variant_id as part, 1 as items
