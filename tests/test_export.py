@@ -83,9 +83,10 @@ def read_back(path: Path, fmt: str, partitioned: bool) -> tuple[int, int]:
 
 
 def all_tables(project: Path) -> list[str]:
+    """What a default export writes: every relation but the ``llm_calls`` compatibility view."""
     db = Database(project / "cpo.duckdb", read_only=True)
     try:
-        return sorted(db.relations())
+        return sorted(n for n in db.relations() if n != "llm_calls")
     finally:
         db.close()
 
@@ -122,6 +123,13 @@ def test_every_table_exports_to_parquet_with_the_database_row_counts(
     assert columns["email"] == {"name": "email", "type": "VARCHAR", "pii": "hashed"}
     assert columns["customer_id"]["pii"] is None
     assert not [p for p in parquet_export.out_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_the_ledger_is_exported_once_by_default(parquet_export) -> None:
+    """`provider_calls` is exported; `llm_calls`, a view over the same rows, only on request."""
+    names = {t.name for t in parquet_export.tables}
+    assert "provider_calls" in names
+    assert "llm_calls" not in names
 
 
 def test_star_schema_is_consistent(sample_build: Path) -> None:

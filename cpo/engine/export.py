@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cpo.adapters.duckdb import Database
+from cpo.engine.calls.ledger import LEDGER_TABLE, LEDGER_VIEW
 from cpo.engine.compile import quote
 from cpo.engine.compile import sql_literal as _literal
 from cpo.engine.logs import project_salt
@@ -140,7 +141,8 @@ def export_tables(
         manifest: ``target/manifest.json`` as loaded by `load_manifest` (for PII metadata).
         out_dir: Folder to write into (created if missing; other files in it are kept).
         fmt: ``parquet`` or ``csv``.
-        tables: Tables or views to export (default: every relation in the database).
+        tables: Tables or views to export (default: every relation in the database but the
+            ``llm_calls`` view, which repeats ``provider_calls``).
         partition_by: Column to partition by (Hive layout); tables without it get one file.
         include_pii: Export PII columns as they are.
         pii_mode: ``hash`` (salted SHA-256, first 16 hex digits) or ``drop`` the PII columns.
@@ -199,7 +201,7 @@ def _plan(
     pii_mode: str,
 ) -> list[_Plan]:
     relations = {n: k for n, k in db.relations().items() if not n.startswith("__")}
-    names = list(dict.fromkeys(tables)) if tables else sorted(relations)
+    names = list(dict.fromkeys(tables)) if tables else _default_names(relations)
     unknown = [n for n in names if n not in relations]
     if unknown:
         raise UsageError(
@@ -224,6 +226,12 @@ def _plan(
             f"--partition-by {partition_by!r}: none of the exported tables has that column"
         )
     return plans
+
+
+def _default_names(relations: Mapping[str, str]) -> list[str]:
+    """Every relation, less ``llm_calls`` where ``provider_calls`` is there: the former is a view
+    kept for old queries and holds the same rows (exported on request only)."""
+    return sorted(n for n in relations if not (n == LEDGER_VIEW and LEDGER_TABLE in relations))
 
 
 def _staging_folder(out_dir: Path) -> Path:
