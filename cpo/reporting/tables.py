@@ -21,7 +21,7 @@ SCREENINGS = "safety_screenings"
 VARIANTS = "variants"
 APPROVED_VARIANTS = "approved_variants"
 CONTENT = "stg_content"
-PROVIDER_CALLS = "llm_calls"
+PROVIDER_CALLS = "provider_calls"
 
 NOT_FUNNEL_STAGES = ("unsubscribe",)
 """Events that are no step towards a conversion (an opt-out): left out of the funnel."""

@@ -127,7 +127,7 @@ def database_metrics(database: Path, run_id: str) -> dict[str, float]:
     try:
         tables = db.relations()
         metrics: dict[str, float] = {}
-        if "llm_calls" in tables:
+        if "provider_calls" in tables:
             metrics.update(_call_metrics(db, run_id))
         if "approved_variants" in tables:
             metrics["approved_variants"] = db.count("approved_variants")
@@ -143,7 +143,7 @@ def _call_metrics(db: Any, run_id: str) -> dict[str, float]:
         "select count(*), count(*) filter (where cache_hit), coalesce(sum(cost_usd), 0),"
         " coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
         " count(*) filter (where status = 'error')"
-        " from llm_calls where run_id = ?",
+        " from provider_calls where run_id = ?",
         [run_id],
     )
     calls, hits, cost, tokens_in, tokens_out, errors = rows[0]
