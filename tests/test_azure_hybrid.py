@@ -186,8 +186,10 @@ def test_missing_embedding_variable_fails_before_any_request(emu: Emulator, var:
 
 
 def test_bad_dimensions_setting_names_the_key(emu: Emulator) -> None:
-    with pytest.raises(ConfigurationError, match="dimensions must be 1 to 4096"):
+    with pytest.raises(ConfigurationError, match=r"providers\.retrieval\.dimensions: expected an"):
         azure_search_factory({"mode": "hybrid", "dimensions": "lots"}, hybrid_env(emu))
+    with pytest.raises(ConfigurationError, match="expected an integer of at most 4096"):
+        azure_search_factory({"mode": "hybrid", "dimensions": 5000}, hybrid_env(emu))
 
 
 @pytest.mark.parametrize("step", ["index", "search"])

@@ -353,7 +353,7 @@ def test_search_configuration_errors_before_any_request(emu: Emulator) -> None:
         del env[var]
         with pytest.raises(ConfigurationError, match=var):
             azure_search_factory({}, env)
-    with pytest.raises(ConfigurationError, match="mode must be"):
+    with pytest.raises(ConfigurationError, match=r"providers\.retrieval\.mode: expected one of"):
         azure_search_factory({"mode": "vector-only"}, search_env(emu))
     assert emu.requests == []
 

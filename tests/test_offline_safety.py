@@ -168,7 +168,7 @@ def test_custom_lexicon_file_and_profanity_switch(tmp_path):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"profanity_model": "yes"}, "profanity_model must be true or false"),
+        ({"profanity_model": "yes"}, "profanity_model: expected true or false"),
         ({"lexicon": "/nonexistent/lexicon.yml"}, "cannot read lexicon file"),
     ],
 )

@@ -1,10 +1,11 @@
 """One settings model per block, no second validator (issue 13, point 2).
 
-``vars.safety`` (thresholds, the copy policy, grounding), ``providers.retrieval`` of the BM25
-provider and ``providers.generation`` of the OpenAI providers are checked by their pydantic model
-when ``cpo.yml`` loads: a bad value exits 1 naming the key path, its line and what is expected,
-before any node runs; the steps and providers read the checked values and check nothing again.
-The roles of a source are one table (`cpo.personalization.roles`).
+``vars.safety`` (thresholds, the copy policy, grounding) and the settings of every built-in
+provider (``providers.<kind>``: BM25, Azure AI Search, the OpenAI providers, the safety and
+groundedness providers) are checked by their pydantic model when ``cpo.yml`` loads: a bad value
+exits 1 naming the key path, its line and what is expected, before any node runs; the steps and
+providers read the checked values and check nothing again. The roles of a source are one table
+(`cpo.personalization.roles`).
 """
 
 from __future__ import annotations
@@ -167,3 +168,51 @@ def test_one_role_table_read_by_sources_init_segments_and_staging() -> None:
     sql = (ROOT / "models/staging/stg_customers.sql").read_text(encoding="utf-8")
     assert "customer_role_types" in sql and "'click_rate'" not in sql
     assert not re.search(r"_NUMERIC_ROLES|_ROLE_NAMES", Path(init.__file__).read_text())
+
+
+def test_every_builtin_provider_registers_a_settings_model() -> None:
+    # So cpo.yml is checked for every one of them when it loads, before any node runs.
+    from cpo.providers.builtin import BUILTINS
+
+    missing = [key for key in BUILTINS if provider_settings_model(*key) is None]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("factory", "settings", "key"),
+    [
+        ("azure_search:azure_search_factory", {"mdoe": "hybrid"}, "providers.retrieval.mdoe"),
+        ("azure_search:azure_search_factory", {"batch_size": 0}, "providers.retrieval.batch_size"),
+        (
+            "azure_content_safety:azure_content_safety_factory",
+            {"prompt_shields": 1},
+            "providers.safety.prompt_shields",
+        ),
+        ("groundedness:azure_groundedness_factory", {"domain": "x"}, "providers.groundedness"),
+        ("groundedness:offline_groundedness_factory", {"domain": "x"}, "providers.groundedness"),
+        ("offline_safety:make_offline_safety", {"lexicons": "x"}, "providers.safety.lexicons"),
+        ("offline_composer:make_offline_composer", {"model": "x"}, "providers.generation.model"),
+        ("layered_safety:make_layered_safety", {"providers": "x"}, "providers.safety.providers"),
+    ],
+)
+def test_python_callers_of_every_factory_get_the_model_s_errors(
+    factory: str, settings: dict, key: str
+) -> None:
+    # Checked before the environment is read: no endpoint or key is needed to see the error.
+    import importlib
+
+    from cpo.errors import ConfigurationError
+
+    module, _, name = factory.partition(":")
+    make = getattr(importlib.import_module(f"cpo.providers.{module}"), name)
+    with pytest.raises(ConfigurationError) as info:
+        make(settings, {})
+    assert info.value.key is not None and info.value.key.startswith(key), info.value
+
+
+def test_the_providers_read_their_model_and_parse_no_settings_by_hand() -> None:
+    names = ("azure_search", "azure_embeddings", "azure_content_safety", "groundedness")
+    names += ("offline_safety", "offline_composer", "layered_safety", "credentials")
+    for name in names:
+        source = (ROOT / "cpo" / "providers" / f"{name}.py").read_text(encoding="utf-8")
+        assert "settings.get(" not in source and 'settings["' not in source, name

@@ -330,3 +330,205 @@ def test_failed_vars_validation_keeps_the_database(built_mini: Path, cli):
     assert result.code == 1
     assert "--vars: vars.safety.topk: unknown key 'topk'" in result.err
     assert file_hash(database) == before
+
+
+# -- every built-in provider's settings are one model, checked when cpo.yml loads --------------
+
+
+def provider_error(tmp_path: Path, kind: str, settings: str) -> str:
+    """The error of a cpo.yml whose only target gives `settings` (flow YAML) for `kind`."""
+    text = f"name: p\ntargets:\n  dev:\n    providers:\n      {kind}: {settings}\n"
+    (tmp_path / "cpo.yml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(tmp_path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "expected"),
+    [
+        (
+            "retrieval",
+            "{type: azure_search, mdoe: hybrid}",
+            "retrieval.mdoe: unknown key 'mdoe' (did you mean 'mode'?)",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, mode: hybrid, embeding_batch_size: 16}",
+            "retrieval.embeding_batch_size: unknown key 'embeding_batch_size' (did you mean "
+            "'embedding_batch_size'?)",
+        ),
+        (
+            "safety",
+            "{type: azure_content_safety, prompt_shield: false}",
+            "safety.prompt_shield: unknown key 'prompt_shield' (did you mean 'prompt_shields'?)",
+        ),
+        (
+            "groundedness",
+            "{type: azure_content_safety, domian: Medical}",
+            "groundedness.domian: unknown key 'domian' (did you mean 'domain'?)",
+        ),
+        (
+            "groundedness",
+            "{type: offline, tpye: lexical}",
+            "groundedness.tpye: unknown key 'tpye' (did you mean 'type'?); expected one of: type",
+        ),
+        (
+            "safety",
+            "{type: offline, profanity: false}",
+            "safety.profanity: unknown key 'profanity' (did you mean 'profanity_model'?)",
+        ),
+        (
+            "generation",
+            "{type: offline, tempreature: 0.2}",
+            "generation.tempreature: unknown key 'tempreature'; expected one of: type",
+        ),
+        (
+            "safety",
+            "{type: layered, provider: [{type: offline}], providers: [{type: offline}]}",
+            "safety.provider: unknown key 'provider' (did you mean 'providers'?)",
+        ),
+        (
+            "safety",
+            "{type: layered, providers: [{type: offline, lexicon_path: x.yml}]}",
+            "safety.providers[0].lexicon_path: unknown key 'lexicon_path' (did you mean "
+            "'lexicon'?)",
+        ),
+        (
+            "safety",
+            "[{type: offline}, {type: azure_content_safety, halt_on_blocklist: true}]",
+            "safety[1].halt_on_blocklist: unknown key 'halt_on_blocklist' (did you mean "
+            "'halt_on_blocklist_hit'?)",
+        ),
+        # The shared connection keys (TLS) are one model, reused by the chat providers.
+        (
+            "generation",
+            "{type: openai, verfy: false}",
+            "generation.verfy: unknown key 'verfy' (did you mean 'verify'?)",
+        ),
+    ],
+)
+def test_an_unknown_provider_key_names_its_path_line_and_the_key_meant(
+    tmp_path, kind, settings, expected
+):
+    message = provider_error(tmp_path, kind, settings)
+    assert message.startswith("cpo.yml:5: targets.dev.providers."), message
+    assert expected in message, message
+    assert "_credential" not in message  # a test-only key is accepted but never offered
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "expected"),
+    [
+        (
+            "retrieval",
+            "{type: azure_search, mode: vector}",
+            "retrieval.mode: expected one of: fulltext, semantic, hybrid; got the string 'vector'",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, batch_size: 0}",
+            "retrieval.batch_size: expected an integer of at least 1, got int 0",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, batch_size: 1001}",
+            "retrieval.batch_size: expected an integer of at most 1000, got int 1001",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, mode: hybrid, dimensions: 5000}",
+            "retrieval.dimensions: expected an integer of at most 4096, got int 5000",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, mode: hybrid, embedding_batch_size: 4096}",
+            "retrieval.embedding_batch_size: expected an integer of at most 2048, got int 4096",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, timeout_s: '30'}",
+            "retrieval.timeout_s: expected a number, got the string '30'",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, audience_mode: boost}",
+            "retrieval.audience_mode: azure_search filters by audience",
+        ),
+        (
+            "retrieval",
+            "{type: azure_search, ca_bundle: 3}",
+            "retrieval.ca_bundle: expected a string, got int 3",
+        ),
+        (
+            "safety",
+            "{type: azure_content_safety, prompt_shields: 'yes'}",
+            "safety.prompt_shields: expected true or false, got the string 'yes'",
+        ),
+        (
+            "safety",
+            "{type: azure_content_safety, timeout_s: 0}",
+            "safety.timeout_s: expected an integer greater than 0, got int 0",
+        ),
+        (
+            "safety",
+            "{type: azure_content_safety, output_type: EightSeverityLevels}",
+            "safety.output_type: not a provider setting; set vars.safety.output_type",
+        ),
+        (
+            "groundedness",
+            "{type: azure_content_safety, domain: Legal}",
+            "groundedness.domain: expected one of: Generic, Medical; got the string 'Legal'",
+        ),
+        (
+            "safety",
+            "{type: offline, profanity_model: 'no'}",
+            "safety.profanity_model: expected true or false, got the string 'no'",
+        ),
+        (
+            "safety",
+            "{type: layered, providers: [{type: offline}, {type: layered, providers: []}]}",
+            "safety.providers[1]: a layered safety screen cannot contain another layered screen",
+        ),
+        (
+            "safety",
+            "{type: layered, providers: []}",
+            "safety.providers: expected at least 1 item(s)",
+        ),
+    ],
+)
+def test_a_wrong_provider_value_names_its_key_and_what_is_expected(
+    tmp_path, kind, settings, expected
+):
+    message = provider_error(tmp_path, kind, settings)
+    assert message.startswith("cpo.yml:5: targets.dev.providers."), message
+    assert expected in message, message
+
+
+def test_every_documented_provider_setting_loads(tmp_path):
+    (tmp_path / "cpo.yml").write_text(
+        "name: p\ntargets:\n  dev:\n    providers:\n"
+        "      retrieval: {type: azure_search, mode: full-text, semantic_configuration: sc,\n"
+        "                  batch_size: 1000, timeout_s: 5, audience_any: [all, ''],\n"
+        "                  audience_mode: filter, as_of: 2025-06-01, index_name: i,\n"
+        "                  api_version: '2024-07-01', vector_field: v, dimensions: 4096,\n"
+        "                  semantic: true, embedding_deployment: e, embedding_api_version: v1,\n"
+        "                  embedding_batch_size: 2048, ca_bundle: ca.pem, verify: true}\n"
+        "      generation: {type: offline}\n"
+        "      safety: {type: layered, providers: [{type: offline, profanity_model: false},\n"
+        "               {type: azure_content_safety, timeout_s: 9.5,\n"
+        "                halt_on_blocklist_hit: true, prompt_shields: false}]}\n"
+        "      groundedness: {type: azure_content_safety, domain: Medical, verify: false}\n"
+        "  lexical:\n    providers: {groundedness: {type: offline}}\n",
+        encoding="utf-8",
+    )
+    config = load_config(tmp_path, target="dev")
+    from cpo.providers.azure_search import SearchSettings
+
+    search = SearchSettings.from_settings(config.target.providers["retrieval"])
+    assert (search.mode, search.as_of, search.vector, search.vector_dimensions) == (
+        "fulltext",
+        "2025-06-01",
+        "v",
+        4096,
+    )

@@ -230,15 +230,25 @@ def _validate_providers(settings: CpoSettings, origin: Origin) -> None:
         for kind, value in (target.providers if target else {}).items():
             listed = isinstance(value, list)
             for index, provider in enumerate(value if isinstance(value, list) else [value]):
-                raw = provider.model_dump()
-                model = provider_settings_model(kind, str(raw["type"]))
-                if model is None:
-                    continue
                 prefix = ("targets", name, "providers", kind, *((index,) if listed else ()))
-                try:
-                    model.model_validate(raw)
-                except ValidationError as e:
-                    raise to_configuration_error(e, prefix, origin, raw) from None
+                _validate_provider(kind, provider.model_dump(), prefix, origin)
+
+
+def _validate_provider(
+    kind: str, raw: dict[str, Any], prefix: tuple[Any, ...], origin: Origin
+) -> None:
+    """Check one provider's settings; a provider whose model has a ``providers`` field (layered
+    safety) combines providers of its kind, so each of those is checked against its own model."""
+    model = provider_settings_model(kind, str(raw["type"]))
+    if model is None:
+        return
+    try:
+        model.model_validate(raw)
+    except ValidationError as e:
+        raise to_configuration_error(e, prefix, origin, raw) from None
+    if "providers" in model.model_fields:
+        for index, layer in enumerate(raw["providers"]):
+            _validate_provider(kind, dict(layer), (*prefix, "providers", index), origin)
 
 
 def validate_vars(values: Mapping[str, Any], origin: Origin) -> dict[str, Any]:

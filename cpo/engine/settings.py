@@ -83,7 +83,11 @@ class Section(BaseModel):
 
 
 def unknown_key_error(key: Any, known: list[str]) -> PydanticCustomError:
-    """The error of a key that is not among `known`, with a "did you mean" for a near-miss."""
+    """The error of a key that is not among `known`, with a "did you mean" for a near-miss.
+
+    Keys starting with ``_`` (a test's injected ``_credential``) are accepted but not offered.
+    """
+    known = [k for k in known if not k.startswith("_")]
     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return PydanticCustomError(
@@ -138,6 +142,7 @@ def memory_size(value: str) -> str:
 
 
 Number = Annotated[float, AfterValidator(_finite)]
+PositiveNumber = Annotated[Number, Field(gt=0)]
 NonNegativeNumber = Annotated[float, Field(ge=0), AfterValidator(_finite)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]

@@ -100,7 +100,16 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
 
 
 _OWN_MESSAGE = frozenset(
-    ("unknown_key", "secret", "missing_type", "identifier", "finite", "non_empty", "memory_size")
+    (
+        "unknown_key",
+        "secret",
+        "missing_type",
+        "identifier",
+        "finite",
+        "non_empty",
+        "memory_size",
+        "layered",
+    )
 )
 """Error types raised by our own validators, whose message is already in our words."""
 _EXPECTED = {

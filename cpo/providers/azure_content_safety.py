@@ -12,12 +12,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import model_validator
+
+from cpo.engine.settings import PositiveNumber, validate_model
 from cpo.errors import ConfigurationError
 from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult
 from cpo.providers.credentials import (
     Auth,
+    ConnectionSettings,
     azure_credential,
     azure_tls_options,
     check_token_transport,
@@ -34,6 +38,7 @@ MAX_ITEMS_PER_CALL = 100  # the service's limit for addOrUpdateBlocklistItems
 OUTPUT_TYPES = ("FourSeverityLevels", "EightSeverityLevels")
 ENDPOINT_VAR = "AZURE_CONTENT_SAFETY_ENDPOINT"
 KEY_VAR = "AZURE_CONTENT_SAFETY_API_KEY"
+SETTINGS_KEY = "providers.safety"
 
 
 class AzureContentSafetyProvider:
@@ -218,38 +223,81 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return parts
 
 
+class ContentSafetyConnection(ConnectionSettings):
+    """What every provider on an Azure AI Content Safety resource shares (safety and
+    groundedness): TLS, the test credential and the read timeout in seconds."""
+
+    timeout_s: PositiveNumber = 30.0
+
+
+class ContentSafetySettings(ContentSafetyConnection):
+    """``providers.safety`` of ``type: azure_content_safety`` (validated with ``cpo.yml``).
+
+    Attributes:
+        halt_on_blocklist_hit: Ask the service to stop analysing at the first blocklist hit.
+        prompt_shields: Documents pass Prompt Shields before retrieval (`shield_documents`).
+    """
+
+    type: Literal["azure_content_safety"] = "azure_content_safety"
+    halt_on_blocklist_hit: bool = False
+    prompt_shields: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_type_is_a_var(cls, data: Any) -> Any:
+        # The sample cpo.yml once set it here, where it was silently ignored.
+        if isinstance(data, Mapping) and "output_type" in data:
+            # "<key>: ..." points the error at that key (`cpo.engine.settings_errors`).
+            raise ValueError(
+                "output_type: not a provider setting; set vars.safety.output_type "
+                "(FourSeverityLevels or EightSeverityLevels) instead"
+            )
+        return data
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ContentSafetySettings:
+        """Check the settings, naming the key that is wrong (`validate_model`)."""
+        return validate_model(cls, settings, key=SETTINGS_KEY)
+
+
 def azure_content_safety_factory(
     settings: Mapping[str, Any], env: Mapping[str, str]
 ) -> AzureContentSafetyProvider:
-    """Azure AI Content Safety from ``AZURE_CONTENT_SAFETY_*`` variables.
+    """Azure AI Content Safety from ``AZURE_CONTENT_SAFETY_*`` variables and the settings
+    (`ContentSafetySettings`)."""
+    checked = ContentSafetySettings.from_settings(settings)
+    return content_safety_provider(
+        checked,
+        env,
+        halt_on_blocklist_hit=checked.halt_on_blocklist_hit,
+        prompt_shields=checked.prompt_shields,
+    )
 
-    Settings: ``timeout_s``, ``halt_on_blocklist_hit``, ``prompt_shields`` (default true:
-    documents pass Prompt Shields before retrieval, see `shield_documents`), ``ca_bundle`` /
-    ``verify`` (TLS), ``_credential`` (a token credential, for tests).
-    """
-    shields = settings.get("prompt_shields", True)
-    if not isinstance(shields, bool):
-        raise ConfigurationError(
-            f"prompt_shields must be true or false, got {shields!r}",
-            path="cpo.yml",
-            key="providers.safety.prompt_shields",
-        )
+
+def content_safety_provider(
+    settings: ContentSafetyConnection,
+    env: Mapping[str, str],
+    *,
+    halt_on_blocklist_hit: bool = False,
+    prompt_shields: bool = True,
+) -> AzureContentSafetyProvider:
+    """The provider on the resource at ``AZURE_CONTENT_SAFETY_ENDPOINT`` (key, Key Vault
+    reference or token), for the safety and the groundedness providers alike."""
     endpoint = endpoint_from_env(env, ENDPOINT_VAR, "azure_content_safety")
     auth = resolve_auth(settings, env, (KEY_VAR,))
     check_token_transport(endpoint, auth, ENDPOINT_VAR, KEY_VAR)
-    timeout = float(settings.get("timeout_s", 30.0))
     options = {
         "retry_total": 0,
-        "connection_timeout": min(10.0, timeout),
-        "read_timeout": timeout,
+        "connection_timeout": min(10.0, settings.timeout_s),
+        "read_timeout": settings.timeout_s,
         **azure_tls_options(settings),
     }
     return AzureContentSafetyProvider(
         endpoint=endpoint,
         auth=auth,
         client_options=options,
-        halt_on_blocklist_hit=bool(settings.get("halt_on_blocklist_hit", False)),
-        prompt_shields=shields,
+        halt_on_blocklist_hit=halt_on_blocklist_hit,
+        prompt_shields=prompt_shields,
     )
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from cpo.errors import ConfigurationError
+from pydantic import Field
+
+from cpo.engine.settings import NonEmptyStr
 from cpo.providers.credentials import (
+    ConnectionSettings,
     check_token_transport,
     endpoint_from_env,
     require_env,
@@ -23,6 +26,20 @@ from cpo.providers.openai_chat import azure_openai_client, credentials_fix, erro
 
 EMBEDDING_DEPLOYMENT_VAR = "AZURE_OPENAI_EMBEDDING_DEPLOYMENT"
 EMBEDDING_API_VERSION = "2024-10-21"
+
+
+class EmbeddingSettings(ConnectionSettings):
+    """The embedding keys of ``providers.retrieval`` (``azure_search``, ``mode: hybrid``).
+
+    Attributes:
+        embedding_deployment: Overrides ``AZURE_OPENAI_EMBEDDING_DEPLOYMENT``.
+        embedding_api_version: Overrides ``AZURE_OPENAI_API_VERSION``.
+        embedding_batch_size: Texts per embeddings request (Azure OpenAI takes at most 2048).
+    """
+
+    embedding_deployment: NonEmptyStr | None = None
+    embedding_api_version: NonEmptyStr | None = None
+    embedding_batch_size: Annotated[int, Field(ge=1, le=2048)] = 64
 
 
 @dataclass(frozen=True)
@@ -138,40 +155,35 @@ class AzureEmbeddings:
 
 
 def azure_embeddings_factory(
-    settings: Mapping[str, Any], env: Mapping[str, str], *, dimensions: int, timeout_s: float
+    settings: EmbeddingSettings,
+    env: Mapping[str, str],
+    *,
+    dimensions: int,
+    send_dimensions: bool,
+    timeout_s: float,
 ) -> AzureEmbeddings:
     """Embeddings from ``AZURE_OPENAI_ENDPOINT`` and ``AZURE_OPENAI_EMBEDDING_DEPLOYMENT``.
 
-    Auth as for generation (``AZURE_OPENAI_API_KEY``, Key Vault reference or token). Settings:
-    ``embedding_deployment`` and ``embedding_api_version`` (override the env),
-    ``embedding_batch_size`` (default 64), ``dimensions`` (sent only when set: older models
-    reject it), ``ca_bundle`` / ``verify``, ``_credential``.
+    Auth as for generation (``AZURE_OPENAI_API_KEY``, Key Vault reference or token), TLS and
+    the test credential from `settings`; `dimensions` is sent only when `send_dimensions` (it
+    was set: older models reject it).
     """
     who = "azure_search (mode: hybrid) embeddings"
     endpoint = endpoint_from_env(env, "AZURE_OPENAI_ENDPOINT", who)
-    deployment = str(
-        settings.get("embedding_deployment") or require_env(env, EMBEDDING_DEPLOYMENT_VAR, who)
-    )
-    version = str(
-        settings.get("embedding_api_version")
+    deployment = settings.embedding_deployment or require_env(env, EMBEDDING_DEPLOYMENT_VAR, who)
+    version = (
+        settings.embedding_api_version
         or env.get("AZURE_OPENAI_API_VERSION")
         or EMBEDDING_API_VERSION
     )
-    batch = int(settings.get("embedding_batch_size", 64))
-    if not 1 <= batch <= 2048:
-        raise ConfigurationError(
-            f"embedding_batch_size must be 1 to 2048 (Azure OpenAI's limit), got {batch}",
-            path="cpo.yml",
-            key="providers.retrieval.embedding_batch_size",
-        )
     auth = resolve_auth(settings, env, ("AZURE_OPENAI_API_KEY",))
     check_token_transport(endpoint, auth, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
     return AzureEmbeddings(
         client=azure_openai_client(endpoint, version, auth, timeout_s, settings),
         deployment=deployment,
         dimensions=dimensions,
-        send_dimensions=settings.get("dimensions") is not None,
-        batch_size=batch,
+        send_dimensions=send_dimensions,
+        batch_size=settings.embedding_batch_size,
         service=f"Azure OpenAI at {endpoint}",
         auth_fix=credentials_fix(auth, "AZURE_OPENAI_API_KEY", "Cognitive Services OpenAI User"),
         identity={"endpoint": endpoint, "api_version": version},

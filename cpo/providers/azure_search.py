@@ -14,11 +14,18 @@ which Azure fuses with Reciprocal Rank Fusion.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from datetime import date
+from typing import Annotated, Any, Literal, get_args
 
+from pydantic import Field, field_validator
+
+from cpo.engine.settings import NonEmptyStr, PositiveNumber, custom_error, validate_model
 from cpo.errors import ConfigurationError
-from cpo.providers.azure_embeddings import AzureEmbeddings, azure_embeddings_factory
+from cpo.providers.azure_embeddings import (
+    AzureEmbeddings,
+    EmbeddingSettings,
+    azure_embeddings_factory,
+)
 from cpo.providers.base import Document, Hit, Hits, RetrievalRequest
 from cpo.providers.credentials import (
     Auth,
@@ -30,7 +37,10 @@ from cpo.providers.credentials import (
 )
 from cpo.providers.failures import azure_failure, provider_error
 
-MODES = ("fulltext", "semantic", "hybrid")
+Mode = Literal["fulltext", "semantic", "hybrid"]
+MODES: tuple[str, ...] = get_args(Mode)
+SETTINGS_KEY = "providers.retrieval"
+DEFAULT_DIMENSIONS = 1536
 SEARCH_SCOPE_NOTE = "Search Index Data Reader/Contributor"
 ENDPOINT_VAR = "AZURE_SEARCH_ENDPOINT"
 INDEX_VAR = "AZURE_SEARCH_INDEX_NAME"
@@ -46,65 +56,93 @@ EDM_VECTOR = "Collection(Edm.Single)"
 MAX_EMBED_CHARS = 20_000
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    """The retrieval settings from ``cpo.yml``."""
+class SearchSettings(EmbeddingSettings):
+    """``providers.retrieval`` of ``type: azure_search`` (validated with the rest of ``cpo.yml``).
 
-    mode: str = "fulltext"
-    semantic_configuration: str = "cpo-semantic"
-    batch_size: int = 500
-    timeout_s: float = 30.0
+    Attributes:
+        mode: ``fulltext``, ``semantic`` or ``hybrid`` (``full-text``/``full_text`` read as
+            ``fulltext``).
+        semantic_configuration: The index's semantic configuration (semantic ranking).
+        batch_size: Documents per upload request (Azure takes at most 1000).
+        timeout_s: Read timeout of every request, in seconds.
+        audience_any: Audiences every segment may see, besides its own and none.
+        audience_mode: Only ``filter``: documents of another audience are filtered out (bm25's
+            ``boost`` has no Azure counterpart here, so it is refused rather than ignored).
+        as_of: Drop documents that expired before this ISO date.
+        index_name: Overrides ``AZURE_SEARCH_INDEX_NAME``.
+        api_version: The Search REST API version (default: the SDK's).
+        vector_field: Hybrid: the index's vector field (default ``body_vector``).
+        dimensions: Hybrid: the embeddings' length, sent to the model only when set (default
+            1536, see `vector_dimensions`).
+        semantic: Hybrid: add semantic ranking to the fused results.
+    """
+
+    type: Literal["azure_search"] = "azure_search"
+    mode: Mode = "fulltext"
+    semantic_configuration: NonEmptyStr = "cpo-semantic"
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
+    timeout_s: PositiveNumber = 30.0
     audience_any: tuple[str, ...] = ("all", "")
-    vector_field: str | None = None
-    dimensions: int = 1536
+    audience_mode: Literal["filter"] = "filter"
+    as_of: NonEmptyStr | None = None
+    index_name: NonEmptyStr | None = None
+    api_version: NonEmptyStr | None = None
+    vector_field: NonEmptyStr | None = None
+    dimensions: Annotated[int, Field(ge=1, le=4096)] | None = None
     semantic: bool = False
-    as_of: str | None = None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_spelling(cls, value: Any) -> Any:
+        # ``full-text`` and ``full_text`` have always been read as ``fulltext``; anything else
+        # is reported as written.
+        if isinstance(value, str) and (spelled := value.replace("_", "").replace("-", "")) in MODES:
+            return spelled
+        return value
+
+    @field_validator("audience_mode", mode="before")
+    @classmethod
+    def _no_boost(cls, value: Any) -> Any:
+        if value == "boost":
+            raise custom_error(
+                "audience_mode",
+                "azure_search filters by audience (see audience_any) and cannot boost; remove "
+                "audience_mode or set it to filter (boost is bm25's)",
+            )
+        return value
+
+    @field_validator("audience_any", mode="before")
+    @classmethod
+    def _audience_list(cls, value: Any) -> Any:
+        # cpo.yml gives a list; the model keeps a tuple (it is frozen and hashable).
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2025-06-01 as a date; the filter compares ISO text.
+        return value.isoformat() if isinstance(value, date) else value
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SearchSettings:
+        """Check the settings, naming the key that is wrong (`validate_model`)."""
+        return validate_model(cls, settings, key=SETTINGS_KEY)
 
     @property
     def uses_semantic(self) -> bool:
         """Semantic ranking: always in semantic mode, on request (``semantic: true``) in hybrid."""
         return self.mode == "semantic" or (self.mode == "hybrid" and self.semantic)
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> SearchSettings:
-        """Read and check the settings, naming the key that is wrong."""
-        mode = str(settings.get("mode", "fulltext")).replace("_", "").replace("-", "")
-        if mode not in MODES:
-            raise ConfigurationError(
-                f"mode must be one of {', '.join(MODES)}, got {settings.get('mode')!r}",
-                path="cpo.yml",
-                key="providers.retrieval.mode",
-            )
-        batch = int(settings.get("batch_size", 500))
-        if not 1 <= batch <= 1000:
-            raise ConfigurationError(
-                f"batch_size must be 1 to 1000 (Azure's limit per request), got {batch}",
-                path="cpo.yml",
-                key="providers.retrieval.batch_size",
-            )
-        try:
-            dimensions = int(settings.get("dimensions") or 1536)
-        except (TypeError, ValueError):
-            dimensions = 0  # reported below, naming the key
-        if not 1 <= dimensions <= 4096:
-            raise ConfigurationError(
-                f"dimensions must be 1 to 4096 (the embedding model's vector length), got "
-                f"{settings.get('dimensions')!r}",
-                path="cpo.yml",
-                key="providers.retrieval.dimensions",
-            )
-        vector_field = settings.get("vector_field") or ("body_vector" if mode == "hybrid" else None)
-        return cls(
-            mode=mode,
-            semantic_configuration=str(settings.get("semantic_configuration", "cpo-semantic")),
-            batch_size=batch,
-            timeout_s=float(settings.get("timeout_s", 30.0)),
-            audience_any=tuple(str(a) for a in settings.get("audience_any", ("all", ""))),
-            vector_field=None if vector_field is None else str(vector_field),
-            dimensions=dimensions,
-            semantic=bool(settings.get("semantic", False)),
-            as_of=None if settings.get("as_of") is None else str(settings["as_of"]),
-        )
+    @property
+    def vector(self) -> str | None:
+        """The vector field the index has: hybrid mode's (default ``body_vector``), else none
+        unless one was named."""
+        return self.vector_field or ("body_vector" if self.mode == "hybrid" else None)
+
+    @property
+    def vector_dimensions(self) -> int:
+        """The length of the vectors: ``dimensions``, else 1536 (text-embedding-3-small's)."""
+        return self.dimensions or DEFAULT_DIMENSIONS
 
 
 class AzureSearchProvider:
@@ -180,7 +218,7 @@ class AzureSearchProvider:
             "mode": s.mode,
             "semantic_configuration": s.semantic_configuration,
             "audience_any": list(s.audience_any),
-            "vector_field": s.vector_field,
+            "vector_field": s.vector,
             "as_of": s.as_of,
             **embedding,
         }
@@ -207,7 +245,7 @@ class AzureSearchProvider:
 
     def _with_vectors(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Hybrid mode: add each row's title+body vector (one embeddings call per batch)."""
-        field = self.settings.vector_field
+        field = self.settings.vector
         if self.embedder is None or field is None:
             return rows
         texts = [_embedding_text(r["title"], r["body"]) for r in rows]
@@ -272,7 +310,7 @@ class AzureSearchProvider:
                 VectorizedQuery(
                     vector=vector,
                     k_nearest_neighbors=request.top_k,
-                    fields=self.settings.vector_field,
+                    fields=self.settings.vector,
                 )
             ]
         }
@@ -344,11 +382,11 @@ class AzureSearchProvider:
         )
 
         field = SearchField(
-            name=self.settings.vector_field,
+            name=self.settings.vector,
             type=EDM_VECTOR,
             searchable=True,
             hidden=True,  # never returned: hits only need document_id
-            vector_search_dimensions=self.settings.dimensions,
+            vector_search_dimensions=self.settings.vector_dimensions,
             vector_search_profile_name=VECTOR_PROFILE,
         )
         config = VectorSearch(
@@ -408,43 +446,44 @@ def _as_row(doc: Document) -> dict[str, Any]:
 def azure_search_factory(
     settings: Mapping[str, Any], env: Mapping[str, str]
 ) -> AzureSearchProvider:
-    """Azure AI Search from ``AZURE_SEARCH_*`` variables.
+    """Azure AI Search from ``AZURE_SEARCH_*`` variables and the settings (`SearchSettings`).
 
-    Settings: ``mode`` (fulltext|semantic|hybrid), ``semantic_configuration``, ``batch_size``,
-    ``timeout_s``, ``audience_any`` (audiences every segment may see), ``as_of`` (drop documents
-    expired before this ISO date), ``index_name`` and ``api_version`` (override), ``ca_bundle`` /
-    ``verify`` (TLS), ``_credential`` (a token credential, tests). Hybrid only: ``vector_field``
-    (default ``body_vector``), ``dimensions`` (default 1536), ``semantic`` (add semantic
-    ranking), ``embedding_deployment`` / ``embedding_api_version`` / ``embedding_batch_size``;
-    the embedding deployment comes from ``AZURE_OPENAI_EMBEDDING_DEPLOYMENT`` with
-    ``AZURE_OPENAI_ENDPOINT`` and ``AZURE_OPENAI_API_KEY`` (or a token).
+    In hybrid mode the embedding deployment comes from ``AZURE_OPENAI_EMBEDDING_DEPLOYMENT``
+    with ``AZURE_OPENAI_ENDPOINT`` and ``AZURE_OPENAI_API_KEY`` (or a token).
+
+    Raises:
+        ConfigurationError: A setting is invalid (naming its key), or a variable is missing.
     """
     search = SearchSettings.from_settings(settings)
     endpoint = endpoint_from_env(env, ENDPOINT_VAR, "azure_search")
-    index_name = str(settings.get("index_name") or env.get(INDEX_VAR) or "").strip()
+    index_name = (search.index_name or env.get(INDEX_VAR) or "").strip()
     if not index_name:
         raise ConfigurationError(
             f"{INDEX_VAR} is not set: the azure_search provider needs an index name. Set it "
             "in the environment (see .env.example) or index_name under providers.retrieval.",
         )
-    write_auth = resolve_auth(settings, env, (ADMIN_KEY_VAR,))
+    write_auth = resolve_auth(search, env, (ADMIN_KEY_VAR,))
     # Queries use the query key when there is one, else whatever writes.
     read_auth = (
-        resolve_auth(settings, env, (QUERY_KEY_VAR,)) if env.get(QUERY_KEY_VAR) else write_auth
+        resolve_auth(search, env, (QUERY_KEY_VAR,)) if env.get(QUERY_KEY_VAR) else write_auth
     )
     check_token_transport(endpoint, write_auth, ENDPOINT_VAR, ADMIN_KEY_VAR)
     options: dict[str, Any] = {
         "retry_total": 0,
         "connection_timeout": min(10.0, search.timeout_s),
         "read_timeout": search.timeout_s,
-        **azure_tls_options(settings),
+        **azure_tls_options(search),
     }
-    if settings.get("api_version"):
-        options["api_version"] = str(settings["api_version"])
+    if search.api_version:
+        options["api_version"] = search.api_version
     embedder = None
     if search.mode == "hybrid":
         embedder = azure_embeddings_factory(
-            settings, env, dimensions=search.dimensions, timeout_s=search.timeout_s
+            search,
+            env,
+            dimensions=search.vector_dimensions,
+            send_dimensions=search.dimensions is not None,
+            timeout_s=search.timeout_s,
         )
     return AzureSearchProvider(
         endpoint=endpoint,

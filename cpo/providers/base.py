@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 
+from cpo.engine.settings import NonEmptyStr, Section
 from cpo.errors import ConfigurationError
 
 HARM_CATEGORIES = ("Hate", "SelfHarm", "Sexual", "Violence")
@@ -295,6 +296,13 @@ register_kind("retrieval", "search", Hits)
 register_kind("generation", "generate", GenerationResult)
 register_kind("safety", "analyze", SafetyResult)
 register_kind("groundedness", "detect", GroundednessResult)
+
+
+class NoSettings(Section):
+    """The settings model of a provider that takes none: only its ``type`` (a typo is an error
+    instead of a setting silently ignored)."""
+
+    type: NonEmptyStr | None = None
 
 
 ProviderFactory = Callable[[Mapping[str, Any], Mapping[str, str]], Provider]

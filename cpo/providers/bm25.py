@@ -28,13 +28,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from cpo.adapters.duckdb import DUCKDB_VERSION, private_connection
-from cpo.engine.settings import Number, Section, validate_model
+from cpo.engine.settings import Number, PositiveNumber, Section, validate_model
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.providers.base import Document, Hit, RetrievalRequest, corpus_fingerprint
 
 EXTENSION_PACKAGE = "duckdb_extension_fts"
 EXTENSION_DIST = "duckdb-extension-fts"
-PositiveNumber = Annotated[Number, Field(gt=0)]
 AUDIENCE_ALL = "all"
 _TABLE = "documents"
 _SETTINGS_KEY = "providers.retrieval"

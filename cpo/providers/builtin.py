@@ -34,9 +34,18 @@ BUILTINS = {
 # Providers whose settings are a pydantic model, validated with the rest of cpo.yml.
 SETTINGS_MODELS = {
     ("retrieval", "bm25"): "cpo.providers.bm25:Bm25Settings",
-    ("safety", "llm_judge"): "cpo.providers.llm_judge:LlmJudgeSettings",
+    ("retrieval", "azure_search"): "cpo.providers.azure_search:SearchSettings",
+    ("generation", "offline"): "cpo.providers.base:NoSettings",
     ("generation", "azure_openai"): "cpo.providers.openai_chat:ChatSettings",
     ("generation", "openai"): "cpo.providers.openai_chat:ChatSettings",
+    ("safety", "offline"): "cpo.providers.offline_safety:OfflineSafetySettings",
+    ("safety", "llm_judge"): "cpo.providers.llm_judge:LlmJudgeSettings",
+    ("safety", "layered"): "cpo.providers.layered_safety:LayeredSettings",
+    ("safety", "azure_content_safety"): "cpo.providers.azure_content_safety:ContentSafetySettings",
+    ("groundedness", "offline"): "cpo.providers.base:NoSettings",
+    ("groundedness", "azure_content_safety"): (
+        "cpo.providers.groundedness:AzureGroundednessSettings"
+    ),
 }
 # The offline provider that stands in for each kind when `plan` must not call a service.
 STAND_INS = {

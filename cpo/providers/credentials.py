@@ -3,6 +3,9 @@
 A key variable may hold the key itself or a Key Vault reference ``keyvault:<secret-name>``,
 resolved from the vault at ``AZURE_KEY_VAULT_URL``. Without a key, providers authenticate with
 ``DefaultAzureCredential`` (or the ``_credential`` object a test puts in the settings).
+
+`ConnectionSettings` holds the settings every such provider shares (TLS, the test credential);
+each provider's settings model derives from it, and the functions here read it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,30 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
+from cpo.engine.settings import NonEmptyStr, Section
 from cpo.errors import ConfigurationError
 from cpo.providers.failures import azure_failure
 
 KEY_VAULT_PREFIX = "keyvault:"
 KEY_VAULT_URL_VAR = "AZURE_KEY_VAULT_URL"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ConnectionSettings(Section):
+    """The settings of every provider that calls a service: TLS and an injected credential.
+
+    Attributes:
+        ca_bundle: A PEM file of the certificate authorities to trust (a private CA, a proxy).
+        verify: ``false`` turns TLS certificate checks off (never in production).
+        credential: A token credential object (tests only, given as ``_credential``; never in
+            ``cpo.yml``), used instead of ``DefaultAzureCredential``.
+    """
+
+    ca_bundle: NonEmptyStr | None = None
+    verify: bool | None = None
+    credential: Any = Field(default=None, alias="_credential")
 
 
 @dataclass(frozen=True)
@@ -63,7 +84,7 @@ def endpoint_from_env(env: Mapping[str, str], name: str, service: str) -> str:
 
 
 def resolve_auth(
-    settings: Mapping[str, Any], env: Mapping[str, str], key_vars: tuple[str, ...]
+    settings: ConnectionSettings, env: Mapping[str, str], key_vars: tuple[str, ...]
 ) -> Auth:
     """Use the first key variable that is set (resolving Key Vault references), else a token."""
     for var in key_vars:
@@ -73,18 +94,17 @@ def resolve_auth(
     return Auth(None, token_credential(settings), "DefaultAzureCredential")
 
 
-def token_credential(settings: Mapping[str, Any]) -> Any:
+def token_credential(settings: ConnectionSettings) -> Any:
     """The injected ``_credential`` (tests), else ``DefaultAzureCredential``."""
-    injected = settings.get("_credential")
-    if injected is not None:
-        return injected
+    if settings.credential is not None:
+        return settings.credential
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
 
 
 def resolve_secret(
-    value: str, var: str, settings: Mapping[str, Any], env: Mapping[str, str]
+    value: str, var: str, settings: ConnectionSettings, env: Mapping[str, str]
 ) -> str:
     """Return `value`, or the Key Vault secret it refers to (``keyvault:<secret-name>``)."""
     if not value.startswith(KEY_VAULT_PREFIX):
@@ -121,20 +141,20 @@ def resolve_secret(
     return secret
 
 
-def azure_tls_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+def azure_tls_options(settings: ConnectionSettings) -> dict[str, Any]:
     """azure-core transport options: ``ca_bundle`` (a PEM path) or ``verify: false``."""
-    if settings.get("ca_bundle"):
-        return {"connection_verify": str(settings["ca_bundle"])}
-    if settings.get("verify") is False:
+    if settings.ca_bundle:
+        return {"connection_verify": settings.ca_bundle}
+    if settings.verify is False:
         return {"connection_verify": False}
     return {}
 
 
-def httpx_verify(settings: Mapping[str, Any]) -> ssl.SSLContext | bool | None:
+def httpx_verify(settings: ConnectionSettings) -> ssl.SSLContext | bool | None:
     """The ``verify`` argument for openai's httpx client, or None for the default."""
-    if settings.get("ca_bundle"):
-        return ssl.create_default_context(cafile=str(settings["ca_bundle"]))
-    if settings.get("verify") is False:
+    if settings.ca_bundle:
+        return ssl.create_default_context(cafile=settings.ca_bundle)
+    if settings.verify is False:
         return False
     return None
 

@@ -15,16 +15,32 @@ The ``grounding:groundedness`` check fails when the service detects ungrounded t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
+from cpo.engine.settings import validate_model
 from cpo.personalization import grounding
-from cpo.providers.base import GroundednessRequest, GroundednessResult
+from cpo.providers.azure_content_safety import ContentSafetyConnection
+from cpo.providers.base import GroundednessRequest, GroundednessResult, NoSettings
 from cpo.providers.failures import azure_failure, provider_error
 
 API_VERSION = "2024-09-15-preview"
 PATH = "/contentsafety/text:detectGroundedness"
 MAX_TEXT = 7_500  # the service's limit for `text`
 MAX_SOURCES = 55_000  # ... and for all grounding sources together
+SETTINGS_KEY = "providers.groundedness"
+
+
+class AzureGroundednessSettings(ContentSafetyConnection):
+    """``providers.groundedness`` of ``type: azure_content_safety``: the Content Safety
+    resource's connection settings (``timeout_s``, TLS) and the service's ``domain``."""
+
+    type: Literal["azure_content_safety"] = "azure_content_safety"
+    domain: Literal["Generic", "Medical"] = "Generic"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> AzureGroundednessSettings:
+        """Check the settings, naming the key that is wrong (`validate_model`)."""
+        return validate_model(cls, settings, key=SETTINGS_KEY)
 
 
 class OfflineGroundedness:
@@ -109,21 +125,17 @@ class AzureGroundedness:
 def offline_groundedness_factory(
     settings: Mapping[str, Any], env: Mapping[str, str]
 ) -> OfflineGroundedness:
-    """The lexical groundedness provider (no settings)."""
+    """The lexical groundedness provider: it takes no settings but its ``type``."""
+    validate_model(NoSettings, settings, key=SETTINGS_KEY)
     return OfflineGroundedness()
 
 
 def azure_groundedness_factory(
     settings: Mapping[str, Any], env: Mapping[str, str]
 ) -> AzureGroundedness:
-    """From the ``AZURE_CONTENT_SAFETY_*`` variables, like the safety provider.
+    """From the ``AZURE_CONTENT_SAFETY_*`` variables, like the safety provider
+    (`AzureGroundednessSettings`)."""
+    from cpo.providers.azure_content_safety import content_safety_provider
 
-    Settings: as ``azure_content_safety`` (``timeout_s``, ``ca_bundle``, ...), plus ``domain``
-    (``Generic`` or ``Medical``).
-    """
-    from cpo.providers.azure_content_safety import azure_content_safety_factory
-
-    own = {k: v for k, v in settings.items() if k != "domain"}
-    return AzureGroundedness(
-        azure_content_safety_factory(own, env), str(settings.get("domain", "Generic"))
-    )
+    checked = AzureGroundednessSettings.from_settings(settings)
+    return AzureGroundedness(content_safety_provider(checked, env), checked.domain)

@@ -18,9 +18,12 @@ from every layer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from cpo.errors import ConfigurationError
+from pydantic import AfterValidator, Field
+
+from cpo.engine.config_schema import ProviderSettings
+from cpo.engine.settings import Section, custom_error, validate_model
 from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult, get_provider_factory
 
 KEY = "providers.safety"
@@ -56,44 +59,40 @@ def combine(results: Sequence[SafetyResult]) -> SafetyResult:
     return SafetyResult(severities=severities, blocklist_matches=matches)
 
 
-def layer_settings(settings: Any) -> list[Mapping[str, Any]]:
+def _flat(layer: ProviderSettings) -> ProviderSettings:
+    if layer.type == "layered":
+        raise custom_error(
+            "layered",
+            "a layered safety screen cannot contain another layered screen; list the providers "
+            "directly",
+        )
+    return layer
+
+
+class LayeredSettings(Section):
+    """``providers.safety`` of ``type: layered`` (validated with the rest of ``cpo.yml``).
+
+    Only the shape is checked here: each layer's own settings are checked against its own
+    provider's model (by `cpo.engine.config_schema` when ``cpo.yml`` loads, by its factory when
+    it is built).
+    """
+
+    type: Literal["layered"] = "layered"
+    providers: Annotated[
+        list[Annotated[ProviderSettings, AfterValidator(_flat)]], Field(min_length=1)
+    ]
+
+
+def layer_settings(settings: Any) -> list[dict[str, Any]]:
     """The list of layer settings from ``{type: layered, providers: [...]}`` or a bare list.
 
     Raises:
         ConfigurationError: Not a non-empty list of mappings with a ``type``, or a nested layer.
     """
-    if isinstance(settings, Mapping):
-        unknown = sorted(set(settings) - {"type", "providers"})
-        if unknown:
-            raise ConfigurationError(
-                f"unknown layered safety setting {unknown[0]!r}; a layered screen takes only "
-                "`providers: [...]` (each layer's settings go inside its own entry)",
-                path="cpo.yml",
-                key=f"{KEY}.{unknown[0]}",
-            )
-        settings = settings.get("providers")
-    if isinstance(settings, str | bytes) or not isinstance(settings, Sequence) or not settings:
-        raise ConfigurationError(
-            "a layered safety screen needs a non-empty list of providers, e.g. "
-            "providers: [{type: offline}, {type: llm_judge}]",
-            path="cpo.yml",
-            key=f"{KEY}.providers",
-        )
-    for i, layer in enumerate(settings):
-        if not isinstance(layer, Mapping) or "type" not in layer:
-            raise ConfigurationError(
-                "each safety provider must be a mapping with a `type`, e.g. {type: offline}",
-                path="cpo.yml",
-                key=f"{KEY}.providers.{i}",
-            )
-        if layer["type"] == "layered":
-            raise ConfigurationError(
-                "a layered safety screen cannot contain another layered screen; list the "
-                "providers directly",
-                path="cpo.yml",
-                key=f"{KEY}.providers.{i}.type",
-            )
-    return list(settings)
+    if not isinstance(settings, Mapping):
+        settings = {"type": "layered", "providers": settings}
+    checked = validate_model(LayeredSettings, settings, key=KEY)
+    return [layer.model_dump() for layer in checked.providers]
 
 
 def make_layered_safety(settings: Any, env: Mapping[str, str]) -> LayeredSafety:

@@ -35,17 +35,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field
-
 from cpo.engine.settings import (
     NonEmptyStr,
     NonNegativeNumber,
     PositiveInt,
-    Section,
     validate_model,
 )
 from cpo.errors import ConfigurationError
 from cpo.providers.base import HARM_CATEGORIES, GenerationRequest, SafetyRequest, SafetyResult
+from cpo.providers.credentials import ConnectionSettings
 
 VerdictFormat = Literal["auto", "json", "llama_guard", "yes_no"]
 Endpoint = Literal["openai", "azure_openai"]
@@ -83,7 +81,7 @@ CATEGORY_DEFINITIONS = {
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
-class LlmJudgeSettings(Section):
+class LlmJudgeSettings(ConnectionSettings):
     """``providers.safety`` of ``type: llm_judge`` (validated with the rest of ``cpo.yml``)."""
 
     type: Literal["llm_judge"] = "llm_judge"
@@ -97,10 +95,6 @@ class LlmJudgeSettings(Section):
     rubric: NonEmptyStr | None = None
     yes_no_rubric: NonEmptyStr | None = None
     verdict_format: VerdictFormat = "auto"
-    ca_bundle: NonEmptyStr | None = None
-    verify: bool | None = None
-    credential: Any = Field(default=None, alias="_credential")
-    """A token credential object (tests only; never in ``cpo.yml``)."""
 
     def chat_settings(self) -> dict[str, Any]:
         """The settings of the chat provider that asks for verdicts."""

@@ -39,11 +39,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cpo.engine.settings import validate_model
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.personalization.checks import data_file
 from cpo.personalization.injection import about_a_model
 from cpo.personalization.prompting import render_template_text
-from cpo.providers.base import Document, GenerationRequest, GenerationResult
+from cpo.providers.base import Document, GenerationRequest, GenerationResult, NoSettings
 
 VERSION = "1"
 DEFAULT_SUBJECT_TEMPLATE = "{{ title }}"
@@ -195,7 +196,9 @@ class OfflineComposer:
 
 
 def make_offline_composer(settings: Mapping[str, Any], env: Mapping[str, str]) -> OfflineComposer:
-    """Build the offline composer; it takes no settings and reads no environment."""
+    """Build the offline composer; it takes no settings but its ``type`` and reads no
+    environment."""
+    validate_model(NoSettings, settings, key="providers.generation")
     return OfflineComposer()
 
 

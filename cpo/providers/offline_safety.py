@@ -29,15 +29,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from cpo.engine.settings import NonEmptyStr, Section, validate_model
 from cpo.errors import ConfigurationError, ProviderError
 from cpo.personalization.normalize import PROFANE_WORDS, normalize, unmask_profanity  # noqa: F401 (re-exported)
 from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult
 
 OUTPUT_TYPES = ("EightSeverityLevels", "FourSeverityLevels")
+SETTINGS_KEY = "providers.safety"
 PROFANITY_BANDS = ((0.9, 4), (0.7, 3), (0.5, 2))
 """(minimum probability, Hate severity), strongest first."""
 ESCALATION_MIN_WEIGHT = 3
@@ -361,29 +363,30 @@ class OfflineSafety:
         return SafetyResult(severities=severities, blocklist_matches=tuple(dict.fromkeys(matches)))
 
 
-def make_offline_safety(settings: Mapping[str, Any], env: Mapping[str, str]) -> OfflineSafety:
-    """Build the offline screen from ``providers.safety`` settings.
+class OfflineSafetySettings(Section):
+    """``providers.safety`` of ``type: offline`` (validated with the rest of ``cpo.yml``).
 
-    Settings (all optional):
+    Attributes:
         lexicon: Path to a lexicon YAML replacing the built-in one (same format).
         profanity_model: ``false`` to skip the profanity model (default ``true``).
+    """
+
+    type: Literal["offline"] = "offline"
+    lexicon: NonEmptyStr | None = None
+    profanity_model: bool = True
+
+
+def make_offline_safety(settings: Mapping[str, Any], env: Mapping[str, str]) -> OfflineSafety:
+    """Build the offline screen from ``providers.safety`` settings (`OfflineSafetySettings`).
 
     Raises:
-        ConfigurationError: The lexicon cannot be read or is invalid, or a setting has the
-            wrong type.
+        ConfigurationError: A setting is invalid, or the lexicon cannot be read or is invalid.
     """
     del env  # the offline screen needs no credentials
-    profanity = settings.get("profanity_model", True)
-    if not isinstance(profanity, bool):
-        raise ConfigurationError(
-            f"profanity_model must be true or false, got {profanity!r}",
-            path="cpo.yml",
-            key="providers.safety.profanity_model",
-        )
-    lexicon_path = settings.get("lexicon")
-    if lexicon_path is None:
-        return OfflineSafety(lexicon=_builtin_lexicon(), profanity_model=profanity)
-    path = Path(str(lexicon_path))
+    checked = validate_model(OfflineSafetySettings, settings, key=SETTINGS_KEY)
+    if checked.lexicon is None:
+        return OfflineSafety(lexicon=_builtin_lexicon(), profanity_model=checked.profanity_model)
+    path = Path(checked.lexicon)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -391,9 +394,11 @@ def make_offline_safety(settings: Mapping[str, Any], env: Mapping[str, str]) -> 
             f"cannot read lexicon file {path}: {e.strerror}; fix the path or remove the setting "
             "to use the built-in lexicon",
             path="cpo.yml",
-            key="providers.safety.lexicon",
+            key=f"{SETTINGS_KEY}.lexicon",
         ) from e
-    return OfflineSafety(lexicon=parse_lexicon(text, str(path)), profanity_model=profanity)
+    return OfflineSafety(
+        lexicon=parse_lexicon(text, str(path)), profanity_model=checked.profanity_model
+    )
 
 
 _BUILTIN: list[Lexicon] = []

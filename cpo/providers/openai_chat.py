@@ -21,12 +21,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from cpo.engine.settings import NonEmptyStr, Number, PositiveInt, Section, validate_model
+from cpo.engine.settings import (
+    NonEmptyStr,
+    Number,
+    PositiveInt,
+    PositiveNumber,
+    validate_model,
+)
 from cpo.errors import ProviderError
 from cpo.providers.answers import Answer, Problem, read_answer
 from cpo.providers.base import Document, GenerationRequest, GenerationResult
 from cpo.providers.credentials import (
     Auth,
+    ConnectionSettings,
     check_token_transport,
     endpoint_from_env,
     httpx_verify,
@@ -59,7 +66,7 @@ JSON_SCHEMA, JSON_OBJECT, PLAIN = "json_schema", "json_object", "plain"
 FORMATS = (JSON_SCHEMA, JSON_OBJECT, PLAIN)
 
 
-class ChatSettings(Section):
+class ChatSettings(ConnectionSettings):
     """``providers.generation`` of ``type: azure_openai`` or ``openai`` (validated with the rest
     of ``cpo.yml``; the llm_judge builds one for its own chat provider)."""
 
@@ -67,7 +74,7 @@ class ChatSettings(Section):
     api: Literal["chat", "responses"] = "chat"
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = 0.7
     max_tokens: PositiveInt | None = 400
-    timeout_s: Annotated[Number, Field(gt=0)] = 30.0
+    timeout_s: PositiveNumber = 30.0
     structured_output: bool = True
     model: NonEmptyStr | None = None
     """The model name (``openai``; default ``gpt-4o-mini``)."""
@@ -77,10 +84,6 @@ class ChatSettings(Section):
     """The deployment (``azure_openai``; default ``AZURE_OPENAI_DEPLOYMENT_NAME``)."""
     api_version: NonEmptyStr | None = None
     """The API version (``azure_openai``; default ``AZURE_OPENAI_API_VERSION``)."""
-    ca_bundle: NonEmptyStr | None = None
-    verify: bool | None = None
-    credential: Any = Field(default=None, alias="_credential")
-    """A token credential object (tests only; never in ``cpo.yml``)."""
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ChatSettings:
@@ -422,7 +425,7 @@ def parse_answer(
     return {"subject": answer.subject, "body": answer.body, "citations": list(answer.citations)}
 
 
-def _http_client(settings: Mapping[str, Any]) -> Any:
+def _http_client(settings: ConnectionSettings) -> Any:
     verify = httpx_verify(settings)
     if verify is None:
         return None
@@ -444,11 +447,11 @@ def azure_openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) ->
     version = str(
         chat.api_version or env.get("AZURE_OPENAI_API_VERSION") or DEFAULT_API_VERSIONS[chat.api]
     )
-    auth = resolve_auth(settings, env, ("AZURE_OPENAI_API_KEY",))
+    auth = resolve_auth(chat, env, ("AZURE_OPENAI_API_KEY",))
     check_token_transport(endpoint, auth, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
     return OpenAIChatProvider(
         name="azure_openai",
-        client=azure_openai_client(endpoint, version, auth, chat.timeout_s, settings),
+        client=azure_openai_client(endpoint, version, auth, chat.timeout_s, chat),
         model=deployment,
         settings=chat,
         service=f"Azure OpenAI at {endpoint}",
@@ -459,7 +462,7 @@ def azure_openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) ->
 
 
 def azure_openai_client(
-    endpoint: str, version: str, auth: Auth, timeout_s: float, settings: Mapping[str, Any]
+    endpoint: str, version: str, auth: Auth, timeout_s: float, settings: ConnectionSettings
 ) -> Any:
     """An ``AzureOpenAI`` client (or ``OpenAI`` on the v1 surface) with SDK retries off."""
     import openai
@@ -503,9 +506,7 @@ def openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) -> OpenA
     ``OPENAI_API_KEY`` is required (may be a Key Vault reference).
     """
     chat = ChatSettings.from_settings(settings)
-    key = resolve_secret(
-        require_env(env, "OPENAI_API_KEY", "openai"), "OPENAI_API_KEY", settings, env
-    )
+    key = resolve_secret(require_env(env, "OPENAI_API_KEY", "openai"), "OPENAI_API_KEY", chat, env)
     base_url = (chat.base_url or env.get("OPENAI_BASE_URL") or "").rstrip("/")
     model = chat.model or "gpt-4o-mini"
     import openai
@@ -515,7 +516,7 @@ def openai_factory(settings: Mapping[str, Any], env: Mapping[str, str]) -> OpenA
         base_url=base_url or None,
         max_retries=0,
         timeout=chat.timeout_s,
-        http_client=_http_client(settings),
+        http_client=_http_client(chat),
     )
     where = base_url or "https://api.openai.com/v1"
     return OpenAIChatProvider(
