@@ -184,9 +184,72 @@ def test_spark_target_settings_are_validated(tmp_path: Path) -> None:
         config.read_text(encoding="utf-8").replace("    mastr: x\n", "    catalog: my-lake\n"),
         encoding="utf-8",
     )
-    with pytest.raises(ConfigurationError, match="letters, digits and _") as raised:
+    with pytest.raises(ConfigurationError, match="letters, digits and underscores") as raised:
         spark_settings(Project.load(project, target="spark").config)
     assert str(raised.value.key).endswith("catalog")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "message"),
+    [
+        (
+            "    master: local[2]\n",
+            "    master: local[2]\n    remote: sc://h:1\n",
+            "spark.remote",
+            "not both",
+        ),
+        (
+            "    database: cpo.duckdb\n",
+            "    database: cpo.duckdb\n    warehouse: w\n",
+            "offline.warehouse",
+            "only a spark target",
+        ),
+        (
+            "    master: local[2]\n",
+            "    master: local[2]\n    memory_limit: 2GB\n",
+            "spark.memory_limit",
+            "spark.driver.memory",
+        ),
+        (
+            "    master: local[2]\n",
+            "    master: local[2]\n    shuffle_partitions: 0\n",
+            "spark.shuffle_partitions",
+            "at least 1",
+        ),
+    ],
+)
+def test_engine_keys_belong_to_their_engine(
+    tmp_path: Path, old: str, new: str, key: str, message: str
+) -> None:
+    """One schema checks targets at load time: a key of the other engine is an error."""
+    from cpo.errors import ConfigurationError
+
+    project = copy_sample_project(tmp_path / "p")
+    config = project / "cpo.yml"
+    config.write_text(config.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        Project.load(project, target="spark")
+    assert raised.value.key == f"targets.{key}" and raised.value.line
+
+
+def test_spark_settings_come_from_the_validated_target(tmp_path: Path) -> None:
+    from cpo.adapters import spark_settings, target_type
+
+    project = copy_sample_project(tmp_path / "p")
+    config = project / "cpo.yml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "    master: local[2]\n",
+            "    remote: sc://h:15002\n    conf: {spark.driver.memory: 2g, x.n: 3}\n",
+        ),
+        encoding="utf-8",
+    )
+    loaded = Project.load(project, target="spark").config
+    settings = spark_settings(loaded)
+    assert target_type(loaded) == "spark" and target_type(Project.load(project).config) == "duckdb"
+    assert settings.master is None and settings.remote == "sc://h:15002"
+    assert settings.conf == {"spark.driver.memory": "2g", "x.n": "3"}
+    assert (settings.schema, settings.shuffle_partitions) == ("cpo", 8)
 
 
 # -- Spark -------------------------------------------------------------------------------------

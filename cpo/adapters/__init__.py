@@ -22,17 +22,10 @@ is used.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from cpo.errors import ConfigurationError
-
-TYPES = ("duckdb", "spark")
-SPARK_KEYS = ("master", "remote", "warehouse", "schema", "catalog", "conf", "shuffle_partitions")
-COMMON_KEYS = ("type", "database", "providers")
 
 
 @dataclass(frozen=True)
@@ -55,82 +48,19 @@ class SparkSettings:
         return path if path.is_absolute() else self.root / path
 
 
-def _raw_target(config: Any) -> dict[str, Any]:
-    document = getattr(config, "document", None)
-    data = getattr(document, "data", None) or {}
-    targets = data.get("targets") if isinstance(data, Mapping) else None
-    raw = (targets or {}).get(config.target.name) if isinstance(targets, Mapping) else None
-    return dict(raw) if isinstance(raw, Mapping) else {}
-
-
-def _error(config: Any, key: str, message: str) -> ConfigurationError:
-    document = getattr(config, "document", None)
-    if document is not None:
-        return document.error(key, message)
-    return ConfigurationError(message, path="cpo.yml", key=key)
-
-
 def target_type(config: Any) -> str:
-    """``duckdb`` or ``spark``: the engine of the project's active target.
-
-    Raises:
-        ConfigurationError: an unknown ``type``.
-    """
-    kind = _raw_target(config).get("type", "duckdb")
-    if kind not in TYPES:
-        raise _error(
-            config,
-            f"targets.{config.target.name}.type",
-            f"unknown target type {kind!r}; expected one of: {', '.join(TYPES)}",
-        )
-    return str(kind)
+    """``duckdb`` or ``spark``: the engine of the project's active target."""
+    return str(getattr(config.target, "type", "duckdb"))
 
 
 def spark_settings(config: Any) -> SparkSettings:
-    """The Spark settings of the active target, validated.
-
-    Raises:
-        ConfigurationError: an unknown key, a wrong type, or both/neither of master and remote.
-    """
-    raw = _raw_target(config)
-    key = f"targets.{config.target.name}"
-    unknown = sorted(set(raw) - set(SPARK_KEYS) - set(COMMON_KEYS))
-    if unknown:
-        raise _error(
-            config,
-            f"{key}.{unknown[0]}",
-            f"unknown key for a spark target; expected one of: {', '.join(SPARK_KEYS)}",
-        )
-    for name in ("master", "remote", "warehouse", "schema", "catalog"):
-        value = raw.get(name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise _error(config, f"{key}.{name}", f"expected a non-empty string, got {value!r}")
-    if raw.get("master") and raw.get("remote"):
-        raise _error(
-            config,
-            f"{key}.remote",
-            "set either master (local[N], a cluster URL) or remote (sc://host:port), not both",
-        )
-    schema = raw.get("schema", "cpo")
-    for name, value in (("schema", schema), ("catalog", raw.get("catalog") or "c")):
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise _error(config, f"{key}.{name}", f"expected letters, digits and _, got {value!r}")
-    conf = raw.get("conf", {}) or {}
-    if not isinstance(conf, Mapping):
-        raise _error(config, f"{key}.conf", "expected a mapping of Spark settings")
-    partitions = raw.get("shuffle_partitions", 8)
-    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
-        raise _error(config, f"{key}.shuffle_partitions", "expected an integer of at least 1")
-    return SparkSettings(
-        root=Path(config.root),
-        master=None if raw.get("remote") else raw.get("master", "local[2]"),
-        remote=raw.get("remote"),
-        warehouse=raw.get("warehouse", "spark-warehouse"),
-        schema=schema,
-        catalog=raw.get("catalog"),
-        conf={str(k): str(v) for k, v in conf.items()},
-        shuffle_partitions=partitions,
-    )
+    """The Spark settings of the active target (validated with the rest of ``cpo.yml`` by
+    `cpo.engine.config_schema.TargetSettings`), with their defaults."""
+    given = dict(getattr(config.target, "engine", None) or {})
+    if given.get("remote"):
+        given["master"] = None
+    given["conf"] = {str(k): str(v) for k, v in (given.get("conf") or {}).items()}
+    return SparkSettings(root=Path(config.root), **given)
 
 
 def database_exists(config: Any) -> bool:

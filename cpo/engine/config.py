@@ -14,6 +14,7 @@ from typing import Any
 
 from cpo.engine.config_schema import (
     PROVIDER_KINDS,
+    SPARK_FIELDS,
     CallsSettings,
     CpoSettings,
     TargetSettings,
@@ -46,6 +47,10 @@ class Target:
     providers: Mapping[str, Mapping[str, Any]]
     memory_limit: str | None = None
     """DuckDB's ``memory_limit`` for builds (``targets.<name>.memory_limit``)."""
+    type: str = "duckdb"
+    """The engine: ``duckdb`` or ``spark``."""
+    engine: Mapping[str, Any] = field(default_factory=dict)
+    """The engine's own validated settings that were given (Spark: master, warehouse...)."""
 
 
 CallSettings = CallsSettings
@@ -138,6 +143,8 @@ def load_config(
             database=spec.database,
             providers={k: _provider(k, v, doc, name) for k, v in spec.providers.items()},
             memory_limit=spec.memory_limit,
+            type=spec.type,
+            engine=spec.model_dump(include=set(SPARK_FIELDS), by_alias=True, exclude_none=True),
         )
         for name, spec in ((n, t or TargetSettings()) for n, t in settings.targets.items())
     }

@@ -18,12 +18,14 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from cpo.engine.settings import (
+    Identifier,
     MemorySize,
     NonEmptyStr,
     NonNegativeNumber,
@@ -45,6 +47,8 @@ from cpo.providers.base import provider_kinds, provider_settings_model
 
 PROVIDER_KINDS = provider_kinds()
 """The step kinds registered when this module loaded (`cpo.providers.base.register_kind`)."""
+SPARK_FIELDS = ("master", "remote", "warehouse", "schema_", "catalog", "conf", "shuffle_partitions")
+"""The keys only a ``type: spark`` target takes (field names: ``schema_`` is ``schema``)."""
 SECRET_KEYS = ("api_key", "key", "password", "secret")
 _ADAPTERS: dict[str, tuple[Any, TypeAdapter[Any]]] = {}  # vars section -> (schema, its adapter)
 
@@ -83,12 +87,12 @@ class TargetSettings(Section):
     database: NonEmptyStr = "cpo.duckdb"
     # DuckDB's memory_limit for builds (it spills to disk beyond it); None: DuckDB's default.
     memory_limit: MemorySize | None = None
-    # Spark targets only (checked further by cpo.adapters.spark_settings).
+    # Spark targets only (`cpo.adapters.SparkSettings` holds them, with their defaults).
     master: NonEmptyStr | None = None
     remote: NonEmptyStr | None = None
     warehouse: NonEmptyStr | None = None
-    schema_: NonEmptyStr | None = Field(default=None, alias="schema")
-    catalog: NonEmptyStr | None = None
+    schema_: Identifier | None = Field(default=None, alias="schema")
+    catalog: Identifier | None = None
     conf: dict[str, str | int | float | bool] | None = None
     shuffle_partitions: PositiveInt | None = None
     providers: dict[NonEmptyStr, ProviderSettings | list[ProviderSettings]] = Field(
@@ -103,6 +107,35 @@ class TargetSettings(Section):
             for kind in value:
                 if kind not in kinds:
                     raise unknown_key_error(kind, kinds)
+        return value
+
+    @field_validator(*SPARK_FIELDS)
+    @classmethod
+    def _spark_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("type") != "spark":
+            raise custom_error(
+                "spark_only", "only a spark target takes this key; add type: spark or remove it"
+            )
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _duckdb_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("type") == "spark":
+            raise custom_error(
+                "duckdb_only",
+                "memory_limit is DuckDB's; a spark target sets spark.driver.memory under conf",
+            )
+        return value
+
+    @field_validator("remote")
+    @classmethod
+    def _one_endpoint(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("master"):
+            raise custom_error(
+                "endpoint",
+                "set either master (local[N], a cluster URL) or remote (sc://host:port), not both",
+            )
         return value
 
     @model_validator(mode="after")
