@@ -469,10 +469,10 @@ def test_simulation_is_deterministic(tmp_path: Path) -> None:
 def test_design_table_matches_the_planning_formula() -> None:
     sys.path.insert(0, str(REPO / "udfs"))
     try:
-        from _experiment_design import design_table, experiment_config
+        from _experiment_design import ExperimentVars, design_table, experiment_config
     finally:
         sys.path.remove(str(REPO / "udfs"))
-    config = experiment_config(
+    settings = ExperimentVars.model_validate(
         {
             "arms": [
                 {"name": "control", "weight": 2},
@@ -491,7 +491,7 @@ def test_design_table_matches_the_planning_formula() -> None:
             ],
         }
     )
-    table = design_table(config, n_customers=40_000)
+    table = design_table(experiment_config(settings), n_customers=40_000)
     assert [(r.arm, r.metric) for r in table] == [
         ("urgent", "open_rate"),
         ("friendly", "open_rate"),

@@ -117,7 +117,7 @@ def test_the_steps_read_the_checked_model_and_check_nothing_again() -> None:
         assert "refuse_unknown" not in source
         assert "raise ConfigurationError" not in source or module is bm25  # bm25: the extension
     step = (ROOT / "udfs/safety_screenings.py").read_text(encoding="utf-8")
-    assert "safety_settings(" in step and "validate_thresholds" not in step
+    assert 'config.section("vars.safety", SafetyVars)' in step and "validate_thresholds" not in step
     # The providers' models are registered, so cpo.yml is checked before anything runs.
     assert provider_settings_model("retrieval", "bm25") is bm25.Bm25Settings
     for name in ("openai", "azure_openai"):

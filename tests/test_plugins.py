@@ -115,7 +115,7 @@ def test_an_installed_plugin_is_found_through_the_cpo_entry_point_group(tmp_path
 
         print("plugins", plugins()[-1])
         print("provider", get_provider_factory("generation", "echo")({}, {}).describe())
-        print("section", validate_vars({"loyalty": {"points": 3}}, Origin(lambda k: None)))
+        print("section", validate_vars({"loyalty": {"points": 3}}, Origin(lambda k: None))[0])
         try:
             validate_vars({"loyalty": {"point": 3}}, Origin(lambda k: 7))
         except ConfigurationError as e:

@@ -258,9 +258,9 @@ def test_init_reads_the_only_table_of_a_duckdb_file(tmp_path, capsys):
     assert customers["columns"]["customer_id"] == "client_id"
     assert customers["attributes"] == ["area"]
     # The printed block is a valid source as it stands.
-    from cpo.personalization.sources import load_source
+    from cpo.personalization.sources import SourcesSettings, load_source
 
-    view = load_source(tmp_path, block["sources"], "customers")
+    view = load_source(tmp_path, SourcesSettings.model_validate(block["sources"]), "customers")
     assert view.has("customer_id", "recency_days", "monetary") and view.attributes == ["area"]
 
 

@@ -150,7 +150,7 @@ def test_primary_family_wise_error_of_the_decisions() -> None:
     udfs = str(Path(__file__).resolve().parents[1] / "udfs")
     if udfs not in sys.path:
         sys.path.insert(0, udfs)
-    from _experiment_design import experiment_config
+    from _experiment_design import ExperimentVars, experiment_config
     from experiment_results import analyse
 
     arms = ["control", "a", "b", "c"]
@@ -160,8 +160,8 @@ def test_primary_family_wise_error_of_the_decisions() -> None:
         for i in range(3)
     ]
     raw = {"arms": [{"name": a, "weight": 1} for a in arms], "metrics": metrics}
-    config = experiment_config(raw)
-    primary_only = experiment_config({**raw, "metrics": metrics[:1]})
+    config = experiment_config(ExperimentVars.model_validate(raw))
+    primary_only = experiment_config(ExperimentVars.model_validate({**raw, "metrics": metrics[:1]}))
     rng = np.random.default_rng(12)
     sims, n, p = 600, 2000, 0.1
     shipped = 0

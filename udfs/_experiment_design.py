@@ -4,10 +4,12 @@ Shared by the experiment steps, and by ``plan``, which prints `design_table`: fo
 arm and proportion metric with a ``baseline``, the sample size needed per arm to detect the
 metric's ``mde`` and the MDE reachable with the current customers.
 
-The settings are one pydantic v2 model, `ExperimentVars` (unknown keys are errors), so the
-project's central settings schema can register it; `experiment_config` turns a validation error
-into a `ConfigurationError` naming the key path (``vars.experiment.metrics[2].type``) and the
-accepted values. Settings (all optional; without ``metrics`` the analysis is empty)::
+The settings are one pydantic v2 model, `ExperimentVars`, registered as the ``vars.experiment``
+section: ``cpo.yml`` is checked against it when it loads (a bad value names its key path, e.g.
+``vars.experiment.metrics[2].type``, its line and the accepted values), and the steps read the
+instance the loader made (`experiment_settings`). `experiment_config` adds what needs more than
+the section: the default arms (the tones). Settings (all optional; without ``metrics`` the
+analysis is empty)::
 
     experiment:
       id: tone_test_2026_11          # experiment_id of the assignments
@@ -38,9 +40,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cpo.errors import ConfigurationError
 from cpo.experiments import stats
 from cpo.experiments.settings import (  # noqa: F401 (re-exported for the steps)
-    _NESTED,
     DIRECTIONS,
     EVENTS,
     METRIC_TYPES,
@@ -57,10 +59,6 @@ from cpo.experiments.settings import (  # noqa: F401 (re-exported for the steps)
     MetricVars,
     Name,
     OutcomesVars,
-    _default_error,
-    _format,
-    _Strict,
-    parse_vars,
 )
 
 
@@ -126,20 +124,29 @@ class ExperimentConfig:
         return tuple(m for m in self.metrics if m.role == role)
 
 
+def experiment_settings(ctx: Any) -> ExperimentVars:
+    """``vars.experiment``: the model that checked it when ``cpo.yml`` loaded."""
+    return ctx.config.section("vars.experiment", ExperimentVars)
+
+
+def _error(key: str, message: str) -> ConfigurationError:
+    return ConfigurationError(message, path="cpo.yml", key=key)
+
+
 def experiment_config(
-    raw: Any, default_arms: Sequence[str] = ("control",), error: ErrorFactory = _default_error
+    v: ExperimentVars, default_arms: Sequence[str] = ("control",), error: ErrorFactory = _error
 ) -> ExperimentConfig:
-    """Validate the ``vars.experiment`` mapping.
+    """The steps' view of ``vars.experiment``, with the default arms filled in.
 
     Args:
-        raw: The mapping (``ctx.var("experiment")``).
+        v: The validated settings (`experiment_settings`).
         default_arms: Arm names used when ``arms`` is not set (control first, equal weights).
         error: Builds the ConfigurationError for a key path (``ctx.config.document.error``).
 
     Raises:
-        ConfigurationError: A setting is missing or invalid (naming its key path).
+        ConfigurationError: The control arm is not among the arms (which may come from the
+            tones, so the section alone cannot tell).
     """
-    v = parse_vars(raw, error)
     arms = tuple(
         Arm(a.name, float(a.weight), a.message == "none")
         for a in (v.arms or [ArmVars(name=n, weight=1) for n in default_arms])
@@ -266,9 +273,10 @@ def plan(ctx: Any) -> tuple[str, list[dict[str, Any]]]:
     Returns:
         A title and one row per treatment arm x plannable metric.
     """
-    raw = ctx.var("experiment", {}, expect=dict)
     tones = ctx.var("generation.tones", [], expect=list)
-    config = experiment_config(raw, ["control", *tones])
+    config = experiment_config(
+        experiment_settings(ctx), ["control", *tones], error=ctx.config.document.error
+    )
     n_customers = int(ctx.sql("select count(*) from assignments").fetchone()[0])
     rows = [
         {

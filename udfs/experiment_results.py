@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from _experiment_design import ExperimentConfig, Metric, experiment_config
+from _experiment_design import ExperimentConfig, Metric, experiment_config, experiment_settings
 from scipy import stats as sps
 
 from cpo.experiments import stats
@@ -477,8 +477,9 @@ def _validity(ctx: Any, config: ExperimentConfig) -> Validity:
 def model(ctx: Any) -> pa.Table:
     """experiment_results from experiment_metrics and assignments."""
     tones = ctx.var("generation.tones", [], expect=list)
+    ctx.var("experiment", expect=dict)  # required: this step analyses a declared experiment
     config = experiment_config(
-        ctx.var("experiment", expect=dict), ["control", *tones], error=ctx.config.document.error
+        experiment_settings(ctx), ["control", *tones], error=ctx.config.document.error
     )
     if not config.metrics:
         ctx.log.warning("no metrics under vars.experiment.metrics: experiment_results is empty")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from _experiment_design import experiment_config
+from _experiment_design import experiment_config, experiment_settings
 from _experiment_files import columns as columns_of
 from _experiment_files import fail, ident, literal, paths, read_text, require_columns
 
@@ -38,14 +38,14 @@ SCHEMA = pa.schema(
 
 def model(ctx: Any) -> pa.Table:
     """The external assignment, checked, or an empty table when none is configured."""
-    raw = ctx.var("experiment", {}, expect=dict)
-    config = experiment_config(raw, error=ctx.config.document.error)
-    setting = raw.get("assignments")
-    if not setting:
+    settings = experiment_settings(ctx)
+    config = experiment_config(settings, error=ctx.config.document.error)
+    setting = settings.assignments
+    if setting is None:
         return SCHEMA.empty_table()
-    columns = {"customer_id": "customer_id", "arm": "arm", **(setting.get("columns") or {})}
-    wanted = {role: col for role, col in columns.items() if col}
-    source = read_text(ctx, paths(ctx, setting["path"], f"{KEY}.path"))
+    # The model requires columns.arm, so every role is named (optional ones may be None).
+    wanted = {role: col for role, col in setting.columns.model_dump().items() if col}
+    source = read_text(ctx, paths(ctx, setting.path, f"{KEY}.path"))
     require_columns(ctx, columns_of(ctx, source), wanted, f"{KEY}.columns")
     at = wanted.get("assigned_at")
     seg = wanted.get("segment_id")
@@ -98,7 +98,7 @@ def model(ctx: Any) -> pa.Table:
             f"the assignment file has arms {unknown} that are not in vars.experiment.arms "
             f"({', '.join(known)}); list every arm with its planned weight",
         )
-    start = raw.get("start_at")
+    start = settings.start_at
     at_sql = "parsed_at" if at or not start else f"try_cast({literal(str(start))} as timestamp)"
     out = ctx.sql(f"""
         select {literal(config.id)} as experiment_id, customer_id, arm, segment_id,

@@ -59,15 +59,16 @@ def _reader(paths: list[Path]) -> str:
 
 def model(ctx: Any) -> pa.Table:
     """Read every matching events file into one text table."""
-    from _experiment_design import experiment_config
+    from _experiment_design import experiment_config, experiment_settings
 
     from cpo.errors import ConfigurationError
 
-    # The root of the experiment chain checks the settings, so a bad metric fails here with its
-    # key path instead of as a SQL error in experiment_metrics.
+    # The root of the experiment chain checks that the control arm is among the arms (which
+    # may be the tones), so a bad control fails here with its key path, not as a SQL error.
+    ctx.var("experiment", expect=dict)  # required: this chain analyses a declared experiment
     tones = ctx.var("generation.tones", [], expect=list)
     experiment_config(
-        ctx.var("experiment", expect=dict), ["control", *tones], error=ctx.config.document.error
+        experiment_settings(ctx), ["control", *tones], error=ctx.config.document.error
     )
     setting = ctx.var("experiment.events.path", DEFAULT_PATH, expect=(str, list))
     patterns = [setting] if isinstance(setting, str) else [str(p) for p in setting]

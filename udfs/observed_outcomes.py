@@ -21,35 +21,34 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from _experiment_design import experiment_config
+from _experiment_design import ExperimentVars, experiment_settings
 from _experiment_files import columns as columns_of
 from _experiment_files import fail, ident, paths, read_text, require_columns
 
 KEY = "vars.experiment.outcomes"
 
 
-def needed_columns(raw: dict[str, Any]) -> list[str]:
+def needed_columns(settings: ExperimentVars) -> list[str]:
     """Outcome-table columns the metrics read (``column:`` and covariates), in order."""
     names: list[str] = []
-    for m in raw.get("metrics") or []:
-        for key in ("column", "covariate"):
-            if m.get(key) and m[key] not in names:
-                names.append(m[key])
+    for m in settings.metrics or []:
+        for name in (m.column, m.covariate):
+            if name and name not in names:
+                names.append(name)
     return names
 
 
 def model(ctx: Any) -> pa.Table:
     """The outcome table with the columns the metrics read, as numbers."""
-    raw = ctx.var("experiment", {}, expect=dict)
-    experiment_config(raw, error=ctx.config.document.error)
-    setting = raw.get("outcomes")
-    if not setting:
+    settings = experiment_settings(ctx)
+    setting = settings.outcomes
+    if setting is None:
         return pa.table({"customer_id": pa.array([], pa.string())})
-    id_column = (setting.get("columns") or {}).get("customer_id", "customer_id")
-    query = read_text(ctx, paths(ctx, setting["path"], f"{KEY}.path"))
+    id_column = setting.columns.customer_id
+    query = read_text(ctx, paths(ctx, setting.path, f"{KEY}.path"))
     present = columns_of(ctx, query)
     require_columns(ctx, present, {"customer_id": id_column}, f"{KEY}.columns")
-    columns = needed_columns(raw)
+    columns = needed_columns(settings)
     missing = [c for c in columns if c not in present]
     if missing:
         raise fail(

@@ -20,7 +20,7 @@ import pandas as pd
 from _groundedness import groundedness_rows
 
 from cpo.personalization import policy
-from cpo.personalization.settings import safety_settings
+from cpo.personalization.settings import SafetyVars
 from cpo.providers.base import SafetyRequest, SafetyResult
 
 COLUMNS = ["variant_id", "check", "severity", "passed", "reason"]
@@ -31,8 +31,8 @@ def model(ctx):
     retrieved = ctx.ref("retrieved_content").df()
     content = ctx.ref("stg_content").df()
     footer = str(ctx.ref("message_footer").df()["footer"].iloc[0])  # required elements live here
-    # vars.safety, as its one model (cpo.personalization.settings) checked it when cpo.yml loaded.
-    safety = safety_settings(ctx.var("safety", {}, expect=dict))
+    # vars.safety: the instance of its one model that checked it when cpo.yml loaded.
+    safety = ctx.config.section("vars.safety", SafetyVars)
     thresholds = safety.resolved_thresholds()
     rules = safety.policy
     blocklists = {name: tuple(terms) for name, terms in safety.blocklists.items()}

@@ -11,9 +11,6 @@ named from its centroid ("High-value frequent buyers", "Lapsed low spenders") an
 id ``kmeans_01``... ordered by average monetary value (or size, without one), highest first.
 """
 
-# No `from __future__ import annotations`: the engine imports steps without registering them in
-# sys.modules, and dataclasses cannot resolve string annotations in such a module.
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cpo.errors import ConfigurationError
+from cpo.personalization.segmentation import SegmentationSettings, segmentation_settings
 
 if TYPE_CHECKING:
     from sklearn.cluster import KMeans
@@ -36,19 +34,10 @@ _SILHOUETTE_ROWS = 4000
 _DISTINCT = 0.5
 
 
-@dataclass(frozen=True)
-class KMeansSettings:
-    """The validated ``vars.segmentation`` settings this step uses."""
-
-    k_min: int
-    k_max: int
-    seed: int
-    sample_size: int
-
-
 def config(ctx: Any) -> dict[str, Any]:
     """Build this step only when ``vars.segmentation.method`` is ``kmeans``."""
-    return {"enabled": ctx.var("segmentation.method", "rules") == "kmeans", "tags": ["segments"]}
+    enabled = segmentation_settings(ctx.config).method == "kmeans"
+    return {"enabled": enabled, "tags": ["segments"]}
 
 
 def model(ctx: Any) -> pd.DataFrame:
@@ -62,7 +51,8 @@ def model(ctx: Any) -> pd.DataFrame:
     """
     from cpo.personalization.sources import source_view
 
-    settings = read_settings(ctx)
+    # k_min <= k_max, sample_size >= 100...: checked by the model when cpo.yml loaded.
+    settings = segmentation_settings(ctx.config)
     relation = ctx.ref("customer_features")
     present = [f for f in FEATURES if f in relation.columns]
     attributes = source_view(ctx.config, "customers").attributes
@@ -81,42 +71,9 @@ def model(ctx: Any) -> pd.DataFrame:
     return segment(table, settings, log=ctx.log, features=present, attributes=attributes)
 
 
-def read_settings(ctx: Any) -> KMeansSettings:
-    """Read and check ``vars.segmentation.{k_min,k_max,seed,sample_size}``."""
-    values = {
-        "k_min": ctx.var("segmentation.k_min", 3),
-        "k_max": ctx.var("segmentation.k_max", 8),
-        "seed": ctx.var("segmentation.seed", 42),
-        "sample_size": ctx.var("segmentation.sample_size", 20000),
-    }
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigurationError(
-                f"segmentation.{key} must be an integer, got {value!r}",
-                path="cpo.yml",
-                key=f"vars.segmentation.{key}",
-            )
-    settings = KMeansSettings(**values)
-    if settings.k_min < 2 or settings.k_max < settings.k_min:
-        raise ConfigurationError(
-            # Name the keys in the message: a step's error result shows path and message only.
-            "segmentation.k_min must be at least 2 and at most segmentation.k_max, "
-            f"got k_min={settings.k_min}, k_max={settings.k_max}",
-            path="cpo.yml",
-            key="vars.segmentation.k_min",
-        )
-    if settings.sample_size < 100:
-        raise ConfigurationError(
-            f"segmentation.sample_size must be at least 100, got {settings.sample_size}",
-            path="cpo.yml",
-            key="vars.segmentation.sample_size",
-        )
-    return settings
-
-
 def segment(
     table: pa.Table,
-    settings: KMeansSettings,
+    settings: SegmentationSettings,
     log: Any = None,
     features: tuple[str, ...] | list[str] = FEATURES,
     attributes: tuple[str, ...] | list[str] = (),
@@ -179,7 +136,9 @@ def _feature_matrix(raw: np.ndarray, names: list[str]) -> np.ndarray:
     return values
 
 
-def _choose_k(sample: np.ndarray, settings: KMeansSettings) -> tuple["KMeans", dict[int, float]]:
+def _choose_k(
+    sample: np.ndarray, settings: SegmentationSettings
+) -> tuple["KMeans", dict[int, float]]:
     """Fit each k in range on the sample; keep the best silhouette (the smaller k on ties)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score

@@ -1,7 +1,10 @@
 """Read and validate ``cpo.yml`` into frozen dataclasses; errors name the key path and line.
 
-The whole file is validated by one schema (`cpo.engine.config_schema`): the engine's own keys and
-every ``vars:`` section, whose models the domain's plugins register (``cpo_vars_sections``).
+The whole file is validated by one schema (`cpo.engine.config_schema`): the engine's own keys, the
+top-level keys the domain's plugins own (``sources``, ``cpo_settings_sections``) and every ``vars:``
+section, whose models they register too (``cpo_vars_sections``). The loaded `ProjectConfig`
+carries the validated models (`ProjectConfig.section`): the domain reads those and checks nothing
+again.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cpo.engine.config_schema import (
     PROVIDER_KINDS,
@@ -26,6 +29,8 @@ from cpo.errors import ConfigurationError
 
 CONFIG_FILE = "cpo.yml"
 TOP_LEVEL_KEYS = frozenset(CpoSettings.model_fields)
+"""The engine's own top-level keys (plugins own more: `cpo.engine.settings.settings_sections`)."""
+SectionT = TypeVar("SectionT")
 __all__ = ["PROVIDER_KINDS", "TOP_LEVEL_KEYS"]
 DEFAULT_PATHS = {
     "models": "models",
@@ -84,7 +89,23 @@ class ProjectConfig:
     vars: Mapping[str, Any]
     document: YamlDocument = field(repr=False, compare=False)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
-    sources: Mapping[str, Any] = field(default_factory=dict)
+    sections: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Key path (``sources``, ``vars.segmentation``) -> its model, validated at load."""
+
+    def section(self, key: str, model: type[SectionT]) -> SectionT:
+        """The settings at `key` (``sources``, ``vars.experiment``) as the model instance that
+        validated them when ``cpo.yml`` loaded; the model's defaults when `key` is not set.
+
+        Raises:
+            TypeError: `key` was validated by a schema other than `model` (a programming error:
+                the schema registered for it is not the one the caller reads).
+        """
+        value = self.sections.get(key)
+        if value is None:
+            return model()
+        if not isinstance(value, model):
+            raise TypeError(f"{key} was validated as {type(value).__name__}, not {model.__name__}")
+        return value
 
     def path(self, kind: str) -> Path:
         """Absolute path of a project folder (``models``, ``seeds``, ``target``, ...)."""
@@ -135,8 +156,8 @@ def load_config(
         cli_vars=cli,
         file_vars=file_vars if isinstance(file_vars, Mapping) else None,
     )
-    settings, variables = validate_settings(data, origin)
-    _refuse_sources_memory_limit(settings.sources, doc)
+    validated = validate_settings(data, origin)
+    settings = validated.settings
     targets = {
         name: Target(
             name=name,
@@ -175,10 +196,10 @@ def load_config(
         },
         cache_path=settings.cache.path,
         log_salt_env=settings.logging.salt_env,
-        vars=variables,
+        vars=validated.vars,
         document=doc,
         telemetry=dict(raw.get("telemetry") or {}),
-        sources=dict(settings.sources),
+        sections=validated.sections,
     )
 
 
@@ -249,15 +270,3 @@ def _provider(kind: str, spec: Any, doc: YamlDocument, target: str) -> dict[str,
             f"no plugin combines several {kind} providers; give one mapping",
         )
     return dict(combined)
-
-
-def _refuse_sources_memory_limit(sources: Mapping[str, Any], doc: YamlDocument) -> None:
-    """``sources.memory_limit``, the older place of ``targets.<name>.memory_limit``: an error."""
-    value = sources.get("memory_limit")
-    if value is not None:
-        raise doc.error(
-            "sources.memory_limit",
-            "DuckDB's memory limit is a target setting now: move it to "
-            f"'targets.<name>.memory_limit: {value}' (e.g. under targets.offline) and remove it "
-            "from sources",
-        )

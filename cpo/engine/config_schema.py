@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import (
@@ -17,7 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -33,15 +34,11 @@ from cpo.engine.settings import (
     Section,
     SqlExpression,
     custom_error,
+    settings_sections,
     unknown_key_error,
     vars_sections,
 )
-from cpo.engine.settings_errors import (
-    Origin,
-    configuration_error,
-    describe,
-    to_configuration_error,
-)
+from cpo.engine.settings_errors import Origin, checked, configuration_error, describe
 from cpo.errors import ConfigurationError
 from cpo.providers.base import provider_kinds, provider_settings_model
 
@@ -50,7 +47,8 @@ PROVIDER_KINDS = provider_kinds()
 SPARK_FIELDS = ("master", "remote", "warehouse", "schema_", "catalog", "conf", "shuffle_partitions")
 """The keys only a ``type: spark`` target takes (field names: ``schema_`` is ``schema``)."""
 SECRET_KEYS = ("api_key", "key", "password", "secret")
-_ADAPTERS: dict[str, tuple[Any, TypeAdapter[Any]]] = {}  # vars section -> (schema, its adapter)
+# A section's key path -> (its schema, the schema's adapter).
+_ADAPTERS: dict[str, tuple[Any, TypeAdapter[Any]]] = {}
 
 
 # --- the engine's own keys ---------------------------------------------------------------------
@@ -224,7 +222,6 @@ class CpoSettings(Section):
     paths: PathsSettings = PathsSettings()
     seeds: dict[str, Any] = Field(default_factory=dict)
     models: dict[str, Any] = Field(default_factory=dict)
-    sources: dict[str, Any] = Field(default_factory=dict)
     calls: CallsSettings = CallsSettings()
     budget: BudgetSettings = BudgetSettings()
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
@@ -233,12 +230,35 @@ class CpoSettings(Section):
     telemetry: TelemetryBlock = TelemetryBlock()
     vars: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def known_keys(cls) -> list[str]:
+        """The engine's keys and the top-level sections plugins own (``sources``), which
+        `validate_settings` checks against their own schemas."""
+        return [*super().known_keys(), *settings_sections()]
 
-def validate_settings(data: Any, origin: Origin) -> tuple[CpoSettings, dict[str, Any]]:
+
+@dataclass(frozen=True)
+class ValidatedSettings:
+    """A whole ``cpo.yml``, checked.
+
+    Attributes:
+        settings: The engine's own keys.
+        vars: ``vars`` as a plain dict (``--vars`` merged in) in which the values typed
+            `SqlExpression` are one.
+        sections: Key path (``sources``, ``vars.segmentation``) -> the value its registered
+            schema validated (a model instance for a `Section`): what the domain reads.
+    """
+
+    settings: CpoSettings
+    vars: dict[str, Any]
+    sections: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_settings(data: Any, origin: Origin) -> ValidatedSettings:
     """Validate a whole ``cpo.yml`` mapping (with ``--vars`` already merged into ``vars``).
 
-    Returns:
-        The settings, and ``vars`` as a plain dict in which SQL-typed values are `SqlExpression`.
+    The engine's keys are checked by `CpoSettings`, the keys plugins own (``sources``) and every
+    ``vars`` section by their registered schemas, each once.
 
     Raises:
         ConfigurationError: the first problem, naming key path, line and what is expected.
@@ -249,12 +269,18 @@ def validate_settings(data: Any, origin: Origin) -> tuple[CpoSettings, dict[str,
             path=origin.path,
             line=1,
         )
-    try:
-        settings = CpoSettings.model_validate(dict(data))
-    except ValidationError as e:
-        raise to_configuration_error(e, (), origin, dict(data)) from None
+    owned = settings_sections()
+    engine_keys = {k: v for k, v in data.items() if k not in owned}
+    settings = checked(CpoSettings.model_validate, engine_keys, (), origin)
     _validate_providers(settings, origin)
-    return settings, validate_vars(settings.vars, origin)
+    sections = {
+        name: _validate_section(name, schema, data[name], (name,), origin)
+        for name, schema in owned.items()
+        if name in data
+    }
+    variables, var_sections = validate_vars(settings.vars, origin)
+    sections.update({f"vars.{name}": value for name, value in var_sections.items()})
+    return ValidatedSettings(settings, variables, sections)
 
 
 def _validate_providers(settings: CpoSettings, origin: Origin) -> None:
@@ -275,26 +301,27 @@ def _validate_provider(
     model = provider_settings_model(kind, str(raw["type"]))
     if model is None:
         return
-    try:
-        model.model_validate(raw)
-    except ValidationError as e:
-        raise to_configuration_error(e, prefix, origin, raw) from None
+    checked(model.model_validate, raw, prefix, origin)
     if "providers" in model.model_fields:
         for index, layer in enumerate(raw["providers"]):
             _validate_provider(kind, dict(layer), (*prefix, "providers", index), origin)
 
 
-def validate_vars(values: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
+def validate_vars(
+    values: Mapping[str, Any], origin: Origin
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate every ``vars`` section against its registered schema.
 
     Returns:
-        A copy of `values` in which every value typed `SqlExpression` is one.
+        A copy of `values` in which every value typed `SqlExpression` is one, and the validated
+        value of each registered section given (section name -> model instance or value).
 
     Raises:
         ConfigurationError: an unregistered section or an invalid value.
     """
     sections = vars_sections()
     result = dict(values)
+    validated: dict[str, Any] = {}
     for name, value in values.items():
         if name not in sections:
             close = difflib.get_close_matches(str(name), list(sections), n=1, cutoff=0.8)
@@ -309,16 +336,22 @@ def validate_vars(values: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
                     "cpo_vars_sections hook, or register_vars_section(name, Model) in Python",
                 )
             continue
-        schema, adapter = _ADAPTERS.get(name) or (None, None)
-        if adapter is None or schema is not sections[name]:
-            adapter = TypeAdapter(sections[name])
-            _ADAPTERS[name] = (sections[name], adapter)
-        try:
-            validated = adapter.validate_python(value, strict=True)
-        except ValidationError as e:
-            raise to_configuration_error(e, ("vars", name), origin, value) from None
-        result[name] = _with_sql_expressions(value, validated)
-    return result
+        validated[name] = _validate_section(
+            f"vars.{name}", sections[name], value, ("vars", name), origin
+        )
+        result[name] = _with_sql_expressions(value, validated[name])
+    return result, validated
+
+
+def _validate_section(
+    key: str, schema: Any, value: Any, prefix: tuple[Any, ...], origin: Origin
+) -> Any:
+    """`value` validated (strict types) by `schema`, whose adapter is built once per schema."""
+    cached, adapter = _ADAPTERS.get(key) or (None, None)
+    if adapter is None or cached is not schema:
+        adapter = TypeAdapter(schema)
+        _ADAPTERS[key] = (schema, adapter)
+    return checked(partial(adapter.validate_python, strict=True), value, prefix, origin)
 
 
 def _with_sql_expressions(raw: Any, validated: Any) -> Any:

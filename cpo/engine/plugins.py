@@ -117,6 +117,11 @@ class HookSpecs(Protocol):
         """Schemas of ``vars.<name>`` sections: a `cpo.engine.settings.Section` or a type."""
 
     @hookspec
+    def cpo_settings_sections(self) -> Mapping[str, Any]:
+        """Schemas of top-level keys of ``cpo.yml`` that a plugin owns (``sources``): a
+        `cpo.engine.settings.Section`, checked when ``cpo.yml`` loads like a ``vars`` section."""
+
+    @hookspec
     def cpo_jinja_globals(self, config: Any) -> Mapping[str, Any]:
         """Globals that models see when they are compiled (e.g. ``sources``)."""
 

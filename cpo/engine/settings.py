@@ -28,17 +28,10 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError, core_schema
 
-from cpo.engine.settings_errors import Origin, key_parts, to_configuration_error
+from cpo.engine.settings_errors import Origin, checked, key_parts
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -63,6 +56,17 @@ def vars_sections() -> dict[str, Any]:
     return {**merged(hooks().cpo_vars_sections()), **_VARS_SECTIONS}
 
 
+def settings_sections() -> dict[str, Any]:
+    """The top-level keys of ``cpo.yml`` that plugins own (name -> schema), e.g. ``sources``.
+
+    Declared with the ``cpo_settings_sections`` hook (`cpo.engine.plugins`); the engine checks
+    each against its schema when ``cpo.yml`` loads, exactly like a ``vars`` section.
+    """
+    from cpo.engine.plugins import hooks, merged
+
+    return merged(hooks().cpo_settings_sections())
+
+
 # --- building blocks ---------------------------------------------------------------------------
 
 
@@ -75,11 +79,16 @@ class Section(BaseModel):
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            known = [field.alias or name for name, field in cls.model_fields.items()]
+            known = cls.known_keys()
             for key in data:
                 if key not in known:
                     raise unknown_key_error(key, known)
         return data
+
+    @classmethod
+    def known_keys(cls) -> list[str]:
+        """The keys this section takes (as written in ``cpo.yml``: aliases, not field names)."""
+        return [field.alias or name for name, field in cls.model_fields.items()]
 
 
 def unknown_key_error(key: Any, known: list[str]) -> PydanticCustomError:
@@ -204,8 +213,5 @@ def validate_model(model: type[ModelT], data: Mapping[str, Any], *, key: str) ->
     Raises:
         ConfigurationError: naming ``cpo.yml``, the key path under `key` and what is expected.
     """
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as e:
-        origin = Origin(line_of=lambda _: None)
-        raise to_configuration_error(e, tuple(key_parts(key)), origin, dict(data)) from None
+    origin = Origin(line_of=lambda _: None)
+    return checked(model.model_validate, dict(data), tuple(key_parts(key)), origin)

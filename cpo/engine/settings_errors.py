@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from cpo.errors import ConfigurationError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,22 @@ class Origin:
     path: str = "cpo.yml"
     cli_vars: Mapping[str, Any] | None = None
     file_vars: Mapping[str, Any] | None = None
+
+
+def checked(validate: Callable[[Any], T], data: Any, prefix: tuple[Any, ...], origin: Origin) -> T:
+    """`validate(data)` (a pydantic validation of the settings found at key path `prefix`).
+
+    The one place where a pydantic `ValidationError` becomes a `ConfigurationError`: every
+    settings model, whether ``cpo.yml`` loads or Python code hands it a mapping, goes through it,
+    so every settings error reads the same.
+
+    Raises:
+        ConfigurationError: the first problem, naming the key path, its line and what is expected.
+    """
+    try:
+        return validate(data)
+    except ValidationError as e:
+        raise to_configuration_error(e, prefix, origin, data) from None
 
 
 def to_configuration_error(

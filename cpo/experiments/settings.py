@@ -1,20 +1,21 @@
 """The settings of ``vars.experiment`` as one pydantic model (unknown keys are errors).
 
-Registered with the central settings schema (`cpo.personalization.settings`), so a misspelt or
-invalid
-experiment setting is refused when ``cpo.yml`` is read; the experiment steps
-(``udfs/_experiment_design.py``) read the same model.
+Registered as a ``vars`` section (`cpo.experiments.plugin`), so a misspelt or invalid experiment
+setting is refused when ``cpo.yml`` is read, naming its key path and line; the experiment steps
+(``udfs/_experiment_design.py``) and the report read the instance the loader made
+(``config.section("vars.experiment", ExperimentVars)``) and check nothing again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from cpo.engine.macros import register_macro
+from cpo.engine.settings import Section
 from cpo.errors import ConfigurationError
 
 Event = Literal["delivered", "open", "click", "conversion", "unsubscribe"]
@@ -39,10 +40,6 @@ def _experiment_events(*, dialect: str = "duckdb") -> list[str]:
 register_macro("experiment_events", _experiment_events)
 
 
-def _default_error(key: str, message: str) -> ConfigurationError:
-    return ConfigurationError(message, path="cpo.yml", key=key)
-
-
 def _timestamp(value: str | None) -> str | None:
     """``start_at``: a timestamp like 2026-11-24 09:00:00 (it becomes a SQL literal)."""
     if value is not None:
@@ -55,11 +52,7 @@ def _timestamp(value: str | None) -> str | None:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArmVars(_Strict):
+class ArmVars(Section):
     """One arm: ``name``, relative ``weight``, and ``message: none`` for a holdout."""
 
     name: Name
@@ -67,7 +60,7 @@ class ArmVars(_Strict):
     message: Literal["none"] | None = None
 
 
-class FileColumns(_Strict):
+class FileColumns(Section):
     """Roles mapped to file columns (``customer_id`` required)."""
 
     customer_id: Name = "customer_id"
@@ -76,7 +69,7 @@ class FileColumns(_Strict):
     segment_id: Name | None = None
 
 
-class AssignmentsVars(_Strict):
+class AssignmentsVars(Section):
     """An assignment made outside CPO: a CSV or Parquet file, one row per customer."""
 
     path: Name
@@ -89,20 +82,20 @@ class AssignmentsVars(_Strict):
         return self
 
 
-class OutcomesVars(_Strict):
+class OutcomesVars(Section):
     """Per-customer outcomes: one row per customer, one numeric column per outcome."""
 
     path: Name | list[Name]
     columns: FileColumns = FileColumns()
 
 
-class EventsVars(_Strict):
+class EventsVars(Section):
     """Where observed events come from."""
 
     path: Name | list[Name] = "seeds/events*.csv"
 
 
-class MetricVars(_Strict):
+class MetricVars(Section):
     """A metric declared under ``experiment.metrics``.
 
     Attributes:
@@ -152,7 +145,7 @@ class MetricVars(_Strict):
         return self
 
 
-class ExperimentVars(_Strict):
+class ExperimentVars(Section):
     """The ``vars.experiment`` block (pydantic v2, unknown keys are errors)."""
 
     id: Name = "experiment"
@@ -197,57 +190,3 @@ class ExperimentVars(_Strict):
                         "vars.experiment.outcomes: {path: ..., columns: {customer_id: ...}}"
                     )
         return self
-
-
-def _format(error: Mapping[str, Any]) -> tuple[str, str]:
-    """(key path, message) of one pydantic error."""
-    key = "vars.experiment"
-    for part in error["loc"]:
-        if isinstance(part, int):
-            key += f"[{part}]"
-        elif part not in ("str", "list[str]", "list[constrained-str]", "constrained-str"):
-            key += f".{part}"
-    kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden":
-        parents = [p for p in error["loc"][:-1] if isinstance(p, str)]
-        model = _NESTED.get(parents[-1], ExperimentVars) if parents else ExperimentVars
-        message = f"unknown setting (misspelt?); accepted keys: {', '.join(model.model_fields)}"
-    elif kind == "value_error":
-        message = message.removeprefix("Value error, ")
-        if (
-            ": " in message
-            and message.split(": ", 1)[0]
-            .replace("[", "")
-            .replace("]", "")
-            .replace(".", "")
-            .replace("_", "")
-            .isalnum()
-        ):
-            head, message = message.split(": ", 1)
-            key += "." + head
-    return key, f"{message}; got {error.get('input')!r}" if kind != "value_error" else message
-
-
-_NESTED: dict[str, type[BaseModel]] = {
-    "arms": ArmVars,
-    "metrics": MetricVars,
-    "assignments": AssignmentsVars,
-    "outcomes": OutcomesVars,
-    "events": EventsVars,
-    "columns": FileColumns,
-}
-
-
-def parse_vars(raw: Any, error: ErrorFactory = _default_error) -> ExperimentVars:
-    """Validate ``vars.experiment`` into `ExperimentVars`.
-
-    Raises:
-        ConfigurationError: naming the first invalid key path and the accepted values.
-    """
-    if not isinstance(raw, dict):
-        raise error("vars.experiment", "must be a mapping with at least 'metrics:'")
-    try:
-        return ExperimentVars.model_validate(raw)
-    except ValidationError as e:
-        key, message = _format(e.errors(include_url=False)[0])
-        raise error(key, message) from None

@@ -24,6 +24,14 @@ def cpo_vars_sections() -> dict[str, Any]:
 
 
 @hookimpl
+def cpo_settings_sections() -> dict[str, Any]:
+    """``sources``: the input contract, checked when ``cpo.yml`` loads."""
+    from cpo.personalization.sources_spec import SourcesSettings
+
+    return {"sources": SourcesSettings}
+
+
+@hookimpl
 def cpo_jinja_globals(config: Any) -> dict[str, Any]:
     """``sources``, ``segment_rules``, ``merge_tag_sql``, ``content_rules``, ``feature_columns``."""
     from cpo.personalization.segmentation import jinja_globals
@@ -96,4 +104,4 @@ def cpo_prepare_build(config: Any, db: Any) -> None:
     """Attach the DuckDB files that ``sources:`` read tables from."""
     from cpo.personalization.sources import attach_sources
 
-    attach_sources(config.root, db)
+    attach_sources(config, db)

@@ -7,22 +7,23 @@
   ``{sql, fallback}``: the fallback (possibly empty) replaces a missing or blank value.
 - ``vars.content.rules``: what a usable document of a category must say (a regular expression).
 
-Everything is checked when the project compiles: an unknown column names the rule (or tag) and
-the columns available, and which role to map to get it.
+The models are registered as ``vars`` sections (`cpo.personalization.plugin`), so ``cpo.yml`` is
+checked against them when it loads; the functions here read the instances the loader made
+(`ProjectConfig.section`). What needs the data is checked when the project compiles: an unknown
+column names the rule (or tag) and the columns available, and which role to map to get it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlglot
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from sqlglot import exp
 
-from cpo.engine.settings import SqlExpression
+from cpo.engine.settings import NonEmptyStr, Section, SqlExpression
 from cpo.errors import ConfigurationError
 from cpo.personalization.roles import CUSTOMER_ATTRIBUTE_ROLES, CUSTOMER_ROLE_TABLE
 
@@ -40,10 +41,28 @@ NEEDS: dict[str, str] = {
 }
 
 
-class SegmentRule(BaseModel):
-    """One rule segment: customers matching ``when`` (and no earlier rule)."""
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValueError(f"is not a valid regular expression ({e})") from None
+    return value
 
-    model_config = ConfigDict(extra="forbid")
+
+def _merge_tag_name(value: str) -> str:
+    if not re.match(r"^[a-z_][a-z0-9_]*$", value):
+        raise ValueError(
+            f"a merge tag name is lower-case letters, digits and _ (e.g. first_name), got {value!r}"
+        )
+    return value
+
+
+Regex = Annotated[str, Field(min_length=1), AfterValidator(_regex)]
+MergeTagName = Annotated[str, AfterValidator(_merge_tag_name)]
+
+
+class SegmentRule(Section):
+    """One rule segment: customers matching ``when`` (and no earlier rule)."""
 
     name: str = Field(pattern=_SLUG, description="segment id, e.g. champions")
     title: str | None = Field(default=None, description="display name (default from name)")
@@ -51,20 +70,16 @@ class SegmentRule(BaseModel):
     when: SqlExpression = Field(description="SQL condition over customer_features")
 
 
-class DefaultSegment(BaseModel):
+class DefaultSegment(Section):
     """The segment of customers no rule matches."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=_SLUG)
     title: str | None = None
     description: str = ""
 
 
-class SegmentationSettings(BaseModel):
+class SegmentationSettings(Section):
     """``vars.segmentation``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     method: Literal["rules", "kmeans"] = "rules"
     k_min: int = Field(default=3, ge=2)
@@ -75,129 +90,82 @@ class SegmentationSettings(BaseModel):
     default: DefaultSegment = DefaultSegment(name="everyone_else", title="Everyone else")
 
     @model_validator(mode="after")
-    def _k_range(self) -> SegmentationSettings:
+    def _consistent(self) -> SegmentationSettings:
         if self.k_max < self.k_min:
             raise ValueError(
-                f"segmentation.k_min ({self.k_min}) must be at most segmentation.k_max "
-                f"({self.k_max})"
+                f"k_min: expected at most k_max ({self.k_max}), got {self.k_min} (KMeans tries "
+                "every k from k_min to k_max)"
             )
+        seen = {self.default.name}
+        for index, rule in enumerate(self.rules):
+            if rule.name in seen:
+                raise ValueError(
+                    f"rules[{index}].name: segment {rule.name!r} is defined twice (rules and "
+                    "default need distinct names)"
+                )
+            seen.add(rule.name)
         return self
 
 
-class MergeTag(BaseModel):
+class MergeTag(Section):
     """A merge tag's SQL expression over stg_customers (alias c) and its fallback text."""
-
-    model_config = ConfigDict(extra="forbid")
 
     sql: SqlExpression
     fallback: str = ""
 
 
-class MessagesSettings(BaseModel):
+class MessagesSettings(Section):
     """``vars.messages``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    merge_tags: dict[str, SqlExpression | MergeTag] = Field(default_factory=dict)
+    merge_tags: dict[MergeTagName, SqlExpression | MergeTag] = Field(default_factory=dict)
     strip_citations: bool = True
     # Variables of prompts/footer.txt (brand, postal address, ...), appended to every message.
     footer: dict[str, str] = Field(default_factory=dict)
 
 
-class ContentRule(BaseModel):
+class ContentRule(Section):
     """What every usable document of a category must contain."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str = Field(pattern=_SLUG)
-    category: str = Field(min_length=1)
-    must_match: str = Field(min_length=1, description="regular expression the body must match")
+    category: NonEmptyStr
+    must_match: Regex = Field(description="regular expression the body must match")
     why: str = ""
 
 
-class ContentSettings(BaseModel):
+class ContentSettings(Section):
     """``vars.content``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rules: list[ContentRule] = Field(default_factory=list)
 
 
 # The ``vars`` sections this module's models validate (declared by cpo.personalization.plugin).
-VARS_SECTIONS: dict[str, type[BaseModel]] = {
+VARS_SECTIONS: dict[str, type[Section]] = {
     "segmentation": SegmentationSettings,
     "messages": MessagesSettings,
     "content": ContentSettings,
 }
 
 
-def _validated(model: type[BaseModel], raw: Any, key: str, config: Any) -> Any:
-    try:
-        return model.model_validate(raw if raw is not None else {})
-    except ValidationError as e:
-        first = e.errors()[0]
-        parts = [p for p in first["loc"] if not str(p).startswith("function-after")]
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
-        path = f"{key}.{loc}" if loc else key
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = f"unknown key; expected one of: {', '.join(_fields(model, first['loc']))}"
-        raise _error(config, path, message) from None
-
-
-def _fields(model: type[BaseModel], loc: tuple) -> list[str]:
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
-            continue
-        info = getattr(current, "model_fields", {}).get(part)
-        annotation = getattr(info, "annotation", None)
-        args = getattr(annotation, "__args__", ()) or (annotation,)
-        current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return list(getattr(current, "model_fields", {}) or [])
-
-
-def _error(config: Any, key: str, message: str) -> ConfigurationError:
-    doc = getattr(config, "document", None)
-    line = doc.line_of(key) if doc is not None else None
-    return ConfigurationError(message, path="cpo.yml", line=line, key=key)
-
-
-def _vars(config: Any) -> Mapping[str, Any]:
-    return getattr(config, "vars", {}) or {}
-
-
 def segmentation_settings(config: Any) -> SegmentationSettings:
-    """``vars.segmentation``, validated."""
-    raw = _vars(config).get("segmentation")
-    return _validated(SegmentationSettings, raw, "vars.segmentation", config)
+    """``vars.segmentation``: the model that checked it when ``cpo.yml`` loaded."""
+    return config.section("vars.segmentation", SegmentationSettings)
 
 
-def parse_condition(text: str, *, what: str, key: str, config: Any) -> exp.Expression:
-    """Parse one SQL expression; no query, statement or second expression.
+def messages_settings(config: Any) -> MessagesSettings:
+    """``vars.messages``: the model that checked it when ``cpo.yml`` loaded."""
+    return config.section("vars.messages", MessagesSettings)
 
-    Raises:
-        ConfigurationError: naming `what` (the rule or tag) and `key`.
-    """
-    try:
-        parsed = sqlglot.parse(text, read="duckdb")
-    except sqlglot.errors.ParseError as e:
-        detail = str(e).splitlines()[0][:200]
-        raise _error(config, key, f"{what}: cannot parse {text!r}: {detail}") from None
-    tree = parsed[0] if len(parsed) == 1 else None
-    if not isinstance(tree, exp.Expression):  # None, or several statements
-        raise _error(config, key, f"{what}: {text!r} must be a single SQL expression")
-    if isinstance(tree, exp.Query | exp.Command | exp.DDL | exp.DML) or tree.find(exp.Query):
-        raise _error(
-            config, key, f"{what}: {text!r} must be an expression, not a query or statement"
-        )
-    return tree
+
+def parse_condition(text: str) -> exp.Expr:
+    """The tree of a rule's or tag's SQL, which the loader checked is one expression
+    (`SqlExpression`); the compiler reads its columns."""
+    return sqlglot.parse_one(text, read="duckdb")
 
 
 _BOOLEAN_NODES = (exp.Predicate, exp.Connector, exp.Not, exp.Boolean, exp.Is, exp.In)
 
 
-def _is_boolean(tree: exp.Expression, boolean_columns: set[str]) -> bool:
+def _is_boolean(tree: exp.Expr, boolean_columns: set[str]) -> bool:
     while isinstance(tree, exp.Paren):
         tree = tree.this
     if isinstance(tree, _BOOLEAN_NODES):
@@ -207,7 +175,7 @@ def _is_boolean(tree: exp.Expression, boolean_columns: set[str]) -> bool:
     return False
 
 
-def _unknown_columns(tree: exp.Expression, available: list[str]) -> list[str]:
+def _unknown_columns(tree: exp.Expr, available: list[str]) -> list[str]:
     known = {c.lower() for c in available}
     return sorted({c.name for c in tree.find_all(exp.Column) if c.name.lower() not in known})
 
@@ -236,31 +204,22 @@ def segment_rules(config: Any, columns: list[str], boolean_columns: set[str]) ->
     """
     settings = segmentation_settings(config)
     if settings.method == "rules" and not settings.rules:
-        raise _error(
-            config,
+        # Not a settings check: only a project that builds the rule segments needs rules.
+        raise config.document.error(
             "vars.segmentation.rules",
             "no rules: add a list of {name, description, when}, e.g. "
             "[{name: recent, when: 'recency_days <= 90'}], and a default segment",
         )
     rules = []
-    seen = {settings.default.name}
     for index, rule in enumerate(settings.rules):
         key = f"vars.segmentation.rules[{index}].when"
         what = f"segment rule {rule.name!r}"
-        if rule.name in seen:
-            raise _error(
-                config,
-                f"vars.segmentation.rules[{index}].name",
-                f"segment {rule.name!r} is defined twice (rules and default need distinct names)",
-            )
-        seen.add(rule.name)
-        tree = parse_condition(rule.when, what=what, key=key, config=config)
+        tree = parse_condition(rule.when)
         unknown = _unknown_columns(tree, columns)
         if unknown:
-            raise _error(config, key, f"{what}: {_missing_message(unknown[0], columns)}")
+            raise config.document.error(key, f"{what}: {_missing_message(unknown[0], columns)}")
         if not _is_boolean(tree, boolean_columns):
-            raise _error(
-                config,
+            raise config.document.error(
                 key,
                 f"{what}: {rule.when!r} is not a condition; write a comparison that is true or "
                 "false, e.g. 'recency_days <= 90 and frequency >= 2'",
@@ -288,22 +247,9 @@ def _title(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def messages_settings(config: Any) -> MessagesSettings:
-    """``vars.messages``, validated."""
-    return _validated(MessagesSettings, _vars(config).get("messages"), "vars.messages", config)
-
-
 def merge_tag_names(config: Any) -> tuple[str, ...]:
     """The configured merge tags (the only ones prompts, policy and messages accept)."""
-    tags = tuple(messages_settings(config).merge_tags)
-    for tag in tags:
-        if not re.match(r"^[a-z_][a-z0-9_]*$", tag):
-            raise _error(
-                config,
-                f"vars.messages.merge_tags.{tag}",
-                "a merge tag name is lower-case letters, digits and _ (e.g. first_name)",
-            )
-    return tags
+    return tuple(messages_settings(config).merge_tags)
 
 
 def merge_tag_sql(config: Any, columns: list[str]) -> dict[str, str]:
@@ -313,16 +259,16 @@ def merge_tag_sql(config: Any, columns: list[str]) -> dict[str, str]:
         ConfigurationError: a tag's expression does not parse, is a query, or uses a column
             that ``stg_customers`` does not have (naming the tag and the role to map).
     """
-    settings = messages_settings(config)
-    merge_tag_names(config)
     result = {}
-    for tag, spec in settings.merge_tags.items():
+    for tag, spec in messages_settings(config).merge_tags.items():
         sql, fallback = (spec, None) if isinstance(spec, str) else (spec.sql, spec.fallback)
-        key = f"vars.messages.merge_tags.{tag}"
-        tree = parse_condition(sql, what=f"merge tag {tag!r}", key=key, config=config)
+        tree = parse_condition(sql)
         unknown = _unknown_columns(tree, columns)
         if unknown:
-            raise _error(config, key, f"merge tag {tag!r}: {_missing_message(unknown[0], columns)}")
+            raise config.document.error(
+                f"vars.messages.merge_tags.{tag}",
+                f"merge tag {tag!r}: {_missing_message(unknown[0], columns)}",
+            )
         text = tree.sql(dialect="duckdb")
         if fallback is not None:
             from cpo.engine.compile import sql_literal  # the one quoting helper
@@ -335,29 +281,15 @@ def merge_tag_sql(config: Any, columns: list[str]) -> dict[str, str]:
 def merge_tag_columns(config: Any, columns: list[str]) -> list[str]:
     """The ``stg_customers`` columns the merge tags read (so ``messages`` joins only if needed)."""
     names = set()
-    for tag, spec in messages_settings(config).merge_tags.items():
+    for spec in messages_settings(config).merge_tags.values():
         sql = spec if isinstance(spec, str) else spec.sql
-        key = f"vars.messages.merge_tags.{tag}"
-        tree = parse_condition(sql, what=f"merge tag {tag!r}", key=key, config=config)
-        names |= {c.name.lower() for c in tree.find_all(exp.Column)}
+        names |= {c.name.lower() for c in parse_condition(sql).find_all(exp.Column)}
     return [c for c in columns if c.lower() in names]
 
 
 def content_rules(config: Any) -> list[dict[str, str]]:
-    """``vars.content.rules`` validated: each regular expression compiles."""
-    settings = _validated(ContentSettings, _vars(config).get("content"), "vars.content", config)
-    rules = []
-    for index, rule in enumerate(settings.rules):
-        try:
-            re.compile(rule.must_match)
-        except re.error as e:
-            raise _error(
-                config,
-                f"vars.content.rules[{index}].must_match",
-                f"content rule {rule.name!r}: not a regular expression ({e})",
-            ) from None
-        rules.append(rule.model_dump())
-    return rules
+    """``vars.content.rules`` (each regular expression compiled when ``cpo.yml`` loaded)."""
+    return [rule.model_dump() for rule in config.section("vars.content", ContentSettings).rules]
 
 
 def jinja_globals(config: Any) -> dict[str, Any]:
@@ -367,10 +299,10 @@ def jinja_globals(config: Any) -> dict[str, Any]:
         SourceCatalog,
         customer_columns,
         feature_columns,
-        raw_sources,
+        sources_settings,
     )
 
-    catalog = SourceCatalog(Path(config.root), raw_sources(Path(config.root)))
+    catalog = SourceCatalog(Path(config.root), sources_settings(config))
 
     def rules() -> dict[str, Any]:
         view = catalog["customers"]

@@ -21,13 +21,11 @@ Models reach a source through the Jinja global ``sources`` (``sources.customers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import sqlglot
 import yaml
-from pydantic import ValidationError
 from sqlglot import exp
 
 from cpo.errors import ConfigurationError, ModelError
@@ -68,17 +66,17 @@ __all__ = [
     "feature_columns",
     "has_engagement",
     "load_source",
-    "raw_sources",
     "source_view",
+    "sources_settings",
 ]
 
 
 class SourceCatalog:
     """What models see as the Jinja global ``sources``: each source checked on first use."""
 
-    def __init__(self, root: Path, raw: Any) -> None:
+    def __init__(self, root: Path, settings: SourcesSettings) -> None:
         self._root = root
-        self._raw = raw
+        self._settings = settings
         self._views: dict[str, SourceView] = {}
 
     def __getattr__(self, name: str) -> SourceView:
@@ -89,7 +87,7 @@ class SourceCatalog:
     def __getitem__(self, name: str) -> SourceView:
         if name not in self._views:
             try:
-                self._views[name] = load_source(self._root, self._raw, name)
+                self._views[name] = load_source(self._root, self._settings, name)
             except ConfigurationError as e:
                 from cpo.personalization.segmentation import to_model_error
 
@@ -97,57 +95,32 @@ class SourceCatalog:
         return self._views[name]
 
 
-def raw_sources(root: Path) -> Any:
-    """The raw ``sources:`` block of ``cpo.yml`` (None when absent)."""
-    path = root / CONFIG_FILE
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return None  # the configuration loader reports these
-    return data.get("sources") if isinstance(data, Mapping) else None
+def sources_settings(config: Any) -> SourcesSettings:
+    """``sources:`` of a loaded project: the model that checked it when ``cpo.yml`` loaded."""
+    return config.section("sources", SourcesSettings)
 
 
 def source_view(config: Any, name: str) -> SourceView:
     """The checked source `name` of a loaded project (for Python steps)."""
-    return load_source(config.root, raw_sources(config.root), name)
+    return load_source(config.root, sources_settings(config), name)
 
 
-def _settings(root: Path, raw: Any) -> SourcesSettings:
-    try:
-        return SourcesSettings.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        key = "sources" + (f".{loc}" if loc else "")
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = (
-                "unknown key; expected customers or content (DuckDB's memory limit is a "
-                "target's: targets.<name>.memory_limit)"
-                if len(first["loc"]) == 1
-                else "unknown key; expected path, columns, attributes, format or table"
-            )
-        elif first["type"] == "missing":
-            message = "is required"
-        raise error_at(root, key, message) from None
-
-
-def load_source(root: Path, raw: Any, name: str) -> SourceView:
-    """Check ``sources.<name>`` against its file and return its view.
+def load_source(root: Path, settings: SourcesSettings, name: str) -> SourceView:
+    """Check ``sources.<name>`` (its settings validated at load) against its file; its view.
 
     Raises:
         ConfigurationError: naming the key, the file's columns and the block to write.
     """
     if name not in ROLES:
         raise ConfigurationError(f"unknown source {name!r}; sources are: {', '.join(ROLES)}")
-    if not isinstance(raw, Mapping) or raw.get(name) is None:
+    spec: SourceSpec | None = getattr(settings, name)
+    if spec is None:
         raise ConfigurationError(
             f"sources.{name} is not set; add to cpo.yml:\n{_example_block(name)}\n"
             f"(python runner.py init --{name} FILE prints a block guessed from your file)",
             path=CONFIG_FILE,
             key=f"sources.{name}",
         )
-    spec = getattr(_settings(root, raw), name)
     key = f"sources.{name}"
     _check_duplicate_roles(root, name)
     roles = ROLES[name]
@@ -258,7 +231,7 @@ def _check_duplicate_roles(root: Path, name: str) -> None:
         seen[role] = key_node.start_mark.line + 1
 
 
-def attach_sources(root: Path, db: Any) -> None:
+def attach_sources(config: Any, db: Any) -> None:
     """Attach (read-only) the DuckDB files that ``sources`` read tables from, on `db`.
 
     A build calls this on its connection before running models; it is a no-op for file
@@ -267,14 +240,13 @@ def attach_sources(root: Path, db: Any) -> None:
     Raises:
         ConfigurationError: a source is invalid, or the engine cannot attach DuckDB files.
     """
-    raw = raw_sources(root)
-    if not isinstance(raw, Mapping):
-        return
+    root = Path(config.root)
+    settings = sources_settings(config)
     for name in ROLES:
-        spec = raw.get(name)
-        if not isinstance(spec, Mapping) or not is_duckdb_spec(spec):
+        spec = getattr(settings, name)
+        if spec is None or not is_duckdb_spec(spec):
             continue
-        view = load_source(root, raw, name)
+        view = load_source(root, settings, name)
         if view.attach is None:
             continue
         from cpo.adapters.duckdb import Database

@@ -225,9 +225,9 @@ def tables_text(tables: list[tuple[str, str]]) -> str:
     return ", ".join(t if s == "main" else f"{s}.{t}" for s, t in tables)
 
 
-def is_duckdb_spec(spec: Mapping[str, Any]) -> bool:
-    path = spec.get("path")
-    return spec.get("format") == "duckdb" or (isinstance(path, str) and format_of(path) == "duckdb")
+def is_duckdb_spec(spec: SourceSpec) -> bool:
+    """Whether `spec` reads a table of a DuckDB file (which a build attaches)."""
+    return spec.format == "duckdb" or format_of(spec.path) == "duckdb"
 
 
 def format_of(path: str) -> str | None:

@@ -8,11 +8,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, model_validator
 
+from cpo.engine.settings import NonEmptyStr, Section
 from cpo.errors import ConfigurationError
 from cpo.personalization.roles import PII_ROLES, ROLES  # the one table of roles
 
@@ -35,20 +38,19 @@ DERIVED_COLUMNS = frozenset(
     }
 )
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-FORMATS = ("csv", "parquet", "json", "duckdb")
+Format = Literal["csv", "parquet", "json", "duckdb"]
+FORMATS: tuple[str, ...] = get_args(Format)
 _NUMERIC = re.compile(
     r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|FLOAT|"
     r"DOUBLE|REAL|DECIMAL.*)$"
 )
 
 
-class SourceSpec(BaseModel):
+class SourceSpec(Section):
     """One input file and how its columns map to roles (``sources.<name>``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    path: str = Field(min_length=1, description="CSV, Parquet, JSON(L), a glob or a .duckdb file")
-    format: str | None = Field(default=None, description="csv | parquet | json | duckdb")
+    path: NonEmptyStr = Field(description="CSV, Parquet, JSON(L), a glob or a .duckdb file")
+    format: Format | None = Field(default=None, description="csv | parquet | json | duckdb")
     table: str | None = Field(
         default=None,
         description="with a DuckDB file: the table (or view) to read, 'name' or 'schema.name'",
@@ -56,24 +58,29 @@ class SourceSpec(BaseModel):
     columns: dict[str, str] = Field(description="role -> column name or SQL expression")
     attributes: list[str] = Field(default_factory=list, description="columns carried through")
 
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str | None) -> str | None:
-        if value is not None and value not in FORMATS:
-            raise ValueError(f"expected one of {', '.join(FORMATS)}")
-        return value
 
-
-class SourcesSettings(BaseModel):
+class SourcesSettings(Section):
     """The ``sources:`` block: the customers file and, optionally, the content file.
 
-    DuckDB's memory limit is a target's (``targets.<name>.memory_limit``), not a source's.
+    Declared to the engine by `cpo.personalization.plugin` (``cpo_settings_sections``), so it is
+    checked when ``cpo.yml`` loads; `ProjectConfig.section("sources", SourcesSettings)` is that
+    instance. DuckDB's memory limit is a target's (``targets.<name>.memory_limit``).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     customers: SourceSpec | None = None
     content: SourceSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _memory_limit_moved(cls, data: Any) -> Any:
+        # Its older place: say where it went rather than only "unknown key".
+        if isinstance(data, Mapping) and data.get("memory_limit") is not None:
+            raise ValueError(
+                "memory_limit: DuckDB's memory limit is a target setting now: move it to "
+                f"'targets.<name>.memory_limit: {data['memory_limit']}' (e.g. under "
+                "targets.offline) and remove it from sources"
+            )
+        return data
 
 
 def sql_string(text: str) -> str:

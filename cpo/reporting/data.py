@@ -25,7 +25,7 @@ from cpo.adapters import database_exists, database_modified, open_adapter, targe
 from cpo.adapters.base import Adapter
 from cpo.engine.config import ProjectConfig
 from cpo.errors import CPOError
-from cpo.experiments.settings import ExperimentVars, parse_vars
+from cpo.experiments.settings import ExperimentVars
 from cpo.reporting import tables as t
 
 
@@ -63,15 +63,11 @@ class ReportData:
 
 
 def experiment_settings(config: ProjectConfig) -> ExperimentVars | None:
-    """``vars.experiment`` as its model, or None when the project declares no experiment.
-
-    Raises:
-        ConfigurationError: an invalid setting (already refused when ``cpo.yml`` is loaded).
-    """
-    raw = config.vars.get("experiment")
-    if raw is None:
+    """``vars.experiment`` as the model that checked it when ``cpo.yml`` loaded, or None when
+    the project declares no experiment."""
+    if config.vars.get("experiment") is None:
         return None
-    return parse_vars(raw, config.document.error)
+    return config.section("vars.experiment", ExperimentVars)
 
 
 def read_report_data(config: ProjectConfig) -> ReportData:
