@@ -216,3 +216,114 @@ def test_the_providers_read_their_model_and_parse_no_settings_by_hand() -> None:
     for name in names:
         source = (ROOT / "cpo" / "providers" / f"{name}.py").read_text(encoding="utf-8")
         assert "settings.get(" not in source and 'settings["' not in source, name
+
+
+# --- every section validated once, at load; the domain reads the loader's instances -------------
+
+
+def test_one_place_turns_a_pydantic_error_into_a_configuration_error() -> None:
+    # The domain's own formatters (segmentation's _validated, sources' _settings, experiments'
+    # parse_vars) are gone: every settings model is checked through settings_errors.checked.
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("cpo", "udfs")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"except\s*\(?[\w., ]*ValidationError", line)
+    ]
+    assert len(found) == 1 and found[0].startswith("cpo/engine/settings_errors.py:"), found
+    for name in ("_validated", "_fields", "_error", "raw_sources", "_settings"):
+        assert not hasattr(segmentation, name) and not hasattr(sources, name), name
+    from cpo.experiments import settings as experiment_settings
+
+    for name in ("parse_vars", "_format", "_default_error"):
+        assert not hasattr(experiment_settings, name), name
+    kmeans = (ROOT / "udfs/segments_kmeans.py").read_text(encoding="utf-8")
+    assert (
+        "read_settings" not in kmeans
+        and 'raise ConfigurationError(\n            f"segm' not in kmeans
+    )
+
+
+def test_the_domain_reads_the_instances_the_loader_made(tmp_path: Path) -> None:
+    from cpo.engine.project import Project
+    from cpo.experiments.settings import ExperimentVars
+    from cpo.reporting.data import experiment_settings
+
+    config = Project.load(copy_sample_project(tmp_path / "p")).config
+    loaded = config.sections
+    assert isinstance(loaded["sources"], sources.SourcesSettings)
+    assert loaded["sources"].customers is not None
+    assert sources.sources_settings(config) is loaded["sources"]
+    assert segmentation.segmentation_settings(config) is loaded["vars.segmentation"]
+    assert segmentation.messages_settings(config) is loaded["vars.messages"]
+    assert config.section("vars.safety", SafetyVars) is loaded["vars.safety"]
+    assert experiment_settings(config) is loaded["vars.experiment"]
+    assert isinstance(loaded["vars.experiment"], ExperimentVars)
+    # A section the project does not set reads as its model's defaults.
+    assert config.section("vars.nothing_set", segmentation.ContentSettings).rules == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        (
+            "    path: seeds/customers.csv\n",
+            "    path: seeds/customers.csv\n    tabel: customers\n",
+            "sources.customers.tabel",
+            "unknown key 'tabel' (did you mean 'table'?)",
+        ),
+        (
+            "sources:\n",
+            "sources:\n  memory_limit: 2GB\n",
+            "sources.memory_limit",
+            "move it to 'targets.<name>.memory_limit: 2GB'",
+        ),
+        (
+            "    path: seeds/customers.csv\n",
+            "    path: seeds/customers.csv\n    format: xlsx\n",
+            "sources.customers.format",
+            "expected one of: csv, parquet, json, duckdb; got the string 'xlsx'",
+        ),
+        (
+            "    k_min: 3 ",
+            "    k_min: 1 ",
+            "vars.segmentation.k_min",
+            "expected an integer of at least 2, got int 1",
+        ),
+        (
+            "    k_min: 3 ",
+            "    k_min: 9 ",
+            "vars.segmentation.k_min",
+            "must be at most k_max (8), got 9",
+        ),
+        (
+            "      first_name: {sql: c.first_name",
+            "      FirstName: {sql: c.first_name",
+            "vars.messages.merge_tags.FirstName",
+            "a merge tag name is lower-case letters, digits and _",
+        ),
+        (
+            "    correction: holm ",
+            "    corection: holm ",
+            "vars.experiment.corection",
+            "unknown key 'corection' (did you mean 'correction'?)",
+        ),
+    ],
+)
+def test_bad_sources_segmentation_and_experiment_fail_at_load_with_key_and_line(
+    old: str, new: str, key: str, expected: str, tmp_path: Path
+) -> None:
+    from cpo.engine.project import Project
+    from cpo.errors import ConfigurationError
+
+    project = copy_sample_project(tmp_path / "p")
+    path = project / "cpo.yml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    line = _line(text, old) + new[: new.index(key.rsplit(".", 1)[-1])].count("\n")
+    with pytest.raises(ConfigurationError) as raised:
+        Project.load(project)
+    assert (raised.value.key, raised.value.line) == (key, line), str(raised.value)
+    assert expected in raised.value.message, raised.value.message

@@ -93,7 +93,7 @@ class SegmentationSettings(Section):
     def _consistent(self) -> SegmentationSettings:
         if self.k_max < self.k_min:
             raise ValueError(
-                f"k_min: expected at most k_max ({self.k_max}), got {self.k_min} (KMeans tries "
+                f"k_min: must be at most k_max ({self.k_max}), got {self.k_min} (KMeans tries "
                 "every k from k_min to k_max)"
             )
         seen = {self.default.name}
