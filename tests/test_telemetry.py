@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -213,7 +214,7 @@ def test_azure_monitor_failure_does_not_show_the_connection_string(
     ("settings", "env", "message"),
     [
         ({"enabled": "yes"}, {}, "telemetry.enabled: expected true or false"),
-        ({"exporter": "jaeger"}, {}, "telemetry.exporter: unknown exporter 'jaeger'"),
+        ({"exporter": "jaeger"}, {}, "telemetry.exporter: expected one of: console, otlp"),
         ({"colour": "blue"}, {}, "telemetry.colour: unknown key"),
         ({"service_name": ""}, {}, "telemetry.service_name: expected a non-empty string"),
         ({}, {"CPO_OTEL_ENABLED": "maybe"}, "CPO_OTEL_ENABLED must be 1 or 0"),
@@ -231,3 +232,20 @@ def test_environment_overrides_the_settings() -> None:
     assert chosen.enabled and chosen.exporter == "otlp" and chosen.service_name == "cpo"
     chosen = settings_from({"enabled": True}, {"CPO_OTEL_EXPORTER": "azure_monitor"})
     assert chosen.exporter == "azure_monitor"
+
+
+def test_the_loaded_project_carries_the_validated_block(tmp_path: Path) -> None:
+    """telemetry: is checked once, with the rest of cpo.yml; the tracer reads that object."""
+    from cpo.engine.project import Project
+    from cpo.engine.telemetry import TelemetrySettings
+    from tests.sample import copy_sample_project
+
+    project = copy_sample_project(tmp_path / "p")
+    config = project / "cpo.yml"
+    config.write_text(
+        config.read_text(encoding="utf-8") + "telemetry: {service_name: shop}\n", encoding="utf-8"
+    )
+    loaded = Project.load(project).config.telemetry
+    assert isinstance(loaded, TelemetrySettings) and loaded.service_name == "shop"
+    assert settings_from(loaded, {"CPO_OTEL_ENABLED": "1"}).enabled
+    assert not loaded.enabled  # the override is a copy

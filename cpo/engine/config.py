@@ -24,6 +24,7 @@ from cpo.engine.config_schema import (
     validate_settings,
 )
 from cpo.engine.settings_errors import Origin
+from cpo.engine.telemetry import TelemetrySettings
 from cpo.engine.yamlfile import YamlDocument, read_yaml
 from cpo.errors import ConfigurationError
 
@@ -88,7 +89,7 @@ class ProjectConfig:
     log_salt_env: str
     vars: Mapping[str, Any]
     document: YamlDocument = field(repr=False, compare=False)
-    telemetry: Mapping[str, Any] = field(default_factory=dict)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     sections: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """Key path (``sources``, ``vars.segmentation``) -> its model, validated at load."""
 
@@ -179,7 +180,6 @@ def load_config(
             key="targets" if target else "target",
         )
     cap = max_cost_usd if max_cost_usd is not None else settings.budget.max_cost_usd
-    raw = data if isinstance(data, Mapping) else {}
     return ProjectConfig(
         name=settings.name or root.name,
         root=root,
@@ -198,7 +198,7 @@ def load_config(
         log_salt_env=settings.logging.salt_env,
         vars=validated.vars,
         document=doc,
-        telemetry=dict(raw.get("telemetry") or {}),
+        telemetry=settings.telemetry,
         sections=validated.sections,
     )
 

@@ -39,6 +39,7 @@ from cpo.engine.settings import (
     vars_sections,
 )
 from cpo.engine.settings_errors import Origin, checked, configuration_error, describe
+from cpo.engine.telemetry import TelemetrySettings
 from cpo.errors import ConfigurationError
 from cpo.providers.base import provider_kinds, provider_settings_model
 
@@ -198,14 +199,6 @@ class LoggingSettings(Section):
     salt_env: NonEmptyStr = "CPO_LOG_SALT"
 
 
-class TelemetryBlock(Section):
-    """Optional OpenTelemetry traces (see `cpo.engine.telemetry`)."""
-
-    enabled: bool = False
-    exporter: Literal["console", "otlp", "azure_monitor"] = "console"
-    service_name: NonEmptyStr = "cpo"
-
-
 _OFFLINE_TARGET: dict[str, TargetSettings | None] = {"offline": TargetSettings()}
 """The targets of a ``cpo.yml`` that names none: ``offline``, with the defaults."""
 
@@ -227,7 +220,7 @@ class CpoSettings(Section):
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     cache: CacheSettings = CacheSettings()
     logging: LoggingSettings = LoggingSettings()
-    telemetry: TelemetryBlock = TelemetryBlock()
+    telemetry: TelemetrySettings = TelemetrySettings()
     vars: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

@@ -16,9 +16,11 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import field_validator
+
+from cpo.engine.settings import NonEmptyStr, Section, custom_error, validate_model
 from cpo.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -59,50 +61,65 @@ _TRACERS: dict[tuple[str, str], Any] = {}
 _PROVIDERS: list[Any] = []
 
 
-@dataclass(frozen=True)
-class TelemetrySettings:
-    """The validated ``telemetry:`` block of ``cpo.yml`` after environment overrides."""
+class TelemetrySettings(Section):
+    """The ``telemetry:`` block of ``cpo.yml`` (validated with the rest of the file)."""
 
     enabled: bool = False
-    exporter: str = "console"
-    service_name: str = "cpo"
+    exporter: NonEmptyStr = "console"
+    service_name: NonEmptyStr = "cpo"
+
+    @field_validator("exporter")
+    @classmethod
+    def _known_exporter(cls, value: str) -> str:
+        known = known_exporters()
+        if value not in known:
+            raise custom_error(
+                "exporter",
+                f"expected one of: {', '.join(known)} (a plugin's cpo_telemetry_exporters adds "
+                "more)",
+            )
+        return value
 
 
-def settings_from(settings: Mapping[str, Any] | None, env: Mapping[str, str]) -> TelemetrySettings:
-    """Validate ``telemetry:`` and apply ``CPO_OTEL_ENABLED`` / ``CPO_OTEL_EXPORTER``.
+def known_exporters() -> tuple[str, ...]:
+    """The exporter names ``telemetry.exporter`` accepts: OpenTelemetry's and the plugins'."""
+    return (*BUILT_IN_EXPORTERS, *(e for e in exporters() if e not in BUILT_IN_EXPORTERS))
+
+
+def settings_from(
+    settings: TelemetrySettings | Mapping[str, Any] | None, env: Mapping[str, str]
+) -> TelemetrySettings:
+    """The ``telemetry:`` settings with ``CPO_OTEL_ENABLED`` / ``CPO_OTEL_EXPORTER`` applied.
+
+    Args:
+        settings: The validated block (``ProjectConfig.telemetry``), or a mapping (checked here).
+        env: The environment.
 
     Raises:
         ConfigurationError: naming the key or variable that is wrong.
     """
-    raw = dict(settings or {})
-    unknown = sorted(set(raw) - {"enabled", "exporter", "service_name"})
-    if unknown:
-        raise _error(
-            f"telemetry.{unknown[0]}",
-            "unknown key; expected one of: enabled, exporter, service_name",
-        )
-    enabled = raw.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise _error("telemetry.enabled", f"expected true or false, got {enabled!r}")
+    if not isinstance(settings, TelemetrySettings):
+        settings = validate_model(TelemetrySettings, settings or {}, key="telemetry")
+    overrides: dict[str, Any] = {}
     flag = env.get(ENABLED_ENV)
     if flag is not None:
         if flag.strip().lower() not in (*_TRUE, *_FALSE):
             raise ConfigurationError(f"{ENABLED_ENV} must be 1 or 0, got {flag!r}")
-        enabled = flag.strip().lower() in _TRUE
-    exporter = env.get(EXPORTER_ENV) or raw.get("exporter", "console")
-    known = (*BUILT_IN_EXPORTERS, *(e for e in exporters() if e not in BUILT_IN_EXPORTERS))
-    if exporter not in known:
-        raise _error(
-            "telemetry.exporter",
-            f"unknown exporter {exporter!r}; expected one of: {', '.join(known)}",
-        )
-    service_name = raw.get("service_name", "cpo")
-    if not isinstance(service_name, str) or not service_name:
-        raise _error("telemetry.service_name", "expected a non-empty string")
-    return TelemetrySettings(enabled, exporter, service_name)
+        overrides["enabled"] = flag.strip().lower() in _TRUE
+    exporter = env.get(EXPORTER_ENV)
+    if exporter:
+        if exporter not in known_exporters():
+            raise ConfigurationError(
+                f"{EXPORTER_ENV}: unknown exporter {exporter!r}; expected one of: "
+                f"{', '.join(known_exporters())}"
+            )
+        overrides["exporter"] = exporter
+    return settings.model_copy(update=overrides)
 
 
-def configure(settings: Mapping[str, Any] | None, env: Mapping[str, str]) -> Tracer | None:
+def configure(
+    settings: TelemetrySettings | Mapping[str, Any] | None, env: Mapping[str, str]
+) -> Tracer | None:
     """A tracer for the configured exporter, or None when telemetry is off (the default).
 
     Nothing from OpenTelemetry is imported when telemetry is off.
