@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -199,3 +200,22 @@ def test_bad_unique_key(mini_project):
     )
     with pytest.raises(ModelError, match="unique_key must be a column name or a list"):
         Project.load(mini_project).ls()
+
+
+def test_one_sandboxed_environment_factory_and_compiled_models_are_reused() -> None:
+    """Every Jinja environment comes from cpo.engine.templates (sandboxed, StrictUndefined);
+    a model text is compiled once per process however many projects render it."""
+    from pathlib import Path
+
+    from cpo.engine import compile as compile_module
+
+    root = Path(compile_module.__file__).resolve().parent.parent
+    makers = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if re.search(r"SandboxedEnvironment\(|jinja2\.Environment\(", p.read_text("utf-8"))
+    )
+    assert makers == ["engine/templates.py"]
+    first = compile_module._template("select {{ 1 + 1 }} as x\n")
+    assert compile_module._template("select {{ 1 + 1 }} as x\n") is first
+    assert first.render() == "select 2 as x\n"  # keep_trailing_newline, as before

@@ -53,7 +53,7 @@ def test_valid_config(tmp_path):
             "cpo.yml:7: calls.retries: unknown key 'retries'; expected one of: backoff_initial_s,",
         ),
         ("bogus: 1\n", "cpo.yml:6: bogus: unknown key 'bogus'; expected one of: budget,"),
-        ("vars: [\n", "cpo.yml:7: invalid YAML: expected the node content"),
+        ("vars: [\n", "cpo.yml:7: invalid YAML: did not find expected node content"),
         (
             "budget: {max_cost_usd: lots}\n",
             "cpo.yml:6: budget.max_cost_usd: expected a number, got the string 'lots'",
@@ -106,7 +106,7 @@ def test_parse_cli_vars():
             "Error: cpo.yml:9: calls.concurrency: expected an integer of at least 1, got int -1",
         ),
         ("bogus: 1\n", "Error: cpo.yml:9: bogus: unknown key 'bogus'; expected one of:"),
-        ("vars: [\n", "Error: cpo.yml:10: invalid YAML: expected the node content"),
+        ("vars: [\n", "Error: cpo.yml:10: invalid YAML: did not find expected node content"),
     ],
 )
 def test_cli_invalid_config_exits_1_and_keeps_database(cli, built_mini, extra, message):

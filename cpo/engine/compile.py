@@ -15,6 +15,7 @@ A rendered model must be exactly one SQL statement.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import re
@@ -24,12 +25,12 @@ from decimal import Decimal
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cpo.engine.config import ProjectConfig, lookup
 from cpo.engine.macros import dialect_of, macros
 from cpo.engine.nodes import MATERIALIZATIONS, MODEL, Node
 from cpo.engine.settings import IDENTIFIER, SqlExpression
+from cpo.engine.templates import sandboxed_environment
 from cpo.errors import ModelError
 
 _PLACEHOLDER = re.compile(r"__cpo_ref__\(([^)]+)\)__")
@@ -318,6 +319,21 @@ class RenderResult:
     config: Mapping[str, Any]
 
 
+_MODEL_ENV = sandboxed_environment(
+    keep_trailing_newline=True,
+    filters={"literal": sql_literal, "identifier": sql_identifier},
+)
+"""Models and singular tests render here: nothing project-specific lives in it (``ref``,
+``var``... are passed to each render), so one environment serves every project."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _template(source: str) -> jinja2.Template:
+    # Compiling is most of a render's cost; a process that builds many times (tests, a
+    # long-lived API user) compiles each distinct model text once.
+    return _MODEL_ENV.from_string(source)
+
+
 class Compiler:
     """Renders the Jinja of one project's models and tests.
 
@@ -331,11 +347,8 @@ class Compiler:
         self.config = config
         self.existing = existing
         self.full_refresh = full_refresh
-        self.env = ImmutableSandboxedEnvironment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True
-        )
-        self.env.filters["literal"] = sql_literal
-        self.env.filters["identifier"] = sql_identifier
+        self.globals: dict[str, Any] = {}
+        """Names every template of this project sees (plugins' ``cpo_jinja_globals``)."""
 
     def render(self, node: Node) -> RenderResult:
         """Render a model or singular test, collecting its refs and config.
@@ -380,8 +393,8 @@ class Compiler:
             ),  # hash_bucket, regex_match, ... (cpo/engine/macros.py)
         }
         try:
-            template = self.env.from_string(node.raw)
-            sql = template.render(**functions, this=quote(node.name))
+            template = _template(node.raw)
+            sql = template.render(**self.globals, **functions, this=quote(node.name))
         except ModelError as e:
             # Raised by var(), env_var() or raise_compiler_error(): add the template line.
             if e.line is None:

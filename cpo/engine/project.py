@@ -112,7 +112,7 @@ class Project:
         loaded = load_project(self.config)
         compiler = Compiler(self.config, existing, self.full_refresh)
         # Globals from plugins: the domain's sources:, segment rules and merge tags as data.
-        compiler.env.globals.update(merged(hooks().cpo_jinja_globals(config=self.config)))
+        compiler.globals.update(merged(hooks().cpo_jinja_globals(config=self.config)))
         log = logging.getLogger("cpo")
         nodes: list[Node] = []
         for node in loaded.nodes:

@@ -60,6 +60,10 @@ def decode_utf8(data: bytes, shown: str) -> str:
         ) from None
 
 
+# libyaml's parser when PyYAML has it (about 10x faster; the same nodes, marks and errors).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path, *, display_path: str | None = None) -> YamlDocument:
     """Parse a YAML file, raising ConfigurationError with the line of a syntax error.
 
@@ -71,7 +75,7 @@ def read_yaml(path: Path, *, display_path: str | None = None) -> YamlDocument:
     except OSError as e:
         raise ConfigurationError(f"cannot read file: {e.strerror}", path=shown) from e
     text = decode_utf8(raw, shown)
-    loader = yaml.SafeLoader(text)
+    loader = _LOADER(text)
     try:
         node = loader.get_single_node()
         if node is not None:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlglot
-import yaml
 from sqlglot import exp
 
 from cpo.errors import ConfigurationError, ModelError
@@ -122,7 +121,6 @@ def load_source(root: Path, settings: SourcesSettings, name: str) -> SourceView:
             key=f"sources.{name}",
         )
     key = f"sources.{name}"
-    _check_duplicate_roles(root, name)
     roles = ROLES[name]
     unknown = [r for r in spec.columns if r not in roles]
     if unknown:
@@ -203,32 +201,6 @@ def load_source(root: Path, settings: SourcesSettings, name: str) -> SourceView:
     _check_binds(root, view, key)
     _check_not_empty(root, view, key, spec.path)
     return view
-
-
-def _check_duplicate_roles(root: Path, name: str) -> None:
-    """A role written twice under ``columns:``: YAML keeps the last one silently; refuse."""
-    try:
-        node = yaml.compose((root / CONFIG_FILE).read_text(encoding="utf-8"))
-    except Exception:
-        return
-    for step in ("sources", name, "columns"):
-        if not isinstance(node, yaml.MappingNode):
-            return
-        node = next((v for k, v in node.value if k.value == step), None)
-    if not isinstance(node, yaml.MappingNode):
-        return
-    seen: dict[str, int] = {}
-    for key_node, _ in node.value:
-        role = key_node.value
-        if role in seen:
-            raise ConfigurationError(
-                f"role {role!r} is mapped twice (lines {seen[role]} and "
-                f"{key_node.start_mark.line + 1}); keep one mapping per role",
-                path=CONFIG_FILE,
-                line=key_node.start_mark.line + 1,
-                key=f"sources.{name}.columns.{role}",
-            )
-        seen[role] = key_node.start_mark.line + 1
 
 
 def attach_sources(config: Any, db: Any) -> None:
