@@ -322,7 +322,7 @@ def test_every_table_is_identical_on_spark_and_duckdb(spark_sample: Path) -> Non
             differ = [(d, s) for d, s in zip(d_rows, s_rows, strict=True) if not _same(d, s)]
             assert not differ, f"{name} differs between DuckDB and Spark: {differ[:2]}"
         # The acceptance point in one line: the same segment and arm for every customer.
-        q = 'select customer_id, segment_id, arm, variant_id from "assignments"'
+        q = 'select customer_id, segment_id from "segments"'
         assert sorted(spark.fetch(q)[1]) == sorted(duck.fetch(q)[1])
         assert len(spark.fetch(q)[1]) == CUSTOMERS
     finally:
@@ -638,22 +638,26 @@ def test_spark_connect_builds_the_sample_like_duckdb(
         # Auth from the environment: pyspark sends the token; the URL in cpo.yml holds none.
         monkeypatch.setenv("SPARK_CONNECT_AUTHENTICATE_TOKEN", token)
         connect = Project.load(project, target="connect")
-        # Up to the arms (retrieval, generation, screening, approval: every kind of node and
-        # a SQL function); the layers after them are the local target's tests' (a cold JVM
+        # Up to retrieval: SQL models, a @sql_function (stg_content's looks_like_injection,
+        # run by the server's workers, which import cpo and udfs/) and a Python step whose
+        # frame the server stores. The later layers are the local target's tests' (a cold JVM
         # per server makes a whole second build the suite's slowest minutes).
-        run = connect.build(select=["+assignments"])
+        run = connect.build(select=["+retrieved_content"])
         assert run.success, [(r.name, r.message) for r in run.results if r.failed][:3]
-        assert run.committed and "messages" not in {r.name for r in run.results}
+        built = {r.name for r in run.results if r.status == "success"}
+        assert run.committed and {"stg_content", "segments", "retrieved_content"} <= built
+        assert "variants" not in built
         assert is_connect(session(spark_settings(connect.config)))
-        # stg_content calls the @sql_function looks_like_injection: it ran on the server's
-        # workers, which import cpo and the project's udfs/.
-        assert any(r.name == "stg_content" and r.status == "success" for r in run.results)
         duck = _open(project, None)
         remote = open_adapter(connect.config, read_only=True)
-        q = 'select customer_id, segment_id, arm, variant_id from "assignments"'
         try:
-            assert sorted(remote.fetch(q)[1]) == sorted(duck.fetch(q)[1])
-            assert len(remote.fetch(q)[1]) == CUSTOMERS
+            for name in ("segments", "segment_profiles", "retrieved_content"):
+                d_columns, d_rows = _rows(_table(duck, name))
+                r_columns, r_rows = _rows(_table(remote, name))
+                assert r_columns == d_columns and len(r_rows) == len(d_rows), name
+                pairs = zip(d_rows, r_rows, strict=True)
+                assert all(_same(d, r) for d, r in pairs), f"{name} differs over Connect"
+            assert remote.count("segments") == CUSTOMERS
         finally:
             remote.close()
             duck.close()
