@@ -46,3 +46,12 @@ def query_rows(target: Path, sql: str, params: Sequence[Any] | None = None) -> l
     """Run `sql` on a built project's database (read-only) and return its rows as tuples."""
     with read_only(target) as database:
         return database.fetch(sql, list(params or []))[1]
+
+
+def replace_in(path: Path, old: str, new: str, count: int = -1) -> str:
+    """Replace `old` by `new` in a UTF-8 file (a project's cpo.yml, a model); return the text
+    it had, to restore or to find lines in. `old` must be there: a test never edits nothing."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, count), encoding="utf-8")
+    return text

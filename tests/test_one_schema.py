@@ -20,6 +20,7 @@ from cpo.personalization import copy_rules, grounding, harm, init, roles, segmen
 from cpo.personalization.settings import SafetyVars, safety_settings
 from cpo.providers import bm25, openai_chat
 from cpo.providers.base import HARM_CATEGORIES, provider_settings_model
+from tests.helpers import replace_in
 from tests.sample import copy_sample_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,10 +319,7 @@ def test_bad_sources_segmentation_and_experiment_fail_at_load_with_key_and_line(
     from cpo.errors import ConfigurationError
 
     project = copy_sample_project(tmp_path / "p")
-    path = project / "cpo.yml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    text = replace_in(project / "cpo.yml", old, new, 1)
     line = _line(text, old) + new[: new.index(key.rsplit(".", 1)[-1])].count("\n")
     with pytest.raises(ConfigurationError) as raised:
         Project.load(project)

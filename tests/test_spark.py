@@ -20,6 +20,7 @@ from cpo.adapters.transpile import UnsupportedSqlError, to_spark
 from cpo.engine.macros import macros
 from cpo.engine.project import Project
 from cpo.errors import ModelError
+from tests.helpers import replace_in
 from tests.sample import copy_sample_project
 
 CUSTOMERS = 500
@@ -225,8 +226,7 @@ def test_engine_keys_belong_to_their_engine(
     from cpo.errors import ConfigurationError
 
     project = copy_sample_project(tmp_path / "p")
-    config = project / "cpo.yml"
-    config.write_text(config.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+    replace_in(project / "cpo.yml", old, new, 1)
     with pytest.raises(ConfigurationError, match=message) as raised:
         Project.load(project, target="spark")
     assert raised.value.key == f"targets.{key}" and raised.value.line
@@ -236,13 +236,10 @@ def test_spark_settings_come_from_the_validated_target(tmp_path: Path) -> None:
     from cpo.adapters import spark_settings, target_type
 
     project = copy_sample_project(tmp_path / "p")
-    config = project / "cpo.yml"
-    config.write_text(
-        config.read_text(encoding="utf-8").replace(
-            "    master: local[2]\n",
-            "    remote: sc://h:15002\n    conf: {spark.driver.memory: 2g, x.n: 3}\n",
-        ),
-        encoding="utf-8",
+    replace_in(
+        project / "cpo.yml",
+        "    master: local[2]\n",
+        "    remote: sc://h:15002\n    conf: {spark.driver.memory: 2g, x.n: 3}\n",
     )
     loaded = Project.load(project, target="spark").config
     settings = spark_settings(loaded)

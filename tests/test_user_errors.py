@@ -11,6 +11,7 @@ import pytest
 
 from cpo.engine.cli import main
 from cpo.engine.config import parse_cli_vars
+from tests.helpers import replace_in
 from tests.sample import copy_sample_project
 
 
@@ -28,12 +29,6 @@ def project(built: Path, tmp_path: Path) -> Path:
 
 def digest(project: Path) -> str:
     return hashlib.sha256((project / "cpo.duckdb").read_bytes()).hexdigest()
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new), encoding="utf-8")
 
 
 def run(capsys, project: Path, *args: str) -> tuple[int, str]:
@@ -84,14 +79,14 @@ ARM = "{name: friendly, weight: 0.25}"
     ],
 )
 def test_bad_experiment_arms_are_named_not_crashes(capsys, project, old, new, message):
-    edit(project / "cpo.yml", old, new)
+    replace_in(project / "cpo.yml", old, new)
     text = fails_cleanly(capsys, project, "build")
     assert message in text
     assert "models/pipeline/assignments.sql" in text or message.startswith("cpo.yml:")
 
 
 def test_tone_removed_while_its_arm_remains_is_named(capsys, project):
-    edit(project / "cpo.yml", "tones: [urgent, informational, friendly]", "tones: [urgent]")
+    replace_in(project / "cpo.yml", "tones: [urgent, informational, friendly]", "tones: [urgent]")
     text = fails_cleanly(capsys, project, "build")
     assert "arm informational is neither the control nor a tone of vars.generation.tones" in text
 
@@ -104,7 +99,7 @@ def test_tone_without_prompt_folder_names_the_cpo_yml_key(capsys, project):
 
 
 def test_duplicate_tone_is_named(capsys, project):
-    edit(project / "cpo.yml", "tones: [urgent,", "tones: [urgent, urgent,")
+    replace_in(project / "cpo.yml", "tones: [urgent,", "tones: [urgent, urgent,")
     text = fails_cleanly(capsys, project, "build")
     assert "vars.generation.tones: 'urgent' is listed twice" in text
 
@@ -170,7 +165,7 @@ def test_show_negative_limit(capsys, project):
 def test_schema_entry_for_unknown_model_is_an_error(capsys, project):
     # Its tests used to be dropped without a word.
     schema = project / "models" / "segments" / "schema.yml"
-    edit(schema, "  - name: segments\n", "  - name: segmentz\n")
+    replace_in(schema, "  - name: segments\n", "  - name: segmentz\n")
     text = fails_cleanly(capsys, project, "ls")
     assert "models/segments/schema.yml:" in text
     assert "no model, seed or step is named 'segmentz'" in text and "'segments'" in text
