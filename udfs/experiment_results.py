@@ -37,9 +37,9 @@ from typing import Any
 
 import pyarrow as pa
 from _experiment_design import ExperimentConfig, Metric, experiment_config, experiment_settings
-from scipy import stats as sps
 
 from cpo.experiments import stats
+from cpo.experiments.stats.distributions import norm_cdf, norm_isf
 
 OVERALL = None
 SCHEMA = pa.schema(
@@ -134,7 +134,7 @@ def _power(metric: Metric, control: stats.Stats, n_t: int, alpha: float, exact: 
     if math.isnan(variance) or variance <= 0:
         return math.nan
     se = math.sqrt(variance / n_c + variance / n_t)
-    return float(sps.norm.cdf(abs(delta) / se - sps.norm.isf(alpha / 2)))
+    return norm_cdf(abs(delta) / se - norm_isf(alpha / 2))
 
 
 def compare(

@@ -79,7 +79,7 @@ def project_imports(folder: Path) -> Iterator[None]:
             yield  # already inside a step of this folder
             return
         finder = _Siblings(folder)
-        saved = {n: m for n, m in sys.modules.items() if finder.owns(n)}
+        saved = {n: sys.modules[n] for n in finder.loaded()}
         for name in saved:
             del sys.modules[name]
         sys.meta_path.insert(0, finder)
@@ -87,7 +87,7 @@ def project_imports(folder: Path) -> Iterator[None]:
             yield
         finally:
             sys.meta_path.remove(finder)
-            for name in [n for n in sys.modules if finder.owns(n)]:
+            for name in finder.loaded():
                 del sys.modules[name]
             sys.modules.update(saved)
 
@@ -102,9 +102,15 @@ class _Siblings(importlib.abc.MetaPathFinder):
         }
         # A file named like the standard library or an installed package never shadows it.
         self.names = {n for n in names if n not in sys.stdlib_module_names and not _installed(n)}
+        self.submodule_prefixes = tuple(f"{n}." for n in self.names)
 
-    def owns(self, name: str) -> bool:
-        return name.split(".")[0] in self.names
+    def loaded(self) -> list[str]:
+        """The names in ``sys.modules`` this folder's files own (bare names, submodules)."""
+        # Called twice per step: exact lookups and one C-level prefix scan, not a split per name.
+        bare = [n for n in self.names if n in sys.modules]
+        if not self.submodule_prefixes:
+            return bare
+        return bare + [n for n in list(sys.modules) if n.startswith(self.submodule_prefixes)]
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if path is not None or fullname not in self.names:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats as sps
-
 from cpo.errors import ConfigurationError
+from cpo.experiments.stats.distributions import norm_cdf, norm_isf, norm_pdf, norm_sf
 from cpo.experiments.stats.frequentist import _effect, relative_se
 from cpo.experiments.stats.sufficient import _ZERO_CONTROL, NAN, Stats, _check_alpha
 
@@ -46,10 +45,10 @@ def gaussian_expected_loss(mean: float, sd: float) -> tuple[float, float]:
     if sd == 0:
         return max(mean, 0.0), max(-mean, 0.0)
     z = mean / sd
-    density = sd * float(sps.norm.pdf(z))
+    density = sd * norm_pdf(z)
     return (
-        mean * float(sps.norm.cdf(z)) + density,
-        -mean * float(sps.norm.cdf(-z)) + density,
+        mean * norm_cdf(z) + density,
+        -mean * norm_cdf(-z) + density,
     )
 
 
@@ -108,13 +107,13 @@ def bayesian_test(
         mean = (estimate / variance + prior_mean / prior_variance) / precision
         variance = 1.0 / precision
     sd = math.sqrt(variance)
-    z = float(sps.norm.isf((1.0 - credible_level) / 2))
+    z = norm_isf((1.0 - credible_level) / 2)
     return BayesianResult(
         estimate=mean,
         ci_low=mean - z * sd,
         ci_high=mean + z * sd,
         sd=sd,
-        chance_to_win=float(sps.norm.sf(0.0, loc=mean, scale=sd)),
+        chance_to_win=norm_sf(-mean / sd),
         risk=gaussian_expected_loss(mean, sd),
         absolute_effect=absolute,
         relative=relative,

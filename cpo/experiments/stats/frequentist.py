@@ -12,6 +12,7 @@ from scipy import optimize
 from scipy import stats as sps
 
 from cpo.errors import ConfigurationError
+from cpo.experiments.stats.distributions import norm_isf, norm_sf, t_isf, t_sf
 from cpo.experiments.stats.sufficient import (
     _ZERO_CONTROL,
     NAN,
@@ -242,7 +243,7 @@ def _test_effect(
     if not se > 0:
         return result(NAN, NAN, NAN, se, NAN, df, "both arms have zero variance")
     tail = alpha / 2 if alternative == "two-sided" else alpha
-    q = float(sps.norm.isf(tail)) if normal else float(sps.t.isf(tail, df))
+    q = norm_isf(tail) if normal else t_isf(tail, df)
     if sequential:
         p = sequential_p_value(absolute, se, n_total, sequential_tuning, alternative)
     else:
@@ -277,12 +278,15 @@ def one_sided(lo: float, hi: float, alternative: str) -> tuple[float, float]:
 def tail_p_value(statistic: float, alternative: str, df: float = math.inf) -> float:
     """p-value of a z (``df`` infinite) or Student-t statistic, from survival functions so tiny
     p-values stay positive."""
-    dist = sps.norm if math.isinf(df) else sps.t(df)
+
+    def sf(x: float) -> float:
+        return norm_sf(x) if math.isinf(df) else t_sf(x, df)
+
     if alternative == "greater":
-        return float(dist.sf(statistic))
+        return sf(statistic)
     if alternative == "less":
-        return float(dist.sf(-statistic))
-    return float(min(1.0, 2.0 * dist.sf(abs(statistic))))
+        return sf(-statistic)
+    return min(1.0, 2.0 * sf(abs(statistic)))
 
 
 def frequentist_test(
@@ -326,7 +330,7 @@ def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float,
     _check_alpha(alpha)
     if n <= 0:
         return NAN, NAN
-    z = float(sps.norm.isf(alpha / 2))
+    z = norm_isf(alpha / 2)
     p = successes / n
     denom = 1.0 + z * z / n
     center = (p + z * z / (2 * n)) / denom

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from scipy import optimize
-from scipy import stats as sps
 
 from cpo.errors import ConfigurationError
+from cpo.experiments.stats.distributions import norm_cdf, norm_isf, norm_ppf
 from cpo.experiments.stats.sufficient import NAN, _check_alpha
 
 # --------------------------------------------------------------------------- planning
@@ -25,7 +25,7 @@ def _check_plan(baseline_rate: float, alpha: float, power_: float | None = None)
 
 def _plan_terms(p: float, d: float, alpha: float) -> tuple[float, float]:
     """``(z₁₋α/₂·√(2p(1−p)), s₁ = √(p(1−p) + (p+δ)(1−p−δ)))`` of the sample-size formula."""
-    z_a = float(sps.norm.isf(alpha / 2))
+    z_a = norm_isf(alpha / 2)
     return z_a * math.sqrt(2 * p * (1 - p)), math.sqrt(p * (1 - p) + (p + d) * (1 - p - d))
 
 
@@ -47,7 +47,7 @@ def sample_size_per_arm(
             f"got baseline {p} and mde {d}"
         )
     null, s1 = _plan_terms(p, d, alpha)
-    root = null + float(sps.norm.ppf(power)) * s1
+    root = null + norm_ppf(power) * s1
     return root**2 / d**2
 
 
@@ -68,7 +68,7 @@ def power(
         )
     null, s1 = _plan_terms(p, d, alpha)
     z_b = (abs(d) * math.sqrt(n_per_arm) - null) / s1
-    return float(sps.norm.cdf(z_b))
+    return norm_cdf(z_b)
 
 
 def mde(baseline_rate: float, n_per_arm: float, alpha: float = 0.05, power: float = 0.8) -> float:
