@@ -66,7 +66,9 @@ PROFANE_WORDS: tuple[str, ...] = (
 # A run of letters, digits and masking symbols not glued to other word characters. A hashtag or
 # an e-mail's "@" cannot start one; a trailing "!" is punctuation ("sh*t!"), not a letter.
 _MASKED_WORD = re.compile(
-    r"(?<![\w*#@$%&^.])[a-z@$][a-z0-9*#@$!%&^]*[a-z0-9*#@$%&^]", re.IGNORECASE
+    # The lookahead skips words of letters only (most of a text) before any Python runs.
+    r"(?<![\w*#@$%&^.])(?=[a-z]*[0-9*#@$!%&^])[a-z@$][a-z0-9*#@$!%&^]*[a-z0-9*#@$%&^]",
+    re.IGNORECASE,
 )
 # Digits inside a word: "ign0re", "prev1ous", "1nstruct10ns" (a letter on both sides of a digit,
 # or a digit opening a word of letters that is no ordinal or unit).
