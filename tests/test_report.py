@@ -290,13 +290,15 @@ def test_section_templates_run_in_the_sandbox(
     (tmp_path / "evil.html.j2").write_text("{{ d.__class__.__mro__ }}", encoding="utf-8")
     (tmp_path / "typo.html.j2").write_text("{{ d.no_such_field }}", encoding="utf-8")
     config = Project.load(sample_build).config
-    register_section(ReportSection("evil", "evil.html.j2", directory=tmp_path))
+    first = REPORT_SECTIONS[0].name  # rendered first, so no plot is drawn before it fails
+    register_section(ReportSection("evil", "evil.html.j2", directory=tmp_path), before=first)
     with pytest.raises(SecurityError):
         write_report(config, out=tmp_path / "r.html")
     unregister_section("evil")
-    register_section(ReportSection("typo", "typo.html.j2", directory=tmp_path))
+    register_section(ReportSection("typo", "typo.html.j2", directory=tmp_path), before=first)
     with pytest.raises(jinja2.UndefinedError):
         write_report(config, out=tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_the_experiment_settings_are_read_through_their_model(sample_build: Path) -> None:

@@ -253,18 +253,51 @@ def test_spark_settings_come_from_the_validated_target(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def spark_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reduced sample built on DuckDB and on Spark (local[2]) in one folder."""
+def connect_endpoint() -> tuple[int, str]:
+    """The port and token of the Spark Connect server that the local session also runs."""
+    import secrets
+
+    return _free_port(), secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session")
+def spark_sample(
+    tmp_path_factory: pytest.TempPathFactory, connect_endpoint: tuple[int, str]
+) -> Path:
+    """The reduced sample built on DuckDB and on Spark (local[2]) in one folder.
+
+    The local session's JVM also runs a Spark Connect server (Spark's own plugin, on 127.0.0.1,
+    token from the environment, not cpo.yml) for `test_spark_connect_builds_the_sample_like_duckdb`:
+    a second JVM, cold, made that test the suite's slowest minute.
+    """
     if _spark_missing():
         pytest.skip(_spark_missing())
     project = _spark_project(tmp_path_factory.mktemp("spark") / "sample")
+    port, token = connect_endpoint
+    replace_in(
+        project / "cpo.yml",
+        "    schema: cpo\n",
+        "    schema: cpo\n    conf:\n"
+        "      spark.plugins: org.apache.spark.sql.connect.SparkConnectPlugin\n"
+        "      spark.connect.grpc.binding.address: 127.0.0.1\n"
+        f"      spark.connect.grpc.binding.port: '{port}'\n",
+        count=1,
+    )
     duck = Project.load(project).build()
     assert duck.success, [(r.name, r.message) for r in duck.results if r.failed]
     # seed + run (the data tests run on Spark in test_show_ls_test_on_the_spark_target).
-    spark = Project.load(project, target="spark")
-    for run in (spark.seed(), Project.load(project, target="spark").run()):
-        assert run.success, [(r.name, r.message) for r in run.results if r.failed]
-        assert run.committed
+    saved = os.environ.get("SPARK_CONNECT_AUTHENTICATE_TOKEN")
+    os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = token  # read by the JVM as it starts
+    try:
+        spark = Project.load(project, target="spark")
+        for run in (spark.seed(), Project.load(project, target="spark").run()):
+            assert run.success, [(r.name, r.message) for r in run.results if r.failed]
+            assert run.committed
+    finally:
+        if saved is None:
+            os.environ.pop("SPARK_CONNECT_AUTHENTICATE_TOKEN", None)
+        else:
+            os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = saved
     yield project
     from cpo.adapters.spark import stop_session
 
@@ -554,62 +587,22 @@ def _connect_missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def connect_server(tmp_path_factory: pytest.TempPathFactory, spark_sample: Path) -> Any:
-    """A Spark Connect server (pyspark's SparkConnectServer, local[2]) on 127.0.0.1 only,
-    started with spark-submit as `start-connect-server.sh` does; it needs a token."""
-    import secrets
-    import subprocess
-    import time
+def connect_server(spark_sample: Path, connect_endpoint: tuple[int, str]) -> Any:
+    """The Spark Connect server of the local session's JVM (`spark_sample`): its URL and token.
 
+    It is Spark's own Connect service (SparkConnectPlugin, as `start-connect-server.sh` runs
+    it), reached over gRPC like any remote server; its Python workers import cpo and the
+    project's udfs/ as a cluster with cpo installed would.
+    """
     if _connect_missing():
         pytest.skip(_connect_missing())
-    import pyspark
+    port, token = connect_endpoint
+    # localhost: pyspark sends a token without TLS only to localhost.
+    url = f"sc://localhost:{port}"
+    yield url, token
+    from cpo.adapters.spark import stop_session
 
-    home = Path(pyspark.__file__).parent
-    port, token = _free_port(), secrets.token_hex(16)
-    folder = tmp_path_factory.mktemp("connect")
-    log = (folder / "server.log").open("wb")
-    conf = {
-        "spark.connect.grpc.binding.address": "127.0.0.1",
-        "spark.connect.grpc.binding.port": str(port),
-        "spark.connect.authenticate.token": token,
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
-        "spark.driver.memory": "1g",
-        "spark.ui.enabled": "false",
-        "spark.sql.warehouse.dir": str(folder / "catalog"),
-    }
-    command = [str(home / "bin" / "spark-submit"), "--master", "local[2]", "--name", "cpo-test"]
-    for key, value in conf.items():
-        command += ["--conf", f"{key}={value}"]
-    command += ["--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
-    # The server's Python workers run the SQL functions: like a cluster with cpo installed,
-    # they import cpo and the project's udfs/ (the client does not ship them yet).
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARK_REMOTE")}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parent.parent), str(spark_sample / "udfs")]
-    )
-    env["SPARK_HOME"] = str(home)
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
-    try:
-        deadline = time.monotonic() + 180
-        while b"Spark Connect server started" not in (folder / "server.log").read_bytes():
-            if server.poll() is not None or time.monotonic() > deadline:
-                text = (folder / "server.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"the Spark Connect server did not start:\n{text}")
-            time.sleep(0.5)
-        # localhost: pyspark sends a token without TLS only to localhost.
-        yield f"sc://localhost:{port}", token
-    finally:
-        from cpo.adapters.spark import stop_session
-
-        stop_session(f"sc://localhost:{port}")  # the local session stays for the other tests
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    stop_session(url)  # the local session stays for the other tests
 
 
 @needs_spark
@@ -630,8 +623,14 @@ def test_spark_connect_builds_the_sample_like_duckdb(
     config.write_text(original.replace("targets:\n", "targets:\n" + target, 1), encoding="utf-8")
     try:
         from cpo.adapters import open_adapter, spark_settings
-        from cpo.adapters.spark import is_connect, session
+        from cpo.adapters.spark import is_connect, session, stop_session
 
+        # The server checks the token: a wrong one is refused, with the engine's clear error.
+        monkeypatch.setenv("SPARK_CONNECT_AUTHENTICATE_TOKEN", "not-the-token")
+        refused = Project.load(project, target="connect").build(select=["stg_customers"])
+        assert not refused.success and not refused.committed
+        assert "Invalid authentication token" in refused.results[0].message
+        stop_session(url)
         # Auth from the environment: pyspark sends the token; the URL in cpo.yml holds none.
         monkeypatch.setenv("SPARK_CONNECT_AUTHENTICATE_TOKEN", token)
         connect = Project.load(project, target="connect")
