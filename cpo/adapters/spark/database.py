@@ -89,7 +89,7 @@ class SparkDatabase:
             pending = []
             for name, kind in relations(self.version).items():
                 if kind == "table":
-                    self._register_table(name)
+                    self._register_table(name, replace=False)  # a new database: none to drop
                 else:
                     pending.append(name)
             self._create_views(pending)
@@ -115,10 +115,11 @@ class SparkDatabase:
             return
         raise ModelError(f"cannot create a Spark database named like {self.database!r}")
 
-    def _register_table(self, name: str) -> None:
+    def _register_table(self, name: str, *, replace: bool = True) -> None:
         assert self.version is not None
         location = literal(str(self.version / name))
-        self._spark.sql(f"drop table if exists {quote_name(name)}")
+        if replace:
+            self._spark.sql(f"drop table if exists {quote_name(name)}")
         self._spark.sql(f"create table {quote_name(name)} using parquet location {location}")
 
     def _create_views(self, names: list[str]) -> None:
@@ -360,7 +361,8 @@ class SparkDatabase:
         self.drop(name)
         os.rename(partial, version / name)
         self._register_table(name)
-        return self.count(name)
+        parts = sorted((version / name).glob("*.parquet"))
+        return _rows_in(parts) if parts else self.count(name)
 
     def materialize_sql(
         self, name: str, sql: str, materialized: str, unique_key: Sequence[str] | None = None
@@ -482,3 +484,10 @@ class SparkDatabase:
             ) from e
         finally:
             spark.catalog.dropTempView(view)
+
+
+def _rows_in(parts: list[Path]) -> int:
+    """Rows of the Parquet files Spark just wrote, from their footers (no second Spark job)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(part).num_rows for part in parts)
