@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
-from scipy import stats as sps
 
 from cpo.errors import ConfigurationError
 from cpo.experiments.stats.distributions import norm_isf, norm_sf, t_isf, t_sf
@@ -190,6 +188,8 @@ def sequential_p_value(
         return 1.0
     if excess(lo) <= 0:
         return float(np.nextafter(0.0, 1.0))
+    from scipy import optimize
+
     return math.exp(optimize.brentq(excess, lo, hi, xtol=1e-12, rtol=1e-12))
 
 
@@ -418,6 +418,8 @@ def proportion_test(
         [treatment.successes, treatment.n - treatment.successes],
         [control.successes, control.n - control.successes],
     ]
+    from scipy import stats as sps
+
     p_value = float(sps.fisher_exact(table, alternative=alternative).pvalue)
     level = alpha if alternative == "two-sided" else 2 * alpha
     if relative and control.successes == 0:

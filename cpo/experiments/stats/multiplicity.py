@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from cpo.errors import ConfigurationError, ModelError
 from cpo.experiments.stats.sufficient import NAN
@@ -47,6 +46,8 @@ def srm_pvalue(observed_counts: Sequence[int], expected_weights: Sequence[float]
     if obs.sum() == 0 or obs.size < 2:
         return NAN
     expected = w / w.sum() * obs.sum()
+    from scipy import stats as sps
+
     return float(sps.chisquare(obs, expected).pvalue)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from scipy import optimize
-
 from cpo.errors import ConfigurationError
 from cpo.experiments.stats.distributions import norm_cdf, norm_isf, norm_ppf
 from cpo.experiments.stats.sufficient import NAN, _check_alpha
@@ -88,4 +86,6 @@ def mde(baseline_rate: float, n_per_arm: float, alpha: float = 0.05, power: floa
 
     if gap(hi) > 0:
         return NAN
+    from scipy import optimize
+
     return float(optimize.brentq(gap, 1e-12, hi, xtol=1e-15, rtol=1e-12))
