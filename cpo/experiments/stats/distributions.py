@@ -1,9 +1,10 @@
-"""Normal and Student-t tail functions, straight from `scipy.special`.
+"""Normal, Student-t and chi-square tail functions, straight from `scipy.special`.
 
-These are the ufuncs `scipy.stats.norm` and `scipy.stats.t` evaluate (``ndtr``, ``ndtri``,
-``stdtr``, ``stdtrit``), so the numbers are the same; called directly they skip the frozen
-distribution and argument checks that cost about 1 ms a call, which a build (one call per arm,
-metric and segment) and the simulation tests (thousands) would otherwise pay.
+These are the ufuncs `scipy.stats.norm`, `scipy.stats.t` and `scipy.stats.chi2` evaluate
+(``ndtr``, ``ndtri``, ``stdtr``, ``stdtrit``, ``chdtrc``), so the numbers are the same; called
+directly they skip the frozen distribution and argument checks that cost about 1 ms a call,
+which a build (one call per arm, metric and segment) and the simulation tests (thousands) would
+otherwise pay.
 
 scipy is imported on first use, here and in the other modules of this package: its
 import takes about a second that commands which analyse nothing (``ls``, ``compile``) skip.
@@ -58,3 +59,8 @@ def t_sf(x: float, df: float) -> float:
 def t_isf(q: float, df: float) -> float:
     """The t with survival probability q (the upper-tail critical value)."""
     return -float(_special().stdtrit(df, q))
+
+
+def chi2_sf(x: float, df: float) -> float:
+    """Chi-square survival function with `df` degrees of freedom."""
+    return float(_special().chdtrc(df, x))

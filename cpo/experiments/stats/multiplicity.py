@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cpo.errors import ConfigurationError, ModelError
+from cpo.experiments.stats.distributions import chi2_sf
 from cpo.experiments.stats.sufficient import NAN
 
 SRM_ALPHA = 0.001
@@ -46,9 +47,8 @@ def srm_pvalue(observed_counts: Sequence[int], expected_weights: Sequence[float]
     if obs.sum() == 0 or obs.size < 2:
         return NAN
     expected = w / w.sum() * obs.sum()
-    from scipy import stats as sps
-
-    return float(sps.chisquare(obs, expected).pvalue)
+    statistic = float(((obs - expected) ** 2 / expected).sum())  # scipy.stats.chisquare's
+    return chi2_sf(statistic, obs.size - 1)
 
 
 def adjust_pvalues(pvalues: Sequence[float | None], method: str = "holm") -> list[float | None]:
