@@ -33,7 +33,7 @@ select
 {%- if src.has('email') %}
     nullif(lower(trim(cast("__role_email" as varchar))), '') as email,
     {{ regex_match("coalesce(lower(trim(cast(\"__role_email\" as varchar))), '')",
-        '[^@\s]+@[^@\s]+\.[^@\s]+') }} as email_is_valid,
+        '[^@\\s]+@[^@\\s]+\\.[^@\\s]+') }} as email_is_valid,
 {%- endif %}
 {%- if src.has('city') %}
     {{ title_case('"__role_city"') }} as city,
