@@ -273,7 +273,8 @@ def test_rebuild_makes_no_generation_or_safety_request(azure_build: AzureBuild) 
         f"where run_id = '{azure_build.second_run_id}' group by 1 order by 1",
     )
     assert rows == [
-        ("retrieved_content", True, 8, 0.0),  # 7 searches and the index
+        # 7 searches, the index, and the Prompt Shields check of each of the 34 documents
+        ("retrieved_content", True, 42, 0.0),
         ("safety_screenings", True, 19, 0.0),
         ("variants", True, 18, 0.0),
     ]

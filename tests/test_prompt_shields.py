@@ -62,6 +62,21 @@ def test_every_document_passes_the_shield_in_the_documents_field(shielded):
     assert any(ATTACK in r.body["documents"][0] for r in calls)
 
 
+def test_shield_calls_are_in_the_ledger(shielded):
+    """One call path: every document's check is a provider_calls row, like any call."""
+    project = shielded["project"]
+    rows = query(
+        project,
+        "select item_key, status, attempts from provider_calls "
+        "where step = 'retrieved_content' and provider = 'azure_content_safety'",
+    )
+    by_document = {key: (status, attempts) for key, status, attempts in rows}
+    sent = {r.body["documents"][0] for r in shielded["requests"] if r.path == SHIELD_PATH}
+    assert len(rows) == len(by_document) == len(sent) > 30  # one row per document checked
+    assert by_document[ATTACK_DOC] == ("success", 1)
+    assert by_document[UNREACHABLE_DOC][0] == "error" and by_document[UNREACHABLE_DOC][1] > 1
+
+
 def test_flagged_document_is_excluded_with_the_reason(shielded):
     project = shielded["project"]
     assert "Prompt Shields detected a document attack" in errors(project)[ATTACK_DOC]

@@ -18,7 +18,7 @@ from pydantic import model_validator
 
 from cpo.engine.settings import PositiveNumber, validate_model
 from cpo.errors import ConfigurationError
-from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult
+from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult, register_kind
 from cpo.providers.credentials import (
     Auth,
     ConnectionSettings,
@@ -112,6 +112,10 @@ class AzureContentSafetyProvider:
             for match in result.blocklists_match or []:
                 matches[f"{match.blocklist_name}:{match.blocklist_item_text}"] = None
         return SafetyResult(severities=severities, blocklist_matches=tuple(matches))
+
+    def check_document(self, request: ShieldRequest) -> ShieldVerdict:
+        """`shield_document` as the call layer calls it (method of the ``prompt_shield`` kind)."""
+        return ShieldVerdict(self.shield_document(request.text))
 
     def shield_document(self, text: str) -> bool:
         """Prompt Shields (``text:shieldPrompt``) on one document: True when an attack is found.
@@ -309,23 +313,43 @@ class ShieldRequest:
     text: str
 
 
+@dataclass(frozen=True)
+class ShieldVerdict:
+    """Prompt Shields' answer on one document (a `CacheCodec`)."""
+
+    attack_detected: bool
+
+    def to_cache(self) -> dict[str, bool]:
+        return {"attack_detected": self.attack_detected}
+
+    @classmethod
+    def from_cache(cls, data: Any) -> ShieldVerdict:
+        return cls(bool(data.get("attack_detected")))
+
+
+# Prompt Shields calls go through the call layer like every call (cache, concurrency, retries,
+# breaker, ledger); the safety provider makes them, so cpo.yml has no providers.prompt_shield.
+register_kind("prompt_shield", "check_document", ShieldVerdict, configurable=False)
+
+FLAGGED = "excluded: Azure Prompt Shields detected a document attack"
+UNCHECKED = "excluded: Prompt Shields could not check it (fail-closed): "
+
+
 def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
     """Documents that pass Azure Prompt Shields, for the targets whose safety provider has them.
 
     Used by the retrieval step before indexing. Each document (title and body) is checked on its
-    own; a flagged document is excluded and ``run_errors`` records why; a document the shield
-    could not check (unreachable, refused, unreadable answer, after the call layer's retry
-    settings) is excluded too (fail-closed), with the error. When ``calls.breaker_failures``
-    documents in a row cannot be checked (or the credentials are refused), the service is taken
-    to be down and the step stops with an error instead of retrieving from nothing. Verdicts are
-    cached like every call. Targets without an Azure Content Safety provider, and `plan` (which
-    calls no service), return `documents` unchanged.
+    own, through the call layer; a flagged document is excluded and ``run_errors`` records why;
+    a document the shield could not check (unreachable, refused, unreadable answer, after the
+    retries) is excluded too (fail-closed), with the error. When ``calls.breaker_failures``
+    documents in a row cannot be checked (or the credentials are refused), the breaker opens
+    and the step stops instead of retrieving from nothing. Verdicts are cached and recorded in
+    ``provider_calls`` like every call. Targets without an Azure Content Safety provider, and
+    `plan` (which calls no service), return `documents` unchanged.
 
     Raises:
         ProviderError: The shield is down (circuit breaker) or refuses the credentials.
     """
-    from cpo.errors import ProviderError
-
     if "safety" not in ctx.services.config.target.providers:
         return documents
     step = ctx.provider("safety")
@@ -334,63 +358,24 @@ def shield_documents(ctx: Any, documents: list[Any]) -> list[Any]:
     provider = step.provider
     layers = [p for _, p in getattr(provider, "layers", ())] or [provider]
     shields = [p for p in layers if getattr(p, "prompt_shields", False)]
-    if not shields:
-        return documents
-    from cpo.engine.calls import cache_key, retry_call
-
-    settings = step.calls.settings
-    cache = step.calls.cache
+    reasons: dict[str, str] = {}
+    for shield in shields:
+        pending = [
+            ShieldRequest(d.document_id, f"{d.title}. {d.body}")
+            for d in documents
+            if d.document_id not in reasons
+        ]
+        outcomes = step.calls.call_all(
+            step.step, shield, "check_document", pending, salt=SHIELD_API_VERSION
+        )
+        for outcome in outcomes:
+            if outcome.error is not None:
+                reasons[outcome.key] = UNCHECKED + outcome.error
+            elif outcome.result.attack_detected:
+                reasons[outcome.key] = FLAGGED
     kept = []
-    failures: list[str] = []  # consecutive documents the shield could not check
     for document in documents:
-        text = f"{document.title}. {document.body}"
-        reason = None
-        for shield in shields:
-            # Verdicts are cached like any call (an unchanged document is not sent again);
-            # failures are not.
-            key = cache_key(
-                {**shield.describe(), "api_version": SHIELD_API_VERSION},
-                "shield_document",
-                ShieldRequest(document.document_id, text),
-                "",
-            )
-            cached = cache.get(key)
-            if cached is not None:
-                if cached.get("attack_detected"):
-                    reason = "excluded: Azure Prompt Shields detected a document attack"
-                continue
-
-            def check(_: int, shield: Any = shield, text: str = text) -> bool:
-                return bool(shield.shield_document(text))
-
-            try:
-                attack = retry_call(
-                    check,
-                    settings,
-                    sleep=lambda seconds: step.calls.sleep(seconds),
-                )
-            except ProviderError as e:
-                if e.status in (401, 403):
-                    raise  # wrong credentials fail every document the same way
-                reason = f"excluded: Prompt Shields could not check it (fail-closed): {e}"
-                failures.append(str(e))
-            else:
-                cache.put(key, shield.name, shield.model, {"attack_detected": attack})
-                if attack:
-                    reason = "excluded: Azure Prompt Shields detected a document attack"
-            if reason:
-                break
-        if reason and reason.startswith("excluded: Prompt Shields could not"):
-            if len(failures) >= max(1, settings.breaker_failures):
-                raise ProviderError(
-                    f"step 'retrieved_content' stopped: Azure Prompt Shields failed for "
-                    f"{len(failures)} documents in a row (circuit breaker opened); last error: "
-                    f"{failures[-1].rstrip('.')}. Results obtained so far are cached; fix the "
-                    "cause and rebuild to resume",
-                    node="retrieved_content",
-                )
-        else:
-            failures.clear()
+        reason = reasons.get(document.document_id)
         if reason:
             ctx.record_error(document.document_id, reason)
         else:

@@ -242,11 +242,14 @@ class ProviderKind:
         name: The kind as ``cpo.yml`` names it (``providers.<name>``).
         method: The provider method a step calls (``generate``).
         result: The result type, with `to_cache`/`from_cache` (`CacheCodec`).
+        configurable: Whether ``cpo.yml`` names it under ``providers:``; a check that a
+            provider of another kind makes (Prompt Shields, by the safety provider) is not.
     """
 
     name: str
     method: str
     result: type[Any]
+    configurable: bool = True
 
     def encode(self, value: Any) -> Any:
         """A provider's answer as the cache's JSON (a plain list of hits becomes `Hits`)."""
@@ -262,20 +265,22 @@ class ProviderKind:
 _KINDS: dict[str, ProviderKind] = {}
 
 
-def register_kind(name: str, method: str, result: type[Any]) -> None:
+def register_kind(name: str, method: str, result: type[Any], *, configurable: bool = True) -> None:
     """Declare a step kind: a new kind of provider needs no edit of the call layer.
 
     Args:
         name: The kind's name in ``cpo.yml`` (``providers.<name>``).
         method: The provider method the call layer calls.
         result: The result type (`CacheCodec`: ``to_cache()`` and ``from_cache(data)``).
+        configurable: False for calls that a provider of another kind makes (they go through
+            the call layer, but ``cpo.yml`` has no ``providers.<name>`` for them).
     """
-    _KINDS[name] = ProviderKind(name, method, result)
+    _KINDS[name] = ProviderKind(name, method, result, configurable)
 
 
 def provider_kinds() -> tuple[str, ...]:
-    """The registered step kinds, in registration order."""
-    return tuple(_KINDS)
+    """The step kinds ``cpo.yml`` can name under ``providers:``, in registration order."""
+    return tuple(name for name, kind in _KINDS.items() if kind.configurable)
 
 
 def kind_for_method(method: str) -> ProviderKind:
