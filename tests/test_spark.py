@@ -89,6 +89,20 @@ def _spark_project(root: Path) -> Path:
 # -- no Spark needed ---------------------------------------------------------------------------
 
 
+def test_a_refused_spark_connect_call_is_said_plainly() -> None:
+    from cpo.adapters.spark.session import first_line
+
+    grpc = (
+        "<_MultiThreadedRendezvous of RPC that terminated with:\n"
+        '\tstatus = StatusCode.UNAVAILABLE\n\tdetails = "failed to connect to all addresses"\n'
+        '\tdebug_error_string = "UNKNOWN:Error received from peer"\n>'
+    )
+    assert first_line(RuntimeError(grpc)) == (
+        "Spark Connect refused the call (UNAVAILABLE): failed to connect to all addresses; "
+        "is the Spark Connect server running and reachable?"
+    )
+
+
 def test_transpile_keeps_duckdb_semantics() -> None:
     sql = to_spark(
         "select round(a * b, 2) as m, x / 3 as d, DATE '2026-11-24' - signup_date as days, "
@@ -629,7 +643,9 @@ def test_spark_connect_builds_the_sample_like_duckdb(
         monkeypatch.setenv("SPARK_CONNECT_AUTHENTICATE_TOKEN", "not-the-token")
         refused = Project.load(project, target="connect").build(select=["stg_customers"])
         assert not refused.success and not refused.committed
-        assert "Invalid authentication token" in refused.results[0].message
+        message = refused.results[0].message
+        assert "Spark Connect refused the call (UNAUTHENTICATED): Invalid authentication" in message
+        assert "SPARK_CONNECT_AUTHENTICATE_TOKEN" in message and "Rendezvous" not in message
         stop_session(url)
         # Auth from the environment: pyspark sends the token; the URL in cpo.yml holds none.
         monkeypatch.setenv("SPARK_CONNECT_AUTHENTICATE_TOKEN", token)

@@ -82,8 +82,12 @@ class SparkDatabase:
         if self._spark is None:
             spark = session(self.settings)
             self._spark = spark
-            for function in self.functions:
-                register_function(spark, function)
+            try:  # the first calls that reach a Connect server: a refused token shows here
+                for function in self.functions:
+                    register_function(spark, function)
+            except Exception as e:
+                self._spark = None
+                raise ModelError(f"cannot use the Spark session: {first_line(e)}") from e
             self._create_database()
             spark.catalog.setCurrentDatabase(self.database)
             pending = []

@@ -132,9 +132,26 @@ def stop_session(remote: str | None = None) -> None:
                 _SESSIONS.pop(key).stop()
 
 
+_GRPC = re.compile(r"status = StatusCode\.(\w+).*?details = \"([^\"]*)\"", re.DOTALL)
+_GRPC_HINTS = {
+    "UNAUTHENTICATED": "check the token (SPARK_CONNECT_AUTHENTICATE_TOKEN, or ;token= in the "
+    "remote URL)",
+    "UNAVAILABLE": "is the Spark Connect server running and reachable?",
+}
+
+
 def first_line(error: BaseException) -> str:
-    """Spark's message of an error, without the logical plan and JVM stack that follow it."""
+    """Spark's message of an error, without the logical plan and JVM stack that follow it.
+
+    A Spark Connect call refused by the server (gRPC status and details, not a Spark error) is
+    said as such, with what to check.
+    """
     text = str(error).strip()
+    grpc = _GRPC.search(text)
+    if grpc:
+        status, details = grpc.groups()
+        hint = f"; {_GRPC_HINTS[status]}" if status in _GRPC_HINTS else ""
+        return f"Spark Connect refused the call ({status}): {details}{hint}"
     sqlstate = re.search(r"SQLSTATE: \w+", text)
     if sqlstate:
         text = text[: sqlstate.end()]
