@@ -322,7 +322,11 @@ class SparkDatabase:
         return relations(self.version)
 
     def count(self, name: str) -> int:
-        """Row count of a relation."""
+        """Row count of a relation (a table's from its Parquet footers: no Spark job)."""
+        if self.version is not None and relations(self.version).get(name) == "table":
+            parts = sorted((self.version / name).glob("*.parquet"))
+            if parts:
+                return _rows_in(parts)
         try:
             return int(self.spark.table(quote_name(name)).count())
         except Exception as e:
@@ -365,8 +369,7 @@ class SparkDatabase:
         self.drop(name)
         os.rename(partial, version / name)
         self._register_table(name)
-        parts = sorted((version / name).glob("*.parquet"))
-        return _rows_in(parts) if parts else self.count(name)
+        return self.count(name)
 
     def materialize_sql(
         self, name: str, sql: str, materialized: str, unique_key: Sequence[str] | None = None
@@ -491,7 +494,7 @@ class SparkDatabase:
 
 
 def _rows_in(parts: list[Path]) -> int:
-    """Rows of the Parquet files Spark just wrote, from their footers (no second Spark job)."""
+    """Rows of a table's Parquet files, from their footers (no Spark job)."""
     import pyarrow.parquet as pq
 
     return sum(pq.read_metadata(part).num_rows for part in parts)
