@@ -93,7 +93,7 @@ class SparkDatabase:
             pending = []
             for name, kind in relations(self.version).items():
                 if kind == "table":
-                    self._register_table(name, replace=False)  # a new database: none to drop
+                    self._register_table(name)
                 else:
                     pending.append(name)
             self._create_views(pending)
@@ -119,11 +119,11 @@ class SparkDatabase:
             return
         raise ModelError(f"cannot create a Spark database named like {self.database!r}")
 
-    def _register_table(self, name: str, *, replace: bool = True) -> None:
+    def _register_table(self, name: str) -> None:
+        """Register the version's folder `name` as a table (this object's database is new, and
+        `_write` drops the old table first: there is nothing to replace)."""
         assert self.version is not None
         location = literal(str(self.version / name))
-        if replace:
-            self._spark.sql(f"drop table if exists {quote_name(name)}")
         self._spark.sql(f"create table {quote_name(name)} using parquet location {location}")
 
     def _create_views(self, names: list[str]) -> None:
@@ -366,7 +366,7 @@ class SparkDatabase:
         except Exception as e:
             shutil.rmtree(partial, ignore_errors=True)
             raise ModelError(first_line(e)) from e
-        self.drop(name)
+        self.drop(name)  # the old table or view, from the catalog too
         os.rename(partial, version / name)
         self._register_table(name)
         return self.count(name)
