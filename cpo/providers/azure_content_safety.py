@@ -18,7 +18,13 @@ from pydantic import model_validator
 
 from cpo.engine.settings import PositiveNumber, validate_model
 from cpo.errors import ConfigurationError
-from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult, register_kind
+from cpo.providers.base import (
+    HARM_CATEGORIES,
+    CachedResult,
+    SafetyRequest,
+    SafetyResult,
+    register_kind,
+)
 from cpo.providers.credentials import (
     Auth,
     ConnectionSettings,
@@ -314,17 +320,10 @@ class ShieldRequest:
 
 
 @dataclass(frozen=True)
-class ShieldVerdict:
-    """Prompt Shields' answer on one document (a `CacheCodec`)."""
+class ShieldVerdict(CachedResult):
+    """Prompt Shields' answer on one document (cached as its field, like every result)."""
 
     attack_detected: bool
-
-    def to_cache(self) -> dict[str, bool]:
-        return {"attack_detected": self.attack_detected}
-
-    @classmethod
-    def from_cache(cls, data: Any) -> ShieldVerdict:
-        return cls(bool(data.get("attack_detected")))
 
 
 # Prompt Shields calls go through the call layer like every call (cache, concurrency, retries,
