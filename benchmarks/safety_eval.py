@@ -96,6 +96,9 @@ def evaluate(
     tp = fp = fn = 0
     kinds: dict[str, list[int]] = {}
     false_pos, false_neg = [], []
+    prepare = getattr(provider, "prepare", None)
+    if callable(prepare):  # as the build's call layer does: score every text in one batch
+        prepare([SafetyRequest(key=e["id"], text=e["text"]) for e in entries])
     for entry in entries:
         checks = screen_entry(entry, provider, policy, thresholds)
         blocked = not approved(checks)

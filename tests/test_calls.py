@@ -543,3 +543,36 @@ def test_built_database_has_provider_calls_and_the_llm_calls_view(built_mini: Pa
         view = con.execute("describe llm_calls").fetchall()
         assert [c[:2] for c in view] == [c[:2] for c in table]
         assert [c[0] for c in table] == list(LEDGER_COLUMNS)
+
+
+class BatchingProvider(FakeProvider):
+    """A FakeProvider that can batch: records what each `prepare` call was given."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.prepared: list[list[str]] = []
+        self.fail = fail
+
+    def prepare(self, batch: list[GenerationRequest]) -> None:
+        self.prepared.append([r.key for r in batch])
+        if self.fail:
+            raise RuntimeError("batch scoring is down")
+
+
+def test_a_batching_provider_prepares_only_the_uncached_requests_once(tmp_path: Path) -> None:
+    provider = BatchingProvider()
+    layer = make_layer(tmp_path)
+    layer.call_all("variants", provider, "generate", requests("a", "b"))
+    assert provider.prepared == [["a", "b"]]
+    out = layer.call_all("variants", provider, "generate", requests("a", "b", "c"))
+    assert provider.prepared == [["a", "b"], ["c"]]  # cache hits are not prepared again
+    assert [o.cache_hit for o in out] == [True, True, False]
+    layer.call_all("variants", provider, "generate", requests("a"))
+    assert len(provider.prepared) == 2  # nothing uncached: prepare is not called at all
+
+
+def test_a_failing_prepare_leaves_the_calls_to_answer(tmp_path: Path) -> None:
+    provider = BatchingProvider(fail=True)
+    out = make_layer(tmp_path).call_all("variants", provider, "generate", requests("a", "b"))
+    assert provider.prepared == [["a", "b"]]
+    assert [o.error for o in out] == [None, None] and sorted(provider.calls) == ["a", "b"]

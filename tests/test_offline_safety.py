@@ -202,6 +202,24 @@ def test_concurrent_screening_loads_the_model_once_and_agrees(screen):
     assert _ProfanityModel._predict is not None
 
 
+def test_prepare_scores_a_batch_in_one_model_call_with_the_same_results(screen, monkeypatch):
+    texts = [f"Offer {i}: you damn fool. Shop now." for i in range(12)] + ["I will kill you."]
+    one_by_one = [analyze(screen, t) for t in texts]  # scored sentence by sentence
+    monkeypatch.setattr(_ProfanityModel, "_known", {})  # forget them
+    real, calls = _ProfanityModel._predict, []
+    assert real is not None
+
+    def counted(sentences):
+        calls.append(len(sentences))
+        return real(sentences)
+
+    monkeypatch.setattr(_ProfanityModel, "_predict", counted)
+    screen.prepare([SafetyRequest(key=str(i), text=t) for i, t in enumerate(texts)])
+    assert calls == [12 + 1 + 1]  # each distinct sentence ("Shop now." once), in one call
+    assert [analyze(screen, t) for t in texts] == one_by_one
+    assert len(calls) == 1  # analyze found every sentence scored
+
+
 def test_corpus_is_well_formed():
     entries = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
     kinds = {"harmful", "profane", "pii", "forbidden_claim", "false_urgency", "injection", "clean"}

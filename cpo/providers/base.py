@@ -222,6 +222,10 @@ class GenerationProvider(Provider, Protocol):
 
 
 class SafetyProvider(Provider, Protocol):
+    """Screens texts. It may also define ``prepare(requests)``: the call layer then passes it
+    a batch's uncached requests before calling `analyze` on each, so it can score them in one
+    go (as the offline screen does); any provider kind may define it."""
+
     def analyze(self, request: SafetyRequest) -> SafetyResult: ...
 
 

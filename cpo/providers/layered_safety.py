@@ -43,6 +43,13 @@ class LayeredSafety:
         """Every layer's own description, in order."""
         return {"name": self.name, "layers": [[label, p.describe()] for label, p in self.layers]}
 
+    def prepare(self, requests: Sequence[SafetyRequest]) -> None:
+        """Let every layer that batches see the requests first (see `SafetyProvider.prepare`)."""
+        for _, provider in self.layers:
+            prepare = getattr(provider, "prepare", None)
+            if callable(prepare):
+                prepare(requests)
+
     def analyze(self, request: SafetyRequest) -> SafetyResult:
         """Screen with every layer and keep the worst: see the module docstring."""
         return combine([p.analyze(request) for _, p in self.layers])

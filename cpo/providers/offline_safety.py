@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -262,21 +262,38 @@ class _ProfanityModel:
 
     Importing it unpickles a scikit-learn model (seconds), so it is deferred until a text is
     actually screened, and guarded by a lock so concurrent screening threads import it once.
+    Each model call costs milliseconds of scikit-learn input checks whatever its size, so
+    `remember` scores many sentences in one call and keeps their probabilities for
+    `predict_prob` (each sentence is scored on its own either way: the same numbers).
     """
 
     _lock = threading.Lock()
     _predict: Callable[[list[str]], Any] | None = None
+    _known: ClassVar[dict[str, float]] = {}
+    _MAX_KNOWN: ClassVar[int] = 100_000  # sentences kept; beyond that the memory starts afresh
 
     @classmethod
     def predict_prob(cls, texts: list[str]) -> list[float]:
+        missing = [t for t in dict.fromkeys(texts) if t not in cls._known]
+        if missing:
+            cls.remember(missing)
+        return [cls._known[t] for t in texts]
+
+    @classmethod
+    def remember(cls, texts: list[str]) -> None:
+        """Score `texts` in one model call and keep the probabilities."""
         if cls._predict is None:
             with cls._lock:
                 if cls._predict is None:
                     cls._predict = cls._load()
         try:
-            return [float(p) for p in cls._predict(texts)]
+            probabilities = [float(p) for p in cls._predict(texts)]
         except Exception as e:  # the model is third-party code: wrap whatever it raises
             raise ProviderError(f"the profanity model failed on a text: {e}") from e
+        with cls._lock:
+            if len(cls._known) + len(texts) > cls._MAX_KNOWN:
+                cls._known = {}
+            cls._known.update(zip(texts, probabilities, strict=True))
 
     @staticmethod
     def _load() -> Callable[[list[str]], Any]:
@@ -327,6 +344,20 @@ class OfflineSafety:
             ),
         }
 
+    def prepare(self, requests: Sequence[SafetyRequest]) -> None:
+        """Score the sentences of every request in one profanity-model call (the call layer
+        calls this with a batch's uncached requests; `analyze` then finds them scored)."""
+        if not self.profanity_model:
+            return
+        sentences = [s for r in requests for s in _sentences(self._masked(r.text)[1])]
+        if sentences:
+            _ProfanityModel.remember(list(dict.fromkeys(sentences)))
+
+    def _masked(self, text: str) -> tuple[str, str]:
+        """The text normalised, and normalised with the lexicon's idioms masked."""
+        unmasked = normalize(text)
+        return unmasked, mask_idioms(unmasked, self.lexicon)
+
     def analyze(self, request: SafetyRequest) -> SafetyResult:
         """Score a text on the four harm categories and apply its blocklists.
 
@@ -338,8 +369,7 @@ class OfflineSafety:
                 f"unknown safety output type {request.output_type!r} for {request.key}; "
                 f"use one of {', '.join(OUTPUT_TYPES)}"
             )
-        unmasked = normalize(request.text)
-        masked = mask_idioms(unmasked, self.lexicon)
+        unmasked, masked = self._masked(request.text)
         severities = {
             category: lexicon_severity(
                 masked,

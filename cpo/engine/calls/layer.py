@@ -55,6 +55,20 @@ class _Batch:
     limit: AdaptiveLimit
 
 
+def _prepare(provider: Any, requests: Sequence[Any]) -> None:
+    """Let a provider that can batch (an optional ``prepare(requests)``) see every uncached
+    request before they are called one by one; e.g. the offline screen scores all their
+    sentences in one model call. Best effort: a failure here is left for the calls to report.
+    """
+    prepare = getattr(provider, "prepare", None)
+    if not requests or not callable(prepare):
+        return
+    try:
+        prepare(requests)
+    except Exception:  # each call reports its own failure, with its item key
+        logging.getLogger(__name__).debug("prepare failed", exc_info=True)
+
+
 def estimate_tokens(request: Any) -> tuple[int, int]:
     """A rough (input, output) token estimate for a request: 4 characters per token."""
     text = " ".join(
@@ -137,6 +151,7 @@ class CallLayer:
         )
         batch = _Batch(step, provider, method, kind, breaker, cacheable, limit)
         progress = _Progress(step, len(requests))
+        keyed = [(r, cache_key(description, method, r, salt)) for r in requests]
 
         def call(request: Any, key: str) -> CallOutcome:
             if breaker.open:
@@ -144,20 +159,15 @@ class CallLayer:
             progress.called()
             return self._call(batch, request, key)
 
-        def one(request: Any) -> CallOutcome:
-            outcome = lookup(request)
+        def one(item: tuple[Any, str, Any]) -> CallOutcome:
+            outcome = answer(*item)
             progress.finished(outcome)
             return outcome
 
-        def lookup(request: Any) -> CallOutcome:
-            key = cache_key(description, method, request, salt)
-            if cacheable:
-                cached = self.cache.get(key)
-                if cached is not None:
-                    result = kind.decode(cached)
-                    if not (self.retry_failed and unusable(result)):
-                        self._record(step, provider, request.key, cache_hit=True, status="success")
-                        return CallOutcome(request.key, result, cache_hit=True)
+        def answer(request: Any, key: str, cached: Any) -> CallOutcome:
+            if cached is not None:
+                self._record(step, provider, request.key, cache_hit=True, status="success")
+                return CallOutcome(request.key, cached, cache_hit=True)
             if not proven.is_set():
                 # Until one call has succeeded, calls go one at a time: a wrong key or a dead
                 # endpoint then costs one request (and its retries), not one per worker.
@@ -169,11 +179,13 @@ class CallLayer:
                         return outcome
             return call(request, key)
 
+        items = [(r, k, self._cached(kind, k) if cacheable else None) for r, k in keyed]
+        _prepare(provider, [r for r, _, cached in items if cached is None])
         workers = max(1, min(self.settings.concurrency, len(requests) or 1))
         reporter = self._report_progress(progress)
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"cpo-{step}") as pool:
-                outcomes = list(pool.map(one, requests))
+                outcomes = list(pool.map(one, items))
         finally:
             reporter.set()
         if breaker.open:
@@ -183,6 +195,14 @@ class CallLayer:
                 node=step,
             )
         return outcomes
+
+    def _cached(self, kind: ProviderKind, key: str) -> Any | None:
+        """The cached result for `key`, or None (also for an unusable one under --retry-failed)."""
+        value = self.cache.get(key)
+        if value is None:
+            return None
+        result = kind.decode(value)
+        return None if self.retry_failed and unusable(result) else result
 
     def _report_progress(self, progress: _Progress) -> threading.Event:
         """Every `progress_interval_s`, a line saying how far the batch is (no TTY needed)."""
