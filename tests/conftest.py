@@ -7,8 +7,9 @@
 - Services: `emulators` gives one loopback emulator per (tls, keys), started once per session
   and cleared of every fault, request and stored object for each test module.
 - Markers: `slow` is applied here (see `SLOW_MODULES`) to end-to-end builds, Spark, the browser
-  and real models, so ``python -m pytest -m "not slow"`` is the quick loop; Spark tests share
-  one xdist worker (one Spark session).
+  and real models. A bare ``python -m pytest`` is the quick suite: it leaves them out
+  (`quick_only`); ``-m slow`` runs them, ``--all`` runs both tiers. Spark tests share one
+  xdist worker (one Spark session).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from tests.emulator import Emulator
 
 # The sample-project fixtures (sample_build, ...) live in tests/sample.py.
-pytest_plugins = ["tests.sample"]
+pytest_plugins = ["tests.sample", "pytester"]
 
 # Modules whose tests build whole projects end to end (or run a browser or a real model),
 # roughly the costliest first: each runs on one xdist worker, in this order after Spark.
@@ -170,9 +171,60 @@ def clear_emulator(emulator: Emulator) -> Emulator:
     return emulator
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        dest="run_all",
+        help="also run the end-to-end tier (tests marked slow), as CI does",
+    )
+
+
+def quick_only(config: pytest.Config) -> bool:
+    """Whether this run leaves the end-to-end tier out: a bare ``python -m pytest``.
+
+    Naming test files or node ids, choosing with ``-m`` or passing ``--all`` runs what was
+    asked, slow tests included.
+    """
+    return not (
+        config.getoption("run_all")
+        or config.option.markexpr
+        or config.args_source is pytest.Config.ArgsSource.ARGS
+    )
+
+
+LEFT_OUT = pytest.StashKey[int]()
+
+
+def pytest_testnodedown(node: Any, error: object) -> None:  # xdist hook, in the controller
+    """Add up what each xdist worker left out (workers collect; the controller does not)."""
+    left_out = getattr(node, "workeroutput", {}).get("cpo_left_out", 0)
+    node.config.stash[LEFT_OUT] = max(node.config.stash.get(LEFT_OUT, 0), left_out)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: tell the controller
+        workeroutput["cpo_left_out"] = session.config.stash.get(LEFT_OUT, 0)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Say what a bare run left out, and how to run it (under -q too, and under xdist)."""
+    left_out = config.stash.get(LEFT_OUT, 0)
+    if quick_only(config) and left_out and not hasattr(config, "workeroutput"):
+        terminalreporter.write_line(
+            f"quick suite: {left_out} end-to-end tests (marked slow) left out; "
+            "`python -m pytest -m slow` runs them, `--all` runs everything"
+        )
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark end-to-end tests `slow`; keep each slow module on one xdist worker, Spark first.
+
+    A bare ``python -m pytest`` then leaves them out (`quick_only`).
 
     With ``--dist loadgroup`` the tests of one group run on one worker, so a slow module's
     module-scoped build (and the Spark tests' one Spark session) is made once, not once per
@@ -183,7 +235,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     quick: list[pytest.Item] = []
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        slow = module in SLOW_MODULES or any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+        slow = module in SLOW_MODULES or any(
+            item.get_closest_marker(m) for m in ("slow", *SLOW_MARKERS)
+        )
         if slow:
             item.add_marker(pytest.mark.slow)
         if slow or module == "test_spark":
@@ -191,4 +245,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             grouped.setdefault(module, []).append(item)
         else:
             quick.append(item)
-    items[:] = [item for group in grouped.values() for item in group] + quick
+    slow_items = [item for group in grouped.values() for item in group]
+    if quick_only(config):
+        end_to_end = [item for item in slow_items if item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=end_to_end)
+        config.stash[LEFT_OUT] = len(end_to_end)
+        slow_items = [item for item in slow_items if not item.get_closest_marker("slow")]
+    items[:] = slow_items + quick

@@ -356,6 +356,7 @@ def test_kmeans_segments_cover_every_customer(kmeans_build, kmeans_db):
     assert "segments_rules" not in results  # the rules model is not upstream of segments here
 
 
+@pytest.mark.slow  # two builds of the sample project
 def test_kmeans_is_deterministic_and_only_enabled_for_kmeans(sample_build, db, tmp_path):
     # Rules (the sample's setting): the step is disabled, so it is neither listed nor built.
     assert "segments_kmeans" not in {n.name for n in Project.load(sample_build).ls()}

@@ -516,6 +516,7 @@ def _read_only_runner(project: Path):
     return run
 
 
+@pytest.mark.slow  # ten CLI processes in a read-only mount namespace
 def test_a_read_only_project_gives_clear_errors_not_crashes(built_mini):
     shutil.rmtree(built_mini / ".cpo", ignore_errors=True)
     before = file_hash(built_mini / "mini.duckdb")

@@ -35,21 +35,89 @@ def test_the_suite_runs_on_every_core_with_spark_on_one_worker() -> None:
     assert '"pytest-xdist>=' in pyproject
 
 
-def test_the_readme_shows_the_quick_loop() -> None:
+def test_the_readme_shows_both_tiers() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert 'python -m pytest -m "not slow"' in text
+    assert "python -m pytest --all" in text and "python -m pytest -m slow" in text
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    # CI runs the README's command (the quick suite), then the end-to-end tier.
+    assert "\npython -m pytest\n" in ci and "\npython -m pytest -m slow --cov-append\n" in ci
 
 
 def test_slow_tests_are_marked(request: pytest.FixtureRequest) -> None:
-    session = request.session
     marked = {
         item.module.__name__.rsplit(".", 1)[-1]
-        for item in session.items
+        for item in request.session.items
         if item.get_closest_marker("slow")
     }
-    collected = {item.module.__name__.rsplit(".", 1)[-1] for item in session.items}
-    assert set(SLOW_MODULES) & collected <= marked
+    assert not marked or request.config.getoption("run_all") or request.config.option.markexpr
     assert request.node.get_closest_marker("slow") is None  # this module is quick
+
+
+TIER_CONFTEST = """
+from tests.conftest import (
+    pytest_addoption, pytest_collection_modifyitems, pytest_sessionfinish,
+    pytest_terminal_summary, pytest_testnodedown,
+)
+"""
+
+
+@pytest.fixture
+def tiers(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A tiny suite with our tiering hooks: one slow module (by name), one slow mark, one quick."""
+    pytester.makeconftest(TIER_CONFTEST)
+    pytester.makeini("[pytest]\nmarkers =\n    slow: end to end\n")
+    # In a package, so the modules' names cannot clash with this suite's own test_privacy.
+    package = pytester.mkpydir("tier")
+    (package / "test_privacy.py").write_text("def test_end_to_end():\n    pass\n")  # SLOW_MODULES
+    (package / "test_quick.py").write_text(
+        "import pytest\n\ndef test_quick():\n    pass\n\n"
+        "@pytest.mark.slow\ndef test_marked():\n    pass\n"
+    )
+    return pytester
+
+
+QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark")  # benchmark: a plugin some envs have
+
+
+def outcomes(pytester: pytest.Pytester, *args: str) -> dict[str, int]:
+    return pytester.runpytest_inprocess(*QUIET, "-n", "0", *args).parseoutcomes()
+
+
+SAID = "quick suite: 2 end-to-end tests (marked slow) left out; `python -m pytest -m slow` runs*"
+
+
+def test_a_bare_run_leaves_the_end_to_end_tier_out_and_says_so(tiers: pytest.Pytester) -> None:
+    result = tiers.runpytest_inprocess(*QUIET, "-n", "0", "-q")
+    assert result.parseoutcomes() == {"passed": 1, "deselected": 2}
+    result.stdout.fnmatch_lines([SAID])
+
+
+def test_under_xdist_the_controller_says_what_the_workers_left_out(
+    tiers: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the workers import tests.conftest
+    result = tiers.runpytest_subprocess(*QUIET, "-n", "2", "-q")
+    assert result.parseoutcomes() == {"passed": 1}  # xdist does not count deselected items
+    result.stdout.fnmatch_lines([SAID])
+    assert "left out" not in outcomes_text(tiers, "--all")
+
+
+def outcomes_text(pytester: pytest.Pytester, *args: str) -> str:
+    return "\n".join(pytester.runpytest_inprocess(*QUIET, "-n", "0", *args).outlines)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--all",), {"passed": 3}),
+        (("-m", "slow"), {"passed": 2, "deselected": 1}),
+        (("-m", "not slow"), {"passed": 1, "deselected": 2}),
+        (("tier/test_privacy.py",), {"passed": 1}),  # a named file runs whole
+        (("tier/test_quick.py::test_marked",), {"passed": 1}),
+    ],
+)
+def test_asking_for_slow_tests_runs_them(tiers: pytest.Pytester, args, expected) -> None:
+    assert outcomes(tiers, *args) == expected
 
 
 def test_the_query_helpers_read_a_built_project(built_mini: Path) -> None:
