@@ -208,6 +208,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput["cpo_left_out"] = session.config.stash.get(LEFT_OUT, 0)
 
 
+@pytest.hookimpl(trylast=True)  # after the coverage table, just above the counts
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:

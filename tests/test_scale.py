@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from cpo.engine.project import Project
+from tests.conftest import copy_built
 from tests.sample import copy_sample_project
 
 
@@ -24,10 +25,9 @@ def _edit(project: Path, change) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    project = copy_sample_project(tmp_path_factory.mktemp("scale") / "p")
-    assert Project.load(project).build().success
-    return project
+def built(sample_build: Path, tmp_path_factory) -> Path:
+    """A copy of the session's sample build (each change is rolled back)."""
+    return copy_built(sample_build, tmp_path_factory.mktemp("scale") / "p")
 
 
 def _failures(project: Path, change: str) -> int:
