@@ -183,12 +183,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def quick_only(config: pytest.Config) -> bool:
     """Whether this run leaves the end-to-end tier out: a bare ``python -m pytest``.
 
-    Naming test files or node ids, choosing with ``-m`` or passing ``--all`` runs what was
-    asked, slow tests included.
+    Naming test files or node ids, choosing with ``-m``, re-running the last failures
+    (``--lf``) or passing ``--all`` runs what was asked, slow tests included.
     """
     return not (
         config.getoption("run_all")
         or config.option.markexpr
+        or config.getoption("lf", False)
         or config.args_source is pytest.Config.ArgsSource.ARGS
     )
 

@@ -102,6 +102,13 @@ def test_under_xdist_the_controller_says_what_the_workers_left_out(
     assert "left out" not in outcomes_text(tiers, "--all")
 
 
+def test_rerunning_the_last_failures_reruns_a_failed_slow_test(tiers: pytest.Pytester) -> None:
+    (tiers.path / "tier" / "test_privacy.py").write_text("def test_end_to_end():\n    assert 0\n")
+    run = ("-p", "no:benchmark", "-n", "0")
+    assert tiers.runpytest_inprocess(*run, "--all").parseoutcomes() == {"passed": 2, "failed": 1}
+    assert tiers.runpytest_inprocess(*run, "--lf").parseoutcomes() == {"failed": 1}
+
+
 def outcomes_text(pytester: pytest.Pytester, *args: str) -> str:
     return "\n".join(pytester.runpytest_inprocess(*QUIET, "-n", "0", *args).outlines)
 
