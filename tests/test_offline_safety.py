@@ -220,6 +220,16 @@ def test_prepare_scores_a_batch_in_one_model_call_with_the_same_results(screen, 
     assert len(calls) == 1  # analyze found every sentence scored
 
 
+def test_prepare_keeps_at_most_the_memory_bound_and_analyze_scores_the_rest(screen, monkeypatch):
+    monkeypatch.setattr(_ProfanityModel, "_known", {})
+    monkeypatch.setattr(_ProfanityModel, "MAX_KNOWN", 3)
+    texts = [f"Line {i} is fine." for i in range(5)]
+    screen.prepare([SafetyRequest(key=str(i), text=t) for i, t in enumerate(texts)])
+    assert len(_ProfanityModel._known) == 3  # bounded, whatever the batch's size
+    assert [analyze(screen, t) for t in texts] == [analyze(screen, texts[0])] * 5
+    assert len(_ProfanityModel._known) <= 3
+
+
 def test_corpus_is_well_formed():
     entries = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
     kinds = {"harmful", "profane", "pii", "forbidden_claim", "false_urgency", "injection", "clean"}

@@ -270,7 +270,7 @@ class _ProfanityModel:
     _lock = threading.Lock()
     _predict: Callable[[list[str]], Any] | None = None
     _known: ClassVar[dict[str, float]] = {}
-    _MAX_KNOWN: ClassVar[int] = 100_000  # sentences kept; beyond that the memory starts afresh
+    MAX_KNOWN: ClassVar[int] = 100_000  # sentences kept; beyond that the memory starts afresh
 
     @classmethod
     def predict_prob(cls, texts: list[str]) -> list[float]:
@@ -291,7 +291,7 @@ class _ProfanityModel:
         except Exception as e:  # the model is third-party code: wrap whatever it raises
             raise ProviderError(f"the profanity model failed on a text: {e}") from e
         with cls._lock:
-            if len(cls._known) + len(texts) > cls._MAX_KNOWN:
+            if len(cls._known) + len(texts) > cls.MAX_KNOWN:
                 cls._known = {}
             cls._known.update(zip(texts, probabilities, strict=True))
 
@@ -350,8 +350,10 @@ class OfflineSafety:
         if not self.profanity_model:
             return
         sentences = [s for r in requests for s in _sentences(self._masked(r.text)[1])]
-        if sentences:
-            _ProfanityModel.remember(list(dict.fromkeys(sentences)))
+        # At most what the memory keeps: beyond it, `analyze` scores the rest itself.
+        distinct = list(dict.fromkeys(sentences))[: _ProfanityModel.MAX_KNOWN]
+        if distinct:
+            _ProfanityModel.remember(distinct)
 
     def _masked(self, text: str) -> tuple[str, str]:
         """The text normalised, and normalised with the lexicon's idioms masked."""
