@@ -274,14 +274,14 @@ class _ProfanityModel:
 
     @classmethod
     def predict_prob(cls, texts: list[str]) -> list[float]:
-        missing = [t for t in dict.fromkeys(texts) if t not in cls._known]
-        if missing:
-            cls.remember(missing)
-        return [cls._known[t] for t in texts]
+        known = cls._known  # a dict is only ever replaced whole, never emptied in place
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        fresh = cls.remember(missing) if missing else {}
+        return [fresh[t] if t in fresh else known[t] for t in texts]
 
     @classmethod
-    def remember(cls, texts: list[str]) -> None:
-        """Score `texts` in one model call and keep the probabilities."""
+    def remember(cls, texts: list[str]) -> dict[str, float]:
+        """Score `texts` in one model call, keep the probabilities and return them."""
         if cls._predict is None:
             with cls._lock:
                 if cls._predict is None:
@@ -290,10 +290,12 @@ class _ProfanityModel:
             probabilities = [float(p) for p in cls._predict(texts)]
         except Exception as e:  # the model is third-party code: wrap whatever it raises
             raise ProviderError(f"the profanity model failed on a text: {e}") from e
+        scored = dict(zip(texts, probabilities, strict=True))
         with cls._lock:
-            if len(cls._known) + len(texts) > cls.MAX_KNOWN:
+            if len(cls._known) + len(scored) > cls.MAX_KNOWN:
                 cls._known = {}
-            cls._known.update(zip(texts, probabilities, strict=True))
+            cls._known.update(scored)
+        return scored
 
     @staticmethod
     def _load() -> Callable[[list[str]], Any]:
