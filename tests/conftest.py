@@ -53,6 +53,9 @@ SLOW_MODULES = (
     "test_real_llm_judge",
 )
 SLOW_MARKERS = ("spark", "real_llm")
+# Quick modules whose module-scoped fixture is costly (a rendered report, an export of every
+# table, a docs site): each runs on one worker, so the fixture is made once, not once per worker.
+ONE_WORKER_MODULES = ("test_spark", "test_report", "test_export", "test_docs")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # What a build leaves in a project folder; never part of a fixture's sources.
@@ -224,16 +227,17 @@ def pytest_terminal_summary(
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark end-to-end tests `slow`; keep each slow module on one xdist worker, Spark first.
+    """Mark end-to-end tests `slow`; keep each slow module (and each of `ONE_WORKER_MODULES`)
+    on one xdist worker, Spark first.
 
-    A bare ``python -m pytest`` then leaves them out (`quick_only`).
+    A bare ``python -m pytest`` then leaves the slow tests out (`quick_only`).
 
-    With ``--dist loadgroup`` the tests of one group run on one worker, so a slow module's
-    module-scoped build (and the Spark tests' one Spark session) is made once, not once per
-    worker. The Spark tests, the longest chain of the suite, start first; quick tests are
+    With ``--dist loadgroup`` the tests of one group run on one worker, so a module-scoped
+    build or render (and the Spark tests' one Spark session) is made once, not once per
+    worker. The groups, the longest chains of the suite, start first; the other tests are
     spread one by one over the workers.
     """
-    grouped: dict[str, list[pytest.Item]] = {m: [] for m in ("test_spark", *SLOW_MODULES)}
+    grouped: dict[str, list[pytest.Item]] = {m: [] for m in (*ONE_WORKER_MODULES, *SLOW_MODULES)}
     quick: list[pytest.Item] = []
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
@@ -242,15 +246,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         if slow:
             item.add_marker(pytest.mark.slow)
-        if slow or module == "test_spark":
+        if slow or module in ONE_WORKER_MODULES:
             item.add_marker(pytest.mark.xdist_group(module))
             grouped.setdefault(module, []).append(item)
         else:
             quick.append(item)
-    slow_items = [item for group in grouped.values() for item in group]
+    in_groups = [item for group in grouped.values() for item in group]
     if quick_only(config):
-        end_to_end = [item for item in slow_items if item.get_closest_marker("slow")]
+        end_to_end = [item for item in in_groups if item.get_closest_marker("slow")]
         config.hook.pytest_deselected(items=end_to_end)
         config.stash[LEFT_OUT] = len(end_to_end)
-        slow_items = [item for item in slow_items if not item.get_closest_marker("slow")]
-    items[:] = slow_items + quick
+        in_groups = [item for item in in_groups if not item.get_closest_marker("slow")]
+    items[:] = in_groups + quick
