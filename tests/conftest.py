@@ -8,8 +8,8 @@
   and cleared of every fault, request and stored object for each test module.
 - Markers: `slow` is applied here (see `SLOW_MODULES`) to end-to-end builds, Spark, the browser
   and real models. A bare ``python -m pytest`` is the quick suite: it leaves them out
-  (`quick_only`); ``-m slow`` runs them, ``--all`` runs both tiers. Spark tests share one
-  xdist worker (one Spark session).
+  (`quick_only`); ``-m slow`` runs them, ``--all`` runs both tiers. Each slow module, the
+  Spark tests (one Spark session) and each of `ONE_WORKER_MODULES` run on one xdist worker.
 """
 
 from __future__ import annotations
