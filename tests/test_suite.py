@@ -41,6 +41,9 @@ def test_the_readme_shows_both_tiers() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     # CI runs the README's command (the quick suite), then the end-to-end tier.
     assert "\npython -m pytest\n" in ci and "\npython -m pytest -m slow --cov-append\n" in ci
+    # with coverage of cpo/ over both runs (not in addopts: a developer's run skips the tracing)
+    assert 'export PYTEST_ADDOPTS="--cov=cpo ' in ci.split("\npython -m pytest\n")[0]
+    assert "--cov" not in pytest_settings()["addopts"]
 
 
 def test_slow_tests_are_marked(request: pytest.FixtureRequest) -> None:
