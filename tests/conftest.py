@@ -201,12 +201,14 @@ LEFT_OUT = pytest.StashKey[int]()
 
 
 def pytest_testnodedown(node: Any, error: object) -> None:  # xdist hook, in the controller
-    """Add up what each xdist worker left out (workers collect; the controller does not)."""
+    """Keep the workers' count of what they left out (each collects every test, so they agree;
+    the controller collects nothing)."""
     left_out = getattr(node, "workeroutput", {}).get("cpo_left_out", 0)
     node.config.stash[LEFT_OUT] = max(node.config.stash.get(LEFT_OUT, 0), left_out)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In an xdist worker, send the count to the controller (`pytest_testnodedown`)."""
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: tell the controller
         workeroutput["cpo_left_out"] = session.config.stash.get(LEFT_OUT, 0)
