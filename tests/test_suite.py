@@ -87,6 +87,10 @@ def outcomes(pytester: pytest.Pytester, *args: str) -> dict[str, int]:
     return pytester.runpytest_inprocess(*QUIET, "-n", "0", *args).parseoutcomes()
 
 
+def outcomes_text(pytester: pytest.Pytester, *args: str) -> str:
+    return "\n".join(pytester.runpytest_inprocess(*QUIET, "-n", "0", *args).outlines)
+
+
 SAID = "quick suite: 2 end-to-end tests (marked slow) left out; `python -m pytest -m slow` runs*"
 
 
@@ -111,10 +115,6 @@ def test_rerunning_the_last_failures_reruns_a_failed_slow_test(tiers: pytest.Pyt
     run = ("-p", "no:benchmark", "-n", "0")
     assert tiers.runpytest_inprocess(*run, "--all").parseoutcomes() == {"passed": 2, "failed": 1}
     assert tiers.runpytest_inprocess(*run, "--lf").parseoutcomes() == {"failed": 1}
-
-
-def outcomes_text(pytester: pytest.Pytester, *args: str) -> str:
-    return "\n".join(pytester.runpytest_inprocess(*QUIET, "-n", "0", *args).outlines)
 
 
 @pytest.mark.parametrize(
