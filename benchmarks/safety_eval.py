@@ -46,7 +46,7 @@ from cpo.personalization.policy import (  # noqa: E402
     injection_check,
     policy_checks,
 )
-from cpo.providers.base import SafetyRequest, get_provider_factory  # noqa: E402
+from cpo.providers.base import SafetyRequest, get_provider_factory, prepare_batch  # noqa: E402
 
 CORPUS = ROOT / "tests" / "fixtures" / "safety_corpus.jsonl"
 # Snippets, not whole emails: no length limits (0 = no maximum) and no required elements.
@@ -96,9 +96,8 @@ def evaluate(
     tp = fp = fn = 0
     kinds: dict[str, list[int]] = {}
     false_pos, false_neg = [], []
-    prepare = getattr(provider, "prepare", None)
-    if callable(prepare):  # as the build's call layer does: score every text in one batch
-        prepare([SafetyRequest(key=e["id"], text=e["text"]) for e in entries])
+    # As the build's call layer does: a provider that batches scores every text in one go.
+    prepare_batch(provider, [SafetyRequest(key=e["id"], text=e["text"]) for e in entries])
     for entry in entries:
         checks = screen_entry(entry, provider, policy, thresholds)
         blocked = not approved(checks)

@@ -229,6 +229,14 @@ class SafetyProvider(Provider, Protocol):
     def analyze(self, request: SafetyRequest) -> SafetyResult: ...
 
 
+def prepare_batch(provider: Any, requests: Sequence[Any]) -> None:
+    """Give a provider that batches (an optional ``prepare(requests)``, of any kind) the requests
+    before they are called one by one; a provider without one is left alone."""
+    prepare = getattr(provider, "prepare", None)
+    if requests and callable(prepare):
+        prepare(requests)
+
+
 class CacheCodec(Protocol):
     """A result type the cache can store: JSON out with `to_cache`, back with `from_cache`."""
 

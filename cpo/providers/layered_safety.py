@@ -24,7 +24,13 @@ from pydantic import AfterValidator, Field
 
 from cpo.engine.config_schema import ProviderSettings
 from cpo.engine.settings import Section, custom_error, validate_model
-from cpo.providers.base import HARM_CATEGORIES, SafetyRequest, SafetyResult, get_provider_factory
+from cpo.providers.base import (
+    HARM_CATEGORIES,
+    SafetyRequest,
+    SafetyResult,
+    get_provider_factory,
+    prepare_batch,
+)
 
 KEY = "providers.safety"
 
@@ -46,9 +52,7 @@ class LayeredSafety:
     def prepare(self, requests: Sequence[SafetyRequest]) -> None:
         """Let every layer that batches see the requests first (see `SafetyProvider.prepare`)."""
         for _, provider in self.layers:
-            prepare = getattr(provider, "prepare", None)
-            if callable(prepare):
-                prepare(requests)
+            prepare_batch(provider, requests)
 
     def analyze(self, request: SafetyRequest) -> SafetyResult:
         """Screen with every layer and keep the worst: see the module docstring."""

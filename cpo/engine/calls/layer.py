@@ -23,7 +23,7 @@ from cpo.engine.calls.store import CallStore
 from cpo.engine.config import Price
 from cpo.engine.config_schema import CallsSettings
 from cpo.errors import BudgetExceededError, ConfigurationError, CPOError, ModelError, ProviderError
-from cpo.providers.base import ProviderKind, kind_for_method
+from cpo.providers.base import ProviderKind, kind_for_method, prepare_batch
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,8 @@ def _prepare(provider: Any, requests: Sequence[Any]) -> None:
     request before they are called one by one; e.g. the offline screen scores all their
     sentences in one model call. Best effort: a failure here is left for the calls to report.
     """
-    prepare = getattr(provider, "prepare", None)
-    if not requests or not callable(prepare):
-        return
     try:
-        prepare(requests)
+        prepare_batch(provider, requests)
     except Exception:  # each call reports its own failure, with its item key
         logging.getLogger(__name__).debug("prepare failed", exc_info=True)
 
@@ -151,7 +148,6 @@ class CallLayer:
         )
         batch = _Batch(step, provider, method, kind, breaker, cacheable, limit)
         progress = _Progress(step, len(requests))
-        keyed = [(r, cache_key(description, method, r, salt)) for r in requests]
 
         def call(request: Any, key: str) -> CallOutcome:
             if breaker.open:
@@ -179,7 +175,11 @@ class CallLayer:
                         return outcome
             return call(request, key)
 
-        items = [(r, k, self._cached(kind, k) if cacheable else None) for r, k in keyed]
+        # Cache first, so a provider that batches is given only what it must answer.
+        items = []
+        for request in requests:
+            key = cache_key(description, method, request, salt)
+            items.append((request, key, self._cached(kind, key) if cacheable else None))
         _prepare(provider, [r for r, _, cached in items if cached is None])
         workers = max(1, min(self.settings.concurrency, len(requests) or 1))
         reporter = self._report_progress(progress)
