@@ -300,18 +300,12 @@ def spark_sample(
     duck = Project.load(project).build()
     assert duck.success, [(r.name, r.message) for r in duck.results if r.failed]
     # seed + run (the data tests run on Spark in test_show_ls_test_on_the_spark_target).
-    saved = os.environ.get("SPARK_CONNECT_AUTHENTICATE_TOKEN")
-    os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = token  # read by the JVM as it starts
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SPARK_CONNECT_AUTHENTICATE_TOKEN", token)  # read by the JVM as it starts
         spark = Project.load(project, target="spark")
         for run in (spark.seed(), Project.load(project, target="spark").run()):
             assert run.success, [(r.name, r.message) for r in run.results if r.failed]
             assert run.committed
-    finally:
-        if saved is None:
-            os.environ.pop("SPARK_CONNECT_AUTHENTICATE_TOKEN", None)
-        else:
-            os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = saved
     yield project
     from cpo.adapters.spark import stop_session
 
